@@ -133,7 +133,12 @@ UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE void fenceAcqRel() {
     asm volatile("fence.acq_rel.gpu;" ::: "memory");
   }
 #elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
-  __builtin_amdgcn_fence(__ATOMIC_ACQ_REL, S == Scope::kSystem ? "" : "agent");
+  // The scope argument must be a string literal, not a constant expression.
+  if constexpr (S == Scope::kSystem) {
+    __builtin_amdgcn_fence(__ATOMIC_ACQ_REL, "");
+  } else {
+    __builtin_amdgcn_fence(__ATOMIC_ACQ_REL, "agent");
+  }
 #else
   __atomic_thread_fence(__ATOMIC_ACQ_REL);
 #endif
