@@ -1,0 +1,350 @@
+// TcpRendezvous: a star through rank 0. Rank 0 admits the other ranks (token-checked) during the first
+// collective, then each collective is "every rank sends its blob, rank 0 answers with all of them".
+#include "uccl_ep/bootstrap/rendezvous.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "bootstrap/socket.hpp"
+#include "bootstrap/wire.hpp"
+#include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/log.hpp"
+
+namespace uccl::ep::bootstrap {
+
+using detail::Clock;
+using detail::Deadline;
+using detail::IoResult;
+using detail::IoStatus;
+using detail::Socket;
+using detail::Verdict;
+using transport::Blob;
+
+namespace {
+
+// A connection that became readable must deliver its whole hello within this grace: a silent or slow
+// stranger then delays admission of the real ranks by at most this much, never until the job's timeout.
+constexpr auto kHelloGrace = std::chrono::seconds(2);
+// Connections admitted concurrently beyond the expected ranks; a flood above this is dropped on arrival.
+constexpr size_t kMaxPendingConnections = 64;
+
+std::string rankList(const std::vector<int>& ranks) {
+  std::string s;
+  for (int r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return s;
+}
+
+}  // namespace
+
+struct TcpRendezvous::Impl {
+  RendezvousOptions opts;
+  sockaddr_in root_addr{};
+  std::string root_name;  // rank 0's "ip:port", for messages on every rank
+  int port = 0;
+  Socket listener;            // rank 0 only, until every rank has joined
+  std::vector<Socket> peers;  // rank 0: index = rank (0 unused); other ranks: peers[0] is rank 0
+  bool joined = false;
+  uint64_t seq = 0;
+  std::string failure;  // set once a collective failed: the peers' state is unknown from then on
+
+  double timeoutMs() const { return static_cast<double>(opts.timeout_ns) / 1e6; }
+
+  // ---- rank 0 ----
+  std::vector<int> ranksWithout(const std::vector<bool>& have) const {
+    std::vector<int> missing;
+    for (int r = 1; r < opts.world; ++r) {
+      if (!have[r]) missing.push_back(r);
+    }
+    return missing;
+  }
+
+  [[noreturn]] void throwRootTimeout(const std::vector<int>& missing, const char* what) const {
+    throw TimeoutError(
+        fmt::format("rendezvous at {} (rank 0 of {}): timed out after {:.0f} ms in collective #{} "
+                    "waiting for rank(s) {} {}",
+                    root_name, opts.world, timeoutMs(), seq, rankList(missing), what));
+  }
+
+  [[noreturn]] void throwPeerGone(int rank, const IoResult& r) const {
+    UCCL_EP_THROW("rendezvous at {}: rank {} closed its connection during collective #{}{}{}", root_name, rank, seq,
+                  r.err ? ": " : "", r.err ? std::strerror(r.err) : "");
+  }
+
+  // Reads one connection's hello and answers it. Anything short of a legitimate, new rank is logged and
+  // dropped: rank 0 keeps waiting for the real ranks rather than failing the job on a stray connection.
+  void admit(Socket s, Deadline deadline) {
+    const std::string who = detail::peerAddress(s.fd());
+    const Deadline hello_deadline = std::min(deadline, Clock::now() + kHelloGrace);
+    uint8_t hello[detail::kHelloBytes];
+    if (detail::recvAll(s.fd(), hello, sizeof(hello), hello_deadline).status != IoStatus::kOk) {
+      log().warn("rendezvous at {}: dropped connection from {}: no complete handshake", root_name, who);
+      return;
+    }
+    const uint32_t magic = detail::getU32(hello), version = detail::getU32(hello + 4);
+    const uint32_t rank = detail::getU32(hello + 8), world = detail::getU32(hello + 12);
+    const uint32_t token_len = detail::getU32(hello + 16);
+    if (magic != detail::kMagic || token_len > detail::kMaxTokenBytes) {
+      log().warn("rendezvous at {}: dropped connection from {}: not a uccl-ep rendezvous handshake", root_name, who);
+      return;
+    }
+    std::string token(token_len, '\0');
+    if (detail::recvAll(s.fd(), token.data(), token_len, hello_deadline).status != IoStatus::kOk) {
+      log().warn("rendezvous at {}: dropped connection from {}: truncated handshake", root_name, who);
+      return;
+    }
+    // The token is checked before anything else, so a stranger learns nothing about the job's shape.
+    Verdict v = Verdict::kAccepted;
+    if (version != detail::kProtocolVersion) {
+      v = Verdict::kBadVersion;
+    } else if (!detail::tokensEqual(opts.token, token)) {
+      v = Verdict::kBadToken;
+    } else if (world != static_cast<uint32_t>(opts.world)) {
+      v = Verdict::kBadWorld;
+    } else if (rank == 0 || rank >= world) {
+      v = Verdict::kBadRank;
+    } else if (peers[rank].valid()) {
+      v = Verdict::kDuplicateRank;
+    }
+    Blob verdict;
+    detail::putU32(verdict, detail::kMagic);
+    detail::putU32(verdict, static_cast<uint32_t>(v));
+    IoResult sent = detail::sendAll(s.fd(), verdict.data(), verdict.size(), hello_deadline);
+    if (v != Verdict::kAccepted) {
+      log().warn("rendezvous at {}: refused connection from {} claiming rank {} of world {}: {}", root_name, who, rank,
+                 world, detail::verdictText(v));
+      return;
+    }
+    if (sent.status != IoStatus::kOk) {
+      log().warn("rendezvous at {}: rank {} from {} left during its handshake", root_name, rank, who);
+      return;
+    }
+    log().debug("rendezvous at {}: rank {} joined from {}", root_name, rank, who);
+    peers[rank] = std::move(s);
+  }
+
+  void acceptAll(Deadline deadline) {
+    std::vector<Socket> pending;
+    auto joinedRanks = [&] {
+      std::vector<bool> have(opts.world, false);
+      for (int r = 1; r < opts.world; ++r) have[r] = peers[r].valid();
+      return have;
+    };
+    while (!ranksWithout(joinedRanks()).empty()) {
+      std::vector<pollfd> fds{{listener.fd(), POLLIN, 0}};
+      for (const auto& p : pending) fds.push_back({p.fd(), POLLIN, 0});
+      int n = ::poll(fds.data(), fds.size(), detail::remainingMs(deadline));
+      if (n < 0 && errno != EINTR) UCCL_EP_THROW("poll on the rendezvous listener failed: {}", std::strerror(errno));
+      if (n <= 0) {
+        if (Clock::now() >= deadline) throwRootTimeout(ranksWithout(joinedRanks()), "to join");
+        continue;
+      }
+      std::vector<Socket> still_pending;
+      for (size_t i = 0; i < pending.size(); ++i) {
+        if (fds[i + 1].revents != 0) {
+          admit(std::move(pending[i]), deadline);
+        } else {
+          still_pending.push_back(std::move(pending[i]));
+        }
+      }
+      pending = std::move(still_pending);
+      if (fds[0].revents & POLLIN) {
+        for (Socket s = detail::acceptOne(listener.fd()); s.valid(); s = detail::acceptOne(listener.fd())) {
+          if (pending.size() >= kMaxPendingConnections) {
+            log().warn("rendezvous at {}: dropped connection from {}: too many pending handshakes", root_name,
+                       detail::peerAddress(s.fd()));
+            continue;
+          }
+          pending.push_back(std::move(s));
+        }
+      }
+    }
+    // The world is complete and ranks never reconnect: late connections now get a reset at once instead of
+    // sitting in the backlog until their own timeout.
+    listener.reset();
+  }
+
+  std::vector<Blob> gather(const Blob& mine, Deadline deadline) {
+    if (!joined) {
+      acceptAll(deadline);
+      joined = true;
+    }
+    std::vector<Blob> all(opts.world);
+    all[0] = mine;
+    std::vector<bool> have(opts.world, false);
+    // Blobs are read in arrival order, so a timeout names exactly the ranks that have not sent theirs.
+    for (std::vector<int> missing = ranksWithout(have); !missing.empty(); missing = ranksWithout(have)) {
+      std::vector<pollfd> fds;
+      for (int r : missing) fds.push_back({peers[r].fd(), POLLIN, 0});
+      int n = ::poll(fds.data(), fds.size(), detail::remainingMs(deadline));
+      if (n < 0 && errno != EINTR) UCCL_EP_THROW("poll on rendezvous peers failed: {}", std::strerror(errno));
+      if (n <= 0) {
+        if (Clock::now() >= deadline) throwRootTimeout(missing, "to send their blobs");
+        continue;
+      }
+      for (size_t i = 0; i < missing.size(); ++i) {
+        if (fds[i].revents == 0) continue;
+        const int r = missing[i];
+        uint8_t header[detail::kHeaderBytes];
+        IoResult res = detail::recvAll(peers[r].fd(), header, sizeof(header), deadline);
+        if (res.status == IoStatus::kClosed) throwPeerGone(r, res);
+        if (res.status == IoStatus::kTimeout) throwRootTimeout({r}, "to finish sending their blobs");
+        const uint64_t their_seq = detail::getU64(header), len = detail::getU64(header + 8);
+        UCCL_EP_CHECK(their_seq == seq, "rendezvous at {}: rank {} is in collective #{}, rank 0 in #{}", root_name, r,
+                      their_seq, seq);
+        UCCL_EP_CHECK(len <= detail::kMaxBlobBytes, "rendezvous at {}: rank {} announced a {}-byte blob (max {})",
+                      root_name, r, len, detail::kMaxBlobBytes);
+        all[r].resize(len);
+        res = detail::recvAll(peers[r].fd(), all[r].data(), len, deadline);
+        if (res.status == IoStatus::kClosed) throwPeerGone(r, res);
+        if (res.status == IoStatus::kTimeout) throwRootTimeout({r}, "to finish sending their blobs");
+        have[r] = true;
+      }
+    }
+    Blob reply;
+    size_t total = detail::kHeaderBytes;
+    for (const auto& b : all) total += 8 + b.size();
+    reply.reserve(total);
+    detail::putU64(reply, seq);
+    detail::putU64(reply, static_cast<uint64_t>(opts.world));
+    for (const auto& b : all) {
+      detail::putU64(reply, b.size());
+      reply.insert(reply.end(), b.begin(), b.end());
+    }
+    for (int r = 1; r < opts.world; ++r) {
+      IoResult res = detail::sendAll(peers[r].fd(), reply.data(), reply.size(), deadline);
+      if (res.status == IoStatus::kClosed) throwPeerGone(r, res);
+      if (res.status == IoStatus::kTimeout) throwRootTimeout({r}, "to take the gathered blobs");
+    }
+    return all;
+  }
+
+  // ---- ranks other than 0 ----
+  [[noreturn]] void throwLeafTimeout(const char* what) const {
+    throw TimeoutError(
+        fmt::format("rendezvous: rank {} of {} timed out after {:.0f} ms in collective #{} {} rank 0 "
+                    "at {}",
+                    opts.rank, opts.world, timeoutMs(), seq, what, root_name));
+  }
+
+  void check(const IoResult& r, const char* what) const {
+    if (r.status == IoStatus::kTimeout) throwLeafTimeout(what);
+    if (r.status == IoStatus::kClosed) {
+      UCCL_EP_THROW("rendezvous: rank 0 at {} closed the connection of rank {} ({}) in collective #{}{}{}", root_name,
+                    opts.rank, what, seq, r.err ? ": " : "", r.err ? std::strerror(r.err) : "");
+    }
+  }
+
+  void join(Deadline deadline) {
+    Socket s = detail::connectWithRetry(root_addr, deadline);
+    if (!s.valid()) throwLeafTimeout("trying to connect to");
+    Blob hello;
+    detail::putU32(hello, detail::kMagic);
+    detail::putU32(hello, detail::kProtocolVersion);
+    detail::putU32(hello, static_cast<uint32_t>(opts.rank));
+    detail::putU32(hello, static_cast<uint32_t>(opts.world));
+    detail::putU32(hello, static_cast<uint32_t>(opts.token.size()));
+    hello.insert(hello.end(), opts.token.begin(), opts.token.end());
+    check(detail::sendAll(s.fd(), hello.data(), hello.size(), deadline), "sending its handshake to");
+    uint8_t verdict[detail::kVerdictBytes];
+    // Rank 0 answers only once it enters its first collective, so this wait may be long; it is bounded by
+    // the same deadline. A reset here usually means the world was already complete (a duplicate rank).
+    check(detail::recvAll(s.fd(), verdict, sizeof(verdict), deadline), "awaiting admission from");
+    UCCL_EP_CHECK(detail::getU32(verdict) == detail::kMagic, "rendezvous: {} is not a uccl-ep rendezvous", root_name);
+    const auto v = static_cast<Verdict>(detail::getU32(verdict + 4));
+    if (v != Verdict::kAccepted) {
+      UCCL_EP_THROW("rendezvous: rank 0 at {} refused rank {} of world {}: {}", root_name, opts.rank, opts.world,
+                    detail::verdictText(v));
+    }
+    peers.resize(1);
+    peers[0] = std::move(s);
+  }
+
+  std::vector<Blob> exchange(const Blob& mine, Deadline deadline) {
+    if (!joined) {
+      join(deadline);
+      joined = true;
+    }
+    const int fd = peers[0].fd();
+    Blob header;
+    detail::putU64(header, seq);
+    detail::putU64(header, mine.size());
+    check(detail::sendAll(fd, header.data(), header.size(), deadline), "sending its blob to");
+    check(detail::sendAll(fd, mine.data(), mine.size(), deadline), "sending its blob to");
+    uint8_t head[detail::kHeaderBytes];
+    check(detail::recvAll(fd, head, sizeof(head), deadline), "waiting for the gathered blobs from");
+    const uint64_t their_seq = detail::getU64(head), count = detail::getU64(head + 8);
+    UCCL_EP_CHECK(their_seq == seq && count == static_cast<uint64_t>(opts.world),
+                  "rendezvous: rank 0 at {} answered collective #{} with {} blobs; rank {} expected #{} with {}",
+                  root_name, their_seq, count, opts.rank, seq, opts.world);
+    std::vector<Blob> all(opts.world);
+    for (auto& b : all) {
+      uint8_t len_bytes[8];
+      check(detail::recvAll(fd, len_bytes, sizeof(len_bytes), deadline), "waiting for the gathered blobs from");
+      const uint64_t len = detail::getU64(len_bytes);
+      UCCL_EP_CHECK(len <= detail::kMaxBlobBytes, "rendezvous: rank 0 at {} sent a {}-byte blob", root_name, len);
+      b.resize(len);
+      check(detail::recvAll(fd, b.data(), len, deadline), "waiting for the gathered blobs from");
+    }
+    return all;
+  }
+};
+
+TcpRendezvous::TcpRendezvous(const RendezvousOptions& options) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.opts = options;
+  if (options.token.empty()) {
+    UCCL_EP_THROW("rendezvous token is empty: every rank must present the job's shared secret");
+  }
+  UCCL_EP_CHECK(options.token.size() <= detail::kMaxTokenBytes, "rendezvous token is {} bytes, max {}",
+                options.token.size(), detail::kMaxTokenBytes);
+  UCCL_EP_CHECK(options.world >= 1, "rendezvous world {} must be at least 1", options.world);
+  UCCL_EP_CHECK(options.rank >= 0 && options.rank < options.world, "rendezvous rank {} out of range 0..{}",
+                options.rank, options.world - 1);
+  UCCL_EP_CHECK(options.timeout_ns > 0, "rendezvous timeout must be positive");
+  if (options.rank == 0) {
+    const std::string bind_host = options.ifname.empty() ? options.host : interfaceAddress(options.ifname);
+    sockaddr_in addr = detail::resolveIpv4(bind_host, options.port);
+    // Backlog sized for the whole world plus some strays, so no real rank's SYN is dropped while rank 0 has
+    // not yet entered its first collective.
+    m.listener = detail::listenOn(addr, std::max(2 * options.world, 64), &m.port);
+    addr.sin_port = htons(static_cast<uint16_t>(m.port));
+    m.root_addr = addr;
+    m.peers.resize(options.world);
+  } else {
+    UCCL_EP_CHECK(options.port > 0 && options.port <= 65535, "rank {} needs rank 0's port (got {})", options.rank,
+                  options.port);
+    m.root_addr = detail::resolveIpv4(options.host, options.port);
+    m.port = options.port;
+  }
+  m.root_name = detail::formatAddress(m.root_addr);
+}
+
+TcpRendezvous::~TcpRendezvous() = default;
+
+int TcpRendezvous::rank() const { return impl_->opts.rank; }
+int TcpRendezvous::world() const { return impl_->opts.world; }
+int TcpRendezvous::port() const { return impl_->port; }
+
+std::vector<Blob> TcpRendezvous::allGather(const Blob& mine) {
+  Impl& m = *impl_;
+  if (!m.failure.empty()) UCCL_EP_THROW("rendezvous unusable after an earlier failure: {}", m.failure);
+  ++m.seq;
+  const Deadline deadline = Clock::now() + std::chrono::nanoseconds(m.opts.timeout_ns);
+  try {
+    return m.opts.rank == 0 ? m.gather(mine, deadline) : m.exchange(mine, deadline);
+  } catch (const Error& e) {
+    // After a failure the ranks may be in different collectives; reusing the connections would mix rounds.
+    m.failure = e.what();
+    m.peers.clear();
+    m.listener.reset();
+    throw;
+  }
+}
+
+void TcpRendezvous::barrier() { allGather({}); }
+
+}  // namespace uccl::ep::bootstrap

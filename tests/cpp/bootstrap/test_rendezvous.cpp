@@ -1,0 +1,357 @@
+// TcpRendezvous: ranks as threads (and once as processes) on loopback, including the ways a job goes wrong:
+// strangers, duplicates, missing ranks and ranks that leave mid-collective.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "uccl_ep/bootstrap/rendezvous.hpp"
+#include "uccl_ep/util/error.hpp"
+
+namespace uccl::ep::bootstrap {
+namespace {
+
+using transport::Blob;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kToken[] = "job-4f1c-secret";
+constexpr uint64_t kMs = 1000ull * 1000;
+
+RendezvousOptions options(int rank, int world, int port, uint64_t timeout_ms = 10000, std::string token = kToken) {
+  RendezvousOptions o;
+  o.rank = rank;
+  o.world = world;
+  o.port = port;
+  o.token = std::move(token);
+  o.timeout_ns = timeout_ms * kMs;
+  return o;
+}
+
+Blob pattern(int rank, int round, size_t n) {
+  Blob b(n);
+  for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>(rank * 131 + round * 17 + i * 7 + (i >> 9));
+  return b;
+}
+
+// Sizes per round and rank: empty, tiny and distinct, a mix of 0 B and 1 MiB, page-ish multiples.
+size_t blobSize(int round, int rank) {
+  switch (round % 4) {
+    case 0:
+      return 0;
+    case 1:
+      return 1 + rank;
+    case 2:
+      return rank % 2 == 0 ? 0 : (1u << 20);
+    default:
+      return 4096 * rank + 3;
+  }
+}
+
+// Runs `rounds` allGathers (each followed by a barrier) and checks every byte; failures become exceptions
+// so the same body serves threads and forked children.
+void runRounds(TcpRendezvous& rv, int rounds) {
+  for (int round = 0; round < rounds; ++round) {
+    auto all = rv.allGather(pattern(rv.rank(), round, blobSize(round, rv.rank())));
+    if (static_cast<int>(all.size()) != rv.world()) UCCL_EP_THROW("got {} blobs, world {}", all.size(), rv.world());
+    for (int r = 0; r < rv.world(); ++r) {
+      if (all[r] != pattern(r, round, blobSize(round, r))) {
+        UCCL_EP_THROW("rank {} round {}: blob of rank {} differs ({} bytes)", rv.rank(), round, r, all[r].size());
+      }
+    }
+    rv.barrier();
+  }
+}
+
+// A port that was free a moment ago, for tests where rank 0 starts after the others.
+int freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// One thread per body; returns each body's exception (null when it succeeded).
+struct Threads {
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors;
+  explicit Threads(size_t n) : errors(n) {}
+  void start(size_t i, std::function<void()> body) {
+    threads.emplace_back([this, i, body = std::move(body)] {
+      try {
+        body();
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    });
+  }
+  void join() {
+    for (auto& t : threads) t.join();
+    threads.clear();
+  }
+};
+
+std::string messageOf(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  }
+  return "";
+}
+
+void expectNoErrors(const Threads& t) {
+  for (size_t i = 0; i < t.errors.size(); ++i)
+    EXPECT_FALSE(t.errors[i]) << "rank " << i << ": " << messageOf(t.errors[i]);
+}
+
+class AllGatherTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(AllGatherTest, RoundsOfAllGatherAndBarrier) {
+  const int world = GetParam();
+  TcpRendezvous root(options(0, world, 0));
+  EXPECT_NE(root.port(), 0);
+  Threads t(world);
+  t.start(0, [&] { runRounds(root, 8); });
+  for (int r = 1; r < world; ++r) {
+    t.start(r, [&, r] {
+      TcpRendezvous rv(options(r, world, root.port()));
+      runRounds(rv, 8);
+    });
+  }
+  t.join();
+  expectNoErrors(t);
+}
+
+INSTANTIATE_TEST_SUITE_P(Worlds, AllGatherTest, ::testing::Values(1, 2, 4, 8));
+
+TEST(Rendezvous, RankZeroStartsLastAndOthersRetry) {
+  const int world = 4, port = freePort();
+  std::vector<int> order{1, 2, 3};
+  std::shuffle(order.begin(), order.end(), std::mt19937(std::random_device{}()));
+  Threads t(world);
+  for (int r : order) {
+    t.start(r, [&, r] {
+      TcpRendezvous rv(options(r, world, port));
+      runRounds(rv, 2);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  t.start(0, [&] {
+    TcpRendezvous rv(options(0, world, port));
+    runRounds(rv, 2);
+  });
+  t.join();
+  expectNoErrors(t);
+}
+
+TEST(Rendezvous, BindsToNamedInterface) {
+  auto o = options(0, 2, 0);
+  o.host = "host.that.is.ignored.invalid";  // ifname wins on rank 0
+  o.ifname = "lo";
+  TcpRendezvous root(o);
+  Threads t(2);
+  t.start(0, [&] { runRounds(root, 1); });
+  t.start(1, [&] {
+    TcpRendezvous rv(options(1, 2, root.port()));
+    runRounds(rv, 1);
+  });
+  t.join();
+  expectNoErrors(t);
+}
+
+// Raw connections that are not rendezvous clients at all.
+int rawConnect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  return fd;
+}
+
+TEST(Rendezvous, IntrudersAreRefusedWhileRealRanksComplete) {
+  const int world = 3;
+  TcpRendezvous root(options(0, world, 0));
+  Threads t(world + 1);
+  t.start(0, [&] { runRounds(root, 2); });
+  // A silent connection and a garbage one must not stall admission of the real ranks.
+  int silent = rawConnect(root.port());
+  int garbage = rawConnect(root.port());
+  std::string junk(64, 'x');
+  ASSERT_EQ(send(garbage, junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+  // Rank 0 is waiting for ranks, so the intruder gets an explicit refusal before the real ranks start.
+  t.start(world, [&] {
+    TcpRendezvous rv(options(1, world, root.port(), 5000, "wrong-token"));
+    rv.barrier();
+  });
+  t.threads.back().join();
+  t.threads.pop_back();
+  ASSERT_TRUE(t.errors[world]);
+  EXPECT_NE(messageOf(t.errors[world]).find("wrong job token"), std::string::npos) << messageOf(t.errors[world]);
+  for (int r = 1; r < world; ++r) {
+    t.start(r, [&, r] {
+      TcpRendezvous rv(options(r, world, root.port()));
+      runRounds(rv, 2);
+    });
+  }
+  t.join();
+  close(silent);
+  close(garbage);
+  for (int r = 0; r < world; ++r) EXPECT_FALSE(t.errors[r]) << "rank " << r << ": " << messageOf(t.errors[r]);
+}
+
+TEST(Rendezvous, DuplicateRankIsRefused) {
+  const int world = 3;
+  TcpRendezvous root(options(0, world, 0));
+  Threads t(4);  // 0, 1, 2, and the second rank 1 at index 3
+  t.start(0, [&] { runRounds(root, 2); });
+  auto rank1 = [&] {
+    TcpRendezvous rv(options(1, world, root.port(), 5000));
+    runRounds(rv, 2);
+  };
+  t.start(1, rank1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  t.start(3, rank1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  t.start(2, [&] {
+    TcpRendezvous rv(options(2, world, root.port()));
+    runRounds(rv, 2);
+  });
+  t.join();
+  EXPECT_FALSE(t.errors[0]) << messageOf(t.errors[0]);
+  EXPECT_FALSE(t.errors[2]) << messageOf(t.errors[2]);
+  // Whichever rank 1 came second is turned away; the other completes.
+  ASSERT_NE(!t.errors[1], !t.errors[3]) << messageOf(t.errors[1]) << " / " << messageOf(t.errors[3]);
+  std::string msg = messageOf(t.errors[1] ? t.errors[1] : t.errors[3]);
+  EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+}
+
+TEST(Rendezvous, MissingRankTimesOutNamingIt) {
+  const int world = 3;
+  TcpRendezvous root(options(0, world, 0, 1000));
+  Threads t(2);
+  auto start = Clock::now();
+  t.start(0, [&] { root.barrier(); });
+  t.start(1, [&] {
+    TcpRendezvous rv(options(1, world, root.port(), 1000));
+    rv.barrier();
+  });
+  t.join();
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_LT(secs, 3.0);
+  ASSERT_TRUE(t.errors[0]);
+  try {
+    std::rethrow_exception(t.errors[0]);
+  } catch (const TimeoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank(s) 2 "), std::string::npos) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected TimeoutError, got: " << e.what();
+  }
+  EXPECT_TRUE(t.errors[1]);             // rank 1 times out too, or sees rank 0 give up first
+  EXPECT_THROW(root.barrier(), Error);  // a failed rendezvous stays failed
+}
+
+TEST(Rendezvous, AbsentRankZeroTimesOutNamingItsAddress) {
+  const int port = freePort();
+  TcpRendezvous rv(options(1, 2, port, 500));
+  auto start = Clock::now();
+  try {
+    rv.barrier();
+    ADD_FAILURE() << "barrier without rank 0 returned";
+  } catch (const TimeoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(port)), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 2.0);
+}
+
+TEST(Rendezvous, PeerClosingMidCollectiveIsNamed) {
+  const int world = 3;
+  TcpRendezvous root(options(0, world, 0));
+  Threads t(world);
+  t.start(0, [&] {
+    runRounds(root, 1);
+    root.barrier();  // rank 2 is gone by now
+  });
+  t.start(1, [&] {
+    TcpRendezvous rv(options(1, world, root.port()));
+    runRounds(rv, 1);
+    rv.barrier();
+  });
+  t.start(2, [&] {
+    TcpRendezvous rv(options(2, world, root.port()));
+    runRounds(rv, 1);
+  });  // destroyed here, closing its connection
+  t.join();
+  ASSERT_TRUE(t.errors[0]);
+  std::string msg = messageOf(t.errors[0]);
+  EXPECT_NE(msg.find("rank 2 closed"), std::string::npos) << msg;
+  ASSERT_TRUE(t.errors[1]);  // rank 0 gave up, so rank 1's collective cannot finish either
+  EXPECT_FALSE(t.errors[2]) << messageOf(t.errors[2]);
+}
+
+TEST(Rendezvous, RanksAsProcesses) {
+  const int world = 4;
+  TcpRendezvous root(options(0, world, 0));
+  std::vector<pid_t> children;
+  for (int r = 1; r < world; ++r) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int code = 0;
+      try {
+        TcpRendezvous rv(options(r, world, root.port()));
+        runRounds(rv, 4);
+      } catch (const std::exception& e) {
+        fprintf(stderr, "child rank %d: %s\n", r, e.what());
+        code = 1;
+      }
+      _exit(code);  // the inherited copy of `root` must not be destroyed (or tested) in the child
+    }
+    children.push_back(pid);
+  }
+  EXPECT_NO_THROW(runRounds(root, 4));
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  }
+}
+
+TEST(Rendezvous, RejectsBadOptions) {
+  EXPECT_THROW(TcpRendezvous(options(0, 2, 0, 1000, "")), Error);
+  EXPECT_THROW(TcpRendezvous(options(2, 2, 0)), Error);
+  EXPECT_THROW(TcpRendezvous(options(1, 2, 0)), Error);  // rank 1 needs rank 0's port
+}
+
+TEST(Rendezvous, InterfaceAddress) {
+  EXPECT_EQ(interfaceAddress("lo"), "127.0.0.1");
+  try {
+    interfaceAddress("no-such-if0");
+    ADD_FAILURE() << "unknown interface accepted";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("no-such-if0"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("lo"), std::string::npos) << msg;  // the available interfaces are listed
+  }
+}
+
+}  // namespace
+}  // namespace uccl::ep::bootstrap
