@@ -76,7 +76,7 @@ UCCL_EP_HOST_DEVICE inline Status waitForRoom(const RingView& r, uint64_t pos, u
     return Status::kOk;
   }
   const uint64_t start = platform::nowNs();
-  for (;;) {
+  for (uint32_t spins = 0;; platform::spinRelax(spins)) {
     const uint64_t tail = platform::loadAcquire<platform::Scope::kSystem>(&r.control->tail);
     if (pos - tail < capacity) {
       platform::fetchMaxRelaxed<platform::Scope::kDevice>(&r.producer->cached_tail, tail);
@@ -103,7 +103,8 @@ UCCL_EP_HOST_DEVICE inline PushResult push(const RingView& r, Descriptor d, uint
 // Waits until every position up to and including `ticket` has completed: the producer's fence.
 UCCL_EP_HOST_DEVICE inline Status waitCompleted(const RingView& r, uint64_t ticket, uint64_t timeout_ns) {
   const uint64_t start = platform::nowNs();
-  while (platform::loadAcquire<platform::Scope::kSystem>(&r.control->completed) <= ticket) {
+  for (uint32_t spins = 0; platform::loadAcquire<platform::Scope::kSystem>(&r.control->completed) <= ticket;
+       platform::spinRelax(spins)) {
     if (platform::loadRelaxed<platform::Scope::kSystem>(&r.control->error) != 0) return Status::kConsumerError;
     if (platform::nowNs() - start > timeout_ns) return Status::kTimeout;
   }
