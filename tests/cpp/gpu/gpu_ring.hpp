@@ -12,13 +12,13 @@
 #include "uccl_ep/ring/ring.hpp"
 
 // Every CUDA call is checked; a failure throws, and GoogleTest reports the exception as the test's failure.
-#define UCCL_EP_CUDA_CHECK(expr)                                                                              \
-  do {                                                                                                        \
-    const cudaError_t uccl_ep_err_ = (expr);                                                                  \
-    if (uccl_ep_err_ != cudaSuccess) {                                                                        \
-      throw std::runtime_error(std::string(#expr) + " failed at " + __FILE__ + ":" + std::to_string(__LINE__) + \
-                               ": " + cudaGetErrorString(uccl_ep_err_));                                      \
-    }                                                                                                         \
+#define UCCL_EP_CUDA_CHECK(expr)                                                                                       \
+  do {                                                                                                                 \
+    const cudaError_t uccl_ep_err_ = (expr);                                                                           \
+    if (uccl_ep_err_ != cudaSuccess) {                                                                                 \
+      throw std::runtime_error(std::string(#expr) + " failed at " + __FILE__ + ":" + std::to_string(__LINE__) + ": " + \
+                               cudaGetErrorString(uccl_ep_err_));                                                      \
+    }                                                                                                                  \
   } while (0)
 
 namespace uccl::ep::test {

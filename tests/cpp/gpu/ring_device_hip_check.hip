@@ -34,9 +34,8 @@ __global__ void pushAndWait(ring::RingView r, uint64_t timeout_ns, Outcome* out,
   payload[blockIdx.x * blockDim.x + threadIdx.x] = threadIdx.x;
   __syncthreads();
   if (threadIdx.x % pf::kWarpSize != 0) return;
-  const ring::Descriptor w =
-      ring::makeWrite(/*dst_rank=*/wave % 8, /*src_region=*/0, uint64_t{wave} * 256, /*dst_region=*/1,
-                      uint64_t{wave} * 256, /*length=*/256);
+  const ring::Descriptor w = ring::makeWrite(/*dst_rank=*/wave % 8, /*src_region=*/0, uint64_t{wave} * 256,
+                                             /*dst_region=*/1, uint64_t{wave} * 256, /*length=*/256);
   ring::PushResult pw = ring::push(r, w, timeout_ns);
   ring::PushResult ps = pw;
   if (pw.status == ring::Status::kOk) ps = ring::push(r, ring::makeSignal(wave % 8, wave, 1), timeout_ns);

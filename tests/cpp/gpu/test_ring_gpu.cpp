@@ -35,7 +35,7 @@ struct ConsumerOptions {
 };
 
 struct ConsumerReport {
-  std::string error;          // first problem seen; empty when all is well
+  std::string error;  // first problem seen; empty when all is well
   uint64_t consumed = 0;
   uint64_t full_observed = 0;  // rounds in which the ring was found full (backpressure really happened)
 };
@@ -80,8 +80,8 @@ ConsumerReport consume(const ring::RingView& view, const ConsumerOptions& o) {
       c.publishTail();
       c.publishCompleted(c.position());
     } else if (std::chrono::steady_clock::now() > deadline) {
-      rep.error = "consumer deadline passed at position " + std::to_string(c.position()) + " of " +
-                  std::to_string(total);
+      rep.error =
+          "consumer deadline passed at position " + std::to_string(c.position()) + " of " + std::to_string(total);
       return rep;
     }
   }
@@ -129,8 +129,7 @@ class RingGpuTest : public ::testing::Test {
   }
 
   // Many warps, many laps of a small ring, a consumer as fast as it can be, or a slow one (backpressure).
-  void runExactlyOnce(uint32_t capacity_log2, uint32_t blocks, uint32_t per_producer,
-                      std::chrono::microseconds delay) {
+  void runExactlyOnce(uint32_t capacity_log2, uint32_t blocks, uint32_t per_producer, std::chrono::microseconds delay) {
     constexpr uint32_t kWarpsPerBlock = 4;
     GpuRing ring(capacity_log2, 0);
     ConsumerOptions o;
@@ -141,8 +140,8 @@ class RingGpuTest : public ::testing::Test {
     auto out = runProducers(
         o.producers,
         [&](ProducerResult* d_out) {
-          return launchPushSequence(ring.deviceView(), blocks, kWarpsPerBlock, per_producer, 30 * kSecond, true,
-                                    d_out, stream_);
+          return launchPushSequence(ring.deviceView(), blocks, kWarpsPerBlock, per_producer, 30 * kSecond, true, d_out,
+                                    stream_);
         },
         [&] { rep = consume(ring.hostView(), o); });
     EXPECT_EQ(rep.error, "");
@@ -213,8 +212,8 @@ TEST_F(RingGpuTest, ConsumerErrorReleasesBlockedProducers) {
   auto out = runProducers(
       kBlocks * kWarpsPerBlock,
       [&](ProducerResult* d_out) {
-        return launchPushSequence(ring.deviceView(), kBlocks, kWarpsPerBlock, /*per_producer=*/64, 60 * kSecond,
-                                  true, d_out, stream_);
+        return launchPushSequence(ring.deviceView(), kBlocks, kWarpsPerBlock, /*per_producer=*/64, 60 * kSecond, true,
+                                  d_out, stream_);
       },
       [&] {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let producers fill the ring and block
