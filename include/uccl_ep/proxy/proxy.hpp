@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,8 @@ struct ProxyConfig {
   uint32_t max_inflight_low_latency = 0; // descriptors in flight per low-latency ring
   uint32_t max_batch = 32;               // descriptors taken from one ring per poll round
   uint64_t timeout_ns = 100ull * 1000 * 1000 * 1000;
+  // Opens each thread's endpoint; empty: transport::createTransport (tests inject fakes here).
+  std::function<std::unique_ptr<transport::Transport>(const transport::TransportOptions&)> transport_factory;
 
   // Fills num_threads, transport, ifname, the in-flight limits and timeout from the environment.
   static ProxyConfig fromEnv(int rank, int world);

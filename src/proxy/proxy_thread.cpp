@@ -1,0 +1,464 @@
+#include "proxy/proxy_thread.hpp"
+
+#include <pthread.h>
+
+#include <cstring>
+
+#include "uccl_ep/platform/clock.hpp"
+#include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/log.hpp"
+
+namespace uccl::ep::proxy {
+
+using ring::Decoded;
+using ring::Descriptor;
+using ring::Opcode;
+using transport::Completion;
+using transport::OpKind;
+using transport::WorkRequest;
+
+namespace {
+constexpr size_t kQueueCapacity = 256;  // requests waiting to be posted, per peer
+constexpr size_t kPollBatch = 256;
+constexpr int kPositionBits = 48;
+constexpr uint64_t kPositionMask = (uint64_t{1} << kPositionBits) - 1;
+
+uint64_t wrId(uint32_t ring_index, uint64_t pos) {
+  return (uint64_t{ring_index} << kPositionBits) | (pos & kPositionMask);
+}
+}  // namespace
+
+ProxyThread::ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error)
+    : index_(index), config_(config), error_(error) {
+  transport::TransportOptions o;
+  o.kind = config.transport;
+  o.rank = config.rank;
+  o.world = config.world;
+  o.thread_index = index;
+  o.ifname = config.ifname;
+  o.gpu_device = config.gpu_device;
+  o.timeout_ns = config.timeout_ns;
+  o.all_peers_local = config.all_peers_local;
+  transport_ = config.transport_factory ? config.transport_factory(o) : transport::createTransport(o);
+}
+
+ProxyThread::~ProxyThread() {
+  stop();
+  for (uint32_t i = 0; i < ring::kMaxRegions; ++i) {
+    if (has_region_[i]) transport_->deregisterMemory(regions_[i].id);
+  }
+  if (signals_ != nullptr) transport_->deregisterMemory(signal_mr_.id);
+}
+
+void ProxyThread::addRegion(uint32_t index, void* base, size_t size, transport::MemoryKind kind) {
+  regions_[index] = transport_->registerMemory(base, size, kind);
+  has_region_[index] = true;
+}
+
+void ProxyThread::setSignalRegion(int64_t* counters, size_t count) {
+  signal_mr_ = transport_->registerMemory(counters, count * sizeof(int64_t), transport::MemoryKind::kHost);
+  signals_ = counters;
+  num_signals_ = count;
+}
+
+void ProxyThread::addRing(const ring::RingView& view, RingKind kind) {
+  auto r = std::make_unique<RingState>();
+  r->consumer = ring::RingConsumer(view);
+  r->kind = kind;
+  r->index = static_cast<uint32_t>(rings_.size());
+  const uint64_t capacity = uint64_t{1} << view.capacity_log2;
+  const uint64_t cap = kind == RingKind::kNormal ? config_.max_inflight_normal : config_.max_inflight_low_latency;
+  r->max_inflight = (cap == 0 || cap > capacity) ? capacity : cap;
+  r->mask = capacity - 1;
+  r->pending.assign(capacity, 0);
+  r->bytes.assign(capacity, 0);
+  rings_.push_back(std::move(r));
+}
+
+transport::Blob ProxyThread::localInfo() const {
+  transport::Blob out;
+  transport::appendBlob(out, transport_->address());
+  for (uint32_t i = 0; i < ring::kMaxRegions; ++i) {
+    transport::appendBlob(out, has_region_[i] ? transport::encodeRemote(regions_[i].remote) : transport::Blob{});
+  }
+  transport::appendBlob(out, signals_ ? transport::encodeRemote(signal_mr_.remote) : transport::Blob{});
+  return out;
+}
+
+void ProxyThread::connect(const std::vector<transport::Blob>& infos) {
+  std::vector<transport::Blob> addresses(infos.size());
+  peers_.assign(infos.size(), PeerTable{});
+  for (size_t rank = 0; rank < infos.size(); ++rank) {
+    size_t off = 0;
+    addresses[rank] = transport::readBlob(infos[rank], &off);
+    for (uint32_t i = 0; i < ring::kMaxRegions; ++i) {
+      transport::Blob b = transport::readBlob(infos[rank], &off);
+      if (!b.empty()) peers_[rank].regions[i] = transport::decodeRemote(b);
+    }
+    transport::Blob s = transport::readBlob(infos[rank], &off);
+    if (!s.empty()) {
+      peers_[rank].signals = transport::decodeRemote(s);
+      peers_[rank].num_signals = peers_[rank].signals.size / sizeof(int64_t);
+    }
+  }
+  transport_->connect(addresses);
+
+  const uint32_t caps = transport_->capabilities();
+  ordered_ = (caps & transport::kOrderedDelivery) != 0;
+  const bool atomics = (caps & transport::kNativeAtomics) != 0;
+  const bool imm = (caps & transport::kRemoteCqData) != 0;
+  switch (config_.signal_path) {
+    case SignalPath::kAuto:
+      UCCL_EP_CHECK(atomics || imm, "transport {} offers neither native atomics nor remote CQ data for signals",
+                    transport_->name());
+      signal_path_ = (atomics && ordered_) || !imm ? SignalPath::kAtomic : SignalPath::kImmediate;
+      break;
+    case SignalPath::kAtomic:
+      UCCL_EP_CHECK(atomics, "signal path 'atomic' asked for, but transport {} has no native atomics",
+                    transport_->name());
+      signal_path_ = SignalPath::kAtomic;
+      break;
+    case SignalPath::kImmediate:
+      UCCL_EP_CHECK(imm, "signal path 'immediate' asked for, but transport {} has no remote CQ data",
+                    transport_->name());
+      signal_path_ = SignalPath::kImmediate;
+      break;
+  }
+  queues_.assign(infos.size(), PeerQueue{});
+  for (auto& q : queues_) {
+    q.requests.resize(kQueueCapacity);
+    q.ring_of.resize(kQueueCapacity);
+  }
+  completions_.resize(kPollBatch);
+}
+
+void ProxyThread::start() {
+  stop_.store(false);
+  thread_ = std::thread([this] { run(); });
+}
+
+void ProxyThread::stop() {
+  stop_.store(true);
+  if (thread_.joinable()) thread_.join();
+}
+
+void ProxyThread::run() {
+  const std::string name = fmt::format("uccl-proxy-{}", index_);
+  pthread_setname_np(pthread_self(), name.c_str());
+  if (config_.numa_node >= 0 && !pinToNumaNode(config_.numa_node)) {
+    log().warn("proxy thread {}: could not pin to NUMA node {}", index_, config_.numa_node);
+  }
+  uint32_t idle = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    bool progress = false;
+    try {
+      if (!failed_) {
+        for (auto& r : rings_) progress |= drainRing(*r);
+        progress |= flushQueues();
+      }
+      // Polled even after a failure: peers may still need this endpoint's target-side progress.
+      progress |= pollCompletions();
+      if (!failed_) {
+        for (auto& r : rings_) retire(*r);
+      }
+    } catch (const std::exception& e) {
+      fail(e.what());
+    }
+    if (progress) {
+      idle = 0;
+    } else {
+      platform::spinRelax(idle);
+    }
+  }
+}
+
+bool ProxyThread::drainRing(RingState& r) {
+  bool any = false;
+  Descriptor d;
+  for (uint32_t n = 0; n < config_.max_batch; ++n) {
+    const uint64_t pos = r.consumer.position();
+    if (pos - r.completed >= r.max_inflight) break;  // flow control: UCCL_IB_MAX_INFLIGHT_{NORMAL,LOW_LATENCY}
+    if (!r.consumer.peek(&d)) break;
+    bool blocked = false;
+    if (!handleDescriptor(r, pos, d, &blocked)) break;
+    if (blocked) break;
+    r.consumer.advance();
+    any = true;
+  }
+  if (any) r.consumer.publishTail();
+  return any;
+}
+
+bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor& d, bool* blocked) {
+  const Decoded x = ring::decode(d);
+  auto reject = [&](const std::string& why) {
+    fail(fmt::format("ring {} (proxy thread {}) rejected the descriptor at position {} ({:#018x} {:#018x}): {}",
+                     r.consumer.view().ring_id, index_, pos, d.hi, d.lo, why));
+    return false;
+  };
+  if (x.version != ring::kDescriptorVersion) {
+    return reject(fmt::format("version {} (expected {})", x.version, ring::kDescriptorVersion));
+  }
+  if (x.opcode != Opcode::kNop && x.dst_rank >= static_cast<uint32_t>(config_.world)) {
+    return reject(fmt::format("destination rank {} is not below the world size {}", x.dst_rank, config_.world));
+  }
+  const uint64_t slot = pos & r.mask;
+  switch (x.opcode) {
+    case Opcode::kNop:
+      if (x.reserved != 0) return reject("reserved bits of a NOP are not zero");
+      r.pending[slot] = 0;
+      return true;
+
+    case Opcode::kWrite: {
+      if (!has_region_[x.src_region]) return reject(fmt::format("source region {} is not registered", x.src_region));
+      const transport::LocalMemory& src = regions_[x.src_region];
+      const transport::RemoteMemory& dst = peers_[x.dst_rank].regions[x.dst_region];
+      if (x.length == 0) return reject("zero-length write");
+      if (x.src_offset + x.length > src.size) {
+        return reject(fmt::format("source bytes [{}, {}) exceed region {} of {} bytes", x.src_offset,
+                                  x.src_offset + x.length, x.src_region, src.size));
+      }
+      if (dst.size == 0) return reject(fmt::format("rank {} has no region {}", x.dst_rank, x.dst_region));
+      if (x.dst_offset + x.length > dst.size) {
+        return reject(fmt::format("destination bytes [{}, {}) exceed region {} of rank {} ({} bytes)", x.dst_offset,
+                                  x.dst_offset + x.length, x.dst_region, x.dst_rank, dst.size));
+      }
+      if (config_.max_inflight_bytes != 0 && inflight_bytes_ != 0 &&
+          inflight_bytes_ + x.length > config_.max_inflight_bytes) {
+        *blocked = true;  // UCCL_IB_MAX_INFLIGHT_BYTES: wait for completions
+        return true;
+      }
+      PeerQueue& q = queues_[x.dst_rank];
+      if (q.size == kQueueCapacity) {
+        *blocked = true;
+        return true;
+      }
+      WorkRequest& w = q.requests[q.size];
+      w = WorkRequest{};
+      w.kind = OpKind::kWrite;
+      w.peer = x.dst_rank;
+      w.local_mem = src.id;
+      w.local_offset = x.src_offset;
+      w.length = x.length;
+      w.remote = dst;
+      w.remote_offset = x.dst_offset;
+      w.wr_id = wrId(r.index, pos);
+      q.ring_of[q.size++] = r.index;
+      r.pending[slot] = 1;
+      r.bytes[slot] = static_cast<uint32_t>(x.length);
+      inflight_bytes_ += x.length;
+      counters_.writes.fetch_add(1, std::memory_order_relaxed);
+      counters_.bytes.fetch_add(x.length, std::memory_order_relaxed);
+      return true;
+    }
+
+    case Opcode::kSignal: {
+      if (x.reserved != 0) return reject("reserved bits of a SIGNAL are not zero");
+      const PeerTable& peer = peers_[x.dst_rank];
+      if (x.signal_index >= peer.num_signals) {
+        return reject(fmt::format("signal index {} is not below the {} counters of rank {}", x.signal_index,
+                                  peer.num_signals, x.dst_rank));
+      }
+      // A signal may only become visible after every earlier descriptor of this ring is. Ordered transports
+      // place it after them by themselves; otherwise (and for the local shortcut) wait until they completed.
+      const bool earlier_in_flight = r.completed < pos;
+      if (static_cast<int>(x.dst_rank) == config_.rank) {
+        if (earlier_in_flight) {
+          *blocked = true;
+          return true;
+        }
+        __atomic_fetch_add(&signals_[x.signal_index], int64_t{x.signal_value}, __ATOMIC_RELEASE);
+        r.pending[slot] = 0;
+        counters_.signals_sent.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+      if (!ordered_ && earlier_in_flight) {
+        *blocked = true;
+        return true;
+      }
+      PeerQueue& q = queues_[x.dst_rank];
+      if (signal_path_ == SignalPath::kImmediate) {
+        bool fits = false;
+        const uint64_t imm = encodeImmediate(x.signal_index, x.signal_value, &fits);
+        if (!fits) {
+          return reject(fmt::format("signal index {} and value {} do not fit the {}-byte immediate of {}",
+                                    x.signal_index, x.signal_value, transport_->immediateBytes(),
+                                    transport_->name()));
+        }
+        if (ordered_ && q.size > 0 && q.ring_of[q.size - 1] == r.index && q.requests[q.size - 1].kind == OpKind::kWrite) {
+          // The data write right before it carries the signal: one message instead of two.
+          q.requests[q.size - 1].kind = OpKind::kWriteImm;
+          q.requests[q.size - 1].imm = imm;
+          r.pending[slot] = 0;
+          counters_.signals_sent.fetch_add(1, std::memory_order_relaxed);
+          return true;
+        }
+        if (q.size == kQueueCapacity) {
+          *blocked = true;
+          return true;
+        }
+        WorkRequest& w = q.requests[q.size];
+        w = WorkRequest{};
+        w.kind = OpKind::kWriteImm;
+        w.peer = x.dst_rank;
+        w.local_mem = signal_mr_.id;
+        w.length = 0;
+        w.remote = peer.signals;
+        w.imm = imm;
+        w.wr_id = wrId(r.index, pos);
+        q.ring_of[q.size++] = r.index;
+      } else {
+        if (q.size == kQueueCapacity) {
+          *blocked = true;
+          return true;
+        }
+        WorkRequest& w = q.requests[q.size];
+        w = WorkRequest{};
+        w.kind = OpKind::kFetchAdd;
+        w.peer = x.dst_rank;
+        w.local_mem = signal_mr_.id;
+        w.remote = peer.signals;
+        w.remote_offset = uint64_t{x.signal_index} * sizeof(int64_t);
+        w.imm = static_cast<uint64_t>(int64_t{x.signal_value});
+        w.wr_id = wrId(r.index, pos);
+        q.ring_of[q.size++] = r.index;
+      }
+      r.pending[slot] = 1;
+      counters_.signals_sent.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+
+    default:
+      return reject(fmt::format("unknown opcode {}", static_cast<unsigned>(x.opcode)));
+  }
+}
+
+uint64_t ProxyThread::encodeImmediate(uint32_t index, int32_t value, bool* fits) const {
+  if (transport_->immediateBytes() >= 8) {
+    *fits = true;
+    return (uint64_t{index} << 32) | static_cast<uint32_t>(value);
+  }
+  *fits = index <= 0xffff && value >= INT16_MIN && value <= INT16_MAX;
+  return (uint64_t{index} << 16) | static_cast<uint16_t>(value);
+}
+
+void ProxyThread::applyImmediate(const Completion& c) {
+  uint64_t index;
+  int64_t value;
+  if (transport_->immediateBytes() >= 8) {
+    index = c.imm >> 32;
+    value = static_cast<int32_t>(static_cast<uint32_t>(c.imm));
+  } else {
+    index = (c.imm >> 16) & 0xffff;
+    value = static_cast<int16_t>(static_cast<uint16_t>(c.imm));
+  }
+  if (index >= num_signals_) {
+    fail(fmt::format("peer {} sent a signal for counter {}, but rank {} has {} counters", c.peer, index, config_.rank,
+                     num_signals_));
+    return;
+  }
+  __atomic_fetch_add(&signals_[index], value, __ATOMIC_RELEASE);
+  counters_.signals_applied.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool ProxyThread::flushQueues() {
+  bool any = false;
+  for (PeerQueue& q : queues_) {
+    if (q.size == 0) continue;
+    const size_t taken = transport_->post(q.requests.data(), q.size);
+    if (taken == 0) continue;
+    any = true;
+    counters_.posts.fetch_add(1, std::memory_order_relaxed);
+    if (taken < q.size) {
+      std::memmove(q.requests.data(), q.requests.data() + taken, (q.size - taken) * sizeof(WorkRequest));
+      std::memmove(q.ring_of.data(), q.ring_of.data() + taken, (q.size - taken) * sizeof(uint32_t));
+    }
+    q.size -= taken;
+  }
+  return any;
+}
+
+bool ProxyThread::pollCompletions() {
+  const size_t n = transport_->poll(completions_.data(), completions_.size());
+  counters_.polls.fetch_add(1, std::memory_order_relaxed);
+  for (size_t i = 0; i < n; ++i) {
+    const Completion& c = completions_[i];
+    if (!c.ok) {
+      fail(fmt::format("proxy thread {}: transport {} reported a failed operation: {}", index_, transport_->name(),
+                       transport_->describe(c)));
+      continue;
+    }
+    if (c.kind == Completion::Kind::kRemoteData) {
+      applyImmediate(c);
+      continue;
+    }
+    const uint32_t ring_index = static_cast<uint32_t>(c.wr_id >> kPositionBits);
+    if (ring_index >= rings_.size()) {
+      fail(fmt::format("proxy thread {}: completion for unknown ring {} (wr_id {:#x})", index_, ring_index, c.wr_id));
+      continue;
+    }
+    RingState& r = *rings_[ring_index];
+    const uint64_t slot = c.wr_id & r.mask;
+    if (r.pending[slot] == 0) {
+      fail(fmt::format("proxy thread {}: duplicate completion for ring {} slot {}", index_, ring_index, slot));
+      continue;
+    }
+    --r.pending[slot];
+    inflight_bytes_ -= r.bytes[slot];
+    r.bytes[slot] = 0;
+  }
+  return n > 0;
+}
+
+void ProxyThread::retire(RingState& r) {
+  uint64_t c = r.completed;
+  const uint64_t end = r.consumer.position();
+  while (c < end && r.pending[c & r.mask] == 0) ++c;
+  if (c != r.completed) {
+    counters_.descriptors.fetch_add(c - r.completed, std::memory_order_relaxed);
+    r.completed = c;
+    r.consumer.publishCompleted(c);
+  }
+}
+
+void ProxyThread::fail(const std::string& message) {
+  failed_ = true;
+  bool expected = false;
+  if (error_->publishing.compare_exchange_strong(expected, true)) {
+    error_->message = fmt::format("rank {}: {}", config_.rank, message);
+    error_->set.store(true, std::memory_order_release);
+    log().error("{}", error_->message);
+  }
+  publishErrorToRings(1);
+}
+
+void ProxyThread::publishErrorToRings(uint64_t code) {
+  for (auto& r : rings_) r->consumer.publishError(code);
+}
+
+ThreadStats ProxyThread::stats() const {
+  ThreadStats s;
+  s.descriptors = counters_.descriptors.load(std::memory_order_relaxed);
+  s.writes = counters_.writes.load(std::memory_order_relaxed);
+  s.bytes = counters_.bytes.load(std::memory_order_relaxed);
+  s.signals_sent = counters_.signals_sent.load(std::memory_order_relaxed);
+  s.signals_applied = counters_.signals_applied.load(std::memory_order_relaxed);
+  s.posts = counters_.posts.load(std::memory_order_relaxed);
+  s.polls = counters_.polls.load(std::memory_order_relaxed);
+  return s;
+}
+
+std::string ProxyThread::dumpState() const {
+  std::string out;
+  for (const auto& r : rings_) {
+    const ring::RingView& v = r->consumer.view();
+    // The producer head lives in GPU memory for GPU rings: only the host-side words are shown.
+    out += fmt::format("thread {} ring {}: tail {} completed {} error {}\n", index_, v.ring_id,
+                       __atomic_load_n(&v.control->tail, __ATOMIC_ACQUIRE),
+                       __atomic_load_n(&v.control->completed, __ATOMIC_ACQUIRE),
+                       __atomic_load_n(&v.control->error, __ATOMIC_ACQUIRE));
+  }
+  return out;
+}
+
+}  // namespace uccl::ep::proxy

@@ -1,0 +1,105 @@
+// One proxy thread: owns some rings and one transport endpoint; drains, validates, batches per destination,
+// posts, polls, retires in order, and applies the signals peers send it as immediate data.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "uccl_ep/proxy/proxy.hpp"
+#include "uccl_ep/ring/ring.hpp"
+#include "uccl_ep/transport/transport.hpp"
+
+namespace uccl::ep::proxy {
+
+// What this thread knows of one peer's memory (for its own thread index).
+struct PeerTable {
+  transport::RemoteMemory regions[ring::kMaxRegions];  // size 0: not registered
+  transport::RemoteMemory signals;                      // int64 counters
+  uint64_t num_signals = 0;
+};
+
+class ProxyThread {
+ public:
+  ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error);
+  ~ProxyThread();
+
+  void addRegion(uint32_t index, void* base, size_t size, transport::MemoryKind kind);
+  void setSignalRegion(int64_t* counters, size_t count);
+  void addRing(const ring::RingView& view, RingKind kind);
+
+  transport::Blob localInfo() const;
+  void connect(const std::vector<transport::Blob>& infos);  // this thread's blob of every rank
+
+  void start();
+  void stop();
+
+  transport::Transport& transport() { return *transport_; }
+  SignalPath signalPath() const { return signal_path_; }
+  ThreadStats stats() const;
+  std::string dumpState() const;
+  void publishErrorToRings(uint64_t code);
+
+ private:
+  struct RingState {
+    ring::RingConsumer consumer;
+    RingKind kind = RingKind::kNormal;
+    uint32_t index = 0;         // within this thread (wr_id high bits)
+    uint64_t max_inflight = 0;  // descriptors between completed and the consumer position
+    uint64_t completed = 0;     // retired and published
+    std::vector<uint32_t> pending;  // per slot: transport ops not yet complete (position & mask)
+    std::vector<uint32_t> bytes;    // per slot: bytes in flight (for the byte cap)
+    uint64_t mask = 0;
+  };
+  // Requests waiting to be posted to one peer, in ring order.
+  struct PeerQueue {
+    std::vector<transport::WorkRequest> requests;
+    std::vector<uint32_t> ring_of;  // ring index of each request (fusion only joins the same ring)
+    size_t size = 0;
+  };
+
+  void run();
+  bool drainRing(RingState& r);
+  bool handleDescriptor(RingState& r, uint64_t pos, const ring::Descriptor& d, bool* blocked);
+  bool flushQueues();
+  bool pollCompletions();
+  void retire(RingState& r);
+  void applyImmediate(const transport::Completion& c);
+  void fail(const std::string& message);
+  uint64_t encodeImmediate(uint32_t index, int32_t value, bool* fits) const;
+
+  int index_;
+  ProxyConfig config_;
+  ProxyGroup::ErrorSlot* error_;
+  std::unique_ptr<transport::Transport> transport_;
+  SignalPath signal_path_ = SignalPath::kImmediate;
+  bool ordered_ = false;
+
+  transport::LocalMemory regions_[ring::kMaxRegions];
+  bool has_region_[ring::kMaxRegions] = {};
+  int64_t* signals_ = nullptr;
+  size_t num_signals_ = 0;
+  transport::LocalMemory signal_mr_;
+
+  std::vector<PeerTable> peers_;
+  std::vector<std::unique_ptr<RingState>> rings_;
+  std::vector<PeerQueue> queues_;
+  std::vector<transport::Completion> completions_;
+  uint64_t inflight_bytes_ = 0;
+
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  bool failed_ = false;
+
+  // Written by this thread only, read by stats() from others.
+  struct Counters {
+    std::atomic<uint64_t> descriptors{0}, writes{0}, bytes{0}, signals_sent{0}, signals_applied{0}, posts{0},
+        polls{0};
+  };
+  Counters counters_;
+};
+
+}  // namespace uccl::ep::proxy

@@ -1,0 +1,280 @@
+// The proxy's rules, observed through a transport that completes only when told to.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "held_transport.hpp"
+#include "uccl_ep/proxy/proxy.hpp"
+#include "uccl_ep/ring/host_ring.hpp"
+#include "uccl_ep/util/error.hpp"
+
+namespace uccl::ep::proxy {
+namespace {
+
+using ring::Status;
+using testing::HeldState;
+using testing::HeldTransport;
+using transport::OpKind;
+
+constexpr uint64_t kSecond = 1000ull * 1000 * 1000;
+
+bool waitUntil(const std::function<bool()>& pred, double seconds = 10) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+// Rank 0 of a world of 2, one proxy thread, one ring, regions 0 and 1 of 4 KiB, 16 signal counters.
+class ProxyTest : public ::testing::Test {
+ protected:
+  void build(ProxyConfig base = {}) {
+    base.world = 2;
+    base.num_threads = 1;
+    base.transport_factory = [this](const transport::TransportOptions&) {
+      return std::make_unique<HeldTransport>(&state_);
+    };
+    std::vector<transport::Blob> infos;
+    for (int rank = 0; rank < 2; ++rank) {
+      ProxyConfig c = base;
+      c.rank = rank;
+      groups_[rank] = std::make_unique<ProxyGroup>(c);
+      groups_[rank]->addRegion(0, src_.data(), src_.size(), transport::MemoryKind::kHost);
+      groups_[rank]->addRegion(1, dst_.data(), dst_.size(), transport::MemoryKind::kHost);
+      groups_[rank]->setSignalRegion(counters_.data(), counters_.size());
+      infos.push_back(groups_[rank]->localInfo());
+    }
+    groups_[0]->addRing(ring_.view(), RingKind::kNormal);
+    for (auto& g : groups_) g->connect(infos);
+    groups_[0]->start();
+  }
+  void TearDown() override {
+    for (auto& g : groups_) {
+      if (g) g->stop();
+    }
+  }
+  uint64_t push(const ring::Descriptor& d) {
+    const ring::PushResult r = ring::push(ring_.view(), d, kSecond);
+    EXPECT_EQ(r.status, Status::kOk);
+    return r.ticket;
+  }
+  uint64_t completed() const { return __atomic_load_n(&ring_.view().control->completed, __ATOMIC_ACQUIRE); }
+
+  HeldState state_;
+  ring::HostRing ring_{6, 0};
+  alignas(64) std::vector<uint8_t> src_ = std::vector<uint8_t>(4096, 0xab);
+  alignas(64) std::vector<uint8_t> dst_ = std::vector<uint8_t>(4096, 0);
+  std::vector<int64_t> counters_ = std::vector<int64_t>(16, 0);
+  std::unique_ptr<ProxyGroup> groups_[2];
+};
+
+TEST_F(ProxyTest, WritesArePostedWithTranslatedAddresses) {
+  build();
+  push(ring::makeWrite(1, 0, 128, 1, 256, 512));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 1; }));
+  const transport::WorkRequest w = state_.posted[0];
+  EXPECT_EQ(w.kind, OpKind::kWrite);
+  EXPECT_EQ(w.peer, 1u);
+  EXPECT_EQ(w.local_offset, 128u);
+  EXPECT_EQ(w.length, 512u);
+  EXPECT_EQ(w.remote_offset, 256u);
+  EXPECT_EQ(w.remote.addr, reinterpret_cast<uint64_t>(dst_.data())) << "rank 1's region 1, from its blob";
+  EXPECT_EQ(w.remote.size, dst_.size());
+}
+
+TEST_F(ProxyTest, RetiresInOrderWhateverOrderCompletionsArrive) {
+  build();
+  for (int i = 0; i < 3; ++i) push(ring::makeWrite(1, 0, 0, 1, 64 * i, 64));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 3; }));
+  state_.complete(2);
+  state_.complete(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(completed(), 0u) << "positions 1 and 2 retired before position 0";
+  state_.complete(0);
+  ASSERT_TRUE(waitUntil([&] { return completed() == 3; }));
+  EXPECT_EQ(ring::waitCompleted(ring_.view(), 2, kSecond), Status::kOk);
+}
+
+TEST_F(ProxyTest, InflightDescriptorCapHoldsBackTheRing) {
+  ProxyConfig c;
+  c.max_inflight_normal = 4;
+  build(c);
+  for (int i = 0; i < 10; ++i) push(ring::makeWrite(1, 0, 0, 1, 0, 16));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 4; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(state_.postedCount(), 4u);
+  for (int i = 0; i < 4; ++i) state_.complete(i);
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 8; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(state_.postedCount(), 8u);
+}
+
+TEST_F(ProxyTest, InflightByteCapHoldsBackWrites) {
+  ProxyConfig c;
+  c.max_inflight_bytes = 1024;
+  build(c);
+  for (int i = 0; i < 4; ++i) push(ring::makeWrite(1, 0, 0, 1, 0, 512));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 2; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(state_.postedCount(), 2u) << "more than 1024 bytes in flight";
+  state_.complete(0);
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 3; }));
+}
+
+TEST_F(ProxyTest, ImmediateSignalRidesOnThePrecedingWriteWhenOrdered) {
+  ProxyConfig c;
+  c.signal_path = SignalPath::kImmediate;
+  build(c);
+  push(ring::makeWrite(1, 0, 0, 1, 0, 64));
+  push(ring::makeSignal(1, 5, -7));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() >= 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(state_.postedCount(), 1u) << "write and signal were not fused";
+  EXPECT_EQ(state_.posted[0].kind, OpKind::kWriteImm);
+  EXPECT_EQ(state_.posted[0].imm, (uint64_t{5} << 32) | static_cast<uint32_t>(-7));
+}
+
+TEST_F(ProxyTest, SignalWaitsForEarlierWritesOnUnorderedTransport) {
+  state_.caps = transport::kRemoteCqData;  // no ordering, no atomics (EFA-like)
+  state_.imm_bytes = 4;
+  build();
+  EXPECT_EQ(groups_[0]->signalPath(), SignalPath::kImmediate);
+  push(ring::makeWrite(1, 0, 0, 1, 0, 64));
+  push(ring::makeSignal(1, 3, 2));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(state_.postedCount(), 1u) << "signal posted before the write completed";
+  state_.complete(0);
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 2; }));
+  const transport::WorkRequest s = state_.posted[1];
+  EXPECT_EQ(s.kind, OpKind::kWriteImm);
+  EXPECT_EQ(s.length, 0u);
+  EXPECT_EQ(s.imm, (uint64_t{3} << 16) | 2u) << "4-byte immediate: index << 16 | value";
+}
+
+TEST_F(ProxyTest, AtomicSignalTargetsTheCounter) {
+  build();  // ordered + atomics: auto picks the atomic path
+  ASSERT_EQ(groups_[0]->signalPath(), SignalPath::kAtomic);
+  push(ring::makeWrite(1, 0, 0, 1, 0, 64));
+  push(ring::makeSignal(1, 9, -1025));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 2; }));
+  const transport::WorkRequest s = state_.posted[1];
+  EXPECT_EQ(s.kind, OpKind::kFetchAdd);
+  EXPECT_EQ(s.remote_offset, 9 * sizeof(int64_t));
+  EXPECT_EQ(static_cast<int64_t>(s.imm), -1025);
+  EXPECT_EQ(s.remote.addr, reinterpret_cast<uint64_t>(counters_.data()));
+}
+
+TEST_F(ProxyTest, SelfSignalIsAppliedAfterEarlierWrites) {
+  build();
+  push(ring::makeWrite(1, 0, 0, 1, 0, 64));
+  push(ring::makeSignal(0, 4, 11));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(__atomic_load_n(&counters_[4], __ATOMIC_ACQUIRE), 0) << "applied before the earlier write completed";
+  state_.complete(0);
+  ASSERT_TRUE(waitUntil([&] { return __atomic_load_n(&counters_[4], __ATOMIC_ACQUIRE) == 11; }));
+}
+
+TEST_F(ProxyTest, ImmediatesFromPeersAreApplied) {
+  build();
+  state_.remoteData((uint64_t{2} << 32) | static_cast<uint32_t>(-3), 1);
+  state_.remoteData((uint64_t{2} << 32) | 10u, 1);
+  ASSERT_TRUE(waitUntil([&] { return __atomic_load_n(&counters_[2], __ATOMIC_ACQUIRE) == 7; }));
+  EXPECT_EQ(groups_[0]->stats(0).signals_applied, 2u);
+}
+
+TEST_F(ProxyTest, OutOfRangeDescriptorIsRejectedAndNothingMoves) {
+  build();
+  const uint64_t t = push(ring::makeWrite(1, 0, 4096 - 64, 1, 0, 128));  // source overruns region 0
+  EXPECT_EQ(ring::waitCompleted(ring_.view(), t, 10 * kSecond), Status::kConsumerError);
+  EXPECT_EQ(state_.postedCount(), 0u);
+  ASSERT_TRUE(groups_[0]->hasError());
+  const std::string e = groups_[0]->firstError();
+  EXPECT_NE(e.find("ring 0"), std::string::npos) << e;
+  EXPECT_NE(e.find("position 0"), std::string::npos) << e;
+  EXPECT_NE(e.find("exceed region 0"), std::string::npos) << e;
+  EXPECT_THROW(groups_[0]->checkError(), Error);
+  EXPECT_EQ(ring::push(ring_.view(), ring::makeNop(), kSecond).status, Status::kOk) << "ring memory still usable";
+}
+
+TEST_F(ProxyTest, CorruptedDescriptorsAreRejected) {
+  struct Case {
+    ring::Descriptor d;
+    const char* why;
+  };
+  ring::Descriptor bad_version = ring::makeNop();
+  bad_version.hi ^= uint64_t{3} << ring::bits::kVersion;
+  ring::Descriptor bad_opcode = ring::makeNop();
+  bad_opcode.hi |= uint64_t{0xf} << ring::bits::kOpcode;
+  const Case cases[] = {
+      {bad_version, "version"},
+      {bad_opcode, "unknown opcode"},
+      {ring::makeWrite(7, 0, 0, 1, 0, 64), "destination rank 7"},
+      {ring::makeWrite(1, 3, 0, 1, 0, 64), "source region 3 is not registered"},
+      {ring::makeWrite(1, 0, 0, 1, 4096, 16), "destination bytes"},
+      {ring::makeSignal(1, 16, 1), "signal index 16"},
+  };
+  for (const Case& c : cases) {
+    TearDown();
+    state_.posted.clear();
+    ring_ = ring::HostRing(6, 0);
+    groups_[0].reset();
+    groups_[1].reset();
+    build();
+    const uint64_t t = push(c.d);
+    EXPECT_EQ(ring::waitCompleted(ring_.view(), t, 10 * kSecond), Status::kConsumerError) << c.why;
+    EXPECT_NE(groups_[0]->firstError().find(c.why), std::string::npos) << groups_[0]->firstError();
+    EXPECT_EQ(state_.postedCount(), 0u) << c.why;
+  }
+}
+
+TEST_F(ProxyTest, FailedCompletionIsReportedNamingThePeer) {
+  build();
+  const uint64_t t = push(ring::makeWrite(1, 0, 0, 1, 0, 64));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 1; }));
+  state_.complete(0, /*ok=*/false);
+  EXPECT_EQ(ring::waitCompleted(ring_.view(), t, 10 * kSecond), Status::kConsumerError);
+  EXPECT_NE(groups_[0]->firstError().find("peer 1"), std::string::npos) << groups_[0]->firstError();
+}
+
+TEST_F(ProxyTest, PartialPostsKeepOrder) {
+  state_.accept_per_post = 3;
+  build();
+  for (int i = 0; i < 10; ++i) push(ring::makeWrite(1, 0, 16 * i, 1, 0, 16));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 10; }));
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(state_.posted[i].local_offset, 16u * i);
+}
+
+TEST(ProxyConfigTest, MismatchedThreadCountsAreRefused) {
+  HeldState s;
+  auto factory = [&](const transport::TransportOptions&) { return std::make_unique<HeldTransport>(&s); };
+  ProxyConfig a;
+  a.world = 2;
+  a.num_threads = 2;
+  a.transport_factory = factory;
+  ProxyConfig b = a;
+  b.rank = 1;
+  b.num_threads = 3;
+  ProxyGroup ga(a), gb(b);
+  EXPECT_THROW(ga.connect({ga.localInfo(), gb.localInfo()}), Error);
+}
+
+TEST(Numa, PinsToTheNodesCpus) {
+  // Every Linux host has node 0 (NUMA or not); run in a thread of its own to leave the test runner unpinned.
+  std::thread([] {
+    ASSERT_TRUE(pinToNumaNode(0));
+    cpu_set_t set;
+    ASSERT_EQ(pthread_getaffinity_np(pthread_self(), sizeof(set), &set), 0);
+    EXPECT_GT(CPU_COUNT(&set), 0);
+    EXPECT_FALSE(pinToNumaNode(4095)) << "a node that does not exist";
+  }).join();
+}
+
+}  // namespace
+}  // namespace uccl::ep::proxy
