@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Configures and builds uccl-ep with CMake + Ninja.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() {
+  cat <<'EOF'
+Usage: ./build.sh [options] [-- extra cmake configure arguments]
+
+Options:
+  --debug           Debug build (default: Release)
+  --tsan            ThreadSanitizer build (UCCL_EP_SANITIZE=thread; CUDA off)
+  --asan            AddressSanitizer + UBSan build (UCCL_EP_SANITIZE=address)
+  --no-cuda         do not build CUDA code even when nvcc is found
+  --build-dir DIR   build directory
+  --jobs N          parallel compile jobs (default: number of cores)
+  --clean           remove the build directory first
+  -h, --help        this text
+
+Build directories, under $UCCL_EP_BUILD_ROOT (default: the repository root) unless --build-dir is given:
+  build/ (Release), build-debug/, build-tsan/, build-asan/
+Sanitizer builds use the Debug configuration (assertions on; the sanitizer flags set -O1).
+CUDA is built when nvcc is found (/usr/local/cuda/bin/nvcc or PATH); the HIP compile check runs when
+hipcc is found.
+EOF
+}
+
+build_type=Release
+sanitize=""
+cuda=auto
+build_dir=""
+jobs=""
+clean=0
+extra=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --debug) build_type=Debug ;;
+    --tsan) [[ -z "${sanitize}" || "${sanitize}" == thread ]] || { echo "build.sh: --tsan and --asan exclude each other" >&2; exit 2; }
+            sanitize=thread ;;
+    --asan) [[ -z "${sanitize}" || "${sanitize}" == address ]] || { echo "build.sh: --tsan and --asan exclude each other" >&2; exit 2; }
+            sanitize=address ;;
+    --no-cuda) cuda=OFF ;;
+    --build-dir) [[ $# -ge 2 ]] || { echo "build.sh: --build-dir needs a directory" >&2; exit 2; }
+                 build_dir=$2; shift ;;
+    --build-dir=*) build_dir=${1#*=} ;;
+    --jobs | -j) [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: --jobs needs a positive number" >&2; exit 2; }
+                 jobs=$2; shift ;;
+    --jobs=*) jobs=${1#*=}; [[ "${jobs}" =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: --jobs needs a positive number" >&2; exit 2; } ;;
+    --clean) clean=1 ;;
+    -h | --help) usage; exit 0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) echo "build.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+for tool in cmake ninja; do
+  command -v "${tool}" >/dev/null 2>&1 || { echo "build.sh: '${tool}' not found; run ./install_deps.sh" >&2; exit 1; }
+done
+
+if [[ -n "${sanitize}" ]]; then
+  build_type=Debug
+fi
+if [[ -z "${build_dir}" ]]; then
+  root=${UCCL_EP_BUILD_ROOT:-${REPO}}
+  case "${sanitize}:${build_type}" in
+    thread:*) build_dir=${root}/build-tsan ;;
+    address:*) build_dir=${root}/build-asan ;;
+    :Debug) build_dir=${root}/build-debug ;;
+    *) build_dir=${root}/build ;;
+  esac
+fi
+jobs=${jobs:-$(nproc)}
+
+if [[ ${clean} -eq 1 && -d "${build_dir}" ]]; then
+  echo "[build] removing ${build_dir}"
+  rm -rf "${build_dir}"
+fi
+# A directory configured with another generator cannot be reused; say so instead of failing obscurely.
+if [[ -f "${build_dir}/CMakeCache.txt" ]] && ! grep -q '^CMAKE_GENERATOR:INTERNAL=Ninja$' "${build_dir}/CMakeCache.txt"; then
+  echo "build.sh: ${build_dir} was configured with another generator; rerun with --clean" >&2
+  exit 1
+fi
+
+echo "[build] ${build_dir}: ${build_type}${sanitize:+, sanitizer=${sanitize}}, CUDA=${cuda}, jobs=${jobs}"
+cmake -S "${REPO}" -B "${build_dir}" -G Ninja \
+  -DCMAKE_BUILD_TYPE="${build_type}" \
+  -DUCCL_EP_SANITIZE="${sanitize}" \
+  -DUCCL_EP_CUDA="${cuda}" \
+  "${extra[@]}"
+cmake --build "${build_dir}" --parallel "${jobs}"
+echo "[build] done: ${build_dir}"
