@@ -1,0 +1,178 @@
+// fi_getinfo for the libfabric backend: optional features, their fallback order, and the tcp domain choice.
+#include "transport/fabric/fabric_info.hpp"
+
+#include <fmt/format.h>
+#include <rdma/fi_endpoint.h>
+
+#include <cstring>
+#include <vector>
+
+#include "transport/backends.hpp"
+#include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/log.hpp"
+
+namespace uccl::ep::transport::fabric {
+namespace {
+
+constexpr uint32_t kApiVersion = FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION);
+
+// Optional features as bits of a "dropped" mask. Counting the mask up from 0 tries every combination, and
+// because lower bits are given up first the preference is: ordering, then FI_SOURCE, then delivery complete,
+// then atomics (the last one is what the proxy's native-signal path needs most).
+enum Dropped : uint32_t { kDropOrder = 1, kDropSource = 2, kDropDelivery = 4, kDropAtomics = 8, kDropAll = 16 };
+
+std::string tostr(const void* data, enum fi_type type) {
+  char buf[1024];
+  fi_tostr_r(buf, sizeof(buf), data, type);
+  return buf;
+}
+
+InfoPtr makeHints(const std::string& prov, uint32_t dropped) {
+  InfoPtr hints(fi_allocinfo());
+  UCCL_EP_CHECK(hints != nullptr, "fabric: fi_allocinfo failed for provider {}", prov);
+  hints->fabric_attr->prov_name = strdup(prov.c_str());  // fi_freeinfo frees it
+  hints->ep_attr->type = FI_EP_RDM;
+  // FI_MSG only so that zero-length receives can be posted when a provider sets FI_RX_CQ_DATA.
+  hints->caps = FI_RMA | FI_WRITE | FI_READ | FI_REMOTE_WRITE | FI_REMOTE_READ | FI_MSG;
+  if (!(dropped & kDropAtomics)) hints->caps |= FI_ATOMIC;
+  if (!(dropped & kDropSource)) hints->caps |= FI_SOURCE;
+  // Modes we can live with: every op carries a fi_context2 from our pool, and remote CQ data may consume a
+  // posted receive.
+  hints->mode = FI_CONTEXT | FI_CONTEXT2 | FI_RX_CQ_DATA;
+  hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+  hints->domain_attr->threading = FI_THREAD_DOMAIN;  // one proxy thread per Transport
+  hints->domain_attr->av_type = FI_AV_TABLE;
+  if (!(dropped & kDropDelivery)) hints->tx_attr->op_flags = FI_DELIVERY_COMPLETE;
+  if (!(dropped & kDropOrder)) {
+    hints->tx_attr->msg_order = FI_ORDER_WAW | FI_ORDER_RMA_WAW;
+    if (!(dropped & kDropAtomics)) hints->tx_attr->msg_order |= FI_ORDER_ATOMIC_WAW;
+  }
+  return hints;
+}
+
+bool isLoopback(const fi_info& i) { return i.domain_attr->name && std::string(i.domain_attr->name) == "lo"; }
+bool isIpv4(const fi_info& i) { return i.addr_format == FI_SOCKADDR_IN; }
+
+// Domain choice (only tcp lists several): options.ifname (UCCL_SOCKET_IFNAME) when set; else "lo" when every
+// peer is on this host (loopback needs no working NIC, and is what single-host tests should use); else the first
+// non-loopback interface, since "lo" cannot reach another host. IPv4 is preferred within an interface because
+// rxm then names peers by the address that `ip addr` shows. shm and efa take the provider's first entry.
+const fi_info* pickDomain(const fi_info* list, const TransportOptions& o, const std::string& provider) {
+  if (provider != "tcp") return list;
+  auto best = [&](auto&& accept) -> const fi_info* {
+    const fi_info* any = nullptr;
+    for (const fi_info* i = list; i; i = i->next) {
+      if (!accept(*i)) continue;
+      if (isIpv4(*i)) return i;
+      if (!any) any = i;
+    }
+    return any;
+  };
+  if (!o.ifname.empty()) {
+    return best([&](const fi_info& i) { return i.domain_attr->name && o.ifname == i.domain_attr->name; });
+  }
+  if (o.all_peers_local) {
+    if (const fi_info* lo = best(isLoopback)) return lo;
+  }
+  return best([](const fi_info& i) { return !isLoopback(i); });
+}
+
+std::string domainNames(const fi_info* list) {
+  std::string out;
+  for (const fi_info* i = list; i; i = i->next) {
+    out += fmt::format("{}{}({})", out.empty() ? "" : ", ", i->domain_attr->name ? i->domain_attr->name : "?",
+                       i->fabric_attr->name ? i->fabric_attr->name : "?");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string providerString(const std::string& provider) {
+  if (provider == "tcp") return "tcp;ofi_rxm";
+  if (provider == "shm" || provider == "efa") return provider;
+  UCCL_EP_THROW("fabric: unknown provider '{}' (expected efa, tcp or shm)", provider);
+}
+
+Selection selectInfo(const TransportOptions& options, const std::string& provider) {
+  const std::string prov = providerString(provider);
+  std::string seenDomains;
+  int lastError = -FI_ENODATA;
+  for (uint32_t dropped = 0; dropped < kDropAll; ++dropped) {
+    InfoPtr hints = makeHints(prov, dropped);
+    fi_info* raw = nullptr;
+    const int rc = fi_getinfo(kApiVersion, nullptr, nullptr, 0, hints.get(), &raw);
+    if (rc != 0) {
+      lastError = rc;
+      continue;
+    }
+    InfoPtr list(raw);
+    const fi_info* chosen = pickDomain(list.get(), options, provider);
+    if (!chosen) {
+      seenDomains = domainNames(list.get());
+      continue;
+    }
+    Selection s;
+    s.info.reset(fi_dupinfo(chosen));
+    UCCL_EP_CHECK(s.info != nullptr, "fabric/{}: fi_dupinfo failed", prov);
+    fi_freeinfo(s.info->next);  // fi_dupinfo copies one entry, but be sure the list ends here
+    s.info->next = nullptr;
+    s.atomics = !(dropped & kDropAtomics) && (s.info->caps & FI_ATOMIC);
+    s.source = !(dropped & kDropSource) && (s.info->caps & FI_SOURCE);
+    s.delivery = !(dropped & kDropDelivery) && (s.info->tx_attr->op_flags & FI_DELIVERY_COMPLETE);
+    s.ordered = !(dropped & kDropOrder);
+    log().debug("fabric/{}: fi_getinfo granted the hints with optional features dropped mask {:#x}", prov, dropped);
+    return s;
+  }
+  if (!seenDomains.empty()) {
+    UCCL_EP_THROW("fabric/{}: no domain matches (ifname '{}', all_peers_local {}); the provider offers: {}", prov,
+                  options.ifname, options.all_peers_local, seenDomains);
+  }
+  UCCL_EP_THROW("fabric/{}: fi_getinfo found no FI_EP_RDM endpoint with FI_RMA and remote write: {}", prov,
+                fi_strerror(-lastError));
+}
+
+bool orderedDelivery(const fi_info& info) {
+  constexpr uint64_t kNeeded = FI_ORDER_WAW | FI_ORDER_RMA_WAW;
+  const bool atomics = info.caps & FI_ATOMIC;
+  const uint64_t needed = kNeeded | (atomics ? FI_ORDER_ATOMIC_WAW : 0);
+  if ((info.tx_attr->msg_order & needed) != needed) return false;
+  return info.ep_attr->max_order_waw_size >= info.ep_attr->max_msg_size;
+}
+
+std::string describeInfo(const fi_info& i) {
+  return fmt::format(
+      "provider {} fabric {} domain {} | caps [{}] | mode [{}] | mr_mode [{}] | tx op_flags [{}] | tx msg_order [{}] "
+      "| max_order_waw_size {} | cq_data_size {} | tx size {} inject {} | rx size {} | progress data {}",
+      i.fabric_attr->prov_name, i.fabric_attr->name, i.domain_attr->name, tostr(&i.caps, FI_TYPE_CAPS),
+      tostr(&i.mode, FI_TYPE_MODE), tostr(&i.domain_attr->mr_mode, FI_TYPE_MR_MODE),
+      tostr(&i.tx_attr->op_flags, FI_TYPE_OP_FLAGS), tostr(&i.tx_attr->msg_order, FI_TYPE_MSG_ORDER),
+      i.ep_attr->max_order_waw_size, i.domain_attr->cq_data_size, i.tx_attr->size, i.tx_attr->inject_size,
+      i.rx_attr->size, tostr(&i.domain_attr->data_progress, FI_TYPE_PROGRESS));
+}
+
+}  // namespace uccl::ep::transport::fabric
+
+namespace uccl::ep::transport {
+
+bool fabricProviderAvailable(const std::string& provider) {
+  std::string prov;
+  try {
+    prov = fabric::providerString(provider);
+  } catch (const Error&) {
+    return false;
+  }
+  fabric::InfoPtr hints(fi_allocinfo());
+  if (!hints) return false;
+  hints->fabric_attr->prov_name = strdup(prov.c_str());
+  hints->ep_attr->type = FI_EP_RDM;
+  hints->caps = FI_RMA | FI_REMOTE_WRITE;
+  hints->mode = FI_CONTEXT | FI_CONTEXT2 | FI_RX_CQ_DATA;
+  hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+  fi_info* raw = nullptr;
+  const int rc = fi_getinfo(fabric::kApiVersion, nullptr, nullptr, 0, hints.get(), &raw);
+  fi_freeinfo(raw);
+  return rc == 0;
+}
+
+}  // namespace uccl::ep::transport

@@ -1,0 +1,117 @@
+// The libfabric (FI_EP_RDM) transport: one fabric, domain, endpoint, CQ and AV per object, used by one thread.
+//
+// Control path (setup, registration, addresses) lives in fabric_transport.cpp, the data path (post, poll) in
+// fabric_datapath.cpp. Invariants the data path relies on:
+//  - every posted operation owns one Op from a pool sized to tx_attr->size, so the pool running dry is our own
+//    "send queue full" and the provider's queue is never overrun by more than it advertised;
+//  - every operation is posted with FI_COMPLETION (a libfabric completion covers only itself), and poll()
+//    reports the signaled ones only; an unsignaled one that fails is still reported, with ok=false;
+//  - with FI_AV_TABLE the fi_addr_t of rank r is r, so sources map to ranks without a lookup.
+#pragma once
+
+#include <rdma/fabric.h>
+#include <rdma/fi_domain.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "transport/fabric/fabric_info.hpp"
+#include "uccl_ep/transport/transport.hpp"
+
+namespace uccl::ep::transport::fabric {
+
+class FabricTransport final : public Transport {
+ public:
+  FabricTransport(const TransportOptions& options, const std::string& provider);
+  ~FabricTransport() override;
+  FabricTransport(const FabricTransport&) = delete;
+  FabricTransport& operator=(const FabricTransport&) = delete;
+
+  std::string name() const override { return name_; }
+  uint32_t capabilities() const override { return caps_; }
+  uint32_t immediateBytes() const override { return immBytes_; }
+
+  Blob address() const override;
+  void connect(const std::vector<Blob>& addresses) override;
+
+  LocalMemory registerMemory(void* base, size_t size, MemoryKind kind) override;
+  void deregisterMemory(uint32_t id) override;
+
+  size_t post(const WorkRequest* requests, size_t count) override;
+  size_t poll(Completion* out, size_t max) override;
+  std::string describe(const Completion& c) const override;
+
+ private:
+  // One in-flight operation. The fi_context2 must come first: the provider hands its address back as
+  // op_context, and we recover the Op from it. operand/result are the atomic's local buffers (registered as
+  // part of the pool when the provider wants FI_MR_LOCAL).
+  struct Op {
+    fi_context2 ctx;
+    uint64_t wr_id;
+    uint32_t peer;
+    bool signaled;
+    bool recv;  // a zero-length receive posted for FI_RX_CQ_DATA
+    int64_t operand;
+    int64_t result;
+  };
+  struct Region {
+    fid_mr* mr = nullptr;
+    void* desc = nullptr;
+    char* base = nullptr;
+    size_t size = 0;
+  };
+  struct ErrorRecord {  // cold path: the text of a failed completion, for describe()
+    Completion::Kind kind;
+    uint32_t peer;
+    uint64_t wr_id;
+    std::string text;
+  };
+
+  void open(const TransportOptions& options, const std::string& provider);
+  void close() noexcept;
+  void setupAtomics();
+  void postReceive(Op& op);
+  Op* opOf(void* context) const;
+  uint32_t rankOf(fi_addr_t addr) const { return addr < static_cast<fi_addr_t>(world_) ? addr : UINT32_MAX; }
+  const Region& localRegion(const WorkRequest& r) const;
+  ssize_t issue(const WorkRequest& r, Op& op);
+  void progress();
+  bool convert(const fi_cq_data_entry& e, fi_addr_t src, Completion* out);
+  Completion readError();
+
+  int rank_ = 0;
+  int world_ = 1;
+  std::string prov_;  // libfabric provider string, for messages
+  std::string name_;
+  Selection sel_;
+  fid_fabric* fabric_ = nullptr;
+  fid_domain* domain_ = nullptr;
+  fid_ep* ep_ = nullptr;
+  fid_cq* cq_ = nullptr;
+  fid_av* av_ = nullptr;
+
+  uint32_t caps_ = 0;
+  uint32_t immBytes_ = 0;
+  bool mrLocal_ = false;
+  bool virtAddr_ = false;
+  bool provKey_ = false;
+  bool mrEndpoint_ = false;
+  bool rxCqData_ = false;
+  bool fetchOnly_ = false;    // the provider validates FI_SUM/FI_INT64 only as a fetching atomic
+  uint64_t txFlags_ = 0;      // writes with data: FI_COMPLETION, plus FI_DELIVERY_COMPLETE when granted
+  uint64_t txFlagsBare_ = 0;  // zero-length writes and atomics (no FI_DELIVERY_COMPLETE where it is broken)
+  uint64_t nextKey_ = 1;      // requested keys when the provider does not pick them (no FI_MR_PROV_KEY)
+  bool connected_ = false;
+
+  std::vector<Region> regions_;  // index = LocalMemory::id; mr == nullptr once deregistered
+  std::vector<Op> ops_;          // [0, txDepth_) transmit ops, then the receive pool
+  size_t txDepth_ = 0;
+  std::vector<uint32_t> freeOps_;  // stack of free transmit op indices
+  fid_mr* opsMr_ = nullptr;        // the pool's registration (atomic operands/results) under FI_MR_LOCAL
+  void* opsDesc_ = nullptr;
+  std::deque<ErrorRecord> errors_;
+};
+
+}  // namespace uccl::ep::transport::fabric

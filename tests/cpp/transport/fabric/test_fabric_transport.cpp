@@ -1,0 +1,372 @@
+// The libfabric transport over tcp;ofi_rxm and shm: two Transport objects in one process (rank 0 and rank 1 of a
+// world of 2) plus a rank writing into its own memory. Every wait polls both sides (rxm and shm progress only
+// when polled) and fails with a message after a deadline.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "transport/backends.hpp"
+#include "uccl_ep/util/error.hpp"
+
+namespace uccl::ep::transport {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kDeadline = std::chrono::seconds(20);
+
+class FabricTransportTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!fabricProviderAvailable(GetParam())) GTEST_SKIP() << "libfabric provider " << GetParam() << " absent";
+    std::vector<Blob> addrs;
+    for (int r = 0; r < 2; ++r) {
+      TransportOptions o;
+      o.kind = GetParam();
+      o.rank = r;
+      o.world = 2;
+      o.all_peers_local = true;
+      o.timeout_ns = 10'000'000'000ull;
+      t_[r] = createFabricTransport(o, GetParam());
+      addrs.push_back(t_[r]->address());
+    }
+    for (auto& t : t_) t->connect(addrs);
+  }
+
+  // Polls both ranks into local_/remote_ until `done` holds; fails the test naming `what` after the deadline.
+  bool waitFor(const std::function<bool()>& done, const std::string& what) {
+    const auto end = Clock::now() + kDeadline;
+    while (!done()) {
+      pollOnce();
+      if (Clock::now() > end) {
+        ADD_FAILURE() << GetParam() << ": timed out waiting for " << what;
+        return false;
+      }
+    }
+    return true;
+  }
+  void pollOnce() {
+    Completion c[16];
+    for (int r = 0; r < 2; ++r) {
+      const size_t n = t_[r]->poll(c, 16);
+      for (size_t i = 0; i < n; ++i) {
+        (c[i].kind == Completion::Kind::kLocal ? local_[r] : remote_[r]).push_back(c[i]);
+      }
+    }
+  }
+  bool hasLocal(int rank, uint64_t wr_id) const {
+    for (const Completion& c : local_[rank])
+      if (c.wr_id == wr_id) return true;
+    return false;
+  }
+  // Posts one request, retrying while the queue is full, and waits for its local completion.
+  Completion runOne(int rank, const WorkRequest& wr) {
+    const auto end = Clock::now() + kDeadline;
+    while (t_[rank]->post(&wr, 1) == 0) {
+      pollOnce();
+      if (Clock::now() > end) {
+        ADD_FAILURE() << GetParam() << ": post never accepted wr_id " << wr.wr_id;
+        return Completion{};
+      }
+    }
+    waitFor([&] { return hasLocal(rank, wr.wr_id); }, "local completion of wr_id " + std::to_string(wr.wr_id));
+    for (const Completion& c : local_[rank])
+      if (c.wr_id == wr.wr_id) return c;
+    return Completion{};
+  }
+  static WorkRequest write(uint32_t peer, const LocalMemory& src, const LocalMemory& dst, size_t len, uint64_t id) {
+    WorkRequest wr;
+    wr.kind = OpKind::kWrite;
+    wr.peer = peer;
+    wr.local_mem = src.id;
+    wr.length = len;
+    wr.remote = decodeRemote(encodeRemote(dst.remote));  // what a peer would get through the bootstrap
+    wr.wr_id = id;
+    return wr;
+  }
+
+  std::unique_ptr<Transport> t_[2];
+  std::vector<Completion> local_[2], remote_[2];
+};
+
+TEST_P(FabricTransportTest, ReportsCapabilities) {
+  const uint32_t caps = t_[0]->capabilities();
+  EXPECT_NE(t_[0]->name().find("fabric/"), std::string::npos);
+  EXPECT_TRUE(caps & kRemoteCqData) << t_[0]->name();
+  EXPECT_EQ(t_[0]->immediateBytes(), 8u);
+  // Both providers run FI_SUM on FI_INT64 (rxm emulates it over tcp messages, shm in the target's progress).
+  EXPECT_TRUE(caps & kNativeAtomics) << t_[0]->name();
+  // rxm refuses FI_ORDER_WAW together with FI_ATOMIC (it grants only RMA-only and atomic-only orders, and
+  // max_order_waw_size 0); shm grants WAW, RMA_WAW and ATOMIC_WAW for any size when asked.
+  EXPECT_EQ((caps & kOrderedDelivery) != 0, GetParam() == "shm") << t_[0]->name();
+  EXPECT_FALSE(caps & kGpuMemory);
+}
+
+TEST_P(FabricTransportTest, RegistrationBlobRoundTrip) {
+  std::vector<uint8_t> buf(8192);
+  const LocalMemory m = t_[1]->registerMemory(buf.data(), buf.size(), MemoryKind::kHost);
+  EXPECT_EQ(m.base, buf.data());
+  EXPECT_EQ(m.size, buf.size());
+  EXPECT_EQ(m.remote.size, buf.size());
+  EXPECT_TRUE(m.remote.addr == 0 || m.remote.addr == reinterpret_cast<uint64_t>(buf.data()));
+  const RemoteMemory back = decodeRemote(encodeRemote(m.remote));
+  EXPECT_EQ(back.addr, m.remote.addr);
+  EXPECT_EQ(back.key, m.remote.key);
+  EXPECT_EQ(back.size, m.remote.size);
+  std::vector<uint8_t> other(4096);
+  const LocalMemory m2 = t_[1]->registerMemory(other.data(), other.size(), MemoryKind::kHost);
+  EXPECT_NE(m2.id, m.id);
+  EXPECT_NE(m2.remote.key, m.remote.key);
+  t_[1]->deregisterMemory(m.id);
+  EXPECT_THROW(t_[1]->deregisterMemory(m.id), Error);
+  EXPECT_THROW(t_[1]->registerMemory(buf.data(), buf.size(), MemoryKind::kDevice), Error);
+}
+
+TEST_P(FabricTransportTest, WritesOfEverySizeArriveByteForByte) {
+  constexpr size_t kMax = 1 << 20;
+  std::vector<uint8_t> src(kMax), dst(kMax), self(kMax);
+  const LocalMemory s = t_[0]->registerMemory(src.data(), kMax, MemoryKind::kHost);
+  const LocalMemory d = t_[1]->registerMemory(dst.data(), kMax, MemoryKind::kHost);
+  const LocalMemory me = t_[0]->registerMemory(self.data(), kMax, MemoryKind::kHost);
+  uint64_t id = 1;
+  for (size_t len = 4096; len <= kMax; len *= 4) {
+    for (size_t i = 0; i < len; ++i) src[i] = static_cast<uint8_t>((i * 131 + len) >> 3);
+    std::fill(dst.begin(), dst.end(), 0);
+    std::fill(self.begin(), self.end(), 0);
+    for (const auto& [peer, target, bytes] : {std::tuple{1u, d, &dst}, std::tuple{0u, me, &self}}) {
+      const Completion c = runOne(0, write(peer, s, target, len, id++));
+      ASSERT_TRUE(c.ok) << t_[0]->describe(c);
+      EXPECT_EQ(c.peer, peer);
+      // Delivery complete: the local completion means the bytes are at the target.
+      const auto mism = std::mismatch(src.begin(), src.begin() + len, bytes->begin());
+      ASSERT_EQ(mism.first, src.begin() + len)
+          << len << "-byte write to rank " << peer << " differs at byte " << (mism.first - src.begin());
+      EXPECT_EQ((*bytes)[len], 0) << "write of " << len << " bytes ran past its end";
+    }
+  }
+  EXPECT_TRUE(remote_[0].empty() && remote_[1].empty()) << "plain writes must not raise kRemoteData";
+}
+
+TEST_P(FabricTransportTest, WriteWithImmArrivesAfterItsData) {
+  constexpr size_t kLen = 256 << 10;
+  std::vector<uint8_t> src(kLen, 0x5a), dst(kLen, 0);
+  const LocalMemory s = t_[0]->registerMemory(src.data(), kLen, MemoryKind::kHost);
+  const LocalMemory d = t_[1]->registerMemory(dst.data(), kLen, MemoryKind::kHost);
+  for (uint64_t round = 0; round < 8; ++round) {
+    std::fill(dst.begin(), dst.end(), 0);
+    std::fill(src.begin(), src.end(), static_cast<uint8_t>(round + 1));
+    WorkRequest wr = write(1, s, d, kLen, 100 + round);
+    wr.kind = OpKind::kWriteImm;
+    wr.imm = 0xfedcba9876543210ull ^ round;
+    // The first post to a peer may meet -FI_EAGAIN while the provider connects (post returns 0).
+    waitFor([&] { return t_[0]->post(&wr, 1) == 1; }, "the write-with-imm to be accepted");
+    // Poll only the target until the immediate shows up (the sender is polled too, for rxm's progress), then
+    // check the data before anything else runs.
+    bool seen = false;
+    const auto end = Clock::now() + kDeadline;
+    Completion c[8];
+    while (!seen && Clock::now() < end) {
+      const size_t n = t_[1]->poll(c, 8);
+      for (size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(c[i].kind, Completion::Kind::kRemoteData);
+        ASSERT_TRUE(c[i].ok) << t_[1]->describe(c[i]);
+        EXPECT_EQ(c[i].imm, wr.imm);
+        // FI_SOURCE names the writer when the provider fills it; otherwise the peer is unknown.
+        EXPECT_TRUE(c[i].peer == 0 || c[i].peer == UINT32_MAX) << c[i].peer;
+        ASSERT_EQ(std::count(dst.begin(), dst.end(), static_cast<uint8_t>(round + 1)), static_cast<long>(kLen))
+            << "the immediate arrived before all of its data, round " << round;
+        seen = true;
+      }
+      Completion l[8];
+      const size_t m = t_[0]->poll(l, 8);
+      local_[0].insert(local_[0].end(), l, l + m);
+    }
+    ASSERT_TRUE(seen) << GetParam() << ": no kRemoteData for round " << round;
+    waitFor([&] { return hasLocal(0, wr.wr_id); }, "local completion of the write-with-imm");
+  }
+}
+
+TEST_P(FabricTransportTest, ZeroLengthWriteWithImmDeliversTheImmediate) {
+  std::vector<uint8_t> src(64), dst(64);
+  const LocalMemory s = t_[0]->registerMemory(src.data(), src.size(), MemoryKind::kHost);
+  const LocalMemory d1 = t_[1]->registerMemory(dst.data(), dst.size(), MemoryKind::kHost);
+  std::vector<uint8_t> own(64);
+  const LocalMemory d0 = t_[0]->registerMemory(own.data(), own.size(), MemoryKind::kHost);
+  for (uint32_t peer : {1u, 0u}) {  // to the other rank and to itself
+    WorkRequest wr = write(peer, s, peer == 1 ? d1 : d0, 0, 200 + peer);
+    wr.kind = OpKind::kWriteImm;
+    wr.imm = 0x1234 + peer;
+    wr.local_mem = 9999;  // zero length names no local bytes, so no region is looked up
+    const Completion c = runOne(0, wr);
+    ASSERT_TRUE(c.ok) << t_[0]->describe(c);
+    waitFor([&] { return !remote_[peer].empty(); }, "the zero-length immediate at rank " + std::to_string(peer));
+    ASSERT_EQ(remote_[peer].size(), 1u);
+    EXPECT_EQ(remote_[peer][0].imm, wr.imm);
+    EXPECT_TRUE(remote_[peer][0].peer == 0 || remote_[peer][0].peer == UINT32_MAX);
+  }
+}
+
+TEST_P(FabricTransportTest, FetchAddSumsExactly) {
+  ASSERT_TRUE(t_[0]->capabilities() & kNativeAtomics) << t_[0]->name();
+  alignas(8) int64_t counters[2] = {0, 0};
+  const LocalMemory remote = t_[1]->registerMemory(&counters[0], sizeof(int64_t), MemoryKind::kHost);
+  const LocalMemory self = t_[0]->registerMemory(&counters[1], sizeof(int64_t), MemoryKind::kHost);
+  constexpr int kAdds = 1000;
+  std::vector<WorkRequest> wrs;
+  for (int i = 0; i < kAdds; ++i) {
+    for (uint32_t peer : {1u, 0u}) {
+      WorkRequest wr;
+      wr.kind = OpKind::kFetchAdd;
+      wr.peer = peer;
+      wr.remote = peer == 1 ? remote.remote : self.remote;
+      wr.imm = static_cast<uint64_t>(i + 1);
+      wr.wr_id = 10000 + wrs.size();
+      wrs.push_back(wr);
+    }
+  }
+  size_t posted = 0;
+  waitFor(
+      [&] {
+        posted += t_[0]->post(wrs.data() + posted, wrs.size() - posted);
+        return posted == wrs.size() && local_[0].size() == wrs.size();
+      },
+      "2000 fetch-add completions");
+  for (const Completion& c : local_[0]) ASSERT_TRUE(c.ok) << t_[0]->describe(c);
+  constexpr int64_t kSum = int64_t{kAdds} * (kAdds + 1) / 2;
+  EXPECT_EQ(counters[0], kSum) << "remote counter";
+  EXPECT_EQ(counters[1], kSum) << "self counter";
+}
+
+TEST_P(FabricTransportTest, BackpressureThenEveryRequestCompletesOnce) {
+  constexpr size_t kCount = 20000;  // far beyond tx_attr->size (2048 tcp, 1024 shm)
+  std::vector<uint8_t> src(64 * 1024), dst(64 * 1024);
+  const LocalMemory s = t_[0]->registerMemory(src.data(), src.size(), MemoryKind::kHost);
+  const LocalMemory d = t_[1]->registerMemory(dst.data(), dst.size(), MemoryKind::kHost);
+  std::vector<WorkRequest> wrs;
+  for (size_t i = 0; i < kCount; ++i) {
+    WorkRequest wr = write(1, s, d, 64, i);
+    wr.local_offset = (i % 1024) * 64;
+    wr.remote_offset = wr.local_offset;
+    wrs.push_back(wr);
+  }
+  size_t posted = 0;
+  bool shortPost = false;
+  waitFor(
+      [&] {
+        const size_t want = wrs.size() - posted;
+        const size_t n = want ? t_[0]->post(wrs.data() + posted, want) : 0;
+        shortPost |= n < want;
+        posted += n;
+        return posted == kCount && local_[0].size() >= kCount;
+      },
+      "20000 write completions");
+  EXPECT_TRUE(shortPost) << "post() never pushed back with " << kCount << " requests";
+  ASSERT_EQ(local_[0].size(), kCount);
+  std::set<uint64_t> ids;
+  for (const Completion& c : local_[0]) {
+    ASSERT_TRUE(c.ok) << t_[0]->describe(c);
+    EXPECT_TRUE(ids.insert(c.wr_id).second) << "wr_id " << c.wr_id << " completed twice";
+  }
+  EXPECT_EQ(ids.size(), kCount);
+}
+
+TEST_P(FabricTransportTest, UnsignaledRequestsAreNotReported) {
+  std::vector<uint8_t> src(4096, 7), dst(4096);
+  const LocalMemory s = t_[0]->registerMemory(src.data(), src.size(), MemoryKind::kHost);
+  const LocalMemory d = t_[1]->registerMemory(dst.data(), dst.size(), MemoryKind::kHost);
+  std::vector<WorkRequest> wrs;
+  for (uint64_t i = 0; i < 64; ++i) {
+    WorkRequest wr = write(1, s, d, 64, i);
+    wr.remote_offset = wr.local_offset = i * 64;
+    wr.signaled = (i % 16 == 15);
+    wrs.push_back(wr);
+  }
+  size_t posted = 0;
+  waitFor(
+      [&] {
+        posted += t_[0]->post(wrs.data() + posted, wrs.size() - posted);
+        return posted == wrs.size() && local_[0].size() == 4;
+      },
+      "the four signaled completions");
+  for (int i = 0; i < 100; ++i) pollOnce();
+  ASSERT_EQ(local_[0].size(), 4u);
+  for (const Completion& c : local_[0]) EXPECT_EQ(c.wr_id % 16, 15u);
+  waitFor([&] { return std::count(dst.begin(), dst.end(), 7) == 4096; }, "all unsignaled bytes");
+}
+
+TEST_P(FabricTransportTest, BadInputThrowsNamingIt) {
+  std::vector<uint8_t> buf(4096);
+  const LocalMemory m = t_[0]->registerMemory(buf.data(), buf.size(), MemoryKind::kHost);
+  auto message = [&](const WorkRequest& wr) -> std::string {
+    try {
+      t_[0]->post(&wr, 1);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no exception)";
+  };
+  WorkRequest wr = write(1, m, m, 64, 1);
+  wr.local_mem = 42;
+  EXPECT_NE(message(wr).find("local_mem 42"), std::string::npos) << message(wr);
+  wr = write(7, m, m, 64, 2);
+  EXPECT_NE(message(wr).find("peer 7"), std::string::npos) << message(wr);
+  wr = write(1, m, m, 8192, 3);
+  EXPECT_NE(message(wr).find("local_mem"), std::string::npos) << message(wr);
+  t_[0]->deregisterMemory(m.id);
+  wr = write(1, m, m, 64, 4);
+  EXPECT_NE(message(wr).find("not registered"), std::string::npos) << message(wr);
+  EXPECT_THROW(t_[0]->connect({}), Error);
+}
+
+// Writing past the end of the remote key's range (what the proxy's own bounds checks exist to prevent). What the
+// providers do in libfabric 1.17, asserted so that a change shows up:
+//  - tcp;ofi_rxm: the target rejects it and the initiator gets an error completion (FI_ECANCELED, prov_errno
+//    ENOENT); the target then drops the connection, so the next request to that peer fails too (ENOTCONN).
+//  - shm: no completion ever arrives and the queue to that peer stays full (post() takes nothing); the target
+//    sees nothing either. The proxy's in-flight timeout is what reports it.
+// Either way the bytes never land, and the error is fatal for that peer.
+TEST_P(FabricTransportTest, OutOfRangeWriteFailsAndIsFatalForThePeer) {
+  std::vector<uint8_t> src(8192, 3), dst(4096);
+  const LocalMemory s = t_[0]->registerMemory(src.data(), src.size(), MemoryKind::kHost);
+  const LocalMemory d = t_[1]->registerMemory(dst.data(), dst.size(), MemoryKind::kHost);
+  WorkRequest wr = write(1, s, d, 4096, 77);
+  wr.remote_offset = 2048;  // [2048, 6144) of a 4096-byte region
+  waitFor([&] { return t_[0]->post(&wr, 1) == 1; }, "the out-of-range write to be accepted");
+  WorkRequest next = write(1, s, d, 4096, 78);
+  size_t nextTaken = 0;
+  const auto end = Clock::now() + std::chrono::seconds(2);
+  while (Clock::now() < end && !hasLocal(0, 78)) {
+    if (hasLocal(0, 77) && !nextTaken) nextTaken = t_[0]->post(&next, 1);
+    pollOnce();
+  }
+  EXPECT_EQ(std::count(dst.begin(), dst.end(), 0), 4096) << "the rejected write touched the region";
+  EXPECT_TRUE(remote_[1].empty());
+  if (GetParam() == "tcp") {
+    ASSERT_TRUE(hasLocal(0, 77)) << "tcp gave no completion for the out-of-range write";
+    ASSERT_EQ(local_[0].size(), 2u) << "the follow-up write did not complete";
+    const Completion& bad = local_[0][0];
+    EXPECT_FALSE(bad.ok) << "tcp accepted a write past the remote region";
+    EXPECT_EQ(bad.peer, 1u);
+    const std::string text = t_[0]->describe(bad);
+    EXPECT_NE(text.find("with peer 1"), std::string::npos) << text;
+    EXPECT_NE(text.find("fabric/tcp;ofi_rxm"), std::string::npos) << text;
+    EXPECT_FALSE(local_[0][1].ok) << "tcp kept the connection after a remote access error";
+    EXPECT_NE(t_[0]->describe(local_[0][1]).find("not connected"), std::string::npos);
+  } else {
+    EXPECT_TRUE(local_[0].empty()) << "shm now completes an out-of-range write: " << t_[0]->describe(local_[0][0]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Providers, FabricTransportTest, ::testing::Values("tcp", "shm"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace uccl::ep::transport
