@@ -52,9 +52,10 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   provKey_ = mrMode & FI_MR_PROV_KEY;
   mrEndpoint_ = mrMode & FI_MR_ENDPOINT;
   rxCqData_ = info->mode & FI_RX_CQ_DATA;
-  // shm 1.17 mishandles FI_DELIVERY_COMPLETE on its inject path: a zero-length write never completes, and
-  // fetch-adds were applied more than once (counter above the exact sum). Both are measured by the tests. There a
-  // zero-length signal or an atomic completes locally once handed to the target's queue.
+  // shm 1.17 mishandles FI_DELIVERY_COMPLETE outside writes with data: a zero-length write never completes, and
+  // 2000 fetch-adds left the counter above the exact sum (a completion before shm was done with the operand, or
+  // an add applied twice). Without the flag both are exact (the tests hold this); a zero-length signal or an
+  // atomic then completes locally once it sits in the target's queue, which shm applies in order.
   const bool dcBroken = prov_ == "shm";
   txFlags_ = FI_COMPLETION | (sel_.delivery ? FI_DELIVERY_COMPLETE : 0);
   txFlagsBare_ = dcBroken ? FI_COMPLETION : txFlags_;

@@ -179,8 +179,8 @@ TEST_P(FabricTransportTest, WriteWithImmArrivesAfterItsData) {
         ASSERT_EQ(c[i].kind, Completion::Kind::kRemoteData);
         ASSERT_TRUE(c[i].ok) << t_[1]->describe(c[i]);
         EXPECT_EQ(c[i].imm, wr.imm);
-        // FI_SOURCE names the writer when the provider fills it; otherwise the peer is unknown.
-        EXPECT_TRUE(c[i].peer == 0 || c[i].peer == UINT32_MAX) << c[i].peer;
+        // Both providers grant FI_SOURCE, and fi_cq_readfrom names the writer.
+        EXPECT_EQ(c[i].peer, 0u);
         ASSERT_EQ(std::count(dst.begin(), dst.end(), static_cast<uint8_t>(round + 1)), static_cast<long>(kLen))
             << "the immediate arrived before all of its data, round " << round;
         seen = true;
@@ -210,7 +210,7 @@ TEST_P(FabricTransportTest, ZeroLengthWriteWithImmDeliversTheImmediate) {
     waitFor([&] { return !remote_[peer].empty(); }, "the zero-length immediate at rank " + std::to_string(peer));
     ASSERT_EQ(remote_[peer].size(), 1u);
     EXPECT_EQ(remote_[peer][0].imm, wr.imm);
-    EXPECT_TRUE(remote_[peer][0].peer == 0 || remote_[peer][0].peer == UINT32_MAX);
+    EXPECT_EQ(remote_[peer][0].peer, 0u);
   }
 }
 
@@ -362,6 +362,39 @@ TEST_P(FabricTransportTest, OutOfRangeWriteFailsAndIsFatalForThePeer) {
     EXPECT_NE(t_[0]->describe(local_[0][1]).find("not connected"), std::string::npos);
   } else {
     EXPECT_TRUE(local_[0].empty()) << "shm now completes an out-of-range write: " << t_[0]->describe(local_[0][0]);
+  }
+}
+
+// tcp domain choice: UCCL_SOCKET_IFNAME wins; an unknown interface is an error naming it.
+TEST(FabricTcpDomain, IfnameSelectsTheDomainAndUnknownOnesThrow) {
+  if (!fabricProviderAvailable("tcp")) GTEST_SKIP() << "tcp provider absent";
+  TransportOptions o;
+  o.world = 1;
+  o.ifname = "lo";
+  EXPECT_EQ(createFabricTransport(o, "tcp")->name(), "fabric/tcp;ofi_rxm:lo");
+  o.ifname = "nosuchif0";
+  try {
+    createFabricTransport(o, "tcp");
+    ADD_FAILURE() << "an unknown ifname was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nosuchif0"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(createFabricTransport(o, "nosuchprovider"), Error);
+  EXPECT_FALSE(fabricProviderAvailable("nosuchprovider"));
+}
+
+// Without ifname, ranks spread over hosts must not get loopback (it cannot reach another host).
+TEST(FabricTcpDomain, RemotePeersNeverGetLoopback) {
+  if (!fabricProviderAvailable("tcp")) GTEST_SKIP() << "tcp provider absent";
+  TransportOptions o;
+  o.world = 1;
+  o.all_peers_local = true;
+  EXPECT_EQ(createFabricTransport(o, "tcp")->name(), "fabric/tcp;ofi_rxm:lo");
+  o.all_peers_local = false;
+  try {
+    EXPECT_NE(createFabricTransport(o, "tcp")->name(), "fabric/tcp;ofi_rxm:lo");
+  } catch (const Error& e) {  // a host with loopback only: the error lists what exists
+    EXPECT_NE(std::string(e.what()).find("lo("), std::string::npos) << e.what();
   }
 }
 
