@@ -6,7 +6,9 @@
 //    "send queue full" and the provider's queue is never overrun by more than it advertised;
 //  - every operation is posted with FI_COMPLETION (a libfabric completion covers only itself), and poll()
 //    reports the signaled ones only; an unsignaled one that fails is still reported, with ok=false;
-//  - with FI_AV_TABLE the fi_addr_t of rank r is r, so sources map to ranks without a lookup.
+//  - with FI_AV_TABLE the fi_addr_t of rank r is r, so sources map to ranks without a lookup;
+//  - writes with data carry FI_DELIVERY_COMPLETE where granted (tcp, shm), so their local completion means the
+//    bytes are at the target; zero-length writes and atomics carry it too except on shm (see open()).
 #pragma once
 
 #include <rdma/fabric.h>
