@@ -72,6 +72,7 @@ void ProxyThread::addRing(const ring::RingView& view, RingKind kind) {
   r->mask = capacity - 1;
   r->pending.assign(capacity, 0);
   r->bytes.assign(capacity, 0);
+  r->peer.assign(capacity, 0);
   rings_.push_back(std::move(r));
 }
 
@@ -203,6 +204,7 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
     return reject(fmt::format("destination rank {} is not below the world size {}", x.dst_rank, config_.world));
   }
   const uint64_t slot = pos & r.mask;
+  r.peer[slot] = static_cast<uint16_t>(x.dst_rank);
   switch (x.opcode) {
     case Opcode::kNop:
       if (x.reserved != 0) return reject("reserved bits of a NOP are not zero");
@@ -418,6 +420,23 @@ void ProxyThread::retire(RingState& r) {
     counters_.descriptors.fetch_add(c - r.completed, std::memory_order_relaxed);
     r.completed = c;
     r.consumer.publishCompleted(c);
+    r.stalled_since_ns = 0;
+    return;
+  }
+  if (c == end) {
+    r.stalled_since_ns = 0;
+    return;
+  }
+  // Something is in flight and nothing retired this round: a peer that died or a link that broke shows up
+  // here, as a transport may retry for a long time before it reports anything.
+  const uint64_t now = platform::nowNs();
+  if (r.stalled_since_ns == 0) {
+    r.stalled_since_ns = now;
+  } else if (now - r.stalled_since_ns > config_.timeout_ns) {
+    fail(fmt::format("ring {} (proxy thread {}): the operation at position {} to rank {} did not complete within "
+                     "{:.1f} s (UCCL_EP_TIMEOUT_SECS); is rank {} alive?",
+                     r.consumer.view().ring_id, index_, c, r.peer[c & r.mask], config_.timeout_ns / 1e9,
+                     r.peer[c & r.mask]));
   }
 }
 

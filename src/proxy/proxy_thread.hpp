@@ -52,7 +52,9 @@ class ProxyThread {
     uint64_t completed = 0;     // retired and published
     std::vector<uint32_t> pending;  // per slot: transport ops not yet complete (position & mask)
     std::vector<uint32_t> bytes;    // per slot: bytes in flight (for the byte cap)
+    std::vector<uint16_t> peer;     // per slot: destination, to name it when it stalls
     uint64_t mask = 0;
+    uint64_t stalled_since_ns = 0;  // when the oldest position stopped retiring (0: not stalled)
   };
   // Requests waiting to be posted to one peer, in ring order.
   struct PeerQueue {

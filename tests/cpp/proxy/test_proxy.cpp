@@ -243,6 +243,16 @@ TEST_F(ProxyTest, FailedCompletionIsReportedNamingThePeer) {
   EXPECT_NE(groups_[0]->firstError().find("peer 1"), std::string::npos) << groups_[0]->firstError();
 }
 
+TEST_F(ProxyTest, StalledOperationIsReportedNamingThePeer) {
+  ProxyConfig c;
+  c.timeout_ns = 200 * 1000 * 1000;
+  build(c);
+  const uint64_t t = push(ring::makeWrite(1, 0, 0, 1, 0, 64));  // never completed by the held transport
+  EXPECT_EQ(ring::waitCompleted(ring_.view(), t, 10 * kSecond), Status::kConsumerError);
+  EXPECT_NE(groups_[0]->firstError().find("to rank 1 did not complete"), std::string::npos)
+      << groups_[0]->firstError();
+}
+
 TEST_F(ProxyTest, PartialPostsKeepOrder) {
   state_.accept_per_post = 3;
   build();

@@ -1,0 +1,212 @@
+// One rank of the end-to-end test: host threads play the GPU producers, the proxy moves their descriptors
+// through a real transport to the other ranks (separate processes), and every byte and counter is checked.
+//
+//   e2e_worker --rank R --world W --port P --token T [--host H] [--transport tcp|shm] [--signal atomic|imm]
+//              [--threads N] [--rings N] [--iters N] [--chunk BYTES] [--fault none|die|corrupt]
+//
+// Each ring's producer writes, for every iteration and destination, one chunk into the destination's receive
+// region at a slot of its own, then a SIGNAL adding (iter % 3) + 1 to the destination's counter for this rank.
+// A rank is done when every source's counter reached its exact expected sum; then it checks every byte.
+// Exit codes: 0 ok, 1 check failed, 2 timeout or transport error (message names the peer), 3 rejected input.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "uccl_ep/bootstrap/rendezvous.hpp"
+#include "uccl_ep/proxy/proxy.hpp"
+#include "uccl_ep/ring/host_ring.hpp"
+#include "uccl_ep/util/env.hpp"
+#include "uccl_ep/util/error.hpp"
+
+namespace {
+
+using namespace uccl::ep;
+
+struct Args {
+  int rank = 0, world = 2, port = 0, threads = 2, rings = 2, iters = 16;
+  uint32_t chunk = 4096;
+  std::string host = "127.0.0.1", token, transport = "tcp", signal = "auto", fault = "none";
+};
+
+Args parse(int argc, char** argv) {
+  std::map<std::string, std::string> kv;
+  for (int i = 1; i + 1 < argc; i += 2) kv[argv[i]] = argv[i + 1];
+  Args a;
+  auto get = [&](const char* k, auto& field) {
+    auto it = kv.find(k);
+    if (it == kv.end()) return;
+    if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::string>) {
+      field = it->second;
+    } else {
+      field = static_cast<std::decay_t<decltype(field)>>(std::stoll(it->second));
+    }
+  };
+  get("--rank", a.rank), get("--world", a.world), get("--port", a.port), get("--threads", a.threads);
+  get("--rings", a.rings), get("--iters", a.iters), get("--chunk", a.chunk), get("--host", a.host);
+  get("--token", a.token), get("--transport", a.transport), get("--signal", a.signal), get("--fault", a.fault);
+  return a;
+}
+
+uint8_t pattern(int src, int dst, int ring, int iter, uint32_t i) {
+  return static_cast<uint8_t>(src * 131 + dst * 71 + ring * 37 + iter * 13 + i * 7 + (i >> 8));
+}
+
+int64_t expectedSum(const Args& a) {
+  int64_t s = 0;
+  for (int it = 0; it < a.iters; ++it) s += (it % 3) + 1;
+  return s * a.rings;
+}
+
+[[noreturn]] void die(int code, const std::string& msg) {
+  std::fprintf(stderr, "e2e rank: %s\n", msg.c_str());
+  std::fflush(stderr);
+  std::_Exit(code);
+}
+
+int run(const Args& a) {
+  const uint64_t timeout_ns = env().timeoutNs();
+  const uint64_t slot = a.chunk;                                    // one chunk per (src, ring, iter)
+  const uint64_t per_src = slot * a.rings * a.iters;
+  std::vector<uint8_t, std::allocator<uint8_t>> send(per_src * a.world), recv(per_src * a.world, 0);
+  std::vector<int64_t> counters(a.world, 0);
+  // Source chunk for (dst, ring, iter) at the same layout as the destination slot of this rank.
+  for (int dst = 0; dst < a.world; ++dst)
+    for (int r = 0; r < a.rings; ++r)
+      for (int it = 0; it < a.iters; ++it)
+        for (uint32_t i = 0; i < a.chunk; ++i)
+          send[dst * per_src + (r * a.iters + it) * slot + i] = pattern(a.rank, dst, r, it, i);
+
+  bootstrap::RendezvousOptions ro;
+  ro.host = a.host;
+  ro.port = a.port;
+  ro.rank = a.rank;
+  ro.world = a.world;
+  ro.token = a.token;
+  ro.ifname = env().socket_ifname;
+  ro.timeout_ns = timeout_ns;
+  bootstrap::TcpRendezvous rv(ro);
+
+  proxy::ProxyConfig pc = proxy::ProxyConfig::fromEnv(a.rank, a.world);
+  pc.num_threads = a.threads;
+  pc.transport = a.transport;
+  pc.all_peers_local = true;
+  pc.signal_path = a.signal == "atomic" ? proxy::SignalPath::kAtomic
+                   : a.signal == "imm"  ? proxy::SignalPath::kImmediate
+                                        : proxy::SignalPath::kAuto;
+  proxy::ProxyGroup group(pc);
+  group.addRegion(0, send.data(), send.size(), transport::MemoryKind::kHost);
+  group.addRegion(1, recv.data(), recv.size(), transport::MemoryKind::kHost);
+  group.setSignalRegion(counters.data(), counters.size());
+  std::vector<std::unique_ptr<ring::HostRing>> rings;
+  for (int r = 0; r < a.rings; ++r) {
+    rings.push_back(std::make_unique<ring::HostRing>(8, r));
+    group.addRing(rings.back()->view(), proxy::RingKind::kNormal);
+  }
+  group.connect(rv.allGather(group.localInfo()));
+  group.start();
+  rv.barrier();
+  std::fprintf(stderr, "e2e rank %d: %s, signals %s\n", a.rank, group.transport(0).name().c_str(),
+               group.signalPath() == proxy::SignalPath::kAtomic ? "atomic" : "immediate");
+
+  if (a.fault == "die" && a.rank == a.world - 1) std::_Exit(0);  // vanish without a word, as a crash would
+
+  if (a.fault == "corrupt") {
+    // A write whose destination runs past the end of the peer's region: must be rejected, nothing written.
+    const int dst = (a.rank + 1) % a.world;
+    const uint64_t t = ring::push(rings[0]->view(), ring::makeWrite(dst, 0, 0, 1, recv.size() - 16, 64), timeout_ns).ticket;
+    if (ring::waitCompleted(rings[0]->view(), t, timeout_ns) == ring::Status::kConsumerError) {
+      rv.barrier();  // every rank has had its own bad descriptor rejected: nothing may have landed anywhere
+      for (size_t i = 0; i < recv.size(); ++i) {
+        if (recv[i] != 0) die(1, fmt::format("byte {} of the receive region changed after a rejected descriptor", i));
+      }
+      die(3, group.firstError());
+    }
+    die(1, "a corrupted descriptor was not rejected");
+  }
+
+  std::vector<std::thread> producers;
+  std::vector<ring::Status> status(a.rings, ring::Status::kOk);
+  for (int r = 0; r < a.rings; ++r) {
+    producers.emplace_back([&, r] {
+      const ring::RingView& v = rings[r]->view();
+      uint64_t last = 0;
+      for (int it = 0; it < a.iters; ++it) {
+        for (int k = 0; k < a.world; ++k) {
+          const int dst = (a.rank + k) % a.world;  // start at a different peer on every rank
+          const uint64_t src_off = dst * per_src + (r * a.iters + it) * slot;
+          const uint64_t dst_off = a.rank * per_src + (r * a.iters + it) * slot;
+          ring::PushResult p = ring::push(v, ring::makeWrite(dst, 0, src_off, 1, dst_off, a.chunk), timeout_ns);
+          if (p.status == ring::Status::kOk) p = ring::push(v, ring::makeSignal(dst, a.rank, (it % 3) + 1), timeout_ns);
+          if (p.status != ring::Status::kOk) {
+            status[r] = p.status;
+            return;
+          }
+          last = p.ticket;
+        }
+      }
+      status[r] = ring::waitCompleted(v, last, timeout_ns);
+    });
+  }
+  for (auto& t : producers) t.join();
+  for (int r = 0; r < a.rings; ++r) {
+    if (status[r] != ring::Status::kOk) {
+      // The proxy's own stall timer runs from the post, so its diagnosis (naming the peer) is due about now.
+      for (int i = 0; i < 200 && !group.hasError(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      die(2, group.hasError() ? group.firstError()
+                              : fmt::format("ring {} of rank {} stalled (status {})", r, a.rank, int(status[r])));
+    }
+  }
+
+  // Wait for every source's signals; a missing peer is named.
+  const int64_t want = expectedSum(a);
+  const auto start = std::chrono::steady_clock::now();
+  for (int src = 0; src < a.world; ++src) {
+    uint32_t spins = 0;
+    while (__atomic_load_n(&counters[src], __ATOMIC_ACQUIRE) < want) {
+      if (group.hasError()) die(2, group.firstError());
+      if (std::chrono::steady_clock::now() - start > std::chrono::nanoseconds(timeout_ns)) {
+        die(2, fmt::format("rank {} timed out after {:.1f} s waiting for signals from rank {}: counter {} of {}",
+                           a.rank, env().timeout_secs, src, __atomic_load_n(&counters[src], __ATOMIC_ACQUIRE), want));
+      }
+      uccl::ep::platform::spinRelax(spins);
+    }
+  }
+  rv.barrier();  // everyone's data has landed everywhere; no more signals are coming
+  group.stop();
+  group.checkError();
+  for (int src = 0; src < a.world; ++src) {
+    if (counters[src] != want) die(1, fmt::format("counter for rank {} is {}, expected exactly {}", src, counters[src], want));
+    for (int r = 0; r < a.rings; ++r)
+      for (int it = 0; it < a.iters; ++it)
+        for (uint32_t i = 0; i < a.chunk; ++i) {
+          const uint8_t got = recv[src * per_src + (r * a.iters + it) * slot + i];
+          if (got != pattern(src, a.rank, r, it, i)) {
+            die(1, fmt::format("byte {} of chunk (src {}, ring {}, iter {}) is {:#x}, expected {:#x}", i, src, r, it,
+                               got, pattern(src, a.rank, r, it, i)));
+          }
+        }
+  }
+  uint64_t descriptors = 0;
+  for (int t = 0; t < group.numThreads(); ++t) descriptors += group.stats(t).descriptors;
+  std::printf("e2e rank %d ok: %llu descriptors, %d sources x %lld signal units verified\n", a.rank,
+              static_cast<unsigned long long>(descriptors), a.world, static_cast<long long>(want));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const uccl::ep::TimeoutError& e) {
+    die(2, e.what());
+  } catch (const std::exception& e) {
+    die(2, e.what());
+  }
+}

@@ -1,0 +1,42 @@
+// Starts e2e_worker processes (optionally inside network namespaces) and collects their exit codes and stderr.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace uccl::ep::e2e {
+
+struct Outcome {
+  int exit_code = -1;    // -1: killed after the deadline
+  std::string output;    // stdout + stderr
+  double seconds = 0;
+};
+
+struct Launch {
+  std::vector<std::string> argv;  // full command line (argv[0] = program)
+  std::vector<std::string> env;   // extra NAME=VALUE
+};
+
+// Runs all launches at once; kills any still running after `deadline_s`.
+std::vector<Outcome> runAll(const std::vector<Launch>& launches, double deadline_s);
+
+int freeTcpPort();
+
+// Two namespaces joined by a veth pair (10.77.<n>.1 and .2). Torn down by the destructor.
+class NetnsPair {
+ public:
+  NetnsPair();
+  ~NetnsPair();
+  bool ok() const { return ok_; }
+  const std::string& error() const { return error_; }
+  std::string ns(int i) const { return ns_[i]; }
+  std::string dev(int i) const { return dev_[i]; }
+  std::string addr(int i) const { return addr_[i]; }
+
+ private:
+  bool ok_ = false;
+  std::string error_;
+  std::string ns_[2], dev_[2], addr_[2];
+};
+
+}  // namespace uccl::ep::e2e

@@ -1,0 +1,120 @@
+// End-to-end across processes: e2e_worker ranks over real libfabric providers (tcp;ofi_rxm, shm), both signal
+// paths, a pair of network namespaces, and the faults that must end in an error naming the culprit.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "launcher.hpp"
+
+namespace uccl::ep::e2e {
+namespace {
+
+struct Job {
+  std::string transport = "tcp";
+  std::string signal = "auto";
+  std::string fault = "none";
+  int world = 2;
+  int iters = 16;
+  double timeout_secs = 30;
+  std::vector<std::string> extra_env;
+};
+
+std::vector<Launch> launches(const Job& j, const NetnsPair* netns = nullptr) {
+  const int port = freeTcpPort();
+  std::vector<Launch> out;
+  for (int r = 0; r < j.world; ++r) {
+    Launch l;
+    if (netns) l.argv = {"ip", "netns", "exec", netns->ns(r)};
+    const std::vector<std::string> worker = {UCCL_EP_E2E_WORKER, "--rank", std::to_string(r), "--world",
+                                             std::to_string(j.world), "--port", std::to_string(port), "--token",
+                                             "e2e-" + std::to_string(port), "--transport", j.transport, "--signal",
+                                             j.signal, "--fault", j.fault, "--iters", std::to_string(j.iters),
+                                             "--host", netns ? netns->addr(0) : "127.0.0.1"};
+    l.argv.insert(l.argv.end(), worker.begin(), worker.end());
+    l.env = j.extra_env;
+    l.env.push_back("UCCL_EP_TIMEOUT_SECS=" + std::to_string(j.timeout_secs));
+    l.env.push_back("UCCL_LOG_LEVEL=warn");
+    if (netns) l.env.push_back("UCCL_SOCKET_IFNAME=" + netns->dev(r));
+    out.push_back(l);
+  }
+  return out;
+}
+
+void expectAllOk(const std::vector<Outcome>& outs) {
+  for (size_t r = 0; r < outs.size(); ++r) {
+    EXPECT_EQ(outs[r].exit_code, 0) << "rank " << r << " output:\n" << outs[r].output;
+    EXPECT_NE(outs[r].output.find("ok:"), std::string::npos) << "rank " << r << ":\n" << outs[r].output;
+  }
+}
+
+using Params = std::tuple<std::string, std::string, int>;  // transport, signal path, world
+class E2E : public ::testing::TestWithParam<Params> {};
+
+TEST_P(E2E, EveryByteAndEveryCounterArrives) {
+  Job j;
+  std::tie(j.transport, j.signal, j.world) = GetParam();
+  const auto outs = runAll(launches(j), 120);
+  expectAllOk(outs);
+  const std::string want = j.signal == "atomic" ? "signals atomic" : "signals immediate";
+  EXPECT_NE(outs[0].output.find(want), std::string::npos) << outs[0].output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Providers, E2E,
+                         ::testing::Values(Params{"tcp", "imm", 2}, Params{"tcp", "imm", 4},
+                                           Params{"tcp", "atomic", 2}, Params{"tcp", "atomic", 4},
+                                           Params{"shm", "imm", 2}, Params{"shm", "imm", 4},
+                                           Params{"shm", "atomic", 2}, Params{"shm", "atomic", 4}),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_" +
+                                  std::to_string(std::get<2>(info.param)) + "ranks";
+                         });
+
+TEST(E2EFaults, KilledPeerIsNamedWithinTheTimeout) {
+  Job j;
+  j.world = 3;
+  j.fault = "die";
+  j.timeout_secs = 3;
+  j.iters = 64;
+  const auto outs = runAll(launches(j), 60);
+  EXPECT_EQ(outs[2].exit_code, 0) << "the rank that vanishes exits by itself";
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(outs[r].exit_code, 2) << "rank " << r << ":\n" << outs[r].output;
+    EXPECT_LT(outs[r].seconds, j.timeout_secs + 20) << "rank " << r << " did not give up in time";
+    const bool named = outs[r].output.find("rank 2") != std::string::npos ||
+                       outs[r].output.find("peer 2") != std::string::npos;
+    EXPECT_TRUE(named) << "rank " << r << " failed without naming rank 2:\n" << outs[r].output;
+  }
+}
+
+TEST(E2EFaults, CorruptedDescriptorIsRejectedAndWritesNothing) {
+  for (const std::string transport : {"tcp", "shm"}) {
+    Job j;
+    j.transport = transport;
+    j.fault = "corrupt";
+    const auto outs = runAll(launches(j), 60);
+    for (size_t r = 0; r < outs.size(); ++r) {
+      EXPECT_EQ(outs[r].exit_code, 3) << transport << " rank " << r << ":\n" << outs[r].output;
+      EXPECT_NE(outs[r].output.find("rejected the descriptor"), std::string::npos) << outs[r].output;
+      EXPECT_NE(outs[r].output.find("exceed region 1"), std::string::npos) << outs[r].output;
+    }
+  }
+}
+
+TEST(E2ENetns, TwoRanksInTwoNamespacesOverTcp) {
+  NetnsPair netns;
+  if (!netns.ok()) {
+    GTEST_SKIP() << "network namespaces unavailable: " << netns.error();
+  }
+  for (const std::string signal : {"imm", "atomic"}) {
+    Job j;
+    j.signal = signal;
+    const auto outs = runAll(launches(j, &netns), 120);
+    expectAllOk(outs);
+    EXPECT_NE(outs[0].output.find("fabric/tcp"), std::string::npos) << outs[0].output;
+  }
+}
+
+}  // namespace
+}  // namespace uccl::ep::e2e
