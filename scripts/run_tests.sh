@@ -130,11 +130,10 @@ if [[ ${tsan} -eq 1 ]]; then
   if phase "build TSan" "${REPO}/build.sh" --tsan --build-dir "${tsan_dir}" --jobs "${jobs}"; then
     export TSAN_OPTIONS="second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
     phase "ctest TSan ring|proxy" run_ctest "${tsan_dir}" "${log_dir}/ctest-tsan-ring-proxy.log" -L 'ring|proxy' -LE gpu
-    if [[ -n "${tsan_labels}" ]]; then
-      phase "ctest TSan ${tsan_labels}" run_ctest "${tsan_dir}" "${log_dir}/ctest-tsan-selected.log" \
-        -L "${tsan_labels}" -LE 'ring|proxy|gpu'
-    elif (cd "${tsan_dir}" && ctest -N -LE 'ring|proxy|gpu' | grep -qE '^Total Tests: [1-9]'); then
-      phase "ctest TSan other labels" run_ctest "${tsan_dir}" "${log_dir}/ctest-tsan-other.log" -LE 'ring|proxy|gpu'
+    rest=(-LE 'ring|proxy|gpu')
+    [[ -z "${tsan_labels}" ]] || rest=(-L "${tsan_labels}" "${rest[@]}")
+    if (cd "${tsan_dir}" && ctest -N "${rest[@]}" | grep -qE '^Total Tests: [1-9]'); then
+      phase "ctest TSan ${tsan_labels:-other labels}" run_ctest "${tsan_dir}" "${log_dir}/ctest-tsan-other.log" "${rest[@]}"
     fi
   else
     record "ctest TSan" FAIL 0
