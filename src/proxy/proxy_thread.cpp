@@ -167,7 +167,7 @@ void ProxyThread::run() {
     }
     if (progress) {
       idle = 0;
-    } else {
+    } else if (config_.yield_when_idle) {
       platform::spinRelax(idle);
     }
   }

@@ -156,8 +156,12 @@ int run(const Args& a) {
   for (auto& t : producers) t.join();
   for (int r = 0; r < a.rings; ++r) {
     if (status[r] != ring::Status::kOk) {
-      // The proxy's own stall timer runs from the post, so its diagnosis (naming the peer) is due about now.
-      for (int i = 0; i < 200 && !group.hasError(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      // The proxy's stall timer may have started later than this wait (a full ring blocks the producer while
+      // earlier positions still retire); give it one more timeout period to name the peer.
+      const auto grace = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+      while (!group.hasError() && std::chrono::steady_clock::now() < grace) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
       die(2, group.hasError() ? group.firstError()
                               : fmt::format("ring {} of rank {} stalled (status {})", r, a.rank, int(status[r])));
     }
