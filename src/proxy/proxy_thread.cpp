@@ -230,22 +230,16 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
         *blocked = true;  // UCCL_IB_MAX_INFLIGHT_BYTES: wait for completions
         return true;
       }
-      PeerQueue& q = queues_[x.dst_rank];
-      if (q.size == kQueueCapacity) {
+      WorkRequest* w = enqueue(x.dst_rank, OpKind::kWrite, r.index, pos);
+      if (w == nullptr) {
         *blocked = true;
         return true;
       }
-      WorkRequest& w = q.requests[q.size];
-      w = WorkRequest{};
-      w.kind = OpKind::kWrite;
-      w.peer = x.dst_rank;
-      w.local_mem = src.id;
-      w.local_offset = x.src_offset;
-      w.length = x.length;
-      w.remote = dst;
-      w.remote_offset = x.dst_offset;
-      w.wr_id = wrId(r.index, pos);
-      q.ring_of[q.size++] = r.index;
+      w->local_mem = src.id;
+      w->local_offset = x.src_offset;
+      w->length = x.length;
+      w->remote = dst;
+      w->remote_offset = x.dst_offset;
       r.pending[slot] = 1;
       r.bytes[slot] = static_cast<uint32_t>(x.length);
       inflight_bytes_ += x.length;
@@ -295,35 +289,21 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
           counters_.signals_sent.fetch_add(1, std::memory_order_relaxed);
           return true;
         }
-        if (q.size == kQueueCapacity) {
-          *blocked = true;
-          return true;
-        }
-        WorkRequest& w = q.requests[q.size];
-        w = WorkRequest{};
-        w.kind = OpKind::kWriteImm;
-        w.peer = x.dst_rank;
-        w.local_mem = signal_mr_.id;
-        w.length = 0;
-        w.remote = peer.signals;
-        w.imm = imm;
-        w.wr_id = wrId(r.index, pos);
-        q.ring_of[q.size++] = r.index;
+      }
+      // A zero-length write carrying the immediate, or a fetch-add on the counter itself.
+      const bool immediate = signal_path_ == SignalPath::kImmediate;
+      WorkRequest* w = enqueue(x.dst_rank, immediate ? OpKind::kWriteImm : OpKind::kFetchAdd, r.index, pos);
+      if (w == nullptr) {
+        *blocked = true;
+        return true;
+      }
+      w->local_mem = signal_mr_.id;
+      w->remote = peer.signals;
+      if (immediate) {
+        w->imm = encodeImmediate(x.signal_index, x.signal_value, nullptr);
       } else {
-        if (q.size == kQueueCapacity) {
-          *blocked = true;
-          return true;
-        }
-        WorkRequest& w = q.requests[q.size];
-        w = WorkRequest{};
-        w.kind = OpKind::kFetchAdd;
-        w.peer = x.dst_rank;
-        w.local_mem = signal_mr_.id;
-        w.remote = peer.signals;
-        w.remote_offset = uint64_t{x.signal_index} * sizeof(int64_t);
-        w.imm = static_cast<uint64_t>(int64_t{x.signal_value});
-        w.wr_id = wrId(r.index, pos);
-        q.ring_of[q.size++] = r.index;
+        w->remote_offset = uint64_t{x.signal_index} * sizeof(int64_t);
+        w->imm = static_cast<uint64_t>(int64_t{x.signal_value});
       }
       r.pending[slot] = 1;
       counters_.signals_sent.fetch_add(1, std::memory_order_relaxed);
@@ -336,12 +316,22 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
 }
 
 uint64_t ProxyThread::encodeImmediate(uint32_t index, int32_t value, bool* fits) const {
-  if (transport_->immediateBytes() >= 8) {
-    *fits = true;
-    return (uint64_t{index} << 32) | static_cast<uint32_t>(value);
-  }
-  *fits = index <= 0xffff && value >= INT16_MIN && value <= INT16_MAX;
-  return (uint64_t{index} << 16) | static_cast<uint16_t>(value);
+  const bool wide = transport_->immediateBytes() >= 8;
+  if (fits != nullptr) *fits = wide || (index <= 0xffff && value >= INT16_MIN && value <= INT16_MAX);
+  return wide ? (uint64_t{index} << 32) | static_cast<uint32_t>(value)
+              : (uint64_t{index} << 16) | static_cast<uint16_t>(value);
+}
+
+WorkRequest* ProxyThread::enqueue(uint32_t peer, OpKind kind, uint32_t ring_index, uint64_t pos) {
+  PeerQueue& q = queues_[peer];
+  if (q.size == kQueueCapacity) return nullptr;
+  WorkRequest& w = q.requests[q.size];
+  w = WorkRequest{};
+  w.kind = kind;
+  w.peer = peer;
+  w.wr_id = wrId(ring_index, pos);
+  q.ring_of[q.size++] = ring_index;
+  return &w;
 }
 
 void ProxyThread::applyImmediate(const Completion& c) {

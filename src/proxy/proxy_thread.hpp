@@ -72,6 +72,8 @@ class ProxyThread {
   void applyImmediate(const transport::Completion& c);
   void fail(const std::string& message);
   uint64_t encodeImmediate(uint32_t index, int32_t value, bool* fits) const;
+  // The next free request in `peer`'s queue, filled with kind, peer and wr_id; nullptr when the queue is full.
+  transport::WorkRequest* enqueue(uint32_t peer, transport::OpKind kind, uint32_t ring_index, uint64_t pos);
 
   int index_;
   ProxyConfig config_;
