@@ -226,6 +226,11 @@ proxy::ProxyConfig proxyConfig(const Options& o) {
   c.num_threads = o.threads;
   c.transport = "null";  // loopback: requests to this rank are carried out in memory
   c.timeout_ns = o.timeout_ns;
+  char bus_id[32] = {};
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetPCIBusId(bus_id, sizeof(bus_id), device));
+  c.gpu_pci_bus_id = bus_id;  // proxy threads run on the GPU's NUMA node
   return c;
 }
 

@@ -23,13 +23,16 @@ ProxyConfig ProxyConfig::fromEnv(int rank, int world) {
 }
 
 ProxyGroup::ProxyGroup(const ProxyConfig& config) : config_(config) {
+  if (config_.numa_node < 0 && !config_.gpu_pci_bus_id.empty()) {
+    config_.numa_node = numaNodeOfPciDevice(config_.gpu_pci_bus_id);
+  }
   UCCL_EP_CHECK(config.world >= 1 && config.world <= static_cast<int>(ring::kMaxRanks),
                 "world size {} must be between 1 and {}", config.world, ring::kMaxRanks);
   UCCL_EP_CHECK(config.rank >= 0 && config.rank < config.world, "rank {} is not in [0, {})", config.rank,
                 config.world);
   UCCL_EP_CHECK(config.num_threads >= 1, "proxy threads: {} (expected at least 1)", config.num_threads);
   UCCL_EP_CHECK(config.max_batch >= 1, "max_batch must be at least 1");
-  for (int t = 0; t < config.num_threads; ++t) threads_.push_back(std::make_unique<ProxyThread>(t, config, &error_));
+  for (int t = 0; t < config.num_threads; ++t) threads_.push_back(std::make_unique<ProxyThread>(t, config_, &error_));
 }
 
 ProxyGroup::~ProxyGroup() { stop(); }

@@ -44,7 +44,8 @@ struct ProxyConfig {
   int rank = 0;
   int world = 1;
   int num_threads = 4;         // UCCL_EP_NUM_PROXY_THREADS
-  int numa_node = -1;          // pin threads to this node's CPUs; -1: no pinning
+  int numa_node = -1;          // pin threads to this node's CPUs; -1: the GPU's node (below), else no pinning
+  std::string gpu_pci_bus_id;  // e.g. "0000:1a:00.0" (cudaDeviceGetPCIBusId): its NUMA node when numa_node < 0
   std::string transport = "auto";
   std::string ifname;
   bool all_peers_local = false;
@@ -121,5 +122,7 @@ class ProxyGroup {
 
 // Pins the calling thread to the CPUs of a NUMA node (from /sys). Returns false when the node is unknown.
 bool pinToNumaNode(int node);
+// The NUMA node a PCI device (a GPU, a NIC) hangs off, from /sys; -1 when unknown or not NUMA.
+int numaNodeOfPciDevice(const std::string& bus_id);
 
 }  // namespace uccl::ep::proxy

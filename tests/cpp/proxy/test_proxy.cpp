@@ -1,7 +1,10 @@
 // The proxy's rules, observed through a transport that completes only when told to.
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -284,6 +287,27 @@ TEST(Numa, PinsToTheNodesCpus) {
     EXPECT_GT(CPU_COUNT(&set), 0);
     EXPECT_FALSE(pinToNumaNode(4095)) << "a node that does not exist";
   }).join();
+}
+
+TEST(Numa, NodeOfPciDeviceComesFromSysfs) {
+  EXPECT_EQ(numaNodeOfPciDevice("0000:ff:1f.7"), -1) << "a device that does not exist";
+  DIR* dir = opendir("/sys/bus/pci/devices");
+  ASSERT_NE(dir, nullptr);
+  int checked = 0;
+  while (dirent* e = readdir(dir)) {
+    const std::string id = e->d_name;
+    if (id[0] == '.') continue;
+    std::ifstream f("/sys/bus/pci/devices/" + id + "/numa_node");
+    int want = -1;
+    if (!(f >> want)) continue;
+    std::string upper = id;
+    for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    EXPECT_EQ(numaNodeOfPciDevice(id), want) << id;
+    EXPECT_EQ(numaNodeOfPciDevice("0000" + upper), want) << "CUDA's 8-digit, upper-case spelling of " << id;
+    ++checked;
+  }
+  closedir(dir);
+  EXPECT_GT(checked, 0) << "no PCI device in sysfs to check against";
 }
 
 }  // namespace
