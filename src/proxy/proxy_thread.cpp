@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "uccl_ep/platform/clock.hpp"
@@ -19,6 +20,7 @@ using transport::WorkRequest;
 
 namespace {
 constexpr size_t kQueueCapacity = 256;  // requests waiting to be posted, per peer
+constexpr size_t kUnackedCapacity = 4096;  // posted, not yet covered by a completion, per peer
 constexpr size_t kPollBatch = 256;
 constexpr int kPositionBits = 48;
 constexpr uint64_t kPositionMask = (uint64_t{1} << kPositionBits) - 1;
@@ -106,6 +108,7 @@ void ProxyThread::connect(const std::vector<transport::Blob>& infos) {
 
   const uint32_t caps = transport_->capabilities();
   ordered_ = (caps & transport::kOrderedDelivery) != 0;
+  cumulative_ = (caps & transport::kCumulativeCompletions) != 0;
   const bool atomics = (caps & transport::kNativeAtomics) != 0;
   const bool imm = (caps & transport::kRemoteCqData) != 0;
   switch (config_.signal_path) {
@@ -129,6 +132,7 @@ void ProxyThread::connect(const std::vector<transport::Blob>& infos) {
   for (auto& q : queues_) {
     q.requests.resize(kQueueCapacity);
     q.ring_of.resize(kQueueCapacity);
+    if (cumulative_) q.unacked.resize(kUnackedCapacity);
   }
   completions_.resize(kPollBatch);
 }
@@ -357,10 +361,23 @@ bool ProxyThread::flushQueues() {
   bool any = false;
   for (PeerQueue& q : queues_) {
     if (q.size == 0) continue;
-    const size_t taken = transport_->post(q.requests.data(), q.size);
+    size_t n = q.size;
+    if (cumulative_) {
+      // One completion per post covers the chain: only its last request is signaled. A post the transport takes
+      // only part of leaves an unsignaled tail, covered by the signaled last request of a later post.
+      n = std::min(n, kUnackedCapacity - q.unacked_size);
+      if (n == 0) continue;
+      for (size_t i = 0; i < n; ++i) q.requests[i].signaled = i + 1 == n;
+    }
+    const size_t taken = transport_->post(q.requests.data(), n);
     if (taken == 0) continue;
     any = true;
     counters_.posts.fetch_add(1, std::memory_order_relaxed);
+    if (cumulative_) {
+      for (size_t i = 0; i < taken; ++i) {
+        q.unacked[(q.unacked_head + q.unacked_size++) % kUnackedCapacity] = q.requests[i].wr_id;
+      }
+    }
     if (taken < q.size) {
       std::memmove(q.requests.data(), q.requests.data() + taken, (q.size - taken) * sizeof(WorkRequest));
       std::memmove(q.ring_of.data(), q.ring_of.data() + taken, (q.size - taken) * sizeof(uint32_t));
@@ -384,22 +401,42 @@ bool ProxyThread::pollCompletions() {
       applyImmediate(c);
       continue;
     }
-    const uint32_t ring_index = static_cast<uint32_t>(c.wr_id >> kPositionBits);
-    if (ring_index >= rings_.size()) {
-      fail(fmt::format("proxy thread {}: completion for unknown ring {} (wr_id {:#x})", index_, ring_index, c.wr_id));
+    if (!cumulative_) {
+      completeOne(c.wr_id);
       continue;
     }
-    RingState& r = *rings_[ring_index];
-    const uint64_t slot = c.wr_id & r.mask;
-    if (r.pending[slot] == 0) {
-      fail(fmt::format("proxy thread {}: duplicate completion for ring {} slot {}", index_, ring_index, slot));
-      continue;
+    PeerQueue& q = queues_.at(c.peer);
+    bool found = false;
+    while (q.unacked_size > 0 && !found) {
+      const uint64_t wr = q.unacked[q.unacked_head];
+      q.unacked_head = (q.unacked_head + 1) % kUnackedCapacity;
+      --q.unacked_size;
+      found = wr == c.wr_id;
+      completeOne(wr);
     }
-    --r.pending[slot];
-    inflight_bytes_ -= r.bytes[slot];
-    r.bytes[slot] = 0;
+    if (!found) {
+      fail(fmt::format("proxy thread {}: completion {:#x} from peer {} matches nothing posted to it", index_, c.wr_id,
+                       c.peer));
+    }
   }
   return n > 0;
+}
+
+void ProxyThread::completeOne(uint64_t wr_id) {
+  const uint32_t ring_index = static_cast<uint32_t>(wr_id >> kPositionBits);
+  if (ring_index >= rings_.size()) {
+    fail(fmt::format("proxy thread {}: completion for unknown ring {} (wr_id {:#x})", index_, ring_index, wr_id));
+    return;
+  }
+  RingState& r = *rings_[ring_index];
+  const uint64_t slot = wr_id & r.mask;
+  if (r.pending[slot] == 0) {
+    fail(fmt::format("proxy thread {}: duplicate completion for ring {} slot {}", index_, ring_index, slot));
+    return;
+  }
+  --r.pending[slot];
+  inflight_bytes_ -= r.bytes[slot];
+  r.bytes[slot] = 0;
 }
 
 void ProxyThread::retire(RingState& r) {

@@ -61,6 +61,11 @@ class ProxyThread {
     std::vector<transport::WorkRequest> requests;
     std::vector<uint32_t> ring_of;  // ring index of each request (fusion only joins the same ring)
     size_t size = 0;
+    // Selective signalling (cumulative completions only): wr_ids posted to this peer and not yet covered by a
+    // completion, oldest first. A completion for X retires everything up to and including X.
+    std::vector<uint64_t> unacked;
+    size_t unacked_head = 0;
+    size_t unacked_size = 0;
   };
 
   void run();
@@ -69,6 +74,7 @@ class ProxyThread {
   bool flushQueues();
   bool pollCompletions();
   void retire(RingState& r);
+  void completeOne(uint64_t wr_id);
   void applyImmediate(const transport::Completion& c);
   void fail(const std::string& message);
   uint64_t encodeImmediate(uint32_t index, int32_t value, bool* fits) const;
@@ -81,6 +87,7 @@ class ProxyThread {
   std::unique_ptr<transport::Transport> transport_;
   SignalPath signal_path_ = SignalPath::kImmediate;
   bool ordered_ = false;
+  bool cumulative_ = false;  // selective signalling: one signaled request per post
 
   transport::LocalMemory regions_[ring::kMaxRegions];
   bool has_region_[ring::kMaxRegions] = {};

@@ -23,6 +23,8 @@ enum Capability : uint32_t {
   kRemoteCqData = 1u << 1,     // write with immediate data, delivered to the target's poll() after the data
   kGpuMemory = 1u << 2,        // registerMemory accepts device memory
   kOrderedDelivery = 1u << 3,  // writes and atomics to one peer are placed in posting order
+  kCumulativeCompletions = 1u << 4,  // a local completion also completes every earlier request to that peer
+                                     // (RC verbs), so only the last request of a chain needs to be signaled
 };
 
 enum class MemoryKind : uint8_t { kHost = 0, kDevice = 1 };

@@ -90,7 +90,7 @@ void VerbsTransport::setup(const Env& env) {
   sges_.assign(send_depth_, ibv_sge{});
   wcs_.assign(kPollBatch, ibv_wc{});
 
-  caps_ = kOrderedDelivery | kRemoteCqData;
+  caps_ = kOrderedDelivery | kRemoteCqData | kCumulativeCompletions;
   if (atomics_) caps_ |= kNativeAtomics;
   if (api_.cudaDmabufAvailable() || api_.peermemLoaded()) caps_ |= kGpuMemory;
 

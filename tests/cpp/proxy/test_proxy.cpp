@@ -256,6 +256,23 @@ TEST_F(ProxyTest, StalledOperationIsReportedNamingThePeer) {
       << groups_[0]->firstError();
 }
 
+TEST_F(ProxyTest, SelectiveSignallingWithCumulativeCompletions) {
+  state_.caps |= transport::kCumulativeCompletions;
+  build();
+  for (int i = 0; i < 40; ++i) push(ring::makeWrite(1, 0, 0, 1, 0, 64));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 40; }));
+  size_t first = 0;
+  for (size_t n : state_.post_sizes) {
+    for (size_t i = first; i < first + n; ++i) {
+      EXPECT_EQ(state_.posted[i].signaled, i + 1 == first + n) << "request " << i << " of a post of " << n;
+    }
+    first += n;
+  }
+  EXPECT_LT(state_.post_sizes.size(), 40u) << "no chain was ever longer than one request";
+  state_.complete(39);  // the last request's completion covers all earlier ones to that peer
+  ASSERT_TRUE(waitUntil([&] { return completed() == 40; }));
+}
+
 TEST_F(ProxyTest, PartialPostsKeepOrder) {
   state_.accept_per_post = 3;
   build();

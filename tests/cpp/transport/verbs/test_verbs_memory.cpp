@@ -87,7 +87,7 @@ TEST(VerbsMemory, CapabilitiesReflectTheDeviceAndGpuPaths) {
   FakeVerbs f;
   f.addDevice("mlx5_0");
   auto t = make(f, 0, 1);
-  EXPECT_EQ(t->capabilities(), kOrderedDelivery | kRemoteCqData | kNativeAtomics | kGpuMemory);
+  EXPECT_EQ(t->capabilities(), kOrderedDelivery | kRemoteCqData | kCumulativeCompletions | kNativeAtomics | kGpuMemory);
   f.cuda_present = false;
   EXPECT_EQ(make(f, 0, 1)->capabilities() & kGpuMemory, 0u);
   f.peermem = true;
