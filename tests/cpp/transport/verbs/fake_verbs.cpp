@@ -95,9 +95,9 @@ void FakeVerbs::runWr(FakeQp& src, const PostedWr& w) {
     if (!remoteOk(w.rkey, w.remote_addr, 8)) {
       status = IBV_WC_REM_ACCESS_ERR;
     } else {
-      auto* word = reinterpret_cast<uint64_t*>(w.remote_addr);
-      const uint64_t old = *word;
-      *word = old + w.compare_add;
+      // Atomic like the NIC's own: the host may be polling the word while the "NIC" adds to it.
+      const uint64_t old = __atomic_fetch_add(reinterpret_cast<uint64_t*>(w.remote_addr), w.compare_add,
+                                              __ATOMIC_SEQ_CST);
       std::memcpy(reinterpret_cast<void*>(w.sges.at(0).addr), &old, 8);
     }
   } else if (!remoteOk(w.rkey, w.remote_addr, len == 0 ? 1 : len) && len > 0) {
