@@ -119,16 +119,10 @@ __global__ void pingPong(uint64_t* ping, uint64_t* pong, uint32_t iters, uint64_
 #include <thread>
 #include <vector>
 
+#include "runtime/gpu_ring.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 
-#define CUDA_CHECK(expr)                                                                               \
-  do {                                                                                                 \
-    const cudaError_t e_ = (expr);                                                                     \
-    if (e_ != cudaSuccess) {                                                                           \
-      throw std::runtime_error(std::string(#expr) + " (" + __FILE__ + ":" + std::to_string(__LINE__) + \
-                               "): " + cudaGetErrorString(e_));                                        \
-    }                                                                                                  \
-  } while (0)
+#define CUDA_CHECK UCCL_EP_CUDA_CHECK
 
 namespace uccl::ep::bench {
 namespace {
@@ -144,45 +138,9 @@ struct Options {
   uint64_t timeout_ns = 10ull * 1000 * 1000 * 1000;
 };
 
-// Pinned host memory mapped into the GPU, zeroed.
-template <typename T>
-struct Mapped {
-  explicit Mapped(size_t n) {
-    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host), sizeof(T) * n, cudaHostAllocMapped));
-    CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device), host, 0));
-    std::memset(static_cast<void*>(host), 0, sizeof(T) * n);
-  }
-  ~Mapped() { cudaFreeHost(host); }
-  Mapped(const Mapped&) = delete;
-  Mapped& operator=(const Mapped&) = delete;
-  T* host = nullptr;
-  T* device = nullptr;
-};
-
-template <typename T>
-struct DeviceArray {
-  explicit DeviceArray(size_t n) { CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr), sizeof(T) * n)); }
-  ~DeviceArray() { cudaFree(ptr); }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-  T* ptr = nullptr;
-};
-
-// A GPU ring: slots and control pinned and mapped, producer state in device memory.
-struct GpuRing {
-  GpuRing(uint32_t capacity_log2, uint32_t id) : slots(size_t{1} << capacity_log2), control(1), producer(1) {
-    ring::ProducerState scratch;  // initRing writes it; the device copy gets the same zero state
-    ring::initRing(ring::RingView{slots.host, control.host, &scratch, capacity_log2, id});
-    CUDA_CHECK(cudaMemset(producer.ptr, 0, sizeof(ring::ProducerState)));
-    host_view = ring::RingView{slots.host, control.host, nullptr, capacity_log2, id};
-    device_view = ring::RingView{slots.device, control.device, producer.ptr, capacity_log2, id};
-  }
-  Mapped<ring::Descriptor> slots;
-  Mapped<ring::RingControl> control;
-  DeviceArray<ring::ProducerState> producer;
-  ring::RingView host_view{};
-  ring::RingView device_view{};
-};
+using runtime::DeviceArray;
+using runtime::GpuRing;
+using runtime::Mapped;
 
 void throwOnStall(const Stall& s, const std::string& what) {
   static const char* kKinds[] = {"", "push into ring", "retire in ring", "signal counter", "ping-pong flag"};
@@ -201,22 +159,22 @@ struct Throughput {
 Throughput runProducers(const Options& o, std::vector<std::unique_ptr<GpuRing>>& rings,
                         const std::function<std::string()>& dump) {
   std::vector<ring::RingView> views;
-  for (auto& r : rings) views.push_back(r->device_view);
+  for (auto& r : rings) views.push_back(r->deviceView());
   DeviceArray<ring::RingView> d_views(views.size());
-  CUDA_CHECK(cudaMemcpy(d_views.ptr, views.data(), sizeof(ring::RingView) * views.size(), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(d_views.get(), views.data(), sizeof(ring::RingView) * views.size(), cudaMemcpyHostToDevice));
   Mapped<Span> span(1);
   Mapped<Stall> stall(1);
-  span.host->start = ~0ull;
+  span.host()->start = ~0ull;
   const uint64_t per_warp = (o.descriptors + o.warps - 1) / o.warps;
   constexpr uint32_t kWarpsPerBlock = 4;
   const uint32_t blocks = (o.warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  produce<<<blocks, kWarpsPerBlock * pf::kWarpSize>>>(d_views.ptr, o.rings, o.warps, per_warp, o.write, o.timeout_ns,
-                                                      span.device, stall.device);
+  produce<<<blocks, kWarpsPerBlock * pf::kWarpSize>>>(d_views.get(), o.rings, o.warps, per_warp, o.write, o.timeout_ns,
+                                                      span.device(), stall.device());
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
-  if (stall.host->kind != kNoStall) std::fprintf(stderr, "%s\n", dump().c_str());
-  throwOnStall(*stall.host, "throughput");
-  return {per_warp * o.warps, double(span.host->end - span.host->start) * 1e-9};
+  if (stall.host()->kind != kNoStall) std::fprintf(stderr, "%s\n", dump().c_str());
+  throwOnStall(*stall.host(), "throughput");
+  return {per_warp * o.warps, double(span.host()->end - span.host()->start) * 1e-9};
 }
 
 proxy::ProxyConfig proxyConfig(const Options& o) {
@@ -243,7 +201,7 @@ Throughput proxyThroughput(const Options& o) {
   g.addRegion(0, src.data(), src.size(), transport::MemoryKind::kHost);
   g.addRegion(1, dst.data(), dst.size(), transport::MemoryKind::kHost);
   g.setSignalRegion(counters.data(), counters.size());
-  for (auto& r : rings) g.addRing(r->host_view, proxy::RingKind::kNormal);
+  for (auto& r : rings) g.addRing(r->hostView(), proxy::RingKind::kNormal);
   g.connect({g.localInfo()});
   g.start();
   Throughput t = runProducers(o, rings, [&] { return g.dumpState(); });
@@ -261,7 +219,7 @@ Throughput hostConsumerThroughput(const Options& o) {
   for (int t = 0; t < o.threads; ++t) {
     threads.emplace_back([&, t] {
       std::vector<ring::RingConsumer> mine;
-      for (uint32_t r = t; r < o.rings; r += o.threads) mine.emplace_back(rings[r]->host_view);
+      for (uint32_t r = t; r < o.rings; r += o.threads) mine.emplace_back(rings[r]->hostView());
       ring::Descriptor d;
       while (!stop.load(std::memory_order_relaxed)) {
         for (auto& c : mine) {
@@ -279,8 +237,8 @@ Throughput hostConsumerThroughput(const Options& o) {
     t = runProducers(o, rings, [&] {
       std::string s;
       for (auto& r : rings) {
-        s += "ring " + std::to_string(r->host_view.ring_id) + ": tail " + std::to_string(r->control.host->tail) +
-             " completed " + std::to_string(r->control.host->completed) + "\n";
+        s += "ring " + std::to_string(r->hostView().ring_id) + ": tail " + std::to_string(r->control()->tail) +
+             " completed " + std::to_string(r->control()->completed) + "\n";
       }
       return s;
     });
@@ -315,27 +273,27 @@ Latency signalLatency(const Options& o) {
   Mapped<Stall> stall(1);
   DeviceArray<uint64_t> samples(o.iters);
   proxy::ProxyGroup g(proxyConfig(o));
-  g.setSignalRegion(counters.host, kCounters);
-  g.addRing(ring.host_view, proxy::RingKind::kLowLatency);
+  g.setSignalRegion(counters.host(), kCounters);
+  g.addRing(ring.hostView(), proxy::RingKind::kLowLatency);
   g.connect({g.localInfo()});
   g.start();
-  signalRoundTrip<<<1, 1>>>(ring.device_view, counters.device, kCounters, o.iters, o.timeout_ns, samples.ptr,
-                            stall.device);
+  signalRoundTrip<<<1, 1>>>(ring.deviceView(), counters.device(), kCounters, o.iters, o.timeout_ns, samples.get(),
+                            stall.device());
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
-  if (stall.host->kind != kNoStall) std::fprintf(stderr, "%s\n", g.dumpState().c_str());
+  if (stall.host()->kind != kNoStall) std::fprintf(stderr, "%s\n", g.dumpState().c_str());
   g.stop();
   g.checkError();
-  throwOnStall(*stall.host, "signal round trip");
+  throwOnStall(*stall.host(), "signal round trip");
   std::vector<uint64_t> h(o.iters);
-  CUDA_CHECK(cudaMemcpy(h.data(), samples.ptr, sizeof(uint64_t) * o.iters, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(h.data(), samples.get(), sizeof(uint64_t) * o.iters, cudaMemcpyDeviceToHost));
   return summarize(h, kWarmup);
 }
 
 Latency pingPongLatency(const Options& o) {
   Mapped<uint64_t> flags(16);  // ping and pong a cache line apart
-  uint64_t* ping = flags.host;
-  uint64_t* pong = flags.host + 8;
+  uint64_t* ping = flags.host();
+  uint64_t* pong = flags.host() + 8;
   Mapped<Stall> stall(1);
   DeviceArray<uint64_t> samples(o.iters);
   std::atomic<bool> stop{false};
@@ -346,16 +304,16 @@ Latency pingPongLatency(const Options& o) {
       if (v != last) pf::storeRelease(pong, last = v);
     }
   });
-  pingPong<<<1, 1>>>(flags.device, flags.device + 8, o.iters, o.timeout_ns, samples.ptr, stall.device);
+  pingPong<<<1, 1>>>(flags.device(), flags.device() + 8, o.iters, o.timeout_ns, samples.get(), stall.device());
   const cudaError_t launched = cudaGetLastError();
   const cudaError_t synced = cudaDeviceSynchronize();
   stop = true;
   echo.join();
   CUDA_CHECK(launched);
   CUDA_CHECK(synced);
-  throwOnStall(*stall.host, "ping-pong");
+  throwOnStall(*stall.host(), "ping-pong");
   std::vector<uint64_t> h(o.iters);
-  CUDA_CHECK(cudaMemcpy(h.data(), samples.ptr, sizeof(uint64_t) * o.iters, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(h.data(), samples.get(), sizeof(uint64_t) * o.iters, cudaMemcpyDeviceToHost));
   return summarize(h, kWarmup);
 }
 

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "gpu_ring.hpp"
+#include "runtime/gpu_ring.hpp"
 #include "ring_kernels.hpp"
 #include "uccl_ep/platform/atomics.hpp"
 #include "uccl_ep/ring/descriptor.hpp"
@@ -22,6 +22,19 @@ namespace {
 
 namespace pf = platform;
 using ring::Status;
+using runtime::GpuRing;
+using runtime::Mapped;
+
+// Fails (never skips) without a GPU: the binary is labelled `gpu`, so CI leaves it out, and on a device
+// machine a missing GPU is an error worth seeing.
+inline std::string gpuMissingReason() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(e);
+  if (n == 0) return "no CUDA device visible";
+  return "";
+}
+
 
 constexpr uint64_t kSecond = 1000ull * 1000 * 1000;
 

@@ -1,5 +1,5 @@
-// A descriptor ring laid out as the runtime lays it out for a GPU, for the GPU ring tests: slots and
-// RingControl in pinned host memory mapped into the device, ProducerState in device memory.
+// A descriptor ring laid out for a GPU producer: slots and RingControl in pinned host memory mapped into the
+// device, ProducerState in device memory. Used by the GPU ring tests and benchmarks, and by the runtime.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,7 +21,7 @@
     }                                                                                                                  \
   } while (0)
 
-namespace uccl::ep::test {
+namespace uccl::ep::runtime {
 
 // Host-mapped pinned allocation of n objects of T, zeroed; host() for the CPU, device() for kernels.
 template <typename T>
@@ -45,19 +45,32 @@ class Mapped {
   T* device_ = nullptr;
 };
 
+// Device memory for n objects of T (uninitialised).
+template <typename T>
+class DeviceArray {
+ public:
+  explicit DeviceArray(size_t n) { UCCL_EP_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), sizeof(T) * n)); }
+  ~DeviceArray() { cudaFree(ptr_); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  T* get() const { return ptr_; }
+
+ private:
+  T* ptr_ = nullptr;
+};
+
 class GpuRing {
  public:
-  GpuRing(uint32_t capacity_log2, uint32_t ring_id) : slots_(size_t{1} << capacity_log2), control_(1) {
-    UCCL_EP_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&producer_), sizeof(ring::ProducerState)));
+  GpuRing(uint32_t capacity_log2, uint32_t ring_id)
+      : slots_(size_t{1} << capacity_log2), control_(1), producer_(1) {
     // initRing writes the producer state too; the host cannot, so it writes a scratch copy and the device
     // copy is zeroed, which is the same initial state.
     ring::ProducerState scratch;
     initRing(ring::RingView{slots_.host(), control_.host(), &scratch, capacity_log2, ring_id});
-    UCCL_EP_CUDA_CHECK(cudaMemset(producer_, 0, sizeof(ring::ProducerState)));
+    UCCL_EP_CUDA_CHECK(cudaMemset(producer_.get(), 0, sizeof(ring::ProducerState)));
     host_view_ = ring::RingView{slots_.host(), control_.host(), nullptr, capacity_log2, ring_id};
-    device_view_ = ring::RingView{slots_.device(), control_.device(), producer_, capacity_log2, ring_id};
+    device_view_ = ring::RingView{slots_.device(), control_.device(), producer_.get(), capacity_log2, ring_id};
   }
-  ~GpuRing() { cudaFree(producer_); }
   GpuRing(const GpuRing&) = delete;
   GpuRing& operator=(const GpuRing&) = delete;
 
@@ -70,19 +83,9 @@ class GpuRing {
  private:
   Mapped<ring::Descriptor> slots_;
   Mapped<ring::RingControl> control_;
-  ring::ProducerState* producer_ = nullptr;
+  DeviceArray<ring::ProducerState> producer_;
   ring::RingView host_view_{};
   ring::RingView device_view_{};
 };
 
-// Fails (never skips) without a GPU: the binary is labelled `gpu`, so CI leaves it out, and on a device
-// machine a missing GPU is an error worth seeing.
-inline std::string gpuMissingReason() {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(e);
-  if (n == 0) return "no CUDA device visible";
-  return "";
-}
-
-}  // namespace uccl::ep::test
+}  // namespace uccl::ep::runtime
