@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "uccl_ep/transport/transport.hpp"
+
 namespace uccl::ep::bootstrap::detail {
 
 constexpr uint32_t kMagic = 0x52504555;  // "UEPR"
@@ -54,22 +56,10 @@ inline const char* verdictText(Verdict v) {
   return "unknown verdict";
 }
 
-inline void putU32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-inline void putU64(std::vector<uint8_t>& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-inline uint32_t getU32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= uint32_t{p[i]} << (8 * i);
-  return v;
-}
-inline uint64_t getU64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
-  return v;
-}
+inline void putU32(std::vector<uint8_t>& out, uint32_t v) { transport::appendLe(out, v, 4); }
+inline void putU64(std::vector<uint8_t>& out, uint64_t v) { transport::appendLe(out, v, 8); }
+inline uint32_t getU32(const uint8_t* p) { return static_cast<uint32_t>(transport::loadLe(p, 4)); }
+inline uint64_t getU64(const uint8_t* p) { return transport::loadLe(p, 8); }
 
 // Compares in time that depends only on the expected token's length, so response timing does not tell an
 // intruder how many leading bytes it guessed right.

@@ -63,10 +63,7 @@ void ProxyGroup::addRing(const ring::RingView& view, RingKind kind) {
 
 transport::Blob ProxyGroup::localInfo() const {
   transport::Blob out;
-  transport::Blob header(8, 0);
-  const uint64_t n = threads_.size();
-  for (int i = 0; i < 8; ++i) header[i] = static_cast<uint8_t>(n >> (8 * i));
-  transport::appendBlob(out, header);
+  transport::appendU64(out, threads_.size());
   for (const auto& t : threads_) transport::appendBlob(out, t->localInfo());
   return out;
 }
@@ -77,10 +74,8 @@ void ProxyGroup::connect(const std::vector<transport::Blob>& infos) {
   std::vector<std::vector<transport::Blob>> per_thread(threads_.size(), std::vector<transport::Blob>(infos.size()));
   for (size_t rank = 0; rank < infos.size(); ++rank) {
     size_t off = 0;
-    const transport::Blob header = transport::readBlob(infos[rank], &off);
-    uint64_t n = 0;
-    for (size_t i = 0; i < header.size() && i < 8; ++i) n |= uint64_t{header[i]} << (8 * i);
-    UCCL_EP_CHECK(header.size() == 8 && n == threads_.size(),
+    const uint64_t n = transport::readU64(infos[rank], &off);
+    UCCL_EP_CHECK(n == threads_.size(),
                   "rank {} runs {} proxy threads, this rank {}: set UCCL_EP_NUM_PROXY_THREADS alike on every rank",
                   rank, n, threads_.size());
     for (auto& blobs : per_thread) blobs[rank] = transport::readBlob(infos[rank], &off);

@@ -118,7 +118,14 @@ std::unique_ptr<Transport> createTransport(const TransportOptions& options);
 Blob encodeRemote(const RemoteMemory& m);
 RemoteMemory decodeRemote(const Blob& b);  // throws on a malformed blob
 
-// Blob helpers for the tables the proxy exchanges.
+// Little-endian fields of `bytes` (1 to 8) bytes: every wire format of the project (blobs, the bootstrap's
+// messages, the verbs endpoint address) is written and read through these.
+void appendLe(Blob& out, uint64_t v, int bytes);
+uint64_t loadLe(const uint8_t* p, int bytes);
+
+// Blob helpers for the tables the proxy exchanges (little-endian, length-prefixed items).
+void appendU64(Blob& out, uint64_t v);
+uint64_t readU64(const Blob& in, size_t* offset);  // throws on truncation
 void appendBlob(Blob& out, const Blob& item);
 Blob readBlob(const Blob& in, size_t* offset);  // throws on truncation
 

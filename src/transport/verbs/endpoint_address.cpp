@@ -10,12 +10,9 @@ namespace {
 constexpr uint64_t kMagic = 0x3150454253425256ull;  // "VRBSBEP1"
 constexpr size_t kHeaderBytes = 8 + 4 + 4 + 4 + 2 + 2 + 16;
 
-void put(Blob& b, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
+void put(Blob& b, uint64_t v, int bytes) { appendLe(b, v, bytes); }
 uint64_t get(const Blob& b, size_t* off, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= uint64_t{b[*off + i]} << (8 * i);
+  const uint64_t v = loadLe(b.data() + *off, bytes);
   *off += bytes;
   return v;
 }
