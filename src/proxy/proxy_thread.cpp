@@ -25,6 +25,11 @@ constexpr size_t kPollBatch = 256;
 constexpr int kPositionBits = 48;
 constexpr uint64_t kPositionMask = (uint64_t{1} << kPositionBits) - 1;
 
+// The counters have one writer (this thread): a relaxed load and store, not a locked read-modify-write.
+void bump(std::atomic<uint64_t>& c, uint64_t n) {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 uint64_t wrId(uint32_t ring_index, uint64_t pos) {
   return (uint64_t{ring_index} << kPositionBits) | (pos & kPositionMask);
 }
@@ -109,6 +114,7 @@ void ProxyThread::connect(const std::vector<transport::Blob>& infos) {
   const uint32_t caps = transport_->capabilities();
   ordered_ = (caps & transport::kOrderedDelivery) != 0;
   cumulative_ = (caps & transport::kCumulativeCompletions) != 0;
+  wide_immediates_ = transport_->immediateBytes() >= 8;
   const bool atomics = (caps & transport::kNativeAtomics) != 0;
   const bool imm = (caps & transport::kRemoteCqData) != 0;
   switch (config_.signal_path) {
@@ -135,6 +141,8 @@ void ProxyThread::connect(const std::vector<transport::Blob>& infos) {
     if (cumulative_) q.unacked.resize(kUnackedCapacity);
   }
   completions_.resize(kPollBatch);
+  active_peers_.assign(infos.size(), 0);
+  num_active_ = 0;
 }
 
 void ProxyThread::start() {
@@ -247,8 +255,8 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
       r.pending[slot] = 1;
       r.bytes[slot] = static_cast<uint32_t>(x.length);
       inflight_bytes_ += x.length;
-      counters_.writes.fetch_add(1, std::memory_order_relaxed);
-      counters_.bytes.fetch_add(x.length, std::memory_order_relaxed);
+      bump(counters_.writes, 1);
+      bump(counters_.bytes, x.length);
       return true;
     }
 
@@ -269,7 +277,7 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
         }
         __atomic_fetch_add(&signals_[x.signal_index], int64_t{x.signal_value}, __ATOMIC_RELEASE);
         r.pending[slot] = 0;
-        counters_.signals_sent.fetch_add(1, std::memory_order_relaxed);
+        bump(counters_.signals_sent, 1);
         return true;
       }
       if (!ordered_ && earlier_in_flight) {
@@ -290,7 +298,7 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
           q.requests[q.size - 1].kind = OpKind::kWriteImm;
           q.requests[q.size - 1].imm = imm;
           r.pending[slot] = 0;
-          counters_.signals_sent.fetch_add(1, std::memory_order_relaxed);
+          bump(counters_.signals_sent, 1);
           return true;
         }
       }
@@ -310,7 +318,7 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
         w->imm = static_cast<uint64_t>(int64_t{x.signal_value});
       }
       r.pending[slot] = 1;
-      counters_.signals_sent.fetch_add(1, std::memory_order_relaxed);
+      bump(counters_.signals_sent, 1);
       return true;
     }
 
@@ -320,7 +328,7 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
 }
 
 uint64_t ProxyThread::encodeImmediate(uint32_t index, int32_t value, bool* fits) const {
-  const bool wide = transport_->immediateBytes() >= 8;
+  const bool wide = wide_immediates_;
   if (fits != nullptr) *fits = wide || (index <= 0xffff && value >= INT16_MIN && value <= INT16_MAX);
   return wide ? (uint64_t{index} << 32) | static_cast<uint32_t>(value)
               : (uint64_t{index} << 16) | static_cast<uint16_t>(value);
@@ -329,6 +337,7 @@ uint64_t ProxyThread::encodeImmediate(uint32_t index, int32_t value, bool* fits)
 WorkRequest* ProxyThread::enqueue(uint32_t peer, OpKind kind, uint32_t ring_index, uint64_t pos) {
   PeerQueue& q = queues_[peer];
   if (q.size == kQueueCapacity) return nullptr;
+  if (q.size == 0) active_peers_[num_active_++] = peer;
   WorkRequest& w = q.requests[q.size];
   w = WorkRequest{};
   w.kind = kind;
@@ -341,7 +350,7 @@ WorkRequest* ProxyThread::enqueue(uint32_t peer, OpKind kind, uint32_t ring_inde
 void ProxyThread::applyImmediate(const Completion& c) {
   uint64_t index;
   int64_t value;
-  if (transport_->immediateBytes() >= 8) {
+  if (wide_immediates_) {
     index = c.imm >> 32;
     value = static_cast<int32_t>(static_cast<uint32_t>(c.imm));
   } else {
@@ -354,42 +363,51 @@ void ProxyThread::applyImmediate(const Completion& c) {
     return;
   }
   __atomic_fetch_add(&signals_[index], value, __ATOMIC_RELEASE);
-  counters_.signals_applied.fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.signals_applied, 1);
 }
 
 bool ProxyThread::flushQueues() {
   bool any = false;
-  for (PeerQueue& q : queues_) {
-    if (q.size == 0) continue;
-    size_t n = q.size;
-    if (cumulative_) {
-      // One completion per post covers the chain: only its last request is signaled. A post the transport takes
-      // only part of leaves an unsignaled tail, covered by the signaled last request of a later post.
-      n = std::min(n, kUnackedCapacity - q.unacked_size);
-      if (n == 0) continue;
-      for (size_t i = 0; i < n; ++i) q.requests[i].signaled = i + 1 == n;
-    }
-    const size_t taken = transport_->post(q.requests.data(), n);
-    if (taken == 0) continue;
-    any = true;
-    counters_.posts.fetch_add(1, std::memory_order_relaxed);
-    if (cumulative_) {
-      for (size_t i = 0; i < taken; ++i) {
-        q.unacked[(q.unacked_head + q.unacked_size++) % kUnackedCapacity] = q.requests[i].wr_id;
-      }
-    }
-    if (taken < q.size) {
-      std::memmove(q.requests.data(), q.requests.data() + taken, (q.size - taken) * sizeof(WorkRequest));
-      std::memmove(q.ring_of.data(), q.ring_of.data() + taken, (q.size - taken) * sizeof(uint32_t));
-    }
-    q.size -= taken;
+  // Only peers with queued requests are visited; a peer whose queue empties leaves the list.
+  size_t kept = 0;
+  for (size_t a = 0; a < num_active_; ++a) {
+    const uint32_t peer = active_peers_[a];
+    PeerQueue& q = queues_[peer];
+    any |= flushQueue(q);
+    if (q.size > 0) active_peers_[kept++] = peer;
   }
+  num_active_ = kept;
   return any;
+}
+
+bool ProxyThread::flushQueue(PeerQueue& q) {
+  size_t n = q.size;
+  if (cumulative_) {
+    // One completion per post covers the chain: only its last request is signaled. A post the transport takes
+    // only part of leaves an unsignaled tail, covered by the signaled last request of a later post.
+    n = std::min(n, kUnackedCapacity - q.unacked_size);
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; ++i) q.requests[i].signaled = i + 1 == n;
+  }
+  const size_t taken = transport_->post(q.requests.data(), n);
+  if (taken == 0) return false;
+  bump(counters_.posts, 1);
+  if (cumulative_) {
+    for (size_t i = 0; i < taken; ++i) {
+      q.unacked[(q.unacked_head + q.unacked_size++) % kUnackedCapacity] = q.requests[i].wr_id;
+    }
+  }
+  if (taken < q.size) {
+    std::memmove(q.requests.data(), q.requests.data() + taken, (q.size - taken) * sizeof(WorkRequest));
+    std::memmove(q.ring_of.data(), q.ring_of.data() + taken, (q.size - taken) * sizeof(uint32_t));
+  }
+  q.size -= taken;
+  return true;
 }
 
 bool ProxyThread::pollCompletions() {
   const size_t n = transport_->poll(completions_.data(), completions_.size());
-  counters_.polls.fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.polls, 1);
   for (size_t i = 0; i < n; ++i) {
     const Completion& c = completions_[i];
     if (!c.ok) {
@@ -444,7 +462,7 @@ void ProxyThread::retire(RingState& r) {
   const uint64_t end = r.consumer.position();
   while (c < end && r.pending[c & r.mask] == 0) ++c;
   if (c != r.completed) {
-    counters_.descriptors.fetch_add(c - r.completed, std::memory_order_relaxed);
+    bump(counters_.descriptors, c - r.completed);
     r.completed = c;
     r.consumer.publishCompleted(c);
     r.stalled_since_ns = 0;

@@ -72,6 +72,7 @@ class ProxyThread {
   bool drainRing(RingState& r);
   bool handleDescriptor(RingState& r, uint64_t pos, const ring::Descriptor& d, bool* blocked);
   bool flushQueues();
+  bool flushQueue(PeerQueue& q);
   bool pollCompletions();
   void retire(RingState& r);
   void completeOne(uint64_t wr_id);
@@ -88,6 +89,7 @@ class ProxyThread {
   SignalPath signal_path_ = SignalPath::kImmediate;
   bool ordered_ = false;
   bool cumulative_ = false;  // selective signalling: one signaled request per post
+  bool wide_immediates_ = false;  // 8-byte immediates: index << 32 | value; else index << 16 | value
 
   transport::LocalMemory regions_[ring::kMaxRegions];
   bool has_region_[ring::kMaxRegions] = {};
@@ -98,6 +100,8 @@ class ProxyThread {
   std::vector<PeerTable> peers_;
   std::vector<std::unique_ptr<RingState>> rings_;
   std::vector<PeerQueue> queues_;
+  std::vector<uint32_t> active_peers_;  // peers whose queue is not empty, each once
+  size_t num_active_ = 0;
   std::vector<transport::Completion> completions_;
   uint64_t inflight_bytes_ = 0;
 
