@@ -1,0 +1,111 @@
+// Low-latency mode: where everything lives in the RDMA buffer. Plain C++ (no CUDA): the kernels, the runtime
+// and the Python size hint all compute the layout through this one function, so they cannot disagree.
+//
+// The RDMA buffer holds two identical halves ("buffers" 0 and 1); low_latency_dispatch and low_latency_combine
+// each use the current half and flip to the other, so two calls may be outstanding. One half:
+//
+//   dispatch_recv  [E_local][R][M] messages   tokens from source rank s for local expert e, in slot order
+//   combine_recv   [E][M] rows                 rows coming back from global expert e, in the slot order this
+//                                              rank assigned when it dispatched (see below)
+//   send           [E][M] messages            dispatch: staging for experts reached through the proxy, one
+//                  == [E_local][R*M] rows      contiguous run per expert; combine: the rows to send back, laid
+//                                              out as recv_x (get_next_low_latency_combine_buffer's view)
+//
+// Slots are deterministic: the token t's slot at expert e is the number of tokens t' < t that also picked e.
+// Dispatch and combine both compute it from topk_idx, so no per-call state links the two calls, and the rows
+// for one (expert, source rank) pair are contiguous on both sides: one write per pair through the proxy.
+//
+// A message: 16-byte header (int32 source token index, three int32 spare), then the payload: BF16 row
+// (hidden * 2 bytes), or FP8 row (hidden bytes) followed by hidden / 128 float scales. A row: BF16, or the
+// 10-bit log format (kLogfmtGroupBytes per 128 channels).
+//
+// Signal words (int64, separate from the data; see runtime/buffer.hpp for where they live), per half:
+//   dispatch_count [E_local][R]   source s adds (count + 1) once its rows for local expert e have landed
+//   combine_flag   [E]            expert e's rank adds 1 once its rows for this rank have landed
+// The receiver resets each word to 0 after reading it, before its next use by the same sender two calls later.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace uccl::ep::kernels::ll {
+
+inline constexpr int kMaxTopk = 16;
+inline constexpr int kMaxExpertsPerRank = 64;  // hard limit of the receive kernels' shared memory is far above
+inline constexpr int kMaxTokensPerRank = 1024;
+inline constexpr int kMinHidden = 128;
+inline constexpr int kMaxHidden = 8192;
+inline constexpr size_t kHeaderBytes = 16;
+inline constexpr int kChannelsPerScale = 128;
+// logfmt: per group of 128 channels, 8 bytes of metadata (float log2 of the smallest magnitude, float step)
+// and 128 10-bit codes (160 bytes).
+inline constexpr size_t kLogfmtGroupBytes = 8 + 160;
+
+constexpr size_t alignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+struct Layout {
+  int num_ranks = 0, num_experts = 0, experts_per_rank = 0, max_tokens = 0, hidden = 0;
+  size_t msg_bytes = 0;  // one dispatch message slot (fits BF16 and FP8 payloads)
+  size_t row_bytes = 0;  // one combine row slot (fits BF16 and logfmt)
+  // Offsets inside one half, and the half's size (a multiple of 128).
+  size_t dispatch_recv_off = 0, combine_recv_off = 0, send_off = 0, half_bytes = 0;
+  // Signal words per half, and where each kind starts inside a half's run of words.
+  size_t dispatch_count_index = 0, combine_flag_index = 0, signals_per_half = 0;
+
+  size_t halfOffset(int half) const { return static_cast<size_t>(half) * half_bytes; }
+  size_t totalBytes() const { return 2 * half_bytes; }
+  size_t totalSignals() const { return 2 * signals_per_half; }
+
+  // Offsets inside one half.
+  size_t dispatchRecv(int local_expert, int src_rank, int slot) const {
+    return dispatch_recv_off +
+           ((static_cast<size_t>(local_expert) * num_ranks + src_rank) * max_tokens + slot) * msg_bytes;
+  }
+  size_t combineRecv(int expert, int slot) const {
+    return combine_recv_off + (static_cast<size_t>(expert) * max_tokens + slot) * row_bytes;
+  }
+  size_t dispatchStaging(int expert, int slot) const {
+    return send_off + (static_cast<size_t>(expert) * max_tokens + slot) * msg_bytes;
+  }
+  size_t combineSend(int local_expert, int row) const {
+    return send_off + (static_cast<size_t>(local_expert) * num_ranks * max_tokens + row) * row_bytes;
+  }
+  size_t dispatchCount(int local_expert, int src_rank) const {
+    return dispatch_count_index + static_cast<size_t>(local_expert) * num_ranks + src_rank;
+  }
+  size_t combineFlag(int expert) const { return combine_flag_index + static_cast<size_t>(expert); }
+};
+
+constexpr size_t fp8MessagePayload(int hidden) { return static_cast<size_t>(hidden) + hidden / kChannelsPerScale * 4; }
+constexpr size_t bf16RowBytes(int hidden) { return static_cast<size_t>(hidden) * 2; }
+constexpr size_t logfmtRowBytes(int hidden) { return static_cast<size_t>(hidden / kChannelsPerScale) * kLogfmtGroupBytes; }
+
+inline Layout makeLayout(int max_tokens, int hidden, int num_ranks, int num_experts) {
+  Layout l;
+  l.num_ranks = num_ranks;
+  l.num_experts = num_experts;
+  l.experts_per_rank = num_ranks > 0 ? num_experts / num_ranks : 0;
+  l.max_tokens = max_tokens;
+  l.hidden = hidden;
+  const size_t payload = bf16RowBytes(hidden) > fp8MessagePayload(hidden) ? bf16RowBytes(hidden) : fp8MessagePayload(hidden);
+  l.msg_bytes = alignUp(kHeaderBytes + payload, 16);
+  const size_t row = bf16RowBytes(hidden) > logfmtRowBytes(hidden) ? bf16RowBytes(hidden) : logfmtRowBytes(hidden);
+  l.row_bytes = alignUp(row, 16);
+  const size_t slots = static_cast<size_t>(num_experts) * max_tokens;  // E_local * R * M == E * M
+  l.dispatch_recv_off = 0;
+  l.combine_recv_off = alignUp(l.dispatch_recv_off + slots * l.msg_bytes, 128);
+  l.send_off = alignUp(l.combine_recv_off + slots * l.row_bytes, 128);
+  const size_t send_bytes = slots * (l.msg_bytes > l.row_bytes ? l.msg_bytes : l.row_bytes);
+  l.half_bytes = alignUp(l.send_off + send_bytes, 128);
+  l.dispatch_count_index = 0;
+  l.combine_flag_index = static_cast<size_t>(l.experts_per_rank) * num_ranks;
+  l.signals_per_half = l.combine_flag_index + num_experts;
+  return l;
+}
+
+// Bytes of RDMA buffer low-latency mode needs (Buffer.get_low_latency_rdma_size_hint), a multiple of 128.
+inline size_t rdmaSizeHint(int max_tokens, int hidden, int num_ranks, int num_experts) {
+  return makeLayout(max_tokens, hidden, num_ranks, num_experts).totalBytes();
+}
+
+}  // namespace uccl::ep::kernels::ll

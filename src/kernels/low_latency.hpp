@@ -1,0 +1,95 @@
+// Low-latency dispatch and combine kernels (decode). Raw pointers and a stream; no torch, no transport.
+// Compiled for CUDA (low_latency.cu) and HIP (the same source through the platform layer).
+//
+// Each call runs as a send kernel and a receive kernel on the given stream. With return_recv_hook the caller
+// launches the receive kernel later (launch*(..., Phase::kRecv)); no block waits in between.
+//
+// Peers: same-node peers (NVLink) are written directly through `peer_gpu_base` / `peer_gpu_signals` (null for
+// peers reached through the proxy). Every other peer gets its rows through descriptors in `rings`: one WRITE
+// per (expert, peer) pair of the contiguous run in the local `rdma_base` send area, then one SIGNAL.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/ll_layout.hpp"
+#include "uccl_ep/ring/ring.hpp"
+
+namespace uccl::ep::kernels::ll {
+
+// First failure a kernel saw, in host-mapped memory; the runtime turns it into an exception naming the peer.
+struct ErrorRecord {
+  int32_t code;     // ErrorCode; 0: none. Set once (compare-and-swap from 0).
+  int32_t peer;     // the rank waited on or written to
+  int32_t expert;   // global expert id, -1 when not about one expert
+  int32_t op;       // Op
+  uint64_t detail;  // ring status, slot, ...
+};
+enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3 };
+enum Op : int32_t { kOpDispatchSend = 1, kOpDispatchRecv = 2, kOpCombineSend = 3, kOpCombineRecv = 4 };
+
+enum class Phase : int { kSend = 1, kRecv = 2, kBoth = 3 };
+
+// Everything about the buffer and the peers; the runtime fills one per half.
+struct Context {
+  Layout layout;
+  int rank = 0;
+  int half = 0;                             // which half of the buffer this call uses
+  uint8_t* gpu_base = nullptr;              // this rank's GPU buffer (NVLink peers write here)
+  int64_t* gpu_signals = nullptr;           // this rank's signal words in GPU memory (NVLink peers add here)
+  uint8_t* rdma_base = nullptr;             // this rank's RDMA buffer as the GPU sees it (== gpu_base when the
+                                            // transport reaches GPU memory); null when no peer needs the proxy
+  int64_t* rdma_signals = nullptr;          // signal words the proxy adds to (host-mapped); null as above
+  uint8_t* const* peer_gpu_base = nullptr;  // device array [R]: peer's GPU buffer, or null (proxy peer)
+  int64_t* const* peer_gpu_signals = nullptr;  // device array [R]
+  const ring::RingView* rings = nullptr;    // device array [num_rings]
+  int num_rings = 0;
+  uint32_t rdma_region = 0;                 // region index of the RDMA buffer in every rank's proxy tables
+  int32_t* mask = nullptr;                  // device [R]: 1 = masked (enable_shrink)
+  bool enable_shrink = false;
+  ErrorRecord* error = nullptr;             // host-mapped
+  uint64_t timeout_ns = 0;
+  int32_t* scratch = nullptr;               // device, at least scratchInts(layout) int32 for this half
+  int num_sms = 0;                          // blocks to use for per-token work
+};
+
+// Scratch per half: per-(token, k) slots and per-expert counts.
+inline size_t scratchInts(const Layout& l) {
+  return static_cast<size_t>(l.max_tokens) * kMaxTopk + l.num_experts;
+}
+
+struct DispatchArgs {
+  const void* x = nullptr;               // BF16 [num_tokens, hidden]
+  int num_tokens = 0;
+  const int64_t* topk_idx = nullptr;     // [num_tokens, num_topk], -1 = none
+  int num_topk = 0;
+  void* recv_x = nullptr;                // [E_local, R*M, hidden] BF16 or FP8
+  void* recv_scales = nullptr;           // FP8: float [E_local, hidden/128, R*M] (column-major view of
+                                         // [E_local, R*M, hidden/128]), or UE8M0 int32 [E_local, hidden/512, R*M]
+  int32_t* recv_count = nullptr;         // [E_local]
+  int32_t* src_info = nullptr;           // [E_local, R*M]
+  int64_t* layout_range = nullptr;       // [E_local, R]
+  int32_t* cumulative_recv_stats = nullptr;  // [E_local] or null
+  int64_t* wait_recv_cost_stats = nullptr;   // [R] or null (nanoseconds)
+  bool use_fp8 = true, round_scale = false, use_ue8m0 = false;
+};
+
+struct CombineArgs {
+  const void* x = nullptr;               // BF16 [E_local, R*M, hidden]; ignored with zero_copy (rows are
+                                         // already in the send area)
+  const int64_t* topk_idx = nullptr;     // [num_tokens, num_topk]
+  const float* topk_weights = nullptr;   // [num_tokens, num_topk]
+  int num_tokens = 0, num_topk = 0;
+  const int32_t* src_info = nullptr;     // from the dispatch handle
+  const int64_t* layout_range = nullptr;
+  void* out = nullptr;                   // BF16 [num_tokens, hidden]
+  int64_t* wait_recv_cost_stats = nullptr;  // [R] or null
+  bool use_logfmt = false, zero_copy = false;
+};
+
+void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, void* stream);
+void launchCombine(const Context& ctx, const CombineArgs& args, Phase phase, void* stream);
+// Zeroes both halves' signal words (GPU and host-mapped) and the scratch: clean_low_latency_buffer.
+void launchClean(const Context& ctx, void* stream);
+
+}  // namespace uccl::ep::kernels::ll
