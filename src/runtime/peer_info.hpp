@@ -1,0 +1,49 @@
+// What one rank tells every other rank about itself (Buffer::localInfo), and its wire format. Plain C++ (no
+// CUDA): IPC handles travel as opaque bytes, so the encoding is unit-tested on machines without a GPU.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "uccl_ep/transport/transport.hpp"
+
+namespace uccl::ep::runtime {
+
+inline constexpr uint64_t kPeerInfoMagic = 0x4f464e4950455055ull;  // "UPEPINFO" read little-endian
+inline constexpr uint32_t kPeerInfoVersion = 1;
+
+struct PeerInfo {
+  uint32_t version = kPeerInfoVersion;
+  int rank = 0;
+  int world = 1;
+  int ranks_per_node = 1;
+  int64_t num_nvl_bytes = 0;
+  int64_t num_rdma_bytes = 0;
+  std::string hostname;
+  std::string boot_id;          // /proc/sys/kernel/random/boot_id: unique per host and boot
+  std::string pci_bus_id;       // this rank's GPU
+  std::string gpu_ipc_handle;   // cudaIpcMemHandle_t bytes of the gpu buffer
+  std::string nvl_ipc_handle;   // cudaIpcMemHandle_t bytes of the nvl buffer; empty when num_nvl_bytes == 0
+  bool uses_proxy = false;
+  transport::Blob proxy_info;   // ProxyGroup::localInfo(); empty without proxies
+};
+
+transport::Blob encodePeerInfo(const PeerInfo& info);
+// `rank` is the index this blob came in at (for the messages only). Throws uccl::ep::Error naming the rank when
+// the blob is truncated, has trailing bytes, a wrong magic or another version.
+PeerInfo decodePeerInfo(const transport::Blob& blob, int rank);
+
+// Checks a decoded peer against this rank: it sits at `index`, and agrees on world, ranks_per_node, buffer
+// sizes and whether proxies run. Throws uccl::ep::Error naming the peer and the field.
+void checkPeerInfo(const PeerInfo& peer, int index, const PeerInfo& self);
+
+// Same machine: equal boot ids when both ranks know theirs, else equal host names.
+bool sameHost(const PeerInfo& a, const PeerInfo& b);
+// "host (boot id ...)", for messages.
+std::string describeHost(const PeerInfo& info);
+
+// This machine's identity, as localInfo() reports it.
+std::string localHostname();
+std::string localBootId();  // empty when /proc does not have it
+
+}  // namespace uccl::ep::runtime
