@@ -28,6 +28,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "uccl_ep/platform/platform.hpp"
+
 namespace uccl::ep::kernels::ll {
 
 inline constexpr int kMaxTopk = 16;
@@ -52,28 +54,28 @@ struct Layout {
   // Signal words per half, and where each kind starts inside a half's run of words.
   size_t dispatch_count_index = 0, combine_flag_index = 0, signals_per_half = 0;
 
-  size_t halfOffset(int half) const { return static_cast<size_t>(half) * half_bytes; }
-  size_t totalBytes() const { return 2 * half_bytes; }
-  size_t totalSignals() const { return 2 * signals_per_half; }
+  UCCL_EP_HOST_DEVICE size_t halfOffset(int half) const { return static_cast<size_t>(half) * half_bytes; }
+  UCCL_EP_HOST_DEVICE size_t totalBytes() const { return 2 * half_bytes; }
+  UCCL_EP_HOST_DEVICE size_t totalSignals() const { return 2 * signals_per_half; }
 
   // Offsets inside one half.
-  size_t dispatchRecv(int local_expert, int src_rank, int slot) const {
+  UCCL_EP_HOST_DEVICE size_t dispatchRecv(int local_expert, int src_rank, int slot) const {
     return dispatch_recv_off +
            ((static_cast<size_t>(local_expert) * num_ranks + src_rank) * max_tokens + slot) * msg_bytes;
   }
-  size_t combineRecv(int expert, int slot) const {
+  UCCL_EP_HOST_DEVICE size_t combineRecv(int expert, int slot) const {
     return combine_recv_off + (static_cast<size_t>(expert) * max_tokens + slot) * row_bytes;
   }
-  size_t dispatchStaging(int expert, int slot) const {
+  UCCL_EP_HOST_DEVICE size_t dispatchStaging(int expert, int slot) const {
     return send_off + (static_cast<size_t>(expert) * max_tokens + slot) * msg_bytes;
   }
-  size_t combineSend(int local_expert, int row) const {
+  UCCL_EP_HOST_DEVICE size_t combineSend(int local_expert, int row) const {
     return send_off + (static_cast<size_t>(local_expert) * num_ranks * max_tokens + row) * row_bytes;
   }
-  size_t dispatchCount(int local_expert, int src_rank) const {
+  UCCL_EP_HOST_DEVICE size_t dispatchCount(int local_expert, int src_rank) const {
     return dispatch_count_index + static_cast<size_t>(local_expert) * num_ranks + src_rank;
   }
-  size_t combineFlag(int expert) const { return combine_flag_index + static_cast<size_t>(expert); }
+  UCCL_EP_HOST_DEVICE size_t combineFlag(int expert) const { return combine_flag_index + static_cast<size_t>(expert); }
 };
 
 constexpr size_t fp8MessagePayload(int hidden) { return static_cast<size_t>(hidden) + hidden / kChannelsPerScale * 4; }

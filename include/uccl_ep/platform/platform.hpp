@@ -9,6 +9,7 @@
 
 #if defined(__HIPCC__) || defined(__HIP_PLATFORM_AMD__)
 #define UCCL_EP_HIP 1
+#include <hip/hip_runtime.h>  // __forceinline__, threadIdx, atomics: what nvcc provides implicitly
 #elif defined(__CUDACC__)
 #define UCCL_EP_CUDA 1
 #endif
