@@ -1,0 +1,1 @@
+"""uccl: the UCCL namespace package. Expert-parallel communication lives in `uccl.ep`."""
