@@ -50,10 +50,10 @@ const char* opStep(int32_t op) {
   }
 }
 
-const char* ringStatusName(uint64_t status) {
+const char* ringStatusName(uint32_t status) {
   switch (static_cast<ring::Status>(status)) {
     case ring::Status::kOk: return "ok";
-    case ring::Status::kTimeout: return "timed out waiting for room: the proxy did not drain the ring";
+    case ring::Status::kTimeout: return "timed out: the proxy did not take or complete the ring's descriptors";
     case ring::Status::kConsumerError: return "the proxy consuming the ring failed";
   }
   return "unknown ring status";
@@ -592,26 +592,35 @@ void Buffer::checkErrors() const {
   const double secs = env().timeout_secs;
   const bool recv = op == ll::kOpDispatchRecv || op == ll::kOpCombineRecv;
   const std::string expert_text = expert >= 0 ? fmt::format(" (expert {})", expert) : std::string();
+  auto path = [&](int p) -> std::string {
+    if (p < 0 || p >= m.cfg.world) return "";
+    return m.isLowLatencyNvlPeer(p) ? " over NVLink" : fmt::format(" through the proxies ({})", m.transport_name);
+  };
   std::string msg;
   bool timeout = false;
   switch (code) {
     case ll::kTimeout:
       timeout = true;
       if (recv) {
-        msg = fmt::format("{} on rank {}: rank {} did not deliver its {}{} within UCCL_EP_TIMEOUT_SECS={}s", opStep(op),
-                          m.cfg.rank, peer, op == ll::kOpDispatchRecv ? "dispatched tokens" : "combined rows",
-                          expert_text, secs);
+        msg = fmt::format("{} on rank {}: rank {} did not deliver its {}{}{} within UCCL_EP_TIMEOUT_SECS={}s",
+                          opStep(op), m.cfg.rank, peer, op == ll::kOpDispatchRecv ? "dispatched tokens" : "combined rows",
+                          expert_text, path(peer), secs);
       } else {
-        msg = fmt::format("{} on rank {}: writing to rank {}{} did not complete within UCCL_EP_TIMEOUT_SECS={}s",
-                          opStep(op), m.cfg.rank, peer, expert_text, secs);
+        msg = fmt::format("{} on rank {}: writing to rank {}{}{} did not complete within UCCL_EP_TIMEOUT_SECS={}s",
+                          opStep(op), m.cfg.rank, peer, expert_text, path(peer), secs);
       }
       break;
-    case ll::kRingError:
-      timeout = detail == static_cast<uint64_t>(ring::Status::kTimeout);
-      msg = fmt::format("{} on rank {}: the descriptor ring for rank {}{} failed: ring status {} ({}){}", opStep(op),
-                        m.cfg.rank, peer, expert_text, detail, ringStatusName(detail),
+    case ll::kRingError: {
+      // detail: ring id in the high half, ring::Status in the low half.
+      const uint32_t ring_id = static_cast<uint32_t>(detail >> 32);
+      const uint32_t status = static_cast<uint32_t>(detail);
+      timeout = status == static_cast<uint32_t>(ring::Status::kTimeout);
+      const std::string target = peer >= 0 ? fmt::format(" carrying rows for rank {}{}", peer, expert_text) : "";
+      msg = fmt::format("{} on rank {}: descriptor ring {}{} failed with status {} ({}){}", opStep(op), m.cfg.rank,
+                        ring_id, target, status, ringStatusName(status),
                         timeout ? fmt::format(" within UCCL_EP_TIMEOUT_SECS={}s", secs) : std::string());
       break;
+    }
     case ll::kSlotOverflow:
       msg = fmt::format("{} on rank {}: rank {}{} sent more tokens than num_max_dispatch_tokens_per_rank allows "
                         "(slot {})",
