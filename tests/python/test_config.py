@@ -1,0 +1,139 @@
+"""Config: its checks, the documented size-hint formula, and Buffer's configs for any rank count."""
+import pytest
+
+import uccl.ep as ep
+from uccl.ep import Buffer, Config
+
+
+def _token_bytes(hidden_bytes):  # the formula in config.py's docstring, written out again
+    return hidden_bytes + 16 + 16 * 12 + -(-hidden_bytes // 128) * 4
+
+
+def _align(v):
+    return -(-v // 128) * 128
+
+
+@pytest.fixture(autouse=True)
+def _no_topology_env(monkeypatch):
+    for name in ("UCCL_EP_RANKS_PER_NODE", "LOCAL_WORLD_SIZE", "UCCL_EP_NORMAL_MNNVL", "DEEP_EP_NORMAL_MNNVL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults():
+    c = Config()
+    assert (c.num_sms, c.num_max_nvl_chunked_send_tokens, c.num_max_nvl_chunked_recv_tokens,
+            c.num_max_rdma_chunked_send_tokens, c.num_max_rdma_chunked_recv_tokens) == (20, 6, 256, 6, 256)
+    assert c.num_channels == 10
+    assert Config(24, 6, 256, 6, 128) == Config(num_sms=24, num_max_rdma_chunked_recv_tokens=128)
+
+
+@pytest.mark.parametrize("args, words", [
+    ((20, 256, 256, 6, 128), ["num_max_nvl_chunked_send_tokens", "below"]),
+    ((20, 300, 256, 6, 128), ["num_max_nvl_chunked_send_tokens", "256"]),
+    ((20, 6, 256, 128, 128), ["num_max_rdma_chunked_send_tokens", "below"]),
+    ((20, 6, 256, 65, 128), ["at most half", "64"]),
+    ((21, 6, 256, 6, 128), ["num_sms", "even"]),
+    ((0, 6, 256, 6, 128), ["num_sms", ">= 2"]),
+    ((-2, 6, 256, 6, 128), ["num_sms"]),
+    ((20, 0, 256, 6, 128), ["num_max_nvl_chunked_send_tokens", ">= 1"]),
+    ((20, 6, 256, 0, 128), ["num_max_rdma_chunked_send_tokens"]),
+])
+def test_invalid_combinations(args, words):
+    with pytest.raises(ValueError) as e:
+        Config(*args)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_rdma_send_exactly_half_is_allowed():
+    Config(20, 6, 256, 64, 128)
+
+
+def test_non_int_is_type_error():
+    with pytest.raises(TypeError, match="num_sms"):
+        Config(20.0)
+    with pytest.raises(TypeError, match="num_sms"):
+        Config(True)
+
+
+@pytest.mark.parametrize("hidden_bytes", [256, 7168 * 2, 4096, 1000])
+@pytest.mark.parametrize("num_ranks", [1, 2, 8])
+def test_nvl_hint_formula(hidden_bytes, num_ranks):
+    c = Config(24, 6, 256, 6, 128)
+    expected = _align(12 * num_ranks * (256 * _token_bytes(hidden_bytes) + 64))
+    assert c.get_nvl_buffer_size_hint(hidden_bytes, num_ranks) == expected
+    assert c.get_rdma_buffer_size_hint(hidden_bytes, num_ranks) == 0  # one node
+    assert expected % 128 == 0
+
+
+def test_multi_node_hints():
+    c = Config(20, 6, 256, 6, 128)
+    hb = 7168 * 2
+    # 32 ranks, default node size 8: 8 NVLink peers, 4 nodes.
+    assert c.get_nvl_buffer_size_hint(hb, 32) == _align(10 * 8 * (256 * _token_bytes(hb) + 64))
+    assert c.get_rdma_buffer_size_hint(hb, 32) == _align(10 * 4 * (128 * _token_bytes(hb) + 64) * 2)
+    # explicit node size, and a partial last node
+    assert c.get_rdma_buffer_size_hint(hb, 12, num_ranks_per_node=4) == _align(10 * 3 * (128 * _token_bytes(hb) + 64) * 2)
+    assert c.get_rdma_buffer_size_hint(hb, 10, num_ranks_per_node=4) == _align(10 * 3 * (128 * _token_bytes(hb) + 64) * 2)
+
+
+def test_hints_follow_topology_env(monkeypatch):
+    c, hb = Config(), 7168 * 2
+    monkeypatch.setenv("UCCL_EP_RANKS_PER_NODE", "2")
+    assert c.get_rdma_buffer_size_hint(hb, 8) > 0
+    assert c.get_nvl_buffer_size_hint(hb, 8) == c.get_nvl_buffer_size_hint(hb, 2)
+    monkeypatch.setenv("UCCL_EP_NORMAL_MNNVL", "1")
+    assert c.get_rdma_buffer_size_hint(hb, 72) == 0
+    assert c.get_nvl_buffer_size_hint(hb, 72) == _align(10 * 72 * (256 * _token_bytes(hb) + 64))
+    monkeypatch.delenv("UCCL_EP_NORMAL_MNNVL")
+    monkeypatch.delenv("UCCL_EP_RANKS_PER_NODE")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert c.get_rdma_buffer_size_hint(hb, 8) > 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "zero")
+    with pytest.raises(ValueError, match="LOCAL_WORLD_SIZE"):
+        c.get_rdma_buffer_size_hint(hb, 8)
+
+
+def test_hints_monotonic():
+    c = Config()
+    for r in (1, 2, 4, 8, 16, 64):
+        assert c.get_nvl_buffer_size_hint(2048, r) <= c.get_nvl_buffer_size_hint(4096, r)
+        assert c.get_nvl_buffer_size_hint(2048, r) <= c.get_nvl_buffer_size_hint(2048, r * 2)
+        assert c.get_rdma_buffer_size_hint(2048, r) <= c.get_rdma_buffer_size_hint(2048, r * 2)
+    assert Config(20, 6, 128, 6, 128).get_nvl_buffer_size_hint(2048, 8) < Config().get_nvl_buffer_size_hint(2048, 8)
+
+
+@pytest.mark.parametrize("bad", [(0, 8), (-1, 8), (1024, 0), (1024.0, 8), (1024, None)])
+def test_hint_bad_args(bad):
+    with pytest.raises(ValueError):
+        Config().get_nvl_buffer_size_hint(*bad)
+    with pytest.raises(ValueError):
+        Config().get_rdma_buffer_size_hint(*bad)
+
+
+@pytest.mark.parametrize("num_ranks", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 24, 32, 48, 64, 72, 128, 144, 256, 1000])
+def test_configs_for_any_rank_count(num_ranks):
+    for c in (Buffer.get_dispatch_config(num_ranks), Buffer.get_combine_config(num_ranks)):
+        assert isinstance(c, Config)
+        assert c.num_sms == Buffer.num_sms
+        assert c.get_nvl_buffer_size_hint(7168 * 2, num_ranks) > 0
+
+
+def test_configs_bad_rank_count():
+    with pytest.raises(ValueError):
+        Buffer.get_dispatch_config(0)
+    with pytest.raises(TypeError):
+        Buffer.get_combine_config("8")
+
+
+def test_set_num_sms():
+    old = Buffer.num_sms
+    try:
+        Buffer.set_num_sms(24)
+        assert Buffer.num_sms == 24 and ep.Buffer.get_dispatch_config(8).num_sms == 24
+        for bad in (23, 0, -2, 2.0, True):
+            with pytest.raises(ValueError, match="even"):
+                Buffer.set_num_sms(bad)
+        assert Buffer.num_sms == 24
+    finally:
+        Buffer.num_sms = old
