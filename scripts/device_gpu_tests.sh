@@ -5,9 +5,13 @@
 #   scripts/device_gpu_tests.sh --prepare
 #       On a developer machine: fill .dev/ (git-ignored) from the distro packages, for carrying along:
 #       .dev/include/{spdlog,fmt} (libspdlog-dev, libfmt-dev) and .dev/googletest (googletest sources).
+#       Also .dev/fabric/include/rdma (libfabric-dev): the device has libfabric.so.1 but no headers.
 #   scripts/device_gpu_tests.sh
 #       On the GPU machine, from any directory: configure with header-only spdlog/fmt from .dev/include,
 #       build both targets in one go, run them. Logs go to $OUT when set, else <build dir>/logs.
+#   scripts/device_gpu_tests.sh --build-python
+#       Same configure; builds the uccl.ep._C module (for the interpreter `python3`) and the GPU test binaries,
+#       runs nothing. Then: UCCL_EP_BUILD_DIR=<build dir> python3 scripts/launch.py ... bench/test_low_latency.py
 #
 # Environment: BUILD_DIR (default <repo>/build-device), DEV_DIR (default <repo>/.dev), JOBS (default nproc),
 # BENCH_ARGS (extra gpu_ring_bench arguments), TEST_TIMEOUT / BENCH_TIMEOUT (seconds, default 300 / 200).
@@ -20,12 +24,14 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-device}"
 JOBS="${JOBS:-$(nproc)}"
 
 if [[ "${1:-}" == "--prepare" ]]; then
-  for f in /usr/include/spdlog/spdlog.h /usr/include/fmt/format.h /usr/src/googletest/CMakeLists.txt; do
-    [[ -e "$f" ]] || { echo "missing $f: apt-get install libspdlog-dev libfmt-dev googletest" >&2; exit 1; }
+  for f in /usr/include/spdlog/spdlog.h /usr/include/fmt/format.h /usr/src/googletest/CMakeLists.txt \
+           /usr/include/rdma/fabric.h; do
+    [[ -e "$f" ]] || { echo "missing $f: apt-get install libspdlog-dev libfmt-dev googletest libfabric-dev" >&2; exit 1; }
   done
-  rm -rf "$DEV_DIR/include/spdlog" "$DEV_DIR/include/fmt" "$DEV_DIR/googletest"
-  mkdir -p "$DEV_DIR/include"
+  rm -rf "$DEV_DIR/include/spdlog" "$DEV_DIR/include/fmt" "$DEV_DIR/googletest" "$DEV_DIR/fabric"
+  mkdir -p "$DEV_DIR/include" "$DEV_DIR/fabric/include/rdma"
   cp -r /usr/include/spdlog /usr/include/fmt "$DEV_DIR/include/"
+  cp -r /usr/include/rdma/fabric.h /usr/include/rdma/fi_*.h /usr/include/rdma/providers "$DEV_DIR/fabric/include/rdma/"
   cp -r /usr/src/googletest "$DEV_DIR/googletest"
   du -sh "$DEV_DIR"
   exit 0
@@ -42,7 +48,14 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | tee -a "$BUILD_LOG"
 
 GENERATOR=()
 command -v ninja >/dev/null && GENERATOR=(-G Ninja)
-CMAKE_ARGS=(-DUCCL_EP_CUDA=ON -DUCCL_EP_SPDLOG_HEADER_ONLY=ON "-DUCCL_EP_SPDLOG_INCLUDE_DIR=$DEV_DIR/include")
+MODE="${1:-}"
+CMAKE_ARGS=(-DUCCL_EP_CUDA=ON -DUCCL_EP_SPDLOG_HEADER_ONLY=ON "-DUCCL_EP_SPDLOG_INCLUDE_DIR=$DEV_DIR/include"
+            "-DUCCL_EP_FABRIC_INCLUDE_DIR=$DEV_DIR/fabric/include")
+if [[ "$MODE" == "--build-python" ]]; then
+  PY="$(command -v python3)"
+  CMAKE_ARGS+=("-DUCCL_EP_PYTHON_EXECUTABLE=$PY" "-DPython_EXECUTABLE=$PY" -DUCCL_EP_BUILD_PYTHON=ON
+               "-Dpybind11_DIR=$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')")
+fi
 
 # GoogleTest: the system's when installed, else built once from the carried sources into the build dir.
 # UCCL_EP_BUILD_GTEST=1 forces the latter (to try this path on a machine that has GoogleTest).
@@ -72,9 +85,15 @@ fi
 
 say "configure: ${CMAKE_ARGS[*]}"
 cmake -S "$ROOT" -B "$BUILD_DIR" "${GENERATOR[@]}" "${CMAKE_ARGS[@]}" >>"$BUILD_LOG" 2>&1 || { tail -40 "$BUILD_LOG"; exit 3; }
-say "build: test_ring_gpu gpu_ring_bench"
-cmake --build "$BUILD_DIR" --target test_ring_gpu gpu_ring_bench -j "$JOBS" >>"$BUILD_LOG" 2>&1 ||
+TARGETS=(test_ring_gpu gpu_ring_bench)
+[[ "$MODE" == "--build-python" ]] && TARGETS=(uccl_ep_python test_ring_gpu)
+say "build: ${TARGETS[*]}"
+cmake --build "$BUILD_DIR" --target "${TARGETS[@]}" -j "$JOBS" >>"$BUILD_LOG" 2>&1 ||
   { tail -60 "$BUILD_LOG"; exit 3; }
+if [[ "$MODE" == "--build-python" ]]; then
+  ls "$BUILD_DIR"/src/python/_C*.so
+  exit 0
+fi
 
 status=0
 say "test_ring_gpu"
