@@ -52,8 +52,10 @@ REQUIRED=(
   rdma-core libibverbs-dev libfabric-dev libfabric-bin
   # libraries
   libspdlog-dev libfmt-dev libnuma-dev pybind11-dev python3-pybind11
-  # tests
-  googletest libgtest-dev libgmock-dev iproute2 python3 python3-pytest python3-numpy
+  # the Python package (uccl.ep._C through setup.py / CMake; pip install --no-build-isolation uses these)
+  python3-dev python3-setuptools python3-pip python3-wheel
+  # tests (python3-torch: the CPU build of torch that tests/python runs on)
+  googletest libgtest-dev libgmock-dev iproute2 python3 python3-pytest python3-numpy python3-torch
 )
 # Installed where the distribution carries them, skipped with a message elsewhere.
 # hipcc + libamdhip64-dev drive the HIP compile check (Debian 12 ships hipcc 5.2.3).
@@ -131,11 +133,11 @@ if command -v hipcc >/dev/null 2>&1; then
 else
   hip="not found (HIP compile check off)"
 fi
-# Python tests run on the distribution's interpreter, which owns python3-pytest and python3-numpy.
-if /usr/bin/python3 -c 'import pytest, numpy' >/dev/null 2>&1; then
-  py="/usr/bin/python3 $(/usr/bin/python3 -c 'import platform; print(platform.python_version())'), pytest and numpy import"
+# Python tests run on the distribution's interpreter, which owns python3-pytest, python3-numpy and python3-torch.
+if /usr/bin/python3 -c 'import pytest, numpy, torch' >/dev/null 2>&1; then
+  py="/usr/bin/python3 $(/usr/bin/python3 -c 'import platform; print(platform.python_version())'), pytest, numpy and torch import"
 else
-  py="/usr/bin/python3 cannot import pytest and numpy"
+  py="/usr/bin/python3 cannot import pytest, numpy and torch"
 fi
 
 # ---- summary ----------------------------------------------------------------------------------------------
