@@ -65,7 +65,7 @@ def check_expert_ids(call: str, name: str, topk_idx: torch.Tensor, num_experts: 
     """Every entry in [-1, num_experts). Reads the tensor on the host: never call it during graph capture."""
     if topk_idx.numel() == 0:
         return
-    lo, hi = int(topk_idx.min().item()), int(topk_idx.max().item())
+    lo, hi = (int(v) for v in torch.stack(torch.aminmax(topk_idx)).tolist())  # one host read
     if lo < -1 or hi >= num_experts:
         _fail(call, f"{name} holds expert ids in [{lo}, {hi}]; expected ids in [-1, {num_experts}) "
                     f"(-1 = no expert, num_experts = {num_experts})")

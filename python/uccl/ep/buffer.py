@@ -76,6 +76,10 @@ class Buffer:
     """Communication buffers for expert-parallel dispatch and combine (DeepEP's `Buffer`, same signature)."""
 
     num_sms: int = 20
+    # Low-latency calls check that every expert id lies in [-1, num_experts). The check reads topk_idx on the
+    # host, which makes the CPU wait for the work queued before it; set False (on the class or an instance) to
+    # skip it once the caller's ids are known to be good. It is always skipped inside CUDA-graph capture.
+    validate_expert_ids: bool = True
 
     def __init__(self, group=None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0, low_latency_mode: bool = False,
                  num_qps_per_rank: int = 24, allow_nvlink_for_low_latency_mode: bool = True,
@@ -231,9 +235,22 @@ class Buffer:
         return raw.view(dtype).view(size)
 
     # ---- low-latency mode ---------------------------------------------------------------------------------
+    def _ll_layout(self, max_tokens: int, hidden: int, num_experts: int) -> dict:
+        """The low-latency layout for these sizes (cached: decode calls repeat the same few sizes)."""
+        cache = self.__dict__.setdefault("_ll_layouts", {})
+        key = (max_tokens, hidden, num_experts)
+        if key not in cache:
+            cache[key] = _native().ll_layout(max_tokens, hidden, self.group_size, num_experts)
+        return cache[key]
+
     def _ll_check_fits(self, call: str, max_tokens: int, hidden: int, num_experts: int) -> None:
-        required = self.get_low_latency_rdma_size_hint(max_tokens, hidden, self.group_size, num_experts)
+        required = self._ll_layout(max_tokens, hidden, num_experts)["total_bytes"]
         V.check_ll_buffer_size(call, required, self.num_rdma_bytes, max_tokens, hidden, self.group_size, num_experts)
+
+    def _check_expert_ids(self, call: str, topk_idx: torch.Tensor, num_experts: int) -> None:
+        # A device-to-host read: skipped while a CUDA graph is being captured, and when the caller turned it off.
+        if self.validate_expert_ids and not torch.cuda.is_current_stream_capturing():
+            V.check_expert_ids(call, "topk_idx", topk_idx, num_experts)
 
     def _check_devices(self, call: str, **tensors) -> None:
         for name, t in tensors.items():
@@ -279,8 +296,7 @@ class Buffer:
                             dispatch_wait_recv_cost_stats=dispatch_wait_recv_cost_stats)
         num_tokens, hidden = x.shape
         self._ll_check_fits(call, M, hidden, num_experts)
-        if not torch.cuda.is_current_stream_capturing():
-            V.check_expert_ids(call, "topk_idx", topk_idx, num_experts)
+        self._check_expert_ids(call, topk_idx, num_experts)
 
         E_local, dev = num_experts // R, self.device
         recv_x = torch.empty((E_local, R * M, hidden), dtype=torch.float8_e4m3fn if use_fp8 else torch.bfloat16,
@@ -327,8 +343,7 @@ class Buffer:
                             src_info=src_info, layout_range=layout_range, out=out,
                             combine_wait_recv_cost_stats=combine_wait_recv_cost_stats)
         self._ll_check_fits(call, M, hidden, num_experts)
-        if not torch.cuda.is_current_stream_capturing():
-            V.check_expert_ids(call, "topk_idx", topk_idx, num_experts)
+        self._check_expert_ids(call, topk_idx, num_experts)
 
         num_tokens, num_topk = topk_idx.shape
         combined = out if out is not None else torch.empty((num_tokens, hidden), dtype=torch.bfloat16,
@@ -356,7 +371,7 @@ class Buffer:
         R = self.group_size
         M, hidden, num_experts = V.check_ll_handle(call, handle, R)
         self._ll_check_fits(call, M, hidden, num_experts)
-        layout = _native().ll_layout(M, hidden, R, num_experts)
+        layout = self._ll_layout(M, hidden, num_experts)
         row_elems = layout["row_bytes"] // 2
         E_local = num_experts // R
         ptr = rt.ll_combine_send_ptr(self._ll_half, M, hidden, num_experts)
