@@ -294,3 +294,247 @@ def test_make_inputs_and_bytes():
     assert bool(ok.all()) and set(r.tolist()) == {3} and t.tolist() == list(range(128))
     d, c = ref.dispatch_bytes(idx, 7168)
     assert d == (128 * 8 - 10) * (7168 + 56 * 4 + 16) and c == (128 * 8 - 10) * 7168 * 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench/test_low_latency.py on the CPU: argument parsing, options, and the whole check + benchmark flow run by
+# scripts/launch.py against a pure-torch stand-in for Buffer's low-latency calls (gloo, 2 ranks). The stand-in
+# follows api.md; FAKE_BUG makes it wrong in one way, and the bench must then fail naming rank and expert.
+# ---------------------------------------------------------------------------------------------------------------
+LAUNCH = os.path.join(REPO, "scripts", "launch.py")
+BENCH = os.path.join(REPO, "bench", "test_low_latency.py")
+
+
+def import_bench():
+    import test_low_latency as bench  # bench/ is on sys.path
+    return bench
+
+
+def test_bench_help_and_args():
+    import subprocess
+    r = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--num-experts" in r.stdout and "--quick" in r.stdout
+    bench = import_bench()
+    a = bench.parse_args([])
+    assert (a.num_tokens, a.hidden, a.num_topk, a.num_experts, a.quick, a.no_bench) == (128, 7168, 8, 288, False, False)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--hidden", "100"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--num-topk", "9", "--num-experts", "8"])
+
+
+def test_bench_option_matrix_and_backend():
+    bench = import_bench()
+    full = bench.dispatch_options(7168, quick=False)
+    assert len(full) == 4 * 3 * 2 and len(set(full)) == len(full)
+    assert not any(o.return_recv_hook and o.async_finish for o in full)
+    assert not any(o.use_ue8m0 and not (o.use_fp8 and o.round_scale) for o in full)
+    assert not any(o.round_scale and not o.use_fp8 for o in full)
+    assert not any(o.use_ue8m0 for o in bench.dispatch_options(640, quick=False))  # 640 % 512 != 0
+    assert len(bench.combine_options(False)) == 8 and len(bench.combine_options(True)) == 3
+    quick = bench.dispatch_options(7168, quick=True)
+    assert {o.use_fp8 for o in quick} == {False, True} and any(o.use_ue8m0 for o in quick)
+    assert any(o.return_recv_hook for o in quick) and any(o.async_finish for o in quick)
+    assert str(quick[0]) == "dispatch(with_stats)"
+    assert bench.combine_threshold(quick[0], bench.CombineOptions(False, False, False)) == 1e-5
+    assert bench.combine_threshold(quick[0], bench.CombineOptions(True, False, False)) == 9e-4
+    assert bench.combine_threshold(quick[1], bench.CombineOptions(False, False, False)) == 9e-4
+
+    d = bench.dist_env({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"})
+    assert (d.rank, d.world, d.local_rank, d.local_world) == (1, 4, 1, 4)
+    with pytest.raises(RuntimeError):
+        bench.dist_env({})
+    assert bench.choose_backend(d, 8, {}) == "nccl"
+    assert bench.choose_backend(d, 1, {}) == "gloo"  # 4 ranks on one GPU
+    assert bench.choose_backend(d, 0, {}) == "gloo"
+    assert bench.choose_backend(d, 8, {"UCCL_EP_BENCH_BACKEND": "gloo"}) == "gloo"
+    assert bench.choose_backend(d, 1, {"UCCL_EP_LAUNCHER": "1", "UCCL_EP_SHARED_GPU": "0"}) == "nccl"
+    assert bench.choose_backend(d, 1, {"UCCL_EP_LAUNCHER": "1", "UCCL_EP_SHARED_GPU": "1"}) == "gloo"
+
+
+def test_bench_summary_lines():
+    bench = import_bench()
+    keys = ("dispatch_us", "combine_us", "pair_us", "loop_us", "hook_dispatch_send_us", "hook_dispatch_recv_us",
+            "hook_combine_send_us", "hook_combine_recv_us", "dispatch_gbs", "combine_gbs")
+    results = [dict({k: float(i + 1) for k in keys}, rank=i, world=2) for i in range(2)]
+    assert bench.summary_line(results[0]).startswith("rank 0/2: dispatch 1.0 us 1.00 GB/s")
+    head, sep, row = bench.aggregate_lines(results, bench.parse_args([]), 2)
+    assert head.count("|") == sep.count("|") == row.count("|")
+    assert row.startswith("| 2 (2) | 128, 7168, 8, 288 | 1.5 / 2.0 | 1.50 / 1.00 |")
+
+
+class FakeEvent:
+    def __init__(self, *args, **kwargs):
+        self.t = None
+
+    def record(self, stream=None):
+        import time
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end):
+        return (end.t - self.t) * 1e3
+
+
+class FakeOverlap:
+    def current_stream_wait(self):
+        pass
+
+
+class FakeLowLatencyBuffer:
+    """Buffer.low_latency_dispatch / low_latency_combine / get_next_low_latency_combine_buffer in pure torch on
+    the CPU: every call all-gathers what it needs over the default (gloo) group. Received data lands only when
+    the hook runs, as with the real receive half."""
+
+    def __init__(self, num_experts, M, hidden, bug=""):
+        import torch.distributed as dist
+        self.dist, self.R, self.rank = dist, dist.get_world_size(), dist.get_rank()
+        self.E, self.M, self.H, self.bug = num_experts, M, hidden, bug
+        self.epr = num_experts // self.R
+        # Two halves of the combine send area, rows padded as the real one's are (strided view).
+        self.areas = [torch.zeros(self.epr, self.R * M, hidden + 64, dtype=torch.bfloat16) for _ in range(2)]
+        self.half = 0
+
+    def gather(self, t):
+        raw = t.contiguous().view(torch.uint8)
+        outs = [torch.empty_like(raw) for _ in range(self.R)]
+        self.dist.all_gather(outs, raw)
+        return [o.view(t.dtype) for o in outs]
+
+    def finish(self, recv, async_finish, return_recv_hook):
+        assert not (async_finish and return_recv_hook)
+        if return_recv_hook:
+            return (FakeOverlap() if async_finish else None), recv
+        recv()
+        return (FakeOverlap() if async_finish else None), None
+
+    def low_latency_dispatch(self, x, topk_idx, M, num_experts, cumulative_local_expert_recv_stats=None,
+                             dispatch_wait_recv_cost_stats=None, use_fp8=True, round_scale=False, use_ue8m0=False,
+                             async_finish=False, return_recv_hook=False):
+        assert use_ue8m0 <= round_scale and x.dtype == torch.bfloat16
+        R, epr, H = self.R, self.epr, self.H
+        all_x, all_idx = self.gather(x), self.gather(topk_idx)
+        exp = ref.expected_layout(all_idx, num_experts, R, self.rank, M)
+        shape = (epr, R * M, H)
+        data = torch.randn(shape).to(torch.float32 if use_fp8 else torch.bfloat16)  # garbage beyond the counts
+        scales = None
+        if use_fp8:
+            g = H // (512 if use_ue8m0 else 128)
+            scales = torch.zeros(epr, g, R * M, dtype=torch.int32 if use_ue8m0 else torch.float32).transpose(1, 2)
+        recv_count = torch.full((epr,), -1, dtype=torch.int32)
+        src_info = torch.full((epr, R * M), -1, dtype=torch.int32)
+        layout_range = torch.full((epr, R), -1, dtype=torch.int64)
+        self.half ^= 1
+
+        def recv():
+            counts = exp.recv_count.clone()
+            if self.bug == "count" and self.rank == 1:
+                counts[0] += 1
+            recv_count.copy_(counts)
+            layout_range.copy_(exp.layout_range())
+            for e in range(epr):
+                n = int(exp.recv_count[e])
+                rows = torch.stack([all_x[s][t] for s, t in zip(exp.src_rank[e].tolist(), exp.src_token[e].tolist())]) \
+                    if n else torch.zeros(0, H, dtype=torch.bfloat16)
+                tokens = exp.src_token[e].int()
+                if self.bug == "swap" and self.rank == 1 and e == 1 and n >= 2:
+                    rows = rows[[1, 0] + list(range(2, n))]
+                if use_fp8:
+                    q, s = ref.cast_to_fp8(rows, round_scale)
+                    data[e, :n] = q
+                    scales[e, :n] = ref.pack_ue8m0(s) if use_ue8m0 else s
+                else:
+                    data[e, :n] = rows
+                src_info[e, :n] = tokens
+            if cumulative_local_expert_recv_stats is not None:
+                cumulative_local_expert_recv_stats.add_(exp.recv_count)
+            if dispatch_wait_recv_cost_stats is not None:
+                dispatch_wait_recv_cost_stats.add_(torch.randint(1, 100, (R,)))
+
+        event, hook = self.finish(recv, async_finish, return_recv_hook)
+        handle = (src_info, layout_range, M, self.H, num_experts)
+        return ((data, scales) if use_fp8 else data), recv_count, handle, event, hook
+
+    def get_next_low_latency_combine_buffer(self, handle):
+        return self.areas[self.half][:, :, :self.H]
+
+    def low_latency_combine(self, x, topk_idx, topk_weights, handle, use_logfmt=False, zero_copy=False,
+                            async_finish=False, return_recv_hook=False, out=None, combine_wait_recv_cost_stats=None):
+        y = self.areas[self.half][:, :, :self.H] if zero_copy else x
+        self.half ^= 1
+        y = y.clone()
+        all_y, all_info, all_range = self.gather(y), self.gather(handle[0]), self.gather(handle[1])
+        combined = out if out is not None else torch.empty(topk_idx.shape[0], self.H, dtype=torch.bfloat16)
+
+        def recv():
+            acc = torch.zeros(topk_idx.shape[0], self.H)
+            for t in range(topk_idx.shape[0]):
+                for k in range(topk_idx.shape[1]):
+                    e = int(topk_idx[t, k])
+                    if e < 0:
+                        continue
+                    owner, le = divmod(e, self.epr)
+                    lr = int(all_range[owner][le, self.rank])
+                    b, c = lr >> 32, lr & 0xFFFFFFFF
+                    j = int((all_info[owner][le, b:b + c] == t).nonzero()[0])
+                    acc[t] += float(topk_weights[t, k]) * all_y[owner][le, b + j].float()
+            if self.bug == "combine" and self.rank == 0:
+                acc[[0, 1]] = acc[[1, 0]]
+            combined.copy_(acc.to(torch.bfloat16))
+            if combine_wait_recv_cost_stats is not None:
+                combine_wait_recv_cost_stats.add_(torch.randint(1, 100, (self.R,)))
+
+        event, hook = self.finish(recv, async_finish, return_recv_hook)
+        return combined, event, hook
+
+
+def fake_rank_main(argv):
+    """One rank of bench/test_low_latency.py against FakeLowLatencyBuffer (run through scripts/launch.py)."""
+    import torch.distributed as dist
+    bench = import_bench()
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.Event = FakeEvent
+    bench.FP8_DTYPES = bench.FP8_DTYPES + (torch.float32,)  # the stand-in's FP8 values travel as float32
+    bench.capture_graph = lambda fn: fn  # "replay" runs the calls again
+    args = bench.parse_args(argv)
+    d = bench.dist_env()
+    dist.init_process_group("gloo", init_method="env://", rank=d.rank, world_size=d.world)
+    buf = FakeLowLatencyBuffer(args.num_experts, args.num_tokens, args.hidden, os.environ.get("FAKE_BUG", ""))
+    chk = bench.Checker(args, None, buf, d, torch.device("cpu"))
+    bench.run_all(args, d, chk, d.local_world)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run_fake_bench(bug, *bench_args):
+    import subprocess
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", FAKE_BUG=bug)
+    cmd = [sys.executable, LAUNCH, "--nproc", "2", "--timeout", "300", "--", os.path.abspath(__file__), "--fake-rank",
+           "--num-tokens", "8", "--hidden", "512", "--num-topk", "3", "--num-experts", "8", "--num-masked", "3",
+           "--bench-iters", "3", "--bench-warmup", "1", "--graph-replays", "2", *bench_args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+
+
+def test_bench_flow_against_fake_buffer():
+    r = run_fake_bench("")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "[rank 0] all checks passed" in r.stdout
+    assert "[rank 0] checks: 24 dispatch x 8 combine option combinations" in r.stdout
+    assert "ok two calls outstanding" in r.stdout and "ok CUDA graph: 2 replays" in r.stdout
+    assert "[rank 1] rank 1/2: dispatch" in r.stdout
+    assert "[rank 0] | 2 (2) | 8, 512, 3, 8 |" in r.stdout
+
+
+@pytest.mark.parametrize("bug,message", [
+    ("swap", "[rank 1] dispatch(bf16) #0, local expert 1 (global 5): row 0: from (rank"),
+    ("count", "[rank 1] dispatch(bf16) #0: recv_count"),
+    ("combine", "[rank 0] dispatch(bf16) #0 + combine(plain): calc_diff"),
+])
+def test_bench_catches_a_wrong_buffer(bug, message):
+    r = run_fake_bench(bug, "--no-bench")
+    assert r.returncode != 0
+    assert message in r.stdout, r.stdout[-4000:]
+    assert "launch.py: failed: rank" in r.stderr
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--fake-rank":
+    fake_rank_main(sys.argv[2:])
