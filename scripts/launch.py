@@ -250,17 +250,16 @@ def run(args):
     shared = len(gpus) > 0 and args.nproc > len(gpus)
     port = args.master_port or free_port()
     mps = Mps()
-    if shared and args.mps != "off":
-        mps.start(required=args.mps == "on")
-    elif args.mps == "on" and not gpus:
-        log("--mps on ignored: no GPU found")
-    log(f"{args.nproc} rank(s), {args.ranks_per_node} per node, {len(gpus)} GPU(s)"
-        f"{' shared' if shared else ''}, MASTER_PORT {port}: {' '.join(args.command)}")
-
     procs, pumps = [], []
     lock = threading.Lock()
     code = 0
     try:
+        if shared and args.mps != "off":
+            mps.start(required=args.mps == "on")
+        elif args.mps == "on" and not gpus:
+            log("--mps on ignored: no GPU found")
+        log(f"{args.nproc} rank(s), {args.ranks_per_node} per node, {len(gpus)} GPU(s)"
+            f"{' shared' if shared else ''}, MASTER_PORT {port}: {' '.join(args.command)}")
         for r in range(args.nproc):
             env = rank_env(args, r, gpus, port, shared, mps.env)
             p = subprocess.Popen([sys.executable] + args.command, env=env, stdin=subprocess.DEVNULL,

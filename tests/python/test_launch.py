@@ -143,3 +143,50 @@ def test_gpu_assignment_without_starting_anything(monkeypatch):
     assert all(e["CUDA_MPS_PIPE_DIRECTORY"] == "/p" and e["UCCL_EP_SHARED_GPU"] == "1" for e in envs)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert launch.detect_gpus("auto") == []
+
+
+def test_shared_gpu_starts_and_stops_mps(tmp_path):
+    """--gpus 1 with 2 ranks: the ranks share GPU 0, and an MPS daemon (a fake nvidia-cuda-mps-control on PATH
+    here) is started with pipe/log directories exported to the ranks, then told to quit."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    state, log = tmp_path / "mps_running", tmp_path / "mps.log"
+    fake = bindir / "nvidia-cuda-mps-control"
+    fake.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        if [ "$1" = "-d" ]; then
+            echo "start $CUDA_MPS_PIPE_DIRECTORY" >> {log}; touch {state}; exit 0
+        fi
+        read cmd
+        case "$cmd" in
+            get_server_list) [ -e {state} ] && exit 0; exit 1 ;;
+            quit) echo "quit $CUDA_MPS_PIPE_DIRECTORY" >> {log}; rm -f {state}; exit 0 ;;
+        esac
+        exit 2
+    """))
+    fake.chmod(0o755)
+    script = write(tmp_path / "show.py", """
+        import os
+        print("dev=%s shared=%s pipe=%s" % (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["UCCL_EP_SHARED_GPU"],
+                                           os.environ.get("CUDA_MPS_PIPE_DIRECTORY")))
+    """)
+    env = cpu_env()
+    env["PATH"] = f"{bindir}:{env['PATH']}"
+    r = subprocess.run([sys.executable, LAUNCH, "--nproc", "2", "--gpus", "1", "--", str(script)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = log.read_text().split("\n")
+    assert lines[0].startswith("start ") and lines[1].startswith("quit ") and lines[0][6:] == lines[1][5:]
+    pipe = lines[0][6:]
+    for i in range(2):
+        assert f"[rank {i}] dev=0 shared=1 pipe={pipe}" in r.stdout.splitlines()
+    assert not state.exists() and not os.path.exists(pipe)  # stopped, temporary directory removed
+
+    # A daemon that already answers is used and left running.
+    state.touch()
+    log.write_text("")
+    r = subprocess.run([sys.executable, LAUNCH, "--nproc", "2", "--gpus", "1", "--", str(script)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert log.read_text() == "" and state.exists()
+    assert "already running" in r.stderr
