@@ -33,7 +33,7 @@
 namespace uccl::ep::kernels::ll {
 
 inline constexpr int kMaxTopk = 16;
-inline constexpr int kMaxExpertsPerRank = 64;  // hard limit of the receive kernels' shared memory is far above
+inline constexpr int kMaxExpertsPerRank = 256;  // signal words and scratch are sized for this many
 inline constexpr int kMaxTokensPerRank = 1024;
 inline constexpr int kMinHidden = 128;
 inline constexpr int kMaxHidden = 8192;

@@ -13,7 +13,7 @@ import torch
 
 # Limits of the low-latency kernels; mirror src/kernels/ll_layout.hpp (a test compares them with uccl.ep._C).
 kMaxTopk = 16
-kMaxExpertsPerRank = 64
+kMaxExpertsPerRank = 256
 kMaxTokensPerRank = 1024
 kMinHidden = 128
 kMaxHidden = 8192
