@@ -118,11 +118,10 @@ __device__ void writeMessage(uint8_t* msg, const uint16_t* x_row, int hidden, in
     }
     amax = platform::groupMax<kLanesPerGroup>(amax);
     const float scale = platform::fp8Scale(amax, round_scale);
-    const float inv = 1.0f / scale;
     uint32_t packed[2] = {0, 0};
 #pragma unroll
     for (int i = 0; i < kValuesPerLane; ++i) {
-      packed[i / 4] |= uint32_t{platform::floatToFp8E4m3(v[i] * inv)} << (8 * (i % 4));
+      packed[i / 4] |= uint32_t{platform::floatToFp8E4m3(v[i] / scale)} << (8 * (i % 4));
     }
     if (valid) {
       *reinterpret_cast<uint2*>(payload + c) = make_uint2(packed[0], packed[1]);

@@ -60,7 +60,7 @@ DISPATCH_BAD = [
     (dict(num_max_dispatch_tokens_per_rank=32.0), TypeError, ["num_max_dispatch_tokens_per_rank", "int"]),
     (dict(num_experts=18), ValueError, ["num_experts (18)", "multiple of the number of ranks (4)"]),
     (dict(num_experts=0), ValueError, ["num_experts", ">= 1"]),
-    (dict(num_experts=65 * R), ValueError, ["65 experts per rank", "64"]),
+    (dict(num_experts=257 * R), ValueError, ["257 experts per rank", "256"]),
     (dict(use_fp8=True, round_scale=False, use_ue8m0=True), ValueError, ["use_ue8m0", "round_scale"]),
     (dict(use_fp8=False, round_scale=True, use_ue8m0=True), ValueError, ["use_ue8m0", "use_fp8"]),
     (dict(async_finish=True, return_recv_hook=True), ValueError, ["async_finish", "return_recv_hook"]),

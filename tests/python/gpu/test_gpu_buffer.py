@@ -62,7 +62,7 @@ def test_bad_input_raises_and_buffer_stays_usable(buffer):
         (dict(topk_idx=torch.full_like(topk, E)), f"[-1, {E})"),
         (dict(x=x.t().contiguous().t()), "contiguous"),
         (dict(num_max_dispatch_tokens_per_rank=8), "num_max_dispatch_tokens_per_rank=8"),
-        (dict(num_experts=65 * 1, topk_idx=topk), "experts per rank"),
+        (dict(num_experts=257 * 1, topk_idx=topk), "experts per rank"),
         (dict(x=torch.zeros(16, 2048, dtype=torch.bfloat16, device="cuda")), "too small"),
         (dict(async_finish=True, return_recv_hook=True), "exclude each other"),
     ]
