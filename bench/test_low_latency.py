@@ -223,13 +223,21 @@ def all_gather_tensor(t: torch.Tensor) -> List[torch.Tensor]:
     return [o.to(t.device).view(t.dtype) for o in outs]
 
 
+_BUFFER = None  # set once the buffer exists: a failed check first surfaces what the kernels recorded
+
+
 def fail(ctx: str, msg: str):
+    if _BUFFER is not None:
+        torch.cuda.synchronize()
+        _BUFFER._runtime.check_errors()  # raises the recorded timeout or ring error, naming the peer
     raise AssertionError(f"[rank {dist.get_rank()}] {ctx}: {msg}")
 
 
 class Checker:
     def __init__(self, args, ep, buffer, d: Dist, device):
         self.args, self.ep, self.buffer, self.d, self.device = args, ep, buffer, d, device
+        global _BUFFER
+        _BUFFER = buffer
         self.R, self.E, self.M = d.world, args.num_experts, args.num_tokens
         self.E_local = self.E // self.R
         self.cum_stats = torch.zeros(self.E_local, dtype=torch.int32, device=device)

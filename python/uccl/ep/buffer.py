@@ -134,6 +134,9 @@ class Buffer:
         infos = self._all_gather(bytes(self._runtime.local_info()))
         self._runtime.connect([bytes(i) for i in infos])
         self._comm_stream = torch.cuda.Stream(device=self.device)
+        # Every rank's memory is zeroed and mapped before any rank's first kernel can write to it.
+        torch.cuda.synchronize(self.device)
+        self._barrier()
 
     # ---- life cycle -------------------------------------------------------------------------------------------
     def _all_gather(self, obj) -> list:
