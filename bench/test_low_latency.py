@@ -370,7 +370,13 @@ class Checker:
             cast = ref.round_to_e4m3(src_rows.view(n, -1, 128) / want.unsqueeze(-1)).view(n, -1)
             qdiff = ref.calc_diff(rows, ref.dequantize(cast, want))
             if not qdiff < 1e-6:
-                fail(where, f"FP8 rows: calc_diff {qdiff:.3g} against the reference e4m3 cast (limit 1e-6)")
+                expect = ref.dequantize(cast, want)
+                bad = ((rows - expect).abs() > 1e-6 * expect.abs().clamp(min=1e-30)).nonzero()[:4].tolist()
+                detail = "; ".join(
+                    f"[{i},{c}] source {src_rows[i, c].item():.9g} / scale {want[i, c // 128].item():.9g} "
+                    f"(got scale {got[i, c // 128].item():.9g}) -> got {rows[i, c].item():.9g}, "
+                    f"expected {expect[i, c].item():.9g}" for i, c in bad)
+                fail(where, f"FP8 rows: calc_diff {qdiff:.3g} against the reference e4m3 cast (limit 1e-6): {detail}")
         if o.with_stats:
             self.cum_expected += count
             got = self.cum_stats.cpu().long()

@@ -497,6 +497,23 @@ void check(gpuError_t err, const char* what) {
   if (err != gpuSuccess) throw std::runtime_error(std::string("launching ") + what + ": " + gpuGetErrorString(err));
 }
 
+// Every kernel here asks for the same shared-memory carveout. An SM holding a block that spins (a receive
+// half waiting for its peers) keeps its carveout; a kernel of another rank on the same GPU (MPS) that wanted a
+// different one could then find no SM to run on, and the peers would wait for it forever.
+void setCarveout() {
+#if defined(UCCL_EP_CUDA)
+  static const bool once = [] {
+    for (const void* f : {reinterpret_cast<const void*>(&dispatchSend), reinterpret_cast<const void*>(&dispatchRecv),
+                          reinterpret_cast<const void*>(&combineSend), reinterpret_cast<const void*>(&combineRecv)}) {
+      check(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+            "setting the shared-memory carveout");
+    }
+    return true;
+  }();
+  (void)once;
+#endif
+}
+
 int recvGrid(const Context& ctx, int num_tokens) {
   const int per_block = kThreads / kWarpSize;
   int blocks = (num_tokens + per_block - 1) / per_block;
@@ -509,6 +526,7 @@ int recvGrid(const Context& ctx, int num_tokens) {
 
 void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
+  setCarveout();
   if (static_cast<int>(phase) & static_cast<int>(Phase::kSend)) {
     dispatchSend<<<ctx.layout.num_experts, kThreads, 0, s>>>(ctx, args);
     check(gpuGetLastError(), "low-latency dispatch (send)");
@@ -522,6 +540,7 @@ void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, v
 
 void launchCombine(const Context& ctx, const CombineArgs& args, Phase phase, void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
+  setCarveout();
   if (static_cast<int>(phase) & static_cast<int>(Phase::kSend)) {
     combineSend<<<ctx.layout.num_experts, kThreads, 0, s>>>(ctx, args);
     check(gpuGetLastError(), "low-latency combine (send)");
