@@ -170,7 +170,9 @@ def fp8_scales(x: torch.Tensor, round_scale: bool = False) -> torch.Tensor:
         raise ValueError(f"hidden {h} is not a multiple of {CHANNELS_PER_SCALE}")
     g = x.float().reshape(*x.shape[:-1], h // CHANNELS_PER_SCALE, CHANNELS_PER_SCALE)
     amax = g.abs().amax(dim=-1).clamp(min=AMAX_FLOOR)
-    scale = amax / FP8_E4M3_MAX
+    # Correctly rounded amax / 448, as the kernel's IEEE division gives it: torch divides by a scalar through its
+    # reciprocal, one ulp off often enough to flip FP8 ties (BF16 inputs make exact ties common).
+    scale = (amax.double() / FP8_E4M3_MAX).float()
     if round_scale:
         scale = torch.pow(2.0, torch.ceil(torch.log2(scale)))
     return scale
@@ -194,7 +196,7 @@ def cast_to_fp8(x: torch.Tensor, round_scale: bool = False) -> Tuple[torch.Tenso
     scale = fp8_scales(x, round_scale)
     h = x.shape[-1]
     g = x.float().reshape(*x.shape[:-1], h // CHANNELS_PER_SCALE, CHANNELS_PER_SCALE)
-    q = round_to_e4m3(g / scale.unsqueeze(-1))
+    q = round_to_e4m3((g.double() / scale.unsqueeze(-1).double()).float())  # correctly rounded quotient
     return q.reshape(x.shape), scale
 
 

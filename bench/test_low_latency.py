@@ -367,7 +367,7 @@ class Checker:
             diff = ref.calc_diff(rows, src_rows)
             if not diff < FP8_DIFF:
                 fail(where, f"FP8 rows: calc_diff {diff:.3g} against the source rows (limit {FP8_DIFF})")
-            cast = ref.round_to_e4m3(src_rows.view(n, -1, 128) / want.unsqueeze(-1)).view(n, -1)
+            cast = ref.round_to_e4m3((src_rows.view(n, -1, 128).double() / want.unsqueeze(-1).double()).float()).view(n, -1)
             qdiff = ref.calc_diff(rows, ref.dequantize(cast, want))
             if not qdiff < 1e-6:
                 expect = ref.dequantize(cast, want)
