@@ -181,9 +181,11 @@ __global__ void __launch_bounds__(kThreads) dispatchSend(Context ctx, DispatchAr
     uint8_t* msg = peer != nullptr ? peer + half_off + L.dispatchRecv(el, ctx.rank, j) : send_half + L.dispatchStaging(e, j) - 0;
     writeMessage(msg, x + static_cast<size_t>(t) * L.hidden, L.hidden, t, a.use_fp8, a.round_scale);
   }
-  __threadfence_system();
+  // The block's writes are ordered before thread 0's system-scope fence by the barrier; the fence then orders
+  // them before the signal (or the descriptor the proxy reads) for observers on other GPUs and the host.
   __syncthreads();
   if (threadIdx.x != 0) return;
+  __threadfence_system();
   const size_t sig = static_cast<size_t>(ctx.half) * L.signals_per_half + L.dispatchCount(el, ctx.rank);
   if (peer != nullptr) {
     platform::fetchAddRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[dst] + sig), uint64_t(count) + 1);
@@ -366,9 +368,9 @@ __global__ void __launch_bounds__(kThreads) combineSend(Context ctx, CombineArgs
       }
     }
   }
-  __threadfence_system();
   __syncthreads();
   if (threadIdx.x != 0) return;
+  __threadfence_system();  // as in dispatchSend
   const size_t sig = static_cast<size_t>(ctx.half) * L.signals_per_half + L.combineFlag(expert);
   if (peer != nullptr) {
     platform::fetchAddRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[s] + sig), 1);
