@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs bench/test_low_latency.py on the GPU machine for a list of (ranks, ranks per node) pairs, all ranks on the
+# visible GPU(s) through scripts/launch.py (MPS when ranks share a GPU). Assumes the module is built
+# (scripts/device_gpu_tests.sh --build-python). Output per configuration in $OUT (or ./ll-logs).
+#
+#   scripts/device_ll_bench.sh "2:2 2:1 4:4" [extra test_low_latency.py arguments...]
+#
+# Environment: BUILD_DIR (default <repo>/build-device), TIMEOUT per configuration (default 240 s); proxied
+# configurations run UCCL_EP_NUM_PROXY_THREADS proxy threads per rank (default 1 here: 8 ranks x 4 threads would
+# oversubscribe a 16-core machine).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export UCCL_EP_BUILD_DIR="${BUILD_DIR:-$ROOT/build-device}" PYTHONUNBUFFERED=1
+export UCCL_EP_NUM_PROXY_THREADS="${UCCL_EP_NUM_PROXY_THREADS:-1}" UCCL_LOG_LEVEL="${UCCL_LOG_LEVEL:-warn}"
+LOG_DIR="${OUT:-$ROOT/ll-logs}"
+mkdir -p "$LOG_DIR"
+configs=$1
+shift
+status=0
+for c in $configs; do
+  n=${c%%:*} k=${c##*:}
+  log="$LOG_DIR/ll_${n}ranks_${k}pernode.log"
+  cmd=(python3 "$ROOT/scripts/launch.py" --nproc "$n" --ranks-per-node "$k" --timeout "${TIMEOUT:-240}" --
+       "$ROOT/bench/test_low_latency.py" "$@")
+  echo "== ${cmd[*]}" | tee "$log"
+  "${cmd[@]}" >>"$log" 2>&1
+  rc=$?
+  grep -E "all checks passed|^\[rank 0\] \| [0-9]|Error|error:|failed" "$log" | grep -v "^\[rank .\] \[rank.\]:   " | tail -6
+  [[ $rc -eq 0 ]] || { echo "== ${n} ranks, ${k} per node: FAILED (exit $rc)"; status=1; }
+done
+exit $status
