@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kThreads) dispatchSend(Context ctx, DispatchAr
   const uint16_t* x = static_cast<const uint16_t*>(a.x);
   for (int j = platform::warpId(); j < count; j += platform::numWarps()) {
     const int t = list[j];
-    uint8_t* msg = peer != nullptr ? peer + half_off + L.dispatchRecv(el, ctx.rank, j) : send_half + L.dispatchStaging(e, j) - 0;
+    uint8_t* msg = peer != nullptr ? peer + half_off + L.dispatchRecv(el, ctx.rank, j) : send_half + L.dispatchStaging(e, j);
     writeMessage(msg, x + static_cast<size_t>(t) * L.hidden, L.hidden, t, a.use_fp8, a.round_scale);
   }
   // The block's writes are ordered before thread 0's system-scope fence by the barrier; the fence then orders
