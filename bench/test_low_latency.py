@@ -227,9 +227,10 @@ _BUFFER = None  # set once the buffer exists: a failed check first surfaces what
 
 
 def fail(ctx: str, msg: str):
-    if _BUFFER is not None:
+    runtime = getattr(_BUFFER, "_runtime", None)  # absent on the CPU stand-in the tests use
+    if runtime is not None:
         torch.cuda.synchronize()
-        _BUFFER._runtime.check_errors()  # raises the recorded timeout or ring error, naming the peer
+        runtime.check_errors()  # raises the recorded timeout or ring error, naming the peer
     raise AssertionError(f"[rank {dist.get_rank()}] {ctx}: {msg}")
 
 
