@@ -4,7 +4,10 @@
 #include <fmt/format.h>
 #include <rdma/fi_endpoint.h>
 
+#include <unistd.h>
+
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "transport/backends.hpp"
@@ -27,6 +30,20 @@ std::string tostr(const void* data, enum fi_type type) {
   return buf;
 }
 
+// shm names its region /dev/shm/<pid>:<uid>:<n> by default and refuses fi_enable (EBUSY) when a file of that name
+// records a live owner. A process killed before closing leaves its file behind, so a later process that gets the
+// same pid finds "itself" as the owner and cannot open. We name each endpoint ourselves: the pid plus a random
+// tag, with no "fi_shm://" prefix so that shm takes the name as it is. The width is fixed because every rank's
+// address must have the same length (the default names grow a digit with the pid and the endpoint count).
+void setShmName(fi_info& hints) {
+  static thread_local std::mt19937_64 gen{std::random_device{}()};
+  const std::string name = fmt::format("uccl_ep_{:010d}_{:016x}", static_cast<long>(getpid()), gen());
+  hints.addr_format = FI_ADDR_STR;
+  hints.src_addr = strdup(name.c_str());  // fi_freeinfo frees it
+  UCCL_EP_CHECK(hints.src_addr != nullptr, "fabric/shm: out of memory naming the endpoint");
+  hints.src_addrlen = name.size() + 1;
+}
+
 InfoPtr makeHints(const std::string& prov, uint32_t dropped) {
   InfoPtr hints(fi_allocinfo());
   UCCL_EP_CHECK(hints != nullptr, "fabric: fi_allocinfo failed for provider {}", prov);
@@ -47,6 +64,7 @@ InfoPtr makeHints(const std::string& prov, uint32_t dropped) {
     hints->tx_attr->msg_order = FI_ORDER_WAW | FI_ORDER_RMA_WAW;
     if (!(dropped & kDropAtomics)) hints->tx_attr->msg_order |= FI_ORDER_ATOMIC_WAW;
   }
+  if (prov == "shm") setShmName(*hints);
   return hints;
 }
 

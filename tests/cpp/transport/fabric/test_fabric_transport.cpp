@@ -5,6 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -389,6 +393,39 @@ TEST(FabricTcpDomain, RemotePeersNeverGetLoopback) {
   } catch (const Error& e) {  // a host with loopback only: the error lists what exists
     EXPECT_NE(std::string(e.what()).find("lo("), std::string::npos) << e.what();
   }
+}
+
+// A process killed before closing its shm endpoint leaves /dev/shm/<name> behind, recording its pid as owner; a
+// later process with the same pid used to fail fi_enable with EBUSY when it picked the same default name
+// <pid>:<uid>:<n>. Here the stale files are copies of a live region (owner = this pid) under every default name
+// this process could pick: opening more endpoints must still work, and addresses keep one length.
+TEST(FabricShmNames, FilesLeftUnderThisPidsDefaultNamesDoNotBlockOpening) {
+  if (!fabricProviderAvailable("shm")) GTEST_SKIP() << "shm provider absent";
+  TransportOptions o;
+  o.world = 1;
+  o.all_peers_local = true;
+  std::unique_ptr<Transport> first = createFabricTransport(o, "shm");
+  const Blob a = first->address();
+  const std::string own(reinterpret_cast<const char*>(a.data()));
+  ASSERT_EQ(own.rfind("fi_shm://", 0), std::string::npos) << own;
+  std::vector<std::string> planted;
+  for (int n = 0; n < 8; ++n) {
+    const std::string name = std::to_string(getpid()) + ":" + std::to_string(getuid()) + ":" + std::to_string(n);
+    if (name == own) continue;
+    const std::string cmd = "cp /dev/shm/" + own + " '/dev/shm/" + name + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    planted.push_back("/dev/shm/" + name);
+  }
+  std::vector<std::unique_ptr<Transport>> more;
+  std::string error;
+  try {
+    for (int i = 0; i < 4; ++i) more.push_back(createFabricTransport(o, "shm"));
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  for (const std::string& f : planted) std::remove(f.c_str());
+  ASSERT_EQ(error, "");
+  for (const auto& t : more) EXPECT_EQ(t->address().size(), a.size());
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, FabricTransportTest, ::testing::Values("tcp", "shm"),
