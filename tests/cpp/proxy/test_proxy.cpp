@@ -36,7 +36,8 @@ bool waitUntil(const std::function<bool()>& pred, double seconds = 10) {
 // Rank 0 of a world of 2, one proxy thread, one ring, regions 0 and 1 of 4 KiB, 16 signal counters.
 class ProxyTest : public ::testing::Test {
  protected:
-  void build(ProxyConfig base = {}) {
+  // start = false leaves the proxy stopped, so that a test can fill the ring before the proxy first looks at it.
+  void build(ProxyConfig base = {}, bool start = true) {
     base.world = 2;
     base.num_threads = 1;
     base.transport_factory = [this](const transport::TransportOptions&) {
@@ -54,7 +55,7 @@ class ProxyTest : public ::testing::Test {
     }
     groups_[0]->addRing(ring_.view(), RingKind::kNormal);
     for (auto& g : groups_) g->connect(infos);
-    groups_[0]->start();
+    if (start) groups_[0]->start();
   }
   void TearDown() override {
     for (auto& g : groups_) {
@@ -132,9 +133,11 @@ TEST_F(ProxyTest, InflightByteCapHoldsBackWrites) {
 TEST_F(ProxyTest, ImmediateSignalRidesOnThePrecedingWriteWhenOrdered) {
   ProxyConfig c;
   c.signal_path = SignalPath::kImmediate;
-  build(c);
+  build(c, /*start=*/false);  // both descriptors sit in the ring before the proxy's first look (else, on a slow
+                              // machine, it may post the write alone before the signal arrives)
   push(ring::makeWrite(1, 0, 0, 1, 0, 64));
   push(ring::makeSignal(1, 5, -7));
+  groups_[0]->start();
   ASSERT_TRUE(waitUntil([&] { return state_.postedCount() >= 1; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_EQ(state_.postedCount(), 1u) << "write and signal were not fused";
