@@ -31,6 +31,9 @@ namespace uccl::ep::python {
 namespace {
 
 namespace ll = kernels::ll;
+#ifdef UCCL_EP_HAVE_CUDA
+namespace in = kernels::intranode;
+#endif
 
 py::dict layoutDict(int max_tokens, int hidden, int num_ranks, int num_experts) {
   const ll::Layout l = ll::makeLayout(max_tokens, hidden, num_ranks, num_experts);
@@ -159,6 +162,107 @@ class Runtime {
     buf.lowLatencyCombine(half, max_tokens, hidden, num_experts, a, p, stream);
   }
 
+  // ---- normal mode (argument order as python/uccl/ep/buffer.py calls them) ---------------------------------
+  void normalLayout(uintptr_t topk, int num_tokens, int num_topk, int num_experts, uintptr_t per_rank,
+                    uintptr_t per_node, uintptr_t per_expert, uintptr_t in_rank, uintptr_t stream) {
+    in::LayoutArgs a;
+    a.topk_idx = ptr<const int64_t>(topk);
+    a.num_tokens = num_tokens;
+    a.num_topk = num_topk;
+    a.num_experts = num_experts;
+    a.tokens_per_rank = ptr<int32_t>(per_rank);
+    a.tokens_per_node = ptr<int32_t>(per_node);
+    a.tokens_per_expert = ptr<int32_t>(per_expert);
+    a.is_token_in_rank = ptr<bool>(in_rank);
+    runtime::Buffer& buf = b();
+    py::gil_scoped_release nogil;
+    buf.normalLayout(a, stream);
+  }
+
+  void normalDispatchSend(uintptr_t x, int64_t x_row_stride, uintptr_t scales, int num_scales,
+                          int64_t scale_token_stride, int64_t scale_col_stride, uintptr_t topk, uintptr_t weights,
+                          uintptr_t in_rank, uintptr_t per_expert, int num_tokens, int64_t hidden_bytes, int num_topk,
+                          int num_experts, uintptr_t prefix, uintptr_t send_pos, bool cached, bool report_to_host,
+                          int num_sms, uintptr_t stream) {
+    in::DispatchArgs a;
+    a.x = ptr<const void>(x);
+    a.x_row_stride = static_cast<size_t>(x_row_stride);
+    a.scales = ptr<const void>(scales);
+    a.num_scales = num_scales;
+    a.scale_token_stride = scale_token_stride;
+    a.scale_col_stride = scale_col_stride;
+    a.topk_idx = ptr<const int64_t>(topk);
+    a.topk_weights = ptr<const float>(weights);
+    a.is_token_in_rank = ptr<const bool>(in_rank);
+    a.tokens_per_expert = ptr<const int32_t>(per_expert);
+    a.num_tokens = num_tokens;
+    a.num_experts = num_experts;
+    a.layout.hidden_bytes = static_cast<size_t>(hidden_bytes);
+    a.layout.scale_bytes = static_cast<size_t>(num_scales) * 4;
+    a.layout.num_topk = num_topk;
+    a.report_to_host = report_to_host;
+    a.rank_prefix_matrix = ptr<int32_t>(prefix);
+    a.send_pos = ptr<int32_t>(send_pos);
+    runtime::Buffer& buf = b();
+    py::gil_scoped_release nogil;
+    buf.normalDispatchSend(a, cached, num_sms, stream);
+  }
+
+  py::tuple normalDispatchWait(int num_experts) {
+    runtime::Buffer& buf = b();
+    std::pair<int, std::vector<int>> r;
+    {
+      py::gil_scoped_release nogil;
+      r = buf.normalDispatchWait(num_experts);
+    }
+    return py::make_tuple(r.first, py::cast(r.second));
+  }
+
+  void normalDispatchRecv(int64_t hidden_bytes, int num_scales, int num_topk, int num_experts, uintptr_t prefix,
+                          uintptr_t recv_x, uintptr_t recv_scales, uintptr_t recv_topk, uintptr_t recv_weights,
+                          uintptr_t recv_src_idx, int num_out_rows, bool worst, int num_sms, int send_tokens,
+                          uintptr_t stream) {
+    in::DispatchArgs a;
+    a.num_scales = num_scales;
+    a.num_experts = num_experts;
+    a.layout.hidden_bytes = static_cast<size_t>(hidden_bytes);
+    a.layout.scale_bytes = static_cast<size_t>(num_scales) * 4;
+    a.layout.num_topk = num_topk;
+    a.rank_prefix_matrix = ptr<int32_t>(prefix);
+    a.recv_x = ptr<void>(recv_x);
+    a.recv_scales_f = ptr<float>(recv_scales);
+    a.recv_topk_idx = ptr<int64_t>(recv_topk);
+    a.recv_topk_weights = ptr<float>(recv_weights);
+    a.recv_src_idx = ptr<int32_t>(recv_src_idx);
+    a.num_out_rows = num_out_rows;
+    a.worst = worst;
+    runtime::Buffer& buf = b();
+    py::gil_scoped_release nogil;
+    buf.normalDispatchRecv(a, num_sms, send_tokens, stream);
+  }
+
+  void normalCombine(uintptr_t x, uintptr_t weights, uintptr_t bias0, uintptr_t bias1, uintptr_t send_pos,
+                     uintptr_t prefix, int num_tokens, int num_recv_rows, int hidden, int num_topk, int num_experts,
+                     uintptr_t out, uintptr_t out_weights, int num_sms, int send_tokens, uintptr_t stream) {
+    in::CombineArgs a;
+    a.x = ptr<const void>(x);
+    a.topk_weights = ptr<const float>(weights);
+    a.bias0 = ptr<const void>(bias0);
+    a.bias1 = ptr<const void>(bias1);
+    a.send_pos = ptr<const int32_t>(send_pos);
+    a.rank_prefix_matrix = ptr<const int32_t>(prefix);
+    a.num_tokens = num_tokens;
+    a.num_recv_rows = num_recv_rows;
+    a.hidden = hidden;
+    a.num_topk = num_topk;
+    a.layout.num_experts = num_experts;
+    a.out = ptr<void>(out);
+    a.out_weights = ptr<float>(out_weights);
+    runtime::Buffer& buf = b();
+    py::gil_scoped_release nogil;
+    buf.normalCombine(a, num_sms, send_tokens, stream);
+  }
+
  private:
   std::unique_ptr<runtime::Buffer> buffer_;
 };
@@ -189,6 +293,38 @@ void bindRuntime(py::module_& m) {
              return r.b().lowLatencyCombineSendPtr(half, max_tokens, hidden, num_experts);
            },
            arg("half"), arg("max_tokens"), arg("hidden"), arg("num_experts"))
+      .def("normal_single_domain", [](const Runtime& r) { return r.b().normalSingleDomain(); },
+           "every rank is an NVLink peer (one node, or UCCL_EP_NORMAL_MNNVL=1)")
+      .def("normal_dispatch_bytes",
+           [](const Runtime& r, int num_tokens, int64_t hidden_bytes, int64_t scale_bytes, int num_topk,
+              int num_experts) {
+             return r.b().normalDispatchBytes(num_tokens, static_cast<size_t>(hidden_bytes),
+                                              static_cast<size_t>(scale_bytes), num_topk, num_experts);
+           },
+           arg("num_tokens"), arg("hidden_bytes"), arg("scale_bytes"), arg("num_topk"), arg("num_experts"))
+      .def("normal_combine_bytes",
+           [](const Runtime& r, int rows, int hidden, int num_topk, int num_experts) {
+             return r.b().normalCombineBytes(rows, hidden, num_topk, num_experts);
+           },
+           arg("num_recv_rows"), arg("hidden"), arg("num_topk"), arg("num_experts"))
+      .def("normal_layout", &Runtime::normalLayout, arg("topk_idx"), arg("num_tokens"), arg("num_topk"),
+           arg("num_experts"), arg("tokens_per_rank"), arg("tokens_per_node"), arg("tokens_per_expert"),
+           arg("is_token_in_rank"), arg("stream"))
+      .def("normal_dispatch_send", &Runtime::normalDispatchSend, arg("x"), arg("x_row_stride"), arg("scales"),
+           arg("num_scales"), arg("scale_token_stride"), arg("scale_col_stride"), arg("topk_idx"),
+           arg("topk_weights"), arg("is_token_in_rank"), arg("tokens_per_expert"), arg("num_tokens"),
+           arg("hidden_bytes"), arg("num_topk"), arg("num_experts"), arg("rank_prefix_matrix"), arg("send_pos"),
+           arg("cached"), arg("report_to_host"), arg("num_sms"), arg("stream"))
+      .def("normal_dispatch_wait", &Runtime::normalDispatchWait, arg("num_experts"),
+           "CPU wait for a non-cached dispatch: (num_recv_tokens, per-local-expert counts)")
+      .def("normal_dispatch_recv", &Runtime::normalDispatchRecv, arg("hidden_bytes"), arg("num_scales"),
+           arg("num_topk"), arg("num_experts"), arg("rank_prefix_matrix"), arg("recv_x"), arg("recv_scales"),
+           arg("recv_topk_idx"), arg("recv_topk_weights"), arg("recv_src_idx"), arg("num_out_rows"), arg("worst"),
+           arg("num_sms"), arg("send_tokens"), arg("stream"))
+      .def("normal_combine", &Runtime::normalCombine, arg("x"), arg("topk_weights"), arg("bias0"), arg("bias1"),
+           arg("send_pos"), arg("rank_prefix_matrix"), arg("num_tokens"), arg("num_recv_rows"), arg("hidden"),
+           arg("num_topk"), arg("num_experts"), arg("out"), arg("out_weights"), arg("num_sms"), arg("send_tokens"),
+           arg("stream"))
       .def("ll_dispatch", &Runtime::llDispatch, arg("half"), arg("max_tokens"), arg("hidden"), arg("num_experts"),
            arg("phase"), arg("stream"), arg("x_ptr"), arg("num_tokens"), arg("topk_ptr"), arg("num_topk"),
            arg("recv_x_ptr"), arg("recv_scales_ptr"), arg("recv_count_ptr"), arg("src_info_ptr"),

@@ -3,7 +3,10 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <exception>
 #include <string>
 #include <utility>
@@ -29,6 +32,7 @@
 namespace uccl::ep::runtime {
 
 namespace ll = kernels::ll;
+namespace intranode = kernels::intranode;
 
 namespace {
 
@@ -46,6 +50,9 @@ const char* opStep(int32_t op) {
     case ll::kOpDispatchRecv: return "low-latency dispatch (receive)";
     case ll::kOpCombineSend: return "low-latency combine (send)";
     case ll::kOpCombineRecv: return "low-latency combine (receive)";
+    case intranode::kOpReuse: return "normal-mode dispatch/combine (waiting to reuse the nvl buffer)";
+    case intranode::kOpReady: return "normal-mode dispatch/combine (waiting for the peers' data)";
+    case intranode::kOpWorstOverflow: return "normal-mode dispatch (num_worst_tokens)";
     default: return "low-latency kernel (unknown step)";
   }
 }
@@ -80,6 +87,11 @@ struct Buffer::Impl {
   std::unique_ptr<DeviceArray<int32_t>> scratch;
   std::unique_ptr<DeviceArray<uint8_t*>> peer_gpu_base;
   std::unique_ptr<DeviceArray<int64_t*>> peer_gpu_signals;
+  // Normal mode: every domain peer's nvl buffer (null outside the domain), the CPU-wait counts, scratch.
+  bool normal_mnnvl = false;
+  std::unique_ptr<DeviceArray<uint8_t*>> peer_nvl;
+  std::unique_ptr<Mapped<intranode::HostCounts>> host_counts;
+  std::unique_ptr<DeviceArray<int32_t>> normal_scratch;
 
   // Proxy side.
   std::unique_ptr<proxy::ProxyGroup> proxies;
@@ -147,6 +159,9 @@ struct Buffer::Impl {
       rdma_base = nullptr;
       peer_gpu_base.reset();
       peer_gpu_signals.reset();
+      peer_nvl.reset();
+      host_counts.reset();
+      normal_scratch.reset();
       scratch.reset();
       mask_values.reset();
       mask.reset();
@@ -163,6 +178,12 @@ struct Buffer::Impl {
   }
 
   ll::Context context(int half, int max_tokens, int hidden, int num_experts) const;
+  // Ranks whose nvl buffers this rank maps: everyone under MNNVL, else the own node.
+  bool inNvlDomain(int p) const { return normal_mnnvl || nodeOf(p) == nodeOf(cfg.rank); }
+  bool singleDomain() const { return normal_mnnvl || (cfg.world + cfg.ranks_per_node - 1) / cfg.ranks_per_node == 1; }
+  intranode::Context normalContext(const char* call, int num_sms) const;
+  intranode::Layout normalLayout(const char* call, int num_experts, size_t hidden_bytes, size_t scale_bytes,
+                                 int num_topk, size_t combine_hidden_bytes) const;
 };
 
 namespace {
@@ -191,6 +212,18 @@ void validateConfig(const BufferConfig& c) {
   }
 }
 
+// UCCL_EP_NORMAL_MNNVL=1 or DEEP_EP_NORMAL_MNNVL=1: the whole group is one NVLink domain for normal mode.
+bool normalMnnvlFromEnv() {
+  for (const char* name : {"UCCL_EP_NORMAL_MNNVL", "DEEP_EP_NORMAL_MNNVL"}) {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') continue;
+    const std::string s(v);
+    if (s == "1" || s == "true" || s == "True") return true;
+    if (s != "0" && s != "false" && s != "False") UCCL_EP_THROW("{}={}: expected 0 or 1", name, s);
+  }
+  return false;
+}
+
 std::string ipcHandleBytes(void* ptr, const char* what, int rank) {
   cudaIpcMemHandle_t h;
   UCCL_EP_CUDA_OR_THROW(cudaIpcGetMemHandle(&h, ptr), "Buffer (rank {}): IPC handle of the {}", rank, what);
@@ -217,7 +250,16 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   if (config.num_nvl_bytes > 0) {
     UCCL_EP_CUDA_OR_THROW(cudaMalloc(&m.nvl_buffer, static_cast<size_t>(config.num_nvl_bytes)),
                           "Buffer (rank {}): allocating the {}-byte nvl buffer", config.rank, config.num_nvl_bytes);
+    // The normal-mode kernels' sequence, ready and done words start at zero on every rank.
+    UCCL_EP_CUDA_OR_THROW(cudaMemset(m.nvl_buffer, 0, static_cast<size_t>(config.num_nvl_bytes)),
+                          "Buffer (rank {}): zeroing the nvl buffer", config.rank);
   }
+  m.normal_mnnvl = normalMnnvlFromEnv();
+  m.peer_nvl = std::make_unique<DeviceArray<uint8_t*>>(world);
+  m.host_counts = std::make_unique<Mapped<intranode::HostCounts>>(1);
+  m.normal_scratch = std::make_unique<DeviceArray<int32_t>>(intranode::kScratchInts);
+  UCCL_EP_CUDA_OR_THROW(cudaMemset(m.normal_scratch->get(), 0, sizeof(int32_t) * intranode::kScratchInts),
+                        "Buffer (rank {}): zeroing the normal-mode scratch", config.rank);
   const size_t gpu_bytes = static_cast<size_t>(config.num_rdma_bytes) + m.signal_count * sizeof(int64_t);
   UCCL_EP_CUDA_OR_THROW(cudaMalloc(reinterpret_cast<void**>(&m.gpu_buffer), gpu_bytes),
                         "Buffer (rank {}): allocating the {}-byte gpu buffer", config.rank, gpu_bytes);
@@ -358,7 +400,7 @@ void Buffer::connect(const std::vector<std::string>& infos) {
         nvl_base[p] = m.nvl_buffer;
         continue;
       }
-      if (m.nodeOf(p) != m.nodeOf(rank)) continue;
+      if (!m.inNvlDomain(p)) continue;
       const PeerInfo& peer = peers[p];
       if (!sameHost(peer, m.self)) {
         UCCL_EP_THROW("rank {} runs on host {} and rank {} on host {}, but the node layout ({} ranks per node) puts "
@@ -385,7 +427,7 @@ void Buffer::connect(const std::vector<std::string>& infos) {
         m.opened_ipc.push_back(ptr);
         return ptr;
       };
-      gpu_base[p] = static_cast<uint8_t*>(open(peer.gpu_ipc_handle, "gpu buffer"));
+      if (m.nodeOf(p) == m.nodeOf(rank)) gpu_base[p] = static_cast<uint8_t*>(open(peer.gpu_ipc_handle, "gpu buffer"));
       if (m.cfg.num_nvl_bytes > 0) nvl_base[p] = open(peer.nvl_ipc_handle, "nvl buffer");
     }
 
@@ -403,6 +445,11 @@ void Buffer::connect(const std::vector<std::string>& infos) {
     UCCL_EP_CUDA_OR_THROW(cudaMemcpy(m.peer_gpu_signals->get(), table_signals.data(), sizeof(int64_t*) * world,
                                      cudaMemcpyHostToDevice),
                           "rank {}: connect(): peer table", rank);
+    std::vector<uint8_t*> table_nvl(world, nullptr);
+    for (int p = 0; p < world; ++p) table_nvl[p] = static_cast<uint8_t*>(nvl_base[p]);
+    UCCL_EP_CUDA_OR_THROW(
+        cudaMemcpy(m.peer_nvl->get(), table_nvl.data(), sizeof(uint8_t*) * world, cudaMemcpyHostToDevice),
+        "rank {}: connect(): nvl peer table", rank);
 
     if (m.proxies) {
       std::vector<transport::Blob> blobs;
@@ -574,6 +621,160 @@ void Buffer::cleanMask(uintptr_t stream) {
       "rank {}: low_latency_clean_mask_buffer", m.cfg.rank);
 }
 
+// ---- normal mode ----------------------------------------------------------------------------------------------
+intranode::Layout Buffer::Impl::normalLayout(const char* call, int num_experts, size_t hidden_bytes,
+                                             size_t scale_bytes, int num_topk, size_t combine_hidden_bytes) const {
+  const int world = cfg.world;
+  if (num_experts <= 0 || num_experts % world != 0 || num_experts > intranode::kMaxExperts) {
+    UCCL_EP_THROW("{}: num_experts = {} (expected a positive multiple of the {} ranks, at most {})", call,
+                  num_experts, world, intranode::kMaxExperts);
+  }
+  if (num_topk < 0 || num_topk > intranode::kMaxTopk) {
+    UCCL_EP_THROW("{}: num_topk = {} (expected 0 to {})", call, num_topk, intranode::kMaxTopk);
+  }
+  if (hidden_bytes % 16 != 0 || combine_hidden_bytes % 16 != 0) {
+    UCCL_EP_THROW("{}: a row of {} bytes is not a multiple of 16", call,
+                  hidden_bytes % 16 != 0 ? hidden_bytes : combine_hidden_bytes);
+  }
+  return intranode::makeLayout(world, num_experts, hidden_bytes, scale_bytes, num_topk, combine_hidden_bytes);
+}
+
+intranode::Context Buffer::Impl::normalContext(const char* call, int num_sms) const {
+  requireConnected(call);
+  if (cfg.num_nvl_bytes == 0) UCCL_EP_THROW("{}: normal mode needs num_nvl_bytes > 0 (Config.get_nvl_buffer_size_hint)", call);
+  if (!singleDomain()) {
+    UCCL_EP_THROW("{}: the {} ranks span {} nodes of {} ranks; normal mode across nodes without one NVLink domain is "
+                  "not supported yet (set UCCL_EP_NORMAL_MNNVL=1 when every GPU shares one NVLink domain)",
+                  call, cfg.world, (cfg.world + cfg.ranks_per_node - 1) / cfg.ranks_per_node, cfg.ranks_per_node);
+  }
+  if (cfg.world > intranode::kMaxRanks) UCCL_EP_THROW("{}: {} ranks (at most {})", call, cfg.world, intranode::kMaxRanks);
+  intranode::Context c;
+  c.rank = cfg.rank;
+  c.num_ranks = cfg.world;
+  c.self = static_cast<uint8_t*>(nvl_buffer);
+  c.peers = peer_nvl->get();
+  c.buffer_bytes = static_cast<size_t>(cfg.num_nvl_bytes);
+  c.error = error->device();
+  c.timeout_ns = env().timeoutNs();
+  c.scratch = normal_scratch->get();
+  c.host_counts = host_counts->device();
+  c.num_sms = num_sms > 0 ? num_sms : this->num_sms;
+  return c;
+}
+
+bool Buffer::normalSingleDomain() const { return impl_->singleDomain(); }
+
+size_t Buffer::normalDispatchBytes(int num_tokens, size_t hidden_bytes, size_t scale_bytes, int num_topk,
+                                   int num_experts) const {
+  return impl_->normalLayout("dispatch", num_experts, hidden_bytes, scale_bytes, num_topk, 16).dispatchBytes(num_tokens);
+}
+
+size_t Buffer::normalCombineBytes(int num_recv_rows, int hidden, int num_topk, int num_experts) const {
+  return impl_->normalLayout("combine", num_experts, 16, 0, num_topk, static_cast<size_t>(hidden) * 2)
+      .combineBytes(num_recv_rows);
+}
+
+void Buffer::normalLayout(intranode::LayoutArgs a, uintptr_t stream) {
+  Impl& m = *impl_;
+  m.requireConnected("get_dispatch_layout");
+  checkErrors();
+  m.normalLayout("get_dispatch_layout", a.num_experts, 16, 0, a.num_topk, 16);
+  a.num_ranks = m.cfg.world;
+  a.ranks_per_node = m.cfg.ranks_per_node;
+  UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "get_dispatch_layout: selecting device {}", m.cfg.device);
+  intranode::launchLayout(a, reinterpret_cast<void*>(stream));
+}
+
+namespace {
+void checkAligned(const void* p, size_t stride, const char* call, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || stride % 16 != 0) {
+    UCCL_EP_THROW("{}: {} must start on a 16-byte boundary with rows a multiple of 16 bytes apart (address {}, row "
+                  "stride {})",
+                  call, what, p, stride);
+  }
+}
+void checkFits(size_t need, int64_t have, const char* call, const std::string& what) {
+  if (need > static_cast<size_t>(have)) {
+    UCCL_EP_THROW("{}: {} needs num_nvl_bytes >= {} on this rank, the Buffer has {}", call, what, need, have);
+  }
+}
+}  // namespace
+
+void Buffer::normalDispatchSend(intranode::DispatchArgs a, bool cached, int num_sms, uintptr_t stream) {
+  Impl& m = *impl_;
+  const char* call = "dispatch";
+  checkErrors();
+  const intranode::Context c = m.normalContext(call, num_sms);
+  a.layout = m.normalLayout(call, a.num_experts, a.layout.hidden_bytes, a.layout.scale_bytes, a.layout.num_topk, 16);
+  if (a.num_tokens < 0) UCCL_EP_THROW("{}: num_tokens = {}", call, a.num_tokens);
+  if (a.num_tokens > 0) checkAligned(a.x, a.x_row_stride, call, "x");
+  checkFits(a.layout.dispatchBytes(a.num_tokens), m.cfg.num_nvl_bytes, call,
+            fmt::format("dispatching {} tokens of {} bytes (+ {} scale bytes, top-{})", a.num_tokens,
+                        a.layout.hidden_bytes, a.layout.scale_bytes, a.layout.num_topk));
+  if (a.report_to_host && !cached) {
+    if (a.num_experts / m.cfg.world > intranode::kMaxExperts) UCCL_EP_THROW("{}: too many local experts", call);
+    m.host_counts->host()->ready = 0;  // no kernel writes it until this call's publish step
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+  UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "{}: selecting device {}", call, m.cfg.device);
+  intranode::launchDispatchSend(c, a, cached, reinterpret_cast<void*>(stream));
+}
+
+std::pair<int, std::vector<int>> Buffer::normalDispatchWait(int num_experts) {
+  Impl& m = *impl_;
+  const char* call = "dispatch";
+  m.requireConnected(call);
+  const int per_rank = num_experts / m.cfg.world;
+  const intranode::HostCounts* hc = m.host_counts->host();
+  // The GPU wait inside the publish step times out first and records the rank; this wait allows for it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(env().timeoutNs()) +
+                        std::chrono::seconds(2);
+  uint32_t spins = 0;
+  while (__atomic_load_n(const_cast<const int64_t*>(&hc->ready), __ATOMIC_ACQUIRE) == 0) {
+    if (__atomic_load_n(&m.error->host()->code, __ATOMIC_ACQUIRE) != ll::kNoError) checkErrors();
+    if (std::chrono::steady_clock::now() > deadline) {
+      checkErrors();
+      throw TimeoutError(fmt::format(
+          "dispatch on rank {}: the receive counts did not arrive within UCCL_EP_TIMEOUT_SECS={}s (+2 s) and no "
+          "kernel recorded a failure: the stream may be blocked by earlier work",
+          m.cfg.rank, env().timeout_secs));
+    }
+    if (++spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  std::vector<int> per_expert(per_rank);
+  for (int i = 0; i < per_rank; ++i) per_expert[i] = hc->per_expert[i];
+  return {hc->num_recv, std::move(per_expert)};
+}
+
+void Buffer::normalDispatchRecv(intranode::DispatchArgs a, int num_sms, int send_tokens, uintptr_t stream) {
+  Impl& m = *impl_;
+  const char* call = "dispatch";
+  checkErrors();
+  intranode::Context c = m.normalContext(call, num_sms);
+  c.send_tokens = send_tokens;
+  a.layout = m.normalLayout(call, a.num_experts, a.layout.hidden_bytes, a.layout.scale_bytes, a.layout.num_topk, 16);
+  if (a.num_out_rows < 0) UCCL_EP_THROW("{}: {} output rows", call, a.num_out_rows);
+  if (a.num_out_rows > 0) checkAligned(a.recv_x, a.layout.hidden_bytes, call, "recv_x");
+  UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "{}: selecting device {}", call, m.cfg.device);
+  intranode::launchDispatchRecv(c, a, reinterpret_cast<void*>(stream));
+}
+
+void Buffer::normalCombine(intranode::CombineArgs a, int num_sms, int send_tokens, uintptr_t stream) {
+  Impl& m = *impl_;
+  const char* call = "combine";
+  checkErrors();
+  intranode::Context c = m.normalContext(call, num_sms);
+  c.send_tokens = send_tokens;
+  a.layout = m.normalLayout(call, a.layout.num_experts, 16, 0, a.num_topk, static_cast<size_t>(a.hidden) * 2);
+  if (a.num_recv_rows > 0) checkAligned(a.x, static_cast<size_t>(a.hidden) * 2, call, "x");
+  if (a.num_tokens > 0) checkAligned(a.out, static_cast<size_t>(a.hidden) * 2, call, "the output");
+  checkFits(a.layout.combineBytes(a.num_recv_rows), m.cfg.num_nvl_bytes, call,
+            fmt::format("combining {} received rows of hidden {} (top-{} weights)", a.num_recv_rows, a.hidden,
+                        a.num_topk));
+  UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "{}: selecting device {}", call, m.cfg.device);
+  intranode::launchCombine(c, a, reinterpret_cast<void*>(stream));
+}
+
 void Buffer::checkErrors() const {
   const Impl& m = *impl_;
   m.requireUsable("checkErrors()");
@@ -601,7 +802,14 @@ void Buffer::checkErrors() const {
   switch (code) {
     case ll::kTimeout:
       timeout = true;
-      if (recv) {
+      if (op == intranode::kOpReuse) {
+        msg = fmt::format("{} on rank {}: rank {} did not finish reading this rank's nvl buffer from the previous "
+                          "dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s (it never joined that call, or failed)",
+                          opStep(op), m.cfg.rank, peer, secs);
+      } else if (op == intranode::kOpReady) {
+        msg = fmt::format("{} on rank {}: rank {} did not join this dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s",
+                          opStep(op), m.cfg.rank, peer, secs);
+      } else if (recv) {
         msg = fmt::format("{} on rank {}: rank {} did not deliver its {}{}{} within UCCL_EP_TIMEOUT_SECS={}s",
                           opStep(op), m.cfg.rank, peer, op == ll::kOpDispatchRecv ? "dispatched tokens" : "combined rows",
                           expert_text, path(peer), secs);
@@ -622,6 +830,12 @@ void Buffer::checkErrors() const {
       break;
     }
     case ll::kSlotOverflow:
+      if (op == intranode::kOpWorstOverflow) {
+        msg = fmt::format("{} on rank {}: {} rows arrived but num_worst_tokens leaves room for fewer; rows beyond it "
+                          "were dropped",
+                          opStep(op), m.cfg.rank, detail);
+        break;
+      }
       msg = fmt::format("{} on rank {}: rank {}{} sent more tokens than num_max_dispatch_tokens_per_rank allows "
                         "(slot {})",
                         opStep(op), m.cfg.rank, peer, expert_text, detail);

@@ -23,8 +23,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "kernels/intranode.hpp"
 #include "kernels/low_latency.hpp"
 
 namespace uccl::ep::runtime {
@@ -79,6 +81,24 @@ class Buffer {
   void lowLatencyCombine(int half, int max_tokens, int hidden, int num_experts, const kernels::ll::CombineArgs& args,
                          kernels::ll::Phase phase, uintptr_t stream);
   void cleanLowLatencyBuffer(uintptr_t stream);  // zeroes signal words (both halves) and scratch
+
+  // --- normal mode within one memory domain (kernels/intranode.hpp) -------------------------------------------
+  // True when every rank is an NVLink peer of every other: one node, or UCCL_EP_NORMAL_MNNVL=1 /
+  // DEEP_EP_NORMAL_MNNVL=1 (the nvl buffers of all ranks are then mapped, whatever the node layout says).
+  bool normalSingleDomain() const;
+  // Bytes of nvl buffer a dispatch of num_tokens tokens / a combine of num_recv_rows rows needs on this rank.
+  size_t normalDispatchBytes(int num_tokens, size_t hidden_bytes, size_t scale_bytes, int num_topk,
+                             int num_experts) const;
+  size_t normalCombineBytes(int num_recv_rows, int hidden, int num_topk, int num_experts) const;
+  void normalLayout(kernels::intranode::LayoutArgs args, uintptr_t stream);
+  // Steps 1-3 of a dispatch (intranode.hpp). args.layout is filled here. Throws before launching when the
+  // sizes do not fit num_nvl_bytes or the limits.
+  void normalDispatchSend(kernels::intranode::DispatchArgs args, bool cached, int num_sms, uintptr_t stream);
+  // The CPU wait of a non-cached dispatch: the receive count and the per-local-expert counts. Throws
+  // TimeoutError naming the rank that never published (UCCL_EP_TIMEOUT_SECS).
+  std::pair<int, std::vector<int>> normalDispatchWait(int num_experts);
+  void normalDispatchRecv(kernels::intranode::DispatchArgs args, int num_sms, int send_tokens, uintptr_t stream);
+  void normalCombine(kernels::intranode::CombineArgs args, int num_sms, int send_tokens, uintptr_t stream);
 
   // enable_shrink: mask[r] = 1 means rank r is masked.
   void updateMask(int rank, bool masked, uintptr_t stream);

@@ -10,6 +10,7 @@ using gpuError_t = hipError_t;
 #define gpuSuccess hipSuccess
 #define gpuGetLastError hipGetLastError
 #define gpuGetErrorString hipGetErrorString
+#define gpuMemsetAsync hipMemsetAsync
 #else
 #include <cuda_runtime.h>
 using gpuStream_t = cudaStream_t;
@@ -17,4 +18,5 @@ using gpuError_t = cudaError_t;
 #define gpuSuccess cudaSuccess
 #define gpuGetLastError cudaGetLastError
 #define gpuGetErrorString cudaGetErrorString
+#define gpuMemsetAsync cudaMemsetAsync
 #endif

@@ -1,0 +1,486 @@
+// Normal-mode kernels within one memory domain (see intranode.hpp for the protocol and the layout).
+//
+// layout       blocks over tokens; per-block shared-memory histograms of experts, ranks and nodes, flushed with
+//              one atomic per nonzero bin.
+// reuse        1 block: seq += 1, then wait for every reader's done word to reach the previous epoch.
+// pack         grid: warps copy own tokens into the own buffer; blocks scan is_token_in_rank per destination
+//              (ballot prefix sums) into the ordered lists and send_pos.
+// publish      1 block: ready = epoch; wait for every source's ready; dispatch: prefix matrix and counts.
+// pull         grid: dispatch copies rows (work items of send_tokens rows per warp); combine sums, per token,
+//              the rows of every rank it went to, in rank order (deterministic).
+// finish       1 block: done[self] = epoch at every source.
+#include "kernels/intranode.hpp"
+
+#include <stdexcept>
+#include <string>
+
+#include "uccl_ep/platform/atomics.hpp"
+#include "uccl_ep/platform/clock.hpp"
+#include "uccl_ep/platform/gpu_runtime.hpp"
+#include "uccl_ep/platform/numeric.hpp"
+#include "uccl_ep/platform/warp.hpp"
+
+namespace uccl::ep::kernels::intranode {
+namespace {
+
+using platform::kWarpSize;
+using platform::Scope;
+
+constexpr int kThreads = 512;
+constexpr int kWaitThreads = 256;
+
+__device__ __forceinline__ uint64_t* word(uint8_t* base, size_t off) {
+  return reinterpret_cast<uint64_t*>(base + off);
+}
+__device__ __forceinline__ uint64_t epochOf(const Context& ctx) {
+  return *reinterpret_cast<volatile uint64_t*>(ctx.self + kSeqOff);
+}
+__device__ __forceinline__ bool failed(const Context& ctx) {
+  return *reinterpret_cast<volatile int32_t*>(&ctx.error->code) != 0;
+}
+
+// First failure wins: the op field is the claim, code is written last (the host polls code).
+__device__ void recordError(const Context& ctx, int32_t code, int32_t op, int peer, uint64_t detail) {
+  if (atomicCAS(reinterpret_cast<int*>(&ctx.error->op), 0, op) != 0) return;
+  ctx.error->peer = peer;
+  ctx.error->expert = -1;
+  ctx.error->detail = detail;
+  __threadfence_system();
+  atomicExch(reinterpret_cast<int*>(&ctx.error->code), code);
+}
+
+// Threads of the block share out the ranks and wait until rank r's word at `off` (in `peer_base(r)`) reaches
+// `target`. A timeout records the rank and returns false for the whole block.
+template <typename PeerWord>
+__device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target, int32_t op) {
+  __shared__ int any_timeout;
+  if (threadIdx.x == 0) any_timeout = 0;
+  __syncthreads();
+  const uint64_t start = platform::nowNs();
+  for (int r = threadIdx.x; r < ctx.num_ranks; r += blockDim.x) {
+    uint64_t* w = peer_word(r);
+    uint64_t v;
+    while ((v = platform::loadAcquire<Scope::kSystem>(w)) < target) {
+      if (platform::nowNs() - start > ctx.timeout_ns) {
+        recordError(ctx, ll::kTimeout, op, r, (target << 8) | (v & 0xff));
+        any_timeout = 1;
+        break;
+      }
+      if (failed(ctx)) break;  // another thread already timed out: stop waiting for the rest
+    }
+  }
+  __syncthreads();
+  return any_timeout == 0 && !failed(ctx);
+}
+
+// ---- get_dispatch_layout ----------------------------------------------------------------------------------
+__global__ void layoutKernel(LayoutArgs a) {
+  extern __shared__ int32_t hist[];  // [E] experts, [R] ranks, [nodes]
+  const int nodes = a.tokens_per_node ? (a.num_ranks + a.ranks_per_node - 1) / a.ranks_per_node : 0;
+  int32_t* h_expert = hist;
+  int32_t* h_rank = hist + a.num_experts;
+  int32_t* h_node = h_rank + a.num_ranks;
+  const int bins = a.num_experts + a.num_ranks + nodes;
+  for (int i = threadIdx.x; i < bins; i += blockDim.x) hist[i] = 0;
+  __syncthreads();
+  const int per_rank = a.num_experts / a.num_ranks;
+  for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < a.num_tokens; t += gridDim.x * blockDim.x) {
+    const int64_t* row = a.topk_idx + static_cast<size_t>(t) * a.num_topk;
+    for (int k = 0; k < a.num_topk; ++k) {
+      const int64_t e = row[k];
+      if (e < 0 || e >= a.num_experts) continue;
+      bool seen_expert = false, seen_rank = false, seen_node = false;
+      const int r = static_cast<int>(e / per_rank);
+      for (int j = 0; j < k; ++j) {
+        const int64_t f = row[j];
+        if (f < 0 || f >= a.num_experts) continue;
+        seen_expert |= f == e;
+        const int rf = static_cast<int>(f / per_rank);
+        seen_rank |= rf == r;
+        seen_node |= rf / a.ranks_per_node == r / a.ranks_per_node;
+      }
+      if (!seen_expert) atomicAdd(&h_expert[e], 1);
+      if (!seen_rank) {
+        atomicAdd(&h_rank[r], 1);
+        a.is_token_in_rank[static_cast<size_t>(t) * a.num_ranks + r] = true;
+      }
+      if (nodes > 0 && !seen_node) atomicAdd(&h_node[r / a.ranks_per_node], 1);
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < bins; i += blockDim.x) {
+    if (hist[i] == 0) continue;
+    int32_t* dst = i < a.num_experts ? &a.tokens_per_expert[i]
+                   : i < a.num_experts + a.num_ranks ? &a.tokens_per_rank[i - a.num_experts]
+                                                     : &a.tokens_per_node[i - a.num_experts - a.num_ranks];
+    atomicAdd(dst, hist[i]);
+  }
+}
+
+// ---- the 1-block steps --------------------------------------------------------------------------------------
+__global__ void reuseKernel(Context ctx) {
+  __shared__ uint64_t epoch;
+  if (threadIdx.x == 0) {
+    volatile uint64_t* seq = reinterpret_cast<volatile uint64_t*>(ctx.self + kSeqOff);
+    epoch = *seq + 1;
+    *seq = epoch;
+  }
+  __syncthreads();
+  if (failed(ctx)) return;
+  const uint64_t target = epoch - 1;
+  waitAll(ctx, [&](int r) { return word(ctx.self, kHeaderBytes + size_t(r) * 8); }, target, kOpReuse);
+}
+
+// Dispatch (count=true): also the prefix matrix, the receive total and the per-expert counts.
+__global__ void publishKernel(Context ctx, Layout l, bool count, bool report_to_host, int32_t* prefix,
+                              bool have_expert_counts) {
+  const uint64_t e = epochOf(ctx);
+  __threadfence_system();
+  __syncthreads();
+  if (threadIdx.x == 0) platform::storeRelease<Scope::kSystem>(word(ctx.self, kReadyOff), e);
+  if (failed(ctx)) return;
+  if (!waitAll(ctx, [&](int r) { return word(ctx.peers[r], kReadyOff); }, e, kOpReady)) return;
+  if (!count) return;
+  const int R = ctx.num_ranks;
+  for (int j = threadIdx.x; j < R; j += blockDim.x) {
+    int32_t acc = 0;
+    for (int i = 0; i < R; ++i) {
+      acc += reinterpret_cast<const volatile int32_t*>(ctx.peers[i] + l.counts_off)[j];
+      prefix[i * R + j] = acc;
+    }
+  }
+  __syncthreads();
+  const int32_t total = prefix[(R - 1) * R + ctx.rank];
+  const int per_rank = l.num_experts / R;
+  if (threadIdx.x == 0) ctx.scratch[0] = total;
+  if (!report_to_host) return;
+  for (int le = threadIdx.x; le < per_rank; le += blockDim.x) {
+    int32_t acc = 0;
+    if (have_expert_counts) {
+      for (int s = 0; s < R; ++s) {
+        acc += reinterpret_cast<const volatile int32_t*>(ctx.peers[s] + l.expert_counts_off)[ctx.rank * per_rank + le];
+      }
+    }
+    ctx.host_counts->per_expert[le] = acc;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    ctx.host_counts->num_recv = total;
+    __threadfence_system();
+    ctx.host_counts->ready = static_cast<int64_t>(e);
+  }
+}
+
+__global__ void finishKernel(Context ctx) {
+  const uint64_t e = epochOf(ctx);
+  __threadfence_system();
+  for (int s = threadIdx.x; s < ctx.num_ranks; s += blockDim.x) {
+    platform::storeRelease<Scope::kSystem>(word(ctx.peers[s], kHeaderBytes + size_t(ctx.rank) * 8), e);
+  }
+}
+
+// ---- dispatch -----------------------------------------------------------------------------------------------
+__device__ __forceinline__ void copyWarp(uint8_t* dst, const uint8_t* src, size_t bytes) {
+  // bytes is a multiple of 16 and both ends are 16-byte aligned (checked by the launcher)
+  const int lane = platform::laneId();
+  const size_t n = bytes / 16;
+  const int4* s = reinterpret_cast<const int4*>(src);
+  int4* d = reinterpret_cast<int4*>(dst);
+  size_t i = lane;
+  for (; i + 3 * kWarpSize < n; i += 4 * kWarpSize) {
+    const int4 a = s[i], b = s[i + kWarpSize], c = s[i + 2 * kWarpSize], q = s[i + 3 * kWarpSize];
+    d[i] = a;
+    d[i + kWarpSize] = b;
+    d[i + 2 * kWarpSize] = c;
+    d[i + 3 * kWarpSize] = q;
+  }
+  for (; i < n; i += kWarpSize) d[i] = s[i];
+}
+
+__global__ void __launch_bounds__(kThreads) dispatchPackKernel(Context ctx, DispatchArgs a) {
+  extern __shared__ int32_t warp_sums[];
+  if (failed(ctx)) return;
+  const Layout& l = a.layout;
+  const int T = a.num_tokens, R = ctx.num_ranks, K = l.num_topk;
+  const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
+  uint8_t* payload = ctx.self + l.payloadOff(T);
+  // tokens: one warp each
+  for (int t = blockIdx.x * nwarps + warp; t < T; t += gridDim.x * nwarps) {
+    uint8_t* dst = payload + static_cast<size_t>(t) * l.token_stride;
+    copyWarp(dst, static_cast<const uint8_t*>(a.x) + static_cast<size_t>(t) * a.x_row_stride, l.hidden_bytes);
+    for (int k = lane; k < K; k += kWarpSize) {
+      reinterpret_cast<int64_t*>(dst + l.idxOff())[k] = a.topk_idx[static_cast<size_t>(t) * K + k];
+      reinterpret_cast<float*>(dst + l.weightsOff())[k] =
+          a.topk_weights ? a.topk_weights[static_cast<size_t>(t) * K + k] : 0.0f;
+    }
+    const int32_t* sc = static_cast<const int32_t*>(a.scales);
+    for (int c = lane; c < a.num_scales; c += kWarpSize) {
+      reinterpret_cast<int32_t*>(dst + l.scalesOff())[c] = sc[t * a.scale_token_stride + c * a.scale_col_stride];
+    }
+  }
+  // per-destination lists: block b scans destinations b, b + grid, ...
+  int32_t* lists = reinterpret_cast<int32_t*>(ctx.self + l.listsOff());
+  for (int r = blockIdx.x; r < R; r += gridDim.x) {
+    int total = 0;
+    for (int base = 0; base < T; base += blockDim.x) {
+      const int t = base + static_cast<int>(threadIdx.x);
+      const bool hit = t < T && a.is_token_in_rank[static_cast<size_t>(t) * R + r];
+      const uint64_t bits = platform::ballot(hit);
+      const int before = platform::popcount64(bits & ((uint64_t{1} << lane) - 1));
+      if (lane == 0) warp_sums[warp] = platform::popcount64(bits);
+      __syncthreads();
+      int offset = 0, chunk = 0;
+      for (int i = 0; i < nwarps; ++i) {
+        offset += i < warp ? warp_sums[i] : 0;
+        chunk += warp_sums[i];
+      }
+      if (hit) lists[static_cast<size_t>(r) * T + total + offset + before] = t;
+      if (a.send_pos && t < T) a.send_pos[static_cast<size_t>(t) * R + r] = hit ? total + offset + before : -1;
+      total += chunk;
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) reinterpret_cast<int32_t*>(ctx.self + l.counts_off)[r] = total;
+  }
+  if (blockIdx.x == 0) {
+    int32_t* ec = reinterpret_cast<int32_t*>(ctx.self + l.expert_counts_off);
+    for (int i = threadIdx.x; i < l.num_experts; i += blockDim.x) ec[i] = a.tokens_per_expert ? a.tokens_per_expert[i] : 0;
+    if (threadIdx.x == 0) *reinterpret_cast<int32_t*>(ctx.self + kNumTokensOff) = T;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+  extern __shared__ int32_t smem[];  // [R] inclusive receive prefix of this rank's column, [R] source num_tokens
+  if (failed(ctx)) return;
+  const Layout& l = a.layout;
+  const int R = ctx.num_ranks, K = l.num_topk, me = ctx.rank;
+  int32_t* col = smem;
+  int32_t* src_tokens = smem + R;
+  for (int s = threadIdx.x; s < R; s += blockDim.x) {
+    col[s] = prefix[s * R + me];
+    src_tokens[s] = *reinterpret_cast<const volatile int32_t*>(ctx.peers[s] + kNumTokensOff);
+  }
+  __syncthreads();
+  int total = col[R - 1];
+  if (a.worst && total > a.num_out_rows) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) recordError(ctx, ll::kSlotOverflow, kOpWorstOverflow, me, total);
+    total = a.num_out_rows;
+  }
+  const int per_rank = l.num_experts / R;
+  const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
+  const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
+  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * nwarps + warp;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * nwarps;
+  for (int64_t first = global_warp * step; first < a.num_out_rows; first += warps * step) {
+    // the source of `first`: the first s with col[s] > first (binary search over the inclusive prefix)
+    int lo = 0, hi = R - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (col[mid] > first) hi = mid; else lo = mid + 1;
+    }
+    int s = lo;
+    const int64_t last = first + step < a.num_out_rows ? first + step : a.num_out_rows;
+    for (int64_t g = first; g < last; ++g) {
+      if (g >= total) {  // num_worst_tokens padding
+        for (int k = lane; k < K; k += kWarpSize) {
+          if (a.recv_topk_idx) a.recv_topk_idx[g * K + k] = -1;
+          if (a.recv_topk_weights) a.recv_topk_weights[g * K + k] = 0.0f;
+        }
+        if (lane == 0 && a.recv_src_idx) a.recv_src_idx[g] = -1;
+        continue;
+      }
+      while (col[s] <= g) ++s;
+      const int j = static_cast<int>(g - (s > 0 ? col[s - 1] : 0));
+      const int Ts = src_tokens[s];
+      const uint8_t* src_base = ctx.peers[s];
+      const int t = reinterpret_cast<const int32_t*>(src_base + l.listsOff())[static_cast<size_t>(me) * Ts + j];
+      const uint8_t* tok = src_base + l.payloadOff(Ts) + static_cast<size_t>(t) * l.token_stride;
+      copyWarp(static_cast<uint8_t*>(a.recv_x) + g * l.hidden_bytes, tok, l.hidden_bytes);
+      for (int k = lane; k < K; k += kWarpSize) {
+        const int64_t e = reinterpret_cast<const int64_t*>(tok + l.idxOff())[k];
+        const bool mine = e >= static_cast<int64_t>(me) * per_rank && e < static_cast<int64_t>(me + 1) * per_rank;
+        if (a.recv_topk_idx) a.recv_topk_idx[g * K + k] = mine ? e - static_cast<int64_t>(me) * per_rank : -1;
+        if (a.recv_topk_weights) {
+          a.recv_topk_weights[g * K + k] = mine ? reinterpret_cast<const float*>(tok + l.weightsOff())[k] : 0.0f;
+        }
+      }
+      if (a.recv_scales_f) {
+        const int32_t* sc = reinterpret_cast<const int32_t*>(tok + l.scalesOff());
+        int32_t* out = reinterpret_cast<int32_t*>(a.recv_scales_f) + g * a.num_scales;
+        for (int c = lane; c < a.num_scales; c += kWarpSize) out[c] = sc[c];
+      }
+      if (lane == 0 && a.recv_src_idx) a.recv_src_idx[g] = t;
+    }
+  }
+}
+
+// ---- combine ------------------------------------------------------------------------------------------------
+__global__ void __launch_bounds__(kThreads) combinePackKernel(Context ctx, CombineArgs a) {
+  if (failed(ctx)) return;
+  const Layout& l = a.layout;
+  const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
+  const size_t row_bytes = static_cast<size_t>(a.hidden) * 2;
+  uint8_t* rows = ctx.self + l.data_off;
+  for (int g = blockIdx.x * nwarps + warp; g < a.num_recv_rows; g += gridDim.x * nwarps) {
+    uint8_t* dst = rows + static_cast<size_t>(g) * l.combine_row_stride;
+    copyWarp(dst, static_cast<const uint8_t*>(a.x) + g * row_bytes, row_bytes);
+    if (a.topk_weights) {
+      for (int k = lane; k < a.num_topk; k += kWarpSize) {
+        reinterpret_cast<float*>(dst + row_bytes)[k] = a.topk_weights[static_cast<size_t>(g) * a.num_topk + k];
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ void addBf16x8(float* acc, int4 raw) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
+#pragma unroll
+  for (int c = 0; c < 8; ++c) acc[c] += platform::bf16ToFloat(h[c]);
+}
+
+// One warp per token. The warp first lists the rows to add (one per rank the token went to, in rank order) in
+// its shared-memory slice, then each lane sums 8 channels at a time over that list.
+__global__ void __launch_bounds__(kThreads) combinePullKernel(Context ctx, CombineArgs a) {
+  extern __shared__ const uint8_t* rows_of[];  // [warps][R]
+  if (failed(ctx)) return;
+  const Layout& l = a.layout;
+  const int R = ctx.num_ranks, me = ctx.rank, K = a.num_topk;
+  const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
+  const uint8_t** mine = rows_of + static_cast<size_t>(warp) * R;
+  const int vecs = a.hidden / 8;
+  const size_t row_bytes = static_cast<size_t>(a.hidden) * 2;
+  for (int t = blockIdx.x * nwarps + warp; t < a.num_tokens; t += gridDim.x * nwarps) {
+    int n = 0;
+    for (int base = 0; base < R; base += kWarpSize) {
+      const int r = base + lane;
+      const int pos = r < R ? a.send_pos[static_cast<size_t>(t) * R + r] : -1;
+      const uint64_t bits = platform::ballot(pos >= 0);
+      if (pos >= 0) {
+        const int before = platform::popcount64(bits & ((uint64_t{1} << lane) - 1));
+        const int row = (me > 0 ? a.rank_prefix_matrix[(me - 1) * R + r] : 0) + pos;
+        mine[n + before] = ctx.peers[r] + l.data_off + static_cast<size_t>(row) * l.combine_row_stride;
+      }
+      n += platform::popcount64(bits);
+    }
+    platform::syncWarp();
+    const int4* b0 = a.bias0 ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias0) +
+                                                             static_cast<size_t>(t) * a.hidden)
+                             : nullptr;
+    const int4* b1 = a.bias1 ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias1) +
+                                                             static_cast<size_t>(t) * a.hidden)
+                             : nullptr;
+    int4* out = reinterpret_cast<int4*>(static_cast<uint16_t*>(a.out) + static_cast<size_t>(t) * a.hidden);
+    for (int v = lane; v < vecs; v += kWarpSize) {
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int i = 0; i < n; ++i) addBf16x8(acc, reinterpret_cast<const int4*>(mine[i])[v]);
+      if (b0) addBf16x8(acc, b0[v]);
+      if (b1) addBf16x8(acc, b1[v]);
+      int4 packed;
+      uint16_t* o = reinterpret_cast<uint16_t*>(&packed);
+#pragma unroll
+      for (int c = 0; c < 8; ++c) o[c] = platform::floatToBf16(acc[c]);
+      out[v] = packed;
+    }
+    if (a.out_weights) {
+      for (int k = lane; k < K; k += kWarpSize) {
+        float w = 0.0f;
+        for (int i = 0; i < n; ++i) w += reinterpret_cast<const float*>(mine[i] + row_bytes)[k];
+        a.out_weights[static_cast<size_t>(t) * K + k] = w;
+      }
+    }
+    platform::syncWarp();
+  }
+}
+
+void check(gpuError_t err, const char* what) {
+  if (err != gpuSuccess) throw std::runtime_error(std::string("launching ") + what + ": " + gpuGetErrorString(err));
+}
+
+// Every kernel asks for the same shared-memory carveout as the low-latency ones: an SM that holds a spinning
+// block keeps its carveout, and another rank's kernel (MPS) wanting a different one could find no SM.
+void setCarveout() {
+#if defined(UCCL_EP_CUDA)
+  static const bool once = [] {
+    for (const void* f :
+         {reinterpret_cast<const void*>(&layoutKernel), reinterpret_cast<const void*>(&reuseKernel),
+          reinterpret_cast<const void*>(&publishKernel), reinterpret_cast<const void*>(&finishKernel),
+          reinterpret_cast<const void*>(&dispatchPackKernel), reinterpret_cast<const void*>(&dispatchPullKernel),
+          reinterpret_cast<const void*>(&combinePackKernel), reinterpret_cast<const void*>(&combinePullKernel)}) {
+      check(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+            "setting the shared-memory carveout");
+    }
+    return true;
+  }();
+  (void)once;
+#endif
+}
+
+int grid(const Context& ctx) { return ctx.num_sms > 0 ? ctx.num_sms : 1; }
+
+}  // namespace
+
+void launchLayout(const LayoutArgs& a, void* stream) {
+  auto s = static_cast<gpuStream_t>(stream);
+  setCarveout();
+  const int nodes = a.tokens_per_node ? (a.num_ranks + a.ranks_per_node - 1) / a.ranks_per_node : 0;
+  check(gpuMemsetAsync(a.tokens_per_rank, 0, sizeof(int32_t) * a.num_ranks, s), "layout (zero)");
+  check(gpuMemsetAsync(a.tokens_per_expert, 0, sizeof(int32_t) * a.num_experts, s), "layout (zero)");
+  if (nodes > 0) check(gpuMemsetAsync(a.tokens_per_node, 0, sizeof(int32_t) * nodes, s), "layout (zero)");
+  if (a.num_tokens > 0) {
+    check(gpuMemsetAsync(a.is_token_in_rank, 0, static_cast<size_t>(a.num_tokens) * a.num_ranks, s), "layout (zero)");
+  }
+  const size_t shm = sizeof(int32_t) * (a.num_experts + a.num_ranks + nodes);
+  int blocks = (a.num_tokens + 255) / 256;
+  blocks = blocks < 1 ? 1 : (blocks > 132 ? 132 : blocks);
+  layoutKernel<<<blocks, 256, shm, s>>>(a);
+  check(gpuGetLastError(), "get_dispatch_layout");
+}
+
+void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, void* stream) {
+  auto s = static_cast<gpuStream_t>(stream);
+  setCarveout();
+  reuseKernel<<<1, kWaitThreads, 0, s>>>(ctx);
+  check(gpuGetLastError(), "dispatch (reuse wait)");
+  const size_t pack_shm = sizeof(int32_t) * (kThreads / kWarpSize);
+  dispatchPackKernel<<<grid(ctx), kThreads, pack_shm, s>>>(ctx, a);
+  check(gpuGetLastError(), "dispatch (pack)");
+  publishKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout, !cached, a.report_to_host && !cached, a.rank_prefix_matrix,
+                                           a.tokens_per_expert != nullptr);
+  check(gpuGetLastError(), "dispatch (publish)");
+}
+
+void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream) {
+  auto s = static_cast<gpuStream_t>(stream);
+  setCarveout();
+  const size_t shm = sizeof(int32_t) * 2 * static_cast<size_t>(ctx.num_ranks);
+  if (a.num_out_rows > 0) {
+    dispatchPullKernel<<<grid(ctx), kThreads, shm, s>>>(ctx, a, a.rank_prefix_matrix);
+    check(gpuGetLastError(), "dispatch (pull)");
+  }
+  finishKernel<<<1, kWaitThreads, 0, s>>>(ctx);
+  check(gpuGetLastError(), "dispatch (finish)");
+}
+
+void launchCombine(const Context& ctx, const CombineArgs& a, void* stream) {
+  auto s = static_cast<gpuStream_t>(stream);
+  setCarveout();
+  reuseKernel<<<1, kWaitThreads, 0, s>>>(ctx);
+  check(gpuGetLastError(), "combine (reuse wait)");
+  if (a.num_recv_rows > 0) {
+    combinePackKernel<<<grid(ctx), kThreads, 0, s>>>(ctx, a);
+    check(gpuGetLastError(), "combine (pack)");
+  }
+  publishKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout, false, false, nullptr, false);
+  check(gpuGetLastError(), "combine (publish)");
+  if (a.num_tokens > 0) {
+    // as many warps per block as keep the per-warp row lists within 32 KiB of shared memory
+    int warps = static_cast<int>(32768 / (sizeof(void*) * static_cast<size_t>(ctx.num_ranks)));
+    warps = warps < 1 ? 1 : (warps > kThreads / kWarpSize ? kThreads / kWarpSize : warps);
+    const size_t shm = sizeof(void*) * static_cast<size_t>(ctx.num_ranks) * warps;
+    combinePullKernel<<<grid(ctx), warps * kWarpSize, shm, s>>>(ctx, a);
+    check(gpuGetLastError(), "combine (pull)");
+  }
+  finishKernel<<<1, kWaitThreads, 0, s>>>(ctx);
+  check(gpuGetLastError(), "combine (finish)");
+}
+
+}  // namespace uccl::ep::kernels::intranode

@@ -1,0 +1,167 @@
+// Normal-mode (training, prefill) kernels for ranks that share one memory domain: one host, or a multi-node
+// NVLink domain. Raw pointers and a stream; no torch. Compiled for CUDA (intranode.cu) and HIP (same source).
+//
+// Design: pull, not push. Every rank exposes its nvl buffer to every peer (CUDA IPC, POSIX-FD or fabric
+// handles). A call runs as a short sequence of kernels on one stream:
+//   1. reuse     (1 block)  seq += 1 (epoch e); wait until every reader has marked done >= e-1 in this buffer,
+//                           i.e. nobody still reads what the previous call left here.
+//   2. pack      (grid)     dispatch: this rank's tokens (row, scales, top-k) into its own buffer, plus per
+//                           destination the ordered list of tokens it receives; combine: this rank's received
+//                           rows (and weights) in receive order.
+//   3. publish   (1 block)  fence, ready = e; wait until every source's ready >= e. Dispatch: read every
+//                           source's per-destination counts -> rank prefix matrix, receive count, per-expert
+//                           counts (device, and host-mapped for the CPU wait).
+//   4. pull      (grid)     dispatch: copy rows from every source's buffer into the outputs; combine: sum the
+//                           copies of each own token from every rank it went to.
+//   5. finish    (1 block)  done[self] = e in every source's buffer.
+// Only the 1-block kernels wait, so at most one spinning block per rank exists at any time and no kernel needs
+// another rank's grid to be resident: N ranks sharing one GPU (MPS) progress with any num_sms. No thread layout
+// depends on the rank count: warps loop over peers and rows.
+//
+// Each token is copied once into its owner's buffer and read once per destination (dispatch); each received
+// row is copied once and read once by its source (combine).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/low_latency.hpp"  // ErrorRecord
+#include "uccl_ep/platform/platform.hpp"
+
+namespace uccl::ep::kernels::intranode {
+
+using ll::ErrorRecord;
+
+constexpr int kMaxTopk = 16;
+constexpr int kMaxRanks = 1024;          // NVLink peers in one call (MNNVL domains are 72 today)
+constexpr int kMaxExperts = 8192;
+constexpr size_t kAlign = 128;
+constexpr size_t kHeaderBytes = 4096;    // seq, ready, num_tokens, each on its own 64-byte line
+constexpr size_t kSeqOff = 0, kReadyOff = 64, kNumTokensOff = 128;
+
+// Ops named in ErrorRecord::op by these kernels (low-latency uses 1..4).
+enum Op : int32_t { kOpReuse = 5, kOpReady = 6, kOpWorstOverflow = 7 };
+
+UCCL_EP_HOST_DEVICE inline constexpr size_t alignUp(size_t v, size_t a = kAlign) { return (v + a - 1) / a * a; }
+
+// Offsets inside every rank's nvl buffer. Identical on all ranks except the dispatch lists/payload, which depend
+// on the owner's num_tokens (read from its header).
+struct Layout {
+  int num_ranks = 0, num_experts = 0;
+  size_t done_off = kHeaderBytes;   // int64 [R]: done[r] written by reader r
+  size_t counts_off = 0;            // int32 [R]: tokens this rank sends to each rank (dispatch)
+  size_t expert_counts_off = 0;     // int32 [E]: tokens per global expert (dispatch, when counted)
+  size_t data_off = 0;              // start of the per-call area
+  // dispatch payload: one token = row bytes (a multiple of 16), top-k ids (int64), weights (float), scales
+  size_t hidden_bytes = 0, scale_bytes = 0;
+  int num_topk = 0;
+  size_t token_stride = 0;
+  UCCL_EP_HOST_DEVICE size_t idxOff() const { return hidden_bytes; }
+  UCCL_EP_HOST_DEVICE size_t weightsOff() const { return hidden_bytes + size_t(num_topk) * 8; }
+  UCCL_EP_HOST_DEVICE size_t scalesOff() const { return hidden_bytes + size_t(num_topk) * 12; }
+  // combine rows: BF16 row then top-k weights (float)
+  size_t combine_row_stride = 0;
+
+  UCCL_EP_HOST_DEVICE size_t listsOff() const { return data_off; }  // int32 [R][num_tokens]
+  UCCL_EP_HOST_DEVICE size_t payloadOff(int num_tokens) const { return alignUp(data_off + size_t(num_ranks) * num_tokens * 4); }
+  UCCL_EP_HOST_DEVICE size_t dispatchBytes(int num_tokens) const { return payloadOff(num_tokens) + size_t(num_tokens) * token_stride; }
+  UCCL_EP_HOST_DEVICE size_t combineBytes(int num_recv_rows) const { return data_off + size_t(num_recv_rows) * combine_row_stride; }
+};
+
+inline Layout makeLayout(int num_ranks, int num_experts, size_t hidden_bytes, size_t scale_bytes, int num_topk,
+                         size_t combine_hidden_bytes) {
+  Layout l;
+  l.num_ranks = num_ranks;
+  l.num_experts = num_experts;
+  l.done_off = kHeaderBytes;
+  l.counts_off = alignUp(l.done_off + size_t(num_ranks) * 8);
+  l.expert_counts_off = alignUp(l.counts_off + size_t(num_ranks) * 4);
+  l.data_off = alignUp(l.expert_counts_off + size_t(num_experts) * 4);
+  l.hidden_bytes = hidden_bytes;
+  l.scale_bytes = scale_bytes;
+  l.num_topk = num_topk;
+  l.token_stride = alignUp(hidden_bytes + scale_bytes + size_t(num_topk) * 12, 16);
+  l.combine_row_stride = alignUp(combine_hidden_bytes + size_t(num_topk) * 4, 16);
+  return l;
+}
+
+// Host-mapped results of the dispatch publish step, for the CPU wait of a non-cached dispatch.
+struct HostCounts {
+  volatile int64_t ready;          // epoch when the fields below are valid; the runtime zeroes it per call
+  volatile int32_t num_recv;
+  volatile int32_t pad;
+  volatile int32_t per_expert[kMaxExperts];  // [E_local]
+};
+
+// Everything about the buffer and the peers; filled by the runtime.
+struct Context {
+  int rank = 0, num_ranks = 0;
+  uint8_t* self = nullptr;               // this rank's nvl buffer
+  uint8_t* const* peers = nullptr;       // device array [R] of every rank's nvl buffer as mapped here
+  size_t buffer_bytes = 0;
+  ErrorRecord* error = nullptr;          // host-mapped
+  uint64_t timeout_ns = 0;
+  int32_t* scratch = nullptr;            // device, kScratchInts int32 (receive total etc.)
+  HostCounts* host_counts = nullptr;     // host-mapped
+  int num_sms = 20;                      // blocks of the grid kernels
+  int send_tokens = 6;                   // rows per warp work item in the pull kernels
+};
+constexpr int kScratchInts = 64;         // [0]: receive total of the last dispatch publish
+
+// get_dispatch_layout. Outputs are written whole (the kernel zeroes them first).
+struct LayoutArgs {
+  const int64_t* topk_idx = nullptr;     // [T, K]
+  int num_tokens = 0, num_topk = 0, num_experts = 0, num_ranks = 0, ranks_per_node = 1;
+  int32_t* tokens_per_rank = nullptr;    // [R]
+  int32_t* tokens_per_node = nullptr;    // [nodes] or null
+  int32_t* tokens_per_expert = nullptr;  // [E]
+  bool* is_token_in_rank = nullptr;      // [T, R]
+};
+void launchLayout(const LayoutArgs& a, void* stream);
+
+struct DispatchArgs {
+  // inputs
+  const void* x = nullptr;               // [T, hidden] BF16 or FP8, rows x_row_stride bytes apart
+  size_t x_row_stride = 0;
+  const void* scales = nullptr;          // 4-byte elements (float or int32-packed UE8M0), or null
+  int num_scales = 0;                    // per token
+  int64_t scale_token_stride = 0, scale_col_stride = 0;  // in elements
+  const int64_t* topk_idx = nullptr;     // [T, K] or null (no top-k)
+  const float* topk_weights = nullptr;   // [T, K] or null
+  const bool* is_token_in_rank = nullptr;  // [T, R]
+  const int32_t* tokens_per_expert = nullptr;  // [E] or null (cached: not counted)
+  int num_tokens = 0, num_experts = 0;
+  Layout layout;
+  bool report_to_host = false;           // write HostCounts (non-cached dispatch)
+  // outputs of the send half
+  int32_t* rank_prefix_matrix = nullptr;  // [R, R]; with cached dispatch an input (from the handle) instead
+  int32_t* send_pos = nullptr;           // [T, R]: position of token t among those going to r, or -1
+  // outputs of the receive half
+  void* recv_x = nullptr;                // [rows, hidden]
+  float* recv_scales_f = nullptr;        // [rows, num_scales] (same 4-byte elements as scales), or null
+  int64_t* recv_topk_idx = nullptr;      // [rows, K] local expert ids, -1 elsewhere / padding
+  float* recv_topk_weights = nullptr;    // [rows, K]
+  int32_t* recv_src_idx = nullptr;       // [rows]
+  int num_out_rows = 0;                  // rows of the outputs (receive count, or num_worst_tokens)
+  bool worst = false;                    // num_worst_tokens: receive count comes from scratch; pad with -1
+};
+// Steps 1-3. cached: rank_prefix_matrix is an input and nothing is counted.
+void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, void* stream);
+// Steps 4-5.
+void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream);
+
+struct CombineArgs {
+  const void* x = nullptr;               // BF16 [num_recv_rows, hidden] (rows this rank received)
+  const float* topk_weights = nullptr;   // [num_recv_rows, K] or null
+  const void* bias0 = nullptr;           // BF16 [T, hidden] or null
+  const void* bias1 = nullptr;
+  const int32_t* send_pos = nullptr;     // [T, R] from the handle
+  const int32_t* rank_prefix_matrix = nullptr;  // [R, R] from the handle
+  int num_tokens = 0, num_recv_rows = 0, hidden = 0, num_topk = 0;
+  Layout layout;
+  void* out = nullptr;                   // BF16 [T, hidden]
+  float* out_weights = nullptr;          // [T, K] or null
+};
+void launchCombine(const Context& ctx, const CombineArgs& a, void* stream);
+
+}  // namespace uccl::ep::kernels::intranode
