@@ -1,0 +1,92 @@
+"""Normal-mode faults: a rank that never calls dispatch.
+
+Run under scripts/launch.py (or torchrun) with a small UCCL_EP_TIMEOUT_SECS, e.g.
+
+    UCCL_EP_TIMEOUT_SECS=3 python3 scripts/launch.py --nproc 4 -- bench/test_intranode_faults.py
+
+The last rank builds the Buffer and then stays away from dispatch. Checked on the others: dispatch raises
+uccl.ep.TimeoutError naming the absent rank, within the timeout plus launch slack; bad input raised before that
+leaves the buffer usable (a good dispatch and combine with every rank present run first).
+"""
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+import test_low_latency as tll  # noqa: E402
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(f"[rank {dist.get_rank()}] {msg}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-tokens", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--num-topk", type=int, default=4)
+    p.add_argument("--num-experts", type=int, default=32)
+    args = p.parse_args()
+
+    d = tll.dist_env()
+    ndev = torch.cuda.device_count()
+    torch.cuda.set_device(d.local_rank % ndev)
+    dist.init_process_group(backend=tll.choose_backend(d, ndev), init_method="env://", rank=d.rank,
+                            world_size=d.world)
+    ep = tll.import_ep()
+    R, T, H, K, E = d.world, args.num_tokens, args.hidden, args.num_topk, args.num_experts
+    timeout = float(os.environ.get("UCCL_EP_TIMEOUT_SECS", "100"))
+    absent = R - 1
+    dev = torch.device("cuda", torch.cuda.current_device())
+    gen = torch.Generator().manual_seed(99 + d.rank)
+    x = torch.randn(T, H, generator=gen).to(torch.bfloat16).to(dev)
+    idx = torch.rand(T, E, generator=gen).topk(K, dim=1).indices.to(torch.int64).to(dev)
+    w = torch.rand(T, K, generator=gen).to(dev)
+    buf = ep.Buffer(dist.group.WORLD, num_nvl_bytes=64 << 20)
+
+    # Every rank present: bad input raises before any kernel and the buffer stays usable.
+    per_rank, per_node, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
+    try:
+        buf.dispatch(x.float(), num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
+                     num_tokens_per_expert=per_expert, topk_idx=idx, topk_weights=w)
+        raise AssertionError(f"[rank {d.rank}] a float32 x was accepted")
+    except (TypeError, ValueError) as e:
+        check("x" in str(e), f"the error does not name x: {e}")
+    recv_x, _, recv_w, _, handle, _ = buf.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
+                                                   num_tokens_per_expert=per_expert, topk_idx=idx, topk_weights=w)
+    out, _, _ = buf.combine(recv_x, handle)
+    torch.cuda.synchronize()
+    want = x.float() * in_rank.sum(dim=1, keepdim=True).float()
+    check((out.float() - want).abs().max().item() <= 0.02 * want.abs().max().item(), "combine after bad input")
+    dist.barrier()
+
+    if d.rank != absent:
+        start = time.monotonic()
+        try:
+            buf.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank, num_tokens_per_expert=per_expert,
+                         topk_idx=idx, topk_weights=w)
+            torch.cuda.synchronize()
+            buf.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank, num_tokens_per_expert=per_expert,
+                         topk_idx=idx, topk_weights=w)
+            raise AssertionError(f"[rank {d.rank}] no error although rank {absent} never dispatched")
+        except ep.TimeoutError as e:
+            elapsed = time.monotonic() - start
+            check(f"rank {absent}" in str(e), f"the error does not name rank {absent}: {e}")
+            check(elapsed < timeout + 5, f"raised after {elapsed:.1f} s, timeout {timeout} s")
+            print(f"[rank {d.rank}] raised after {elapsed:.1f} s (timeout {timeout} s): {e}", flush=True)
+    dist.barrier()
+    if d.rank == 0:
+        print("fault checks passed", flush=True)
+    del buf
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+// The normal-mode nvl buffer layout (kernels/intranode.hpp): every region is aligned, the regions are disjoint
+// and in order, a token's fields stay inside its stride, and the sizes grow as the kernels index them.
+#include <gtest/gtest.h>
+
+#include "kernels/intranode.hpp"
+
+namespace uccl::ep::kernels::intranode {
+namespace {
+
+TEST(IntranodeLayout, RegionsAreAlignedDisjointAndOrdered) {
+  for (int ranks : {1, 2, 3, 8, 12, 16, 24, 72}) {
+    for (int topk : {0, 1, 8, 16}) {
+      for (size_t scales : {size_t{0}, size_t{4} * 56, size_t{4} * 14}) {
+        const Layout l = makeLayout(ranks, 256 * ranks, 7168, scales, topk, 7168 * 2);
+        EXPECT_EQ(l.done_off, kHeaderBytes);
+        EXPECT_GE(l.counts_off, l.done_off + size_t(ranks) * 8) << ranks;
+        EXPECT_GE(l.expert_counts_off, l.counts_off + size_t(ranks) * 4);
+        EXPECT_GE(l.data_off, l.expert_counts_off + size_t(256) * ranks * 4);
+        for (size_t off : {l.counts_off, l.expert_counts_off, l.data_off}) EXPECT_EQ(off % kAlign, 0u);
+        EXPECT_EQ(l.token_stride % 16, 0u);
+        EXPECT_EQ(l.idxOff() % 8, 0u);
+        EXPECT_GE(l.token_stride, l.scalesOff() + scales);
+        EXPECT_EQ(l.combine_row_stride % 16, 0u);
+        EXPECT_GE(l.combine_row_stride, size_t(7168) * 2 + size_t(topk) * 4);
+        for (int tokens : {0, 1, 4096}) {
+          EXPECT_EQ(l.payloadOff(tokens) % kAlign, 0u);
+          EXPECT_GE(l.payloadOff(tokens), l.listsOff() + size_t(ranks) * tokens * 4);
+          EXPECT_EQ(l.dispatchBytes(tokens), l.payloadOff(tokens) + size_t(tokens) * l.token_stride);
+        }
+        EXPECT_EQ(l.combineBytes(10), l.data_off + 10 * l.combine_row_stride);
+      }
+    }
+  }
+}
+
+TEST(IntranodeLayout, HeaderWordsSitOnTheirOwnLines) {
+  EXPECT_GE(kReadyOff - kSeqOff, 64u);
+  EXPECT_GE(kNumTokensOff - kReadyOff, 64u);
+  EXPECT_LE(kNumTokensOff + 4, kHeaderBytes);
+}
+
+}  // namespace
+}  // namespace uccl::ep::kernels::intranode
