@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <exception>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "runtime/gpu_ring.hpp"
 #include "runtime/peer_info.hpp"
+#include "runtime/shared_memory.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
@@ -79,7 +81,9 @@ struct Buffer::Impl {
   size_t scratch_per_half = 0;  // int32
 
   // Memory (raw CUDA allocations are freed in release()).
-  void* nvl_buffer = nullptr;
+  void* nvl_buffer = nullptr;                        // nvl_alloc->ptr()
+  std::unique_ptr<SharedAllocation> nvl_alloc;        // exported to the NVLink domain (ipc, fd or fabric)
+  std::vector<std::unique_ptr<PeerMapping>> nvl_peers;  // the domain peers' nvl buffers as mapped here
   uint8_t* gpu_buffer = nullptr;  // num_rdma_bytes, then signal_count int64 signal words
   std::unique_ptr<Mapped<ll::ErrorRecord>> error;
   std::unique_ptr<DeviceArray<int32_t>> mask;
@@ -148,6 +152,7 @@ struct Buffer::Impl {
       }
       for (void* p : opened_ipc) logCuda(cudaIpcCloseMemHandle(p), "cudaIpcCloseMemHandle");
       opened_ipc.clear();
+      nvl_peers.clear();
       host_peer_gpu_base.clear();
       host_peer_nvl_base.clear();
       // The proxies deregister the regions and drop the rings before the memory behind them goes.
@@ -168,7 +173,8 @@ struct Buffer::Impl {
       error.reset();
       if (gpu_buffer != nullptr) logCuda(cudaFree(gpu_buffer), "cudaFree(gpu buffer)");
       gpu_buffer = nullptr;
-      if (nvl_buffer != nullptr) logCuda(cudaFree(nvl_buffer), "cudaFree(nvl buffer)");
+      nvl_peers.clear();
+      nvl_alloc.reset();
       nvl_buffer = nullptr;
     } catch (const std::exception& e) {
       log().error("uccl-ep Buffer destroy (rank {}): {}", cfg.rank, e.what());
@@ -224,6 +230,14 @@ bool normalMnnvlFromEnv() {
   return false;
 }
 
+// How the nvl buffer is shared. UCCL_EP_MEM_HANDLE=ipc|fd|fabric forces a kind; otherwise CUDA IPC within a node,
+// and under MNNVL fabric handles where the device has them, else POSIX fds (one host: the same >8-rank path).
+HandleKind nvlHandleKind(bool mnnvl, int device) {
+  if (const std::optional<HandleKind> forced = memHandleSetting()) return *forced;
+  if (!mnnvl) return HandleKind::kCudaIpc;
+  return fabricHandlesSupported(device) ? HandleKind::kFabric : HandleKind::kPosixFd;
+}
+
 std::string ipcHandleBytes(void* ptr, const char* what, int rank) {
   cudaIpcMemHandle_t h;
   UCCL_EP_CUDA_OR_THROW(cudaIpcGetMemHandle(&h, ptr), "Buffer (rank {}): IPC handle of the {}", rank, what);
@@ -246,15 +260,14 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   m.scratch_per_half = static_cast<size_t>(ll::kMaxTokensPerRank) * ll::kMaxTopk +
                        static_cast<size_t>(ll::kMaxExpertsPerRank) * world;
 
-  // nvl buffer and gpu buffer (+ signal words), both exported through CUDA IPC.
-  if (config.num_nvl_bytes > 0) {
-    UCCL_EP_CUDA_OR_THROW(cudaMalloc(&m.nvl_buffer, static_cast<size_t>(config.num_nvl_bytes)),
-                          "Buffer (rank {}): allocating the {}-byte nvl buffer", config.rank, config.num_nvl_bytes);
-    // The normal-mode kernels' sequence, ready and done words start at zero on every rank.
-    UCCL_EP_CUDA_OR_THROW(cudaMemset(m.nvl_buffer, 0, static_cast<size_t>(config.num_nvl_bytes)),
-                          "Buffer (rank {}): zeroing the nvl buffer", config.rank);
-  }
+  // nvl buffer (exported to the NVLink domain) and gpu buffer (+ signal words, exported through CUDA IPC).
   m.normal_mnnvl = normalMnnvlFromEnv();
+  if (config.num_nvl_bytes > 0) {
+    // Zeroed by create(): the normal-mode kernels' sequence, ready and done words start at zero on every rank.
+    m.nvl_alloc = SharedAllocation::create(static_cast<size_t>(config.num_nvl_bytes), config.device,
+                                           nvlHandleKind(m.normal_mnnvl, config.device), config.rank);
+    m.nvl_buffer = m.nvl_alloc->ptr();
+  }
   m.peer_nvl = std::make_unique<DeviceArray<uint8_t*>>(world);
   m.host_counts = std::make_unique<Mapped<intranode::HostCounts>>(1);
   m.normal_scratch = std::make_unique<DeviceArray<int32_t>>(intranode::kScratchInts);
@@ -346,7 +359,7 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   m.self.boot_id = localBootId();
   m.self.pci_bus_id = bus_id;
   m.self.gpu_ipc_handle = ipcHandleBytes(m.gpu_buffer, "gpu buffer", config.rank);
-  if (m.nvl_buffer != nullptr) m.self.nvl_ipc_handle = ipcHandleBytes(m.nvl_buffer, "nvl buffer", config.rank);
+  if (m.nvl_alloc) m.self.nvl_ipc_handle = m.nvl_alloc->exportBlob();
   m.self.uses_proxy = m.uses_proxy;
 
   log().debug("uccl-ep Buffer rank {}/{} on device {} ({}): nvl {} B, rdma {} B, proxies: {}", config.rank, world,
@@ -402,7 +415,8 @@ void Buffer::connect(const std::vector<std::string>& infos) {
       }
       if (!m.inNvlDomain(p)) continue;
       const PeerInfo& peer = peers[p];
-      if (!sameHost(peer, m.self)) {
+      const bool fabric = m.nvl_alloc && m.nvl_alloc->kind() == HandleKind::kFabric;
+      if (!sameHost(peer, m.self) && !(fabric && m.nodeOf(p) != m.nodeOf(rank))) {
         UCCL_EP_THROW("rank {} runs on host {} and rank {} on host {}, but the node layout ({} ranks per node) puts "
                       "both on node {}: set UCCL_EP_RANKS_PER_NODE (or the launcher's local world size) to the "
                       "number of ranks per host",
@@ -428,7 +442,10 @@ void Buffer::connect(const std::vector<std::string>& infos) {
         return ptr;
       };
       if (m.nodeOf(p) == m.nodeOf(rank)) gpu_base[p] = static_cast<uint8_t*>(open(peer.gpu_ipc_handle, "gpu buffer"));
-      if (m.cfg.num_nvl_bytes > 0) nvl_base[p] = open(peer.nvl_ipc_handle, "nvl buffer");
+      if (m.cfg.num_nvl_bytes > 0) {
+        m.nvl_peers.push_back(PeerMapping::open(peer.nvl_ipc_handle, m.cfg.device, p, env().timeoutNs()));
+        nvl_base[p] = m.nvl_peers.back()->ptr();
+      }
     }
 
     // Device peer tables: low-latency NVLink peers only (self included).
@@ -462,6 +479,7 @@ void Buffer::connect(const std::vector<std::string>& infos) {
     // Leave the Buffer as before connect(): close what was opened here.
     for (void* ptr : m.opened_ipc) cudaIpcCloseMemHandle(ptr);
     m.opened_ipc.clear();
+    m.nvl_peers.clear();
     throw;
   }
   m.host_peer_gpu_base = std::move(gpu_base);

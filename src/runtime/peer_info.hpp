@@ -23,7 +23,8 @@ struct PeerInfo {
   std::string boot_id;          // /proc/sys/kernel/random/boot_id: unique per host and boot
   std::string pci_bus_id;       // this rank's GPU
   std::string gpu_ipc_handle;   // cudaIpcMemHandle_t bytes of the gpu buffer
-  std::string nvl_ipc_handle;   // cudaIpcMemHandle_t bytes of the nvl buffer; empty when num_nvl_bytes == 0
+  std::string nvl_ipc_handle;   // SharedAllocation::exportBlob() of the nvl buffer (ipc, fd or fabric handle);
+                                // empty when num_nvl_bytes == 0
   bool uses_proxy = false;
   transport::Blob proxy_info;   // ProxyGroup::localInfo(); empty without proxies
 };
