@@ -189,3 +189,305 @@ def check_mask_status(call: str, mask_status, num_ranks: int) -> None:
 
 def check_rank(call: str, name: str, rank, num_ranks: int) -> int:
     return check_int(call, name, rank, 0, num_ranks - 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normal mode (get_dispatch_layout, dispatch, combine)
+# ---------------------------------------------------------------------------------------------------------------
+# Limits of the normal-mode kernels; mirror src/kernels/intranode.hpp.
+kMaxNormalExperts = 8192
+kNormalRowAlign = 16  # bytes: rows move in 16-byte vectors, so row sizes, row strides and x itself align to 16
+# 1-byte float types an FP8 dispatch accepts (e4m3fnuz on AMD MI300); the CPU tests add a stand-in.
+FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz") if hasattr(torch, n))
+
+
+def check_bool(call: str, name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{call}: {name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_on_device(call: str, name: str, t: Optional[torch.Tensor], device: torch.device) -> None:
+    """`t` (when given) lives on the buffer's device."""
+    if t is not None and t.device != device:
+        _fail(call, f"{name} must be on {device} (the buffer's device), got a tensor on {t.device}")
+
+
+def event_of(previous_event):
+    """The torch event inside an EventOverlap (None when the overlap holds none, as after a synchronous call)."""
+    handle = getattr(previous_event, "event", None)
+    return None if handle is None else handle.event
+
+
+def check_stream_args(call: str, previous_event, async_finish, allocate_on_comm_stream) -> None:
+    check_bool(call, "async_finish", async_finish)
+    check_bool(call, "allocate_on_comm_stream", allocate_on_comm_stream)
+    if previous_event is not None and not hasattr(previous_event, "event"):
+        raise TypeError(f"{call}: previous_event must be an EventOverlap (e.g. from Buffer.capture()), got "
+                        f"{type(previous_event).__name__}")
+    if allocate_on_comm_stream and (event_of(previous_event) is None or not async_finish):
+        _fail(call, "allocate_on_comm_stream=True needs previous_event (an EventOverlap holding an event) and "
+                    f"async_finish=True, got previous_event={previous_event!r}, async_finish={async_finish}")
+
+
+def check_config(call: str, config) -> None:
+    from .config import Config
+    if config is not None and not isinstance(config, Config):
+        raise TypeError(f"{call}: config must be a uccl.ep.Config or None, got {type(config).__name__}")
+
+
+def check_normal_mode(call: str, num_nvl_bytes: int) -> None:
+    if num_nvl_bytes == 0:
+        raise RuntimeError(f"{call}: normal mode needs an NVLink buffer, the buffer was built with num_nvl_bytes=0; "
+                           f"build it with Buffer(group, num_nvl_bytes=...)")
+
+
+def check_single_domain(call: str, single_domain: bool) -> None:
+    if not single_domain:
+        raise RuntimeError(f"{call}: normal mode across nodes is not implemented yet: every rank must be an NVLink "
+                           f"peer (one node, or UCCL_EP_NORMAL_MNNVL=1 on a multi-node NVLink domain)")
+
+
+def check_num_experts(call: str, num_experts, num_ranks: int) -> int:
+    check_int(call, "num_experts", num_experts, 1, kMaxNormalExperts)
+    if num_experts % num_ranks != 0:
+        _fail(call, f"num_experts ({num_experts}) must be a multiple of the number of ranks ({num_ranks})")
+    return num_experts
+
+
+def check_normal_topk_idx(call: str, topk_idx, num_tokens: Optional[int] = None) -> int:
+    """topk_idx int64 [T, K] contiguous with 1 <= K <= kMaxTopk (and T == num_tokens when given). Returns K."""
+    check_tensor(call, "topk_idx", topk_idx, torch.int64, dims=2)
+    if num_tokens is not None and topk_idx.size(0) != num_tokens:
+        _fail(call, f"topk_idx must have one row per token of x ({num_tokens}), got shape {list(topk_idx.shape)}")
+    k = topk_idx.size(1)
+    if not 1 <= k <= kMaxTopk:
+        _fail(call, f"top-k must be in [1, {kMaxTopk}], got topk_idx of shape {list(topk_idx.shape)}")
+    return k
+
+
+def check_dispatch_layout(topk_idx, num_experts, num_ranks: int, previous_event=None, async_finish=False,
+                          allocate_on_comm_stream=False, call: str = "get_dispatch_layout"):
+    """Everything get_dispatch_layout checks except devices and expert-id values. Returns (T, K)."""
+    k = check_normal_topk_idx(call, topk_idx)
+    check_num_experts(call, num_experts, num_ranks)
+    check_stream_args(call, previous_event, async_finish, allocate_on_comm_stream)
+    return topk_idx.size(0), k
+
+
+class NormalX:
+    """A dispatch's x split into data and scales, with the sizes the native calls take."""
+
+    def __init__(self, data: torch.Tensor, scales: Optional[torch.Tensor]):
+        self.data, self.scales = data, scales
+        self.num_tokens, self.hidden = data.shape
+        self.hidden_bytes = self.hidden * data.element_size()
+        self.row_stride_bytes = data.stride(0) * data.element_size() if self.num_tokens > 1 else self.hidden_bytes
+        self.num_scales = 0 if scales is None else scales.size(1)
+        self.scale_strides = (0, 0) if scales is None else (scales.stride(0), scales.stride(1))
+
+
+def check_dispatch_x(call: str, x) -> NormalX:
+    """x: BF16 [T, hidden], or (FP8 [T, hidden], scales float32 [T, hidden/128] or int32 [T, hidden/512] packing
+    four UE8M0 exponents). Rows may lie a stride apart but each row is contiguous; scales may have any strides."""
+    if isinstance(x, (tuple, list)):
+        if len(x) != 2:
+            raise TypeError(f"{call}: x must be a BF16 tensor or a 2-tuple (FP8 data, scales), got a "
+                            f"{type(x).__name__} of {len(x)}")
+        data, scales = x
+        if not isinstance(scales, torch.Tensor):
+            raise TypeError(f"{call}: x[1] (scales) must be a torch.Tensor, got {type(scales).__name__}")
+    else:
+        data, scales = x, None
+    name = "x" if scales is None else "x[0]"
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"{call}: {name} must be a torch.Tensor, got {type(data).__name__}")
+    fp8_names = ", ".join(str(d) for d in FP8_DTYPES) or "torch.float8_e4m3fn (torch >= 2.1)"
+    if scales is None and data.dtype != torch.bfloat16:
+        hint = " (FP8 data needs its scales: pass x=(data, scales))" if data.dtype in FP8_DTYPES else ""
+        _fail(call, f"x must have dtype torch.bfloat16, or be a tuple ({fp8_names} data, scales); got {data.dtype}"
+                    f"{hint}")
+    if scales is not None and data.dtype not in FP8_DTYPES:
+        _fail(call, f"x[0] must have an FP8 dtype ({fp8_names}) when scales are given, got {data.dtype}")
+    if data.dim() != 2:
+        _fail(call, f"{name} must have 2 dimensions [num_tokens, hidden], got shape {list(data.shape)}")
+    num_tokens, hidden = data.shape
+    elem = data.element_size()
+    if hidden == 0 or hidden * elem % kNormalRowAlign:
+        _fail(call, f"{name}: a row must be a positive multiple of {kNormalRowAlign} bytes, got hidden={hidden} "
+                    f"({hidden * elem} bytes)")
+    if num_tokens > 1 or hidden > 1:
+        if hidden > 1 and data.stride(1) != 1:
+            _fail(call, f"{name}: each row must be contiguous (stride 1 along hidden), got strides {list(data.stride())}")
+        if num_tokens > 1 and (data.stride(0) < hidden or data.stride(0) * elem % kNormalRowAlign):
+            _fail(call, f"{name}: rows must lie a multiple of {kNormalRowAlign} bytes apart and not overlap, got a row "
+                        f"stride of {data.stride(0)} elements for hidden={hidden}")
+    if data.data_ptr() % kNormalRowAlign:
+        _fail(call, f"{name} must start at a {kNormalRowAlign}-byte aligned address (a column slice of a wider "
+                    f"tensor is not), got address {data.data_ptr():#x}")
+    if scales is not None:
+        if scales.dtype == torch.float32:
+            group, what = kChannelsPerScale, "float32"
+        elif scales.dtype == torch.int32:
+            group, what = kUe8m0ChannelsPerInt, "int32 (four packed UE8M0 exponents)"
+        else:
+            _fail(call, f"x[1] (scales) must have dtype torch.float32 or torch.int32 (packed UE8M0), got "
+                        f"{scales.dtype}")
+        if hidden % group:
+            _fail(call, f"{what} scales need hidden to be a multiple of {group}, got hidden={hidden}")
+        expected = [num_tokens, hidden // group]
+        if list(scales.shape) != expected:
+            _fail(call, f"x[1] ({what} scales) must have shape {expected} (one per {group} channels), got "
+                        f"{list(scales.shape)}")
+    return NormalX(data, scales)
+
+
+def check_normal_topk(call: str, topk_idx, topk_weights, num_tokens: int) -> int:
+    """Both or neither; returns K (0 for neither)."""
+    if (topk_idx is None) != (topk_weights is None):
+        _fail(call, f"pass both topk_idx and topk_weights or neither, got topk_idx="
+                    f"{'None' if topk_idx is None else 'a tensor'}, topk_weights="
+                    f"{'None' if topk_weights is None else 'a tensor'}")
+    if topk_idx is None:
+        return 0
+    k = check_normal_topk_idx(call, topk_idx, num_tokens)
+    check_tensor(call, "topk_weights", topk_weights, torch.float32, shape=[num_tokens, k])
+    return k
+
+
+class NormalHandle:
+    """The 6-tuple handle of a normal dispatch, by name."""
+
+    def __init__(self, handle):
+        (self.rank_prefix_matrix, self.send_pos, self.num_recv_rows, self.recv_src_idx, self.is_token_in_rank,
+         self.num_worst_tokens) = handle
+
+    @property
+    def num_tokens(self) -> int:
+        return self.send_pos.size(0)
+
+
+def check_normal_handle(call: str, handle, num_ranks: int) -> NormalHandle:
+    """handle = (rank_prefix_matrix [R, R] int32, send_pos [T, R] int32, num_recv_rows, recv_src_idx
+    [num_recv_rows] int32, is_token_in_rank [T, R] bool, num_worst_tokens) from dispatch."""
+    if not isinstance(handle, (tuple, list)) or len(handle) != 6:
+        raise TypeError(f"{call}: handle must be the 6-tuple (rank_prefix_matrix, send_pos, num_recv_tokens, "
+                        f"recv_src_idx, is_token_in_rank, num_worst_tokens) returned by dispatch, got "
+                        f"{type(handle).__name__}{' of ' + str(len(handle)) if isinstance(handle, (tuple, list)) else ''}")
+    h = NormalHandle(handle)
+    R = num_ranks
+    check_tensor(call, "handle[0] (rank_prefix_matrix)", h.rank_prefix_matrix, torch.int32, shape=[R, R])
+    check_tensor(call, "handle[1] (send_pos)", h.send_pos, torch.int32, shape=[None, R])
+    check_int(call, "handle[2] (num_recv_tokens)", h.num_recv_rows, 0)
+    check_tensor(call, "handle[3] (recv_src_idx)", h.recv_src_idx, torch.int32, shape=[h.num_recv_rows])
+    check_tensor(call, "handle[4] (is_token_in_rank)", h.is_token_in_rank, torch.bool, shape=[h.num_tokens, R])
+    check_int(call, "handle[5] (num_worst_tokens)", h.num_worst_tokens, 0)
+    if h.num_worst_tokens and h.num_worst_tokens != h.num_recv_rows:
+        _fail(call, f"handle[5] (num_worst_tokens={h.num_worst_tokens}) must equal handle[2] (receive rows, "
+                    f"{h.num_recv_rows}) when it is not 0")
+    return h
+
+
+class NormalDispatch:
+    """What check_normal_dispatch derived: x, K, E (0 for a cached dispatch: the handle has no expert count),
+    the handle (cached), num_worst_tokens and is_token_in_rank."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def check_normal_dispatch(x, handle=None, num_tokens_per_rank=None, num_tokens_per_rdma_rank=None,
+                          is_token_in_rank=None, num_tokens_per_expert=None, topk_idx=None, topk_weights=None,
+                          expert_alignment=1, num_worst_tokens=0, config=None, previous_event=None,
+                          async_finish=False, allocate_on_comm_stream=False, num_ranks: int = 1,
+                          call: str = "dispatch") -> NormalDispatch:
+    """Everything dispatch checks except devices, expert-id values, the topology and the buffer size."""
+    R = num_ranks
+    xs = check_dispatch_x(call, x)
+    T = xs.num_tokens
+    check_int(call, "expert_alignment", expert_alignment, 1)
+    check_int(call, "num_worst_tokens", num_worst_tokens, 0)
+    check_config(call, config)
+    check_stream_args(call, previous_event, async_finish, allocate_on_comm_stream)
+    if handle is not None:  # cached: the layout comes from the handle
+        if topk_idx is not None or topk_weights is not None:
+            _fail(call, "a cached dispatch (handle given) takes no topk_idx / topk_weights: it moves x only, with "
+                        "the layout of the dispatch that returned the handle")
+        h = check_normal_handle(call, handle, R)
+        if h.num_tokens != T:
+            _fail(call, f"x has {T} tokens but the handle was made for {h.num_tokens} "
+                        f"(handle[1] send_pos has shape {list(h.send_pos.shape)})")
+        if num_worst_tokens and num_worst_tokens != h.num_worst_tokens:
+            _fail(call, f"num_worst_tokens={num_worst_tokens} differs from the handle's ({h.num_worst_tokens}); pass "
+                        f"0 or the value the handle was made with")
+        return NormalDispatch(x=xs, cached=True, handle=h, num_topk=0, num_experts=0,
+                              num_worst_tokens=h.num_worst_tokens, is_token_in_rank=h.is_token_in_rank)
+    missing = [n for n, v in (("num_tokens_per_rank", num_tokens_per_rank), ("is_token_in_rank", is_token_in_rank),
+                              ("num_tokens_per_expert", num_tokens_per_expert)) if v is None]
+    if missing:
+        _fail(call, f"a dispatch without handle needs the layout from get_dispatch_layout: {', '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} None")
+    check_tensor(call, "num_tokens_per_rank", num_tokens_per_rank, torch.int32, shape=[R])
+    if num_tokens_per_rdma_rank is not None:
+        check_tensor(call, "num_tokens_per_rdma_rank", num_tokens_per_rdma_rank, torch.int32, dims=1)
+    check_tensor(call, "is_token_in_rank", is_token_in_rank, torch.bool, shape=[T, R])
+    check_tensor(call, "num_tokens_per_expert", num_tokens_per_expert, torch.int32, dims=1)
+    E = check_num_experts(call, num_tokens_per_expert.size(0), R)
+    k = check_normal_topk(call, topk_idx, topk_weights, T)
+    return NormalDispatch(x=xs, cached=False, handle=None, num_topk=k, num_experts=E,
+                          num_worst_tokens=num_worst_tokens, is_token_in_rank=is_token_in_rank)
+
+
+def split_bias(call: str, bias):
+    """bias: None, a tensor, or a 2-tuple of tensors / None -> (bias0, bias1)."""
+    if bias is None:
+        return None, None
+    if isinstance(bias, torch.Tensor):
+        return bias, None
+    if isinstance(bias, (tuple, list)) and len(bias) == 2:
+        return bias[0], bias[1]
+    raise TypeError(f"{call}: bias must be None, a tensor or a 2-tuple of tensors, got {type(bias).__name__}"
+                    f"{' of ' + str(len(bias)) if isinstance(bias, (tuple, list)) else ''}")
+
+
+def check_normal_combine(x, handle, topk_weights=None, bias=None, config=None, previous_event=None,
+                         async_finish=False, allocate_on_comm_stream=False, num_ranks: int = 1,
+                         call: str = "combine"):
+    """Everything combine checks except devices, the topology and the buffer size.
+    Returns (handle, hidden, K, bias0, bias1)."""
+    h = check_normal_handle(call, handle, num_ranks)
+    check_tensor(call, "x", x, torch.bfloat16, dims=2)
+    if x.size(0) != h.num_recv_rows:
+        _fail(call, f"x must have one row per row the dispatch returned ({h.num_recv_rows}, handle[2]), got shape "
+                    f"{list(x.shape)}")
+    hidden = x.size(1)
+    if hidden == 0 or hidden * 2 % kNormalRowAlign:
+        _fail(call, f"x: a row must be a positive multiple of {kNormalRowAlign} bytes, got hidden={hidden}")
+    k = 0
+    if topk_weights is not None:
+        check_tensor(call, "topk_weights", topk_weights, torch.float32, dims=2)
+        if topk_weights.size(0) != h.num_recv_rows:
+            _fail(call, f"topk_weights must have one row per row of x ({h.num_recv_rows}), got shape "
+                        f"{list(topk_weights.shape)}")
+        k = topk_weights.size(1)
+        if not 1 <= k <= kMaxTopk:
+            _fail(call, f"top-k must be in [1, {kMaxTopk}], got topk_weights of shape {list(topk_weights.shape)}")
+    b0, b1 = split_bias(call, bias)
+    for name, b in (("bias[0]" if b1 is not None else "bias", b0), ("bias[1]", b1)):
+        if b is not None:
+            check_tensor(call, name, b, torch.bfloat16, shape=[h.num_tokens, hidden])
+    check_config(call, config)
+    check_stream_args(call, previous_event, async_finish, allocate_on_comm_stream)
+    return h, hidden, k, b0, b1
+
+
+def check_nvl_buffer_size(call: str, what: str, required: int, available: int) -> None:
+    if required > available:
+        needed = (required + 127) // 128 * 128
+        _fail(call, f"the NVLink buffer is too small: {what} needs {required} bytes, the buffer has "
+                    f"num_nvl_bytes={available}; build the Buffer with num_nvl_bytes >= {needed}")
+
+
+def align_counts(counts, alignment: int) -> list:
+    """Each count rounded up to a multiple of `alignment` (dispatch's per-expert list)."""
+    return [(int(c) + alignment - 1) // alignment * alignment for c in counts]

@@ -12,6 +12,8 @@ Low-latency halves: the RDMA buffer has two halves. Every low-latency dispatch a
 `_ll_half` and then flips it, so two calls may be outstanding; get_next_low_latency_combine_buffer returns the
 send area of the half the next combine will use.
 """
+import contextlib
+import functools
 import socket
 from typing import Callable, Optional, Tuple, Union
 
@@ -389,6 +391,198 @@ class Buffer:
         V.check_ll_sizes(call, num_max_dispatch_tokens_per_rank, hidden, num_experts, self.group_size)
         self._ll_check_fits(call, num_max_dispatch_tokens_per_rank, hidden, num_experts)
         rt.clean_low_latency_buffer(torch.cuda.current_stream(self.device).cuda_stream)
+
+    # ---- normal mode (training, prefill) ---------------------------------------------------------------------
+    def _placeholder_num_experts(self) -> int:
+        """num_experts for combine and a cached dispatch: the handle carries no expert count (DeepEP's has none
+        either), and these calls use it only to size the per-expert count area of the nvl buffer layout, which they
+        leave unused. The runtime wants a positive multiple of the rank count: one expert per rank."""
+        return self.group_size
+
+    def _normal_rt(self, call: str):
+        """The runtime, once normal mode is possible: an NVLink buffer and every rank an NVLink peer."""
+        rt = self._rt(call)
+        V.check_single_domain(call, bool(rt.normal_single_domain()))
+        return rt
+
+    def _normal_streams(self, previous_event) -> tuple:
+        """(current, comm): the comm stream ordered after previous_event, else after the current stream."""
+        current = torch.cuda.current_stream(self.device)
+        comm = self._comm_stream
+        event = V.event_of(previous_event)
+        if event is not None:
+            comm.wait_event(event)
+        else:
+            comm.wait_stream(current)
+        return current, comm
+
+    @staticmethod
+    def _allocating_on(comm, allocate_on_comm_stream: bool):
+        """Where outputs are allocated: on the comm stream when asked (the caller then owns them via the event)."""
+        return torch.cuda.stream(comm) if allocate_on_comm_stream else contextlib.nullcontext()
+
+    def _normal_finish(self, current, comm, async_finish: bool, allocate_on_comm_stream: bool, outputs: tuple,
+                       inputs: tuple) -> EventOverlap:
+        if allocate_on_comm_stream:
+            # Outputs belong to the comm stream's pool; the caller uses (and frees) them on its own stream.
+            for t in outputs:
+                if t is not None and t.is_cuda:
+                    t.record_stream(current)
+        if async_finish:
+            keep = tuple(t for t in inputs + outputs if t is not None)
+            return EventOverlap(EventHandle(comm), extra_tensors=keep)
+        current.wait_stream(comm)
+        return EventOverlap(None)
+
+    def get_dispatch_layout(self, topk_idx: torch.Tensor, num_experts: int,
+                            previous_event: Optional[EventOverlap] = None, async_finish: bool = False,
+                            allocate_on_comm_stream: bool = False):
+        """Per rank, per node and per expert token counts and the [T, R] token-to-rank map for topk_idx.
+
+        Returns (num_tokens_per_rank [R] int32, num_tokens_per_rdma_rank [nodes] int32 or None when every rank is
+        an NVLink peer, num_tokens_per_expert [E] int32, is_token_in_rank [T, R] bool, event)."""
+        call = "get_dispatch_layout"
+        R = self.group_size
+        num_tokens, num_topk = V.check_dispatch_layout(topk_idx, num_experts, R, previous_event, async_finish,
+                                                       allocate_on_comm_stream, call=call)
+        V.check_on_device(call, "topk_idx", topk_idx, self.device)
+        rt = self._rt(call)
+        self._check_expert_ids(call, topk_idx, num_experts)
+        single_domain = bool(rt.normal_single_domain())
+        num_nodes = int(rt.num_nodes())
+
+        current, comm = self._normal_streams(previous_event)
+        dev = self.device
+        with self._allocating_on(comm, allocate_on_comm_stream):
+            per_rank = torch.empty((R,), dtype=torch.int32, device=dev)
+            per_node = None if single_domain else torch.empty((num_nodes,), dtype=torch.int32, device=dev)
+            per_expert = torch.empty((num_experts,), dtype=torch.int32, device=dev)
+            in_rank = torch.empty((num_tokens, R), dtype=torch.bool, device=dev)
+        rt.normal_layout(topk_idx.data_ptr(), num_tokens, num_topk, num_experts, per_rank.data_ptr(), _ptr(per_node),
+                         per_expert.data_ptr(), in_rank.data_ptr(), comm.cuda_stream)
+        event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream,
+                                    (per_rank, per_node, per_expert, in_rank), (topk_idx,))
+        return per_rank, per_node, per_expert, in_rank, event
+
+    def dispatch(self, x: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]], handle: Optional[tuple] = None,
+                 num_tokens_per_rank: Optional[torch.Tensor] = None,
+                 num_tokens_per_rdma_rank: Optional[torch.Tensor] = None,
+                 is_token_in_rank: Optional[torch.Tensor] = None, num_tokens_per_expert: Optional[torch.Tensor] = None,
+                 topk_idx: Optional[torch.Tensor] = None, topk_weights: Optional[torch.Tensor] = None,
+                 expert_alignment: int = 1, num_worst_tokens: int = 0, config: Optional[Config] = None,
+                 previous_event: Optional[EventOverlap] = None, async_finish: bool = False,
+                 allocate_on_comm_stream: bool = False):
+        """Sends each token to every rank in its is_token_in_rank row (training, prefill). See api.md.
+
+        Returns (recv_x or (recv_x, recv_scales), recv_topk_idx, recv_topk_weights, num_recv_tokens_per_expert_list,
+        handle, event); a cached dispatch (handle given) returns (recv_x, None, None, None, None, event).
+        handle = (rank_prefix_matrix [R, R] int32, send_pos [T, R] int32, receive rows, recv_src_idx int32,
+        is_token_in_rank [T, R] bool, num_worst_tokens)."""
+        call = "dispatch"
+        R = self.group_size
+        a = V.check_normal_dispatch(x, handle, num_tokens_per_rank, num_tokens_per_rdma_rank, is_token_in_rank,
+                                    num_tokens_per_expert, topk_idx, topk_weights, expert_alignment,
+                                    num_worst_tokens, config, previous_event, async_finish, allocate_on_comm_stream,
+                                    num_ranks=R, call=call)
+        xs = a.x
+        tensors = dict(x=xs.data, scales=xs.scales, topk_idx=topk_idx, topk_weights=topk_weights,
+                       num_tokens_per_rank=num_tokens_per_rank, is_token_in_rank=a.is_token_in_rank,
+                       num_tokens_per_expert=num_tokens_per_expert)
+        if a.cached:
+            tensors.update(rank_prefix_matrix=a.handle.rank_prefix_matrix)
+        for name, t in tensors.items():
+            V.check_on_device(call, name, t, self.device)
+        V.check_normal_mode(call, self.num_nvl_bytes)
+        rt = self._normal_rt(call)
+        config = self.get_dispatch_config(R) if config is None else config
+        K, E = a.num_topk, (self._placeholder_num_experts() if a.cached else a.num_experts)
+        required = int(rt.normal_dispatch_bytes(xs.num_tokens, xs.hidden_bytes, xs.num_scales * 4, K, E))
+        V.check_nvl_buffer_size(call, f"dispatching {xs.num_tokens} tokens of {xs.hidden_bytes} bytes "
+                                      f"({xs.num_scales} scales, top-{K})", required, self.num_nvl_bytes)
+        if K:
+            self._check_expert_ids(call, topk_idx, E)
+
+        current, comm = self._normal_streams(previous_event)
+        alloc = functools.partial(self._allocating_on, comm, allocate_on_comm_stream)
+        dev, stream = self.device, comm.cuda_stream
+        if a.cached:
+            h = a.handle
+            prefix, send_pos, rows = h.rank_prefix_matrix, None, h.num_recv_rows
+        else:
+            with alloc():
+                prefix = torch.empty((R, R), dtype=torch.int32, device=dev)
+                send_pos = torch.empty((xs.num_tokens, R), dtype=torch.int32, device=dev)
+        worst = a.num_worst_tokens
+        report = not a.cached and worst == 0
+        rt.normal_dispatch_send(xs.data.data_ptr(), xs.row_stride_bytes, _ptr(xs.scales), xs.num_scales,
+                                xs.scale_strides[0], xs.scale_strides[1], _ptr(topk_idx), _ptr(topk_weights),
+                                a.is_token_in_rank.data_ptr(), 0 if a.cached else num_tokens_per_expert.data_ptr(),
+                                xs.num_tokens, xs.hidden_bytes, K, E, prefix.data_ptr(), _ptr(send_pos), a.cached,
+                                report, config.num_sms, stream)
+        per_expert_list = None if a.cached else []
+        if report:
+            num_recv, per_expert = rt.normal_dispatch_wait(E)
+            rows = int(num_recv)
+            per_expert_list = V.align_counts(per_expert, expert_alignment)
+        elif not a.cached:
+            rows = worst
+        with alloc():
+            recv_x = torch.empty((rows, xs.hidden), dtype=xs.data.dtype, device=dev)
+            recv_scales = None if xs.scales is None else torch.empty((rows, xs.num_scales), dtype=xs.scales.dtype,
+                                                                     device=dev)
+            recv_topk_idx = torch.empty((rows, K), dtype=torch.int64, device=dev) if K else None
+            recv_topk_weights = torch.empty((rows, K), dtype=torch.float32, device=dev) if K else None
+            # A cached dispatch returns no source indices (the handle has them).
+            recv_src_idx = None if a.cached else torch.empty((rows,), dtype=torch.int32, device=dev)
+        rt.normal_dispatch_recv(xs.hidden_bytes, xs.num_scales, K, E, prefix.data_ptr(), recv_x.data_ptr(),
+                                _ptr(recv_scales), _ptr(recv_topk_idx), _ptr(recv_topk_weights),
+                                _ptr(recv_src_idx), rows, worst > 0, config.num_sms,
+                                config.num_max_nvl_chunked_send_tokens, stream)
+        outputs = (recv_x, recv_scales, recv_topk_idx, recv_topk_weights, recv_src_idx)
+        outputs += () if a.cached else (prefix, send_pos)
+        event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream, outputs,
+                                    tuple(tensors.values()))
+        recv = recv_x if recv_scales is None else (recv_x, recv_scales)
+        if a.cached:
+            return recv, None, None, None, None, event
+        handle = (prefix, send_pos, rows, recv_src_idx, a.is_token_in_rank, worst)
+        return recv, recv_topk_idx, recv_topk_weights, per_expert_list, handle, event
+
+    def combine(self, x: torch.Tensor, handle: tuple, topk_weights: Optional[torch.Tensor] = None,
+                bias: Union[torch.Tensor, Tuple[Optional[torch.Tensor], Optional[torch.Tensor]], None] = None,
+                config: Optional[Config] = None, previous_event: Optional[EventOverlap] = None,
+                async_finish: bool = False, allocate_on_comm_stream: bool = False):
+        """Sends the dispatched rows back and sums, per token, the copies from every rank it went to (no
+        weights), plus up to two BF16 biases. Returns (combined_x [T, hidden] BF16, combined_topk_weights [T, K]
+        float32 or None, event)."""
+        call = "combine"
+        R = self.group_size
+        h, hidden, K, bias0, bias1 = V.check_normal_combine(x, handle, topk_weights, bias, config, previous_event,
+                                                            async_finish, allocate_on_comm_stream, num_ranks=R,
+                                                            call=call)
+        inputs = dict(x=x, topk_weights=topk_weights, bias0=bias0, bias1=bias1, send_pos=h.send_pos,
+                      rank_prefix_matrix=h.rank_prefix_matrix)
+        for name, t in inputs.items():
+            V.check_on_device(call, name, t, self.device)
+        V.check_normal_mode(call, self.num_nvl_bytes)
+        rt = self._normal_rt(call)
+        config = self.get_combine_config(R) if config is None else config
+        rows, T, E = x.size(0), h.num_tokens, self._placeholder_num_experts()
+        required = int(rt.normal_combine_bytes(rows, hidden, K, E))
+        V.check_nvl_buffer_size(call, f"combining {rows} rows of hidden {hidden} (top-{K})", required,
+                                self.num_nvl_bytes)
+
+        current, comm = self._normal_streams(previous_event)
+        with self._allocating_on(comm, allocate_on_comm_stream):
+            combined = torch.empty((T, hidden), dtype=torch.bfloat16, device=self.device)
+            combined_weights = torch.empty((T, K), dtype=torch.float32, device=self.device) if K else None
+        rt.normal_combine(x.data_ptr(), _ptr(topk_weights), _ptr(bias0), _ptr(bias1), h.send_pos.data_ptr(),
+                          h.rank_prefix_matrix.data_ptr(), T, rows, hidden, K, E,
+                          combined.data_ptr(), _ptr(combined_weights), config.num_sms,
+                          config.num_max_nvl_chunked_send_tokens, comm.cuda_stream)
+        event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream,
+                                    (combined, combined_weights), tuple(inputs.values()))
+        return combined, combined_weights, event
 
     # ---- elastic (enable_shrink) --------------------------------------------------------------------------
     def low_latency_update_mask_buffer(self, rank_to_mask: int, mask: bool = False) -> None:
