@@ -86,7 +86,7 @@ fi
 say "configure: ${CMAKE_ARGS[*]}"
 cmake -S "$ROOT" -B "$BUILD_DIR" "${GENERATOR[@]}" "${CMAKE_ARGS[@]}" >>"$BUILD_LOG" 2>&1 || { tail -40 "$BUILD_LOG"; exit 3; }
 TARGETS=(test_ring_gpu gpu_ring_bench)
-[[ "$MODE" == "--build-python" ]] && TARGETS=(uccl_ep_python test_ring_gpu)
+[[ "$MODE" == "--build-python" ]] && TARGETS=(uccl_ep_python test_ring_gpu test_shared_memory_gpu)
 say "build: ${TARGETS[*]}"
 cmake --build "$BUILD_DIR" --target "${TARGETS[@]}" -j "$JOBS" >>"$BUILD_LOG" 2>&1 ||
   { tail -60 "$BUILD_LOG"; exit 3; }
