@@ -8,6 +8,8 @@
 
 #include <cstddef>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <utility>
 
 #include "runtime/fd_passing.hpp"
@@ -262,14 +264,26 @@ HandleKind chooseHandleKind(bool single_host, int device) {
   return kind;
 }
 
+// The attribute says the driver knows the handle type; whether this process may create one depends on the IMEX
+// channels (/dev/nvidia-caps-imex-channels), which an H100 without a fabric lacks although it reports 1. So a
+// one-granule fabric allocation is tried once per device.
 bool fabricHandlesSupported(int device) {
+  static std::mutex mu;
+  static std::map<int, bool> known;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = known.find(device); it != known.end()) return it->second;
+  bool ok = false;
   try {
     const HandleSupport s = queryHandleSupport(device);
-    return s.vmm != 0 && s.fabric != 0;
+    if (s.vmm != 0 && s.fabric != 0) {
+      SharedAllocation::create(1, device, HandleKind::kFabric, -1);
+      ok = true;
+    }
   } catch (const std::exception& e) {
-    log().debug("fabric handle support of device {} unknown: {}", device, e.what());
-    return false;
+    log().debug("fabric handles unusable on device {}: {}", device, e.what());
   }
+  known[device] = ok;
+  return ok;
 }
 
 std::string fabricDomainId(int device) {

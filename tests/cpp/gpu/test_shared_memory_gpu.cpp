@@ -57,7 +57,7 @@ void readExact(int fd, void* out, size_t n, std::chrono::steady_clock::time_poin
   }
 }
 
-std::string recvMsg(int fd, int seconds = 60) {
+std::string recvMsg(int fd, int seconds = 20) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   uint32_t n = 0;
   readExact(fd, &n, sizeof(n), deadline);
@@ -177,7 +177,7 @@ pid_t spawn(const char* who, const std::function<int()>& body) {
 }
 
 // Waits for the children (killing them after `seconds`); returns their exit codes (128 + signal when killed).
-std::vector<int> reap(const std::vector<pid_t>& pids, int seconds = 120) {
+std::vector<int> reap(const std::vector<pid_t>& pids, int seconds = 40) {
   std::vector<int> codes(pids.size(), -1);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   for (size_t left = pids.size(); left > 0;) {
