@@ -186,6 +186,7 @@ struct Buffer::Impl {
   ll::Context context(int half, int max_tokens, int hidden, int num_experts) const;
   // Ranks whose nvl buffers this rank maps: everyone under MNNVL, else the own node.
   bool inNvlDomain(int p) const { return normal_mnnvl || nodeOf(p) == nodeOf(cfg.rank); }
+  int numNodesOfLayout() const { return (cfg.world + cfg.ranks_per_node - 1) / cfg.ranks_per_node; }
   bool singleDomain() const { return normal_mnnvl || (cfg.world + cfg.ranks_per_node - 1) / cfg.ranks_per_node == 1; }
   intranode::Context normalContext(const char* call, int num_sms) const;
   intranode::Layout normalLayout(const char* call, int num_experts, size_t hidden_bytes, size_t scale_bytes,
@@ -232,10 +233,13 @@ bool normalMnnvlFromEnv() {
 
 // How the nvl buffer is shared. UCCL_EP_MEM_HANDLE=ipc|fd|fabric forces a kind; otherwise CUDA IPC within a node,
 // and under MNNVL fabric handles where the device has them, else POSIX fds (one host: the same >8-rank path).
-HandleKind nvlHandleKind(bool mnnvl, int device) {
+// A GPU on an NVLink fabric (the driver reports a fabric domain) shares through fabric handles where it may create
+// them, so that the group can turn out to be one domain at connect() without a second allocation.
+HandleKind nvlHandleKind(bool mnnvl, bool on_fabric, int device) {
   if (const std::optional<HandleKind> forced = memHandleSetting()) return *forced;
-  if (!mnnvl) return HandleKind::kCudaIpc;
-  return fabricHandlesSupported(device) ? HandleKind::kFabric : HandleKind::kPosixFd;
+  if (mnnvl) return fabricHandlesSupported(device) ? HandleKind::kFabric : HandleKind::kPosixFd;
+  if (on_fabric && fabricHandlesSupported(device)) return HandleKind::kFabric;
+  return HandleKind::kCudaIpc;
 }
 
 std::string ipcHandleBytes(void* ptr, const char* what, int rank) {
@@ -262,10 +266,12 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
 
   // nvl buffer (exported to the NVLink domain) and gpu buffer (+ signal words, exported through CUDA IPC).
   m.normal_mnnvl = normalMnnvlFromEnv();
+  m.self.normal_mnnvl = m.normal_mnnvl;
+  m.self.fabric_domain = fabricDomainId(config.device);
   if (config.num_nvl_bytes > 0) {
     // Zeroed by create(): the normal-mode kernels' sequence, ready and done words start at zero on every rank.
     m.nvl_alloc = SharedAllocation::create(static_cast<size_t>(config.num_nvl_bytes), config.device,
-                                           nvlHandleKind(m.normal_mnnvl, config.device), config.rank);
+                                           nvlHandleKind(m.normal_mnnvl, !m.self.fabric_domain.empty(), config.device), config.rank);
     m.nvl_buffer = m.nvl_alloc->ptr();
   }
   m.peer_nvl = std::make_unique<DeviceArray<uint8_t*>>(world);
@@ -404,6 +410,12 @@ void Buffer::connect(const std::vector<std::string>& infos) {
     checkPeerInfo(peers.back(), p, m.self);
   }
 
+  if (!m.normal_mnnvl && m.numNodesOfLayout() > 1 && oneFabricDomain(peers)) {
+    // The driver puts every GPU in one NVLink domain: normal mode maps every rank, as UCCL_EP_NORMAL_MNNVL=1 would.
+    log().info("rank {}: all {} ranks report NVLink fabric domain {}: normal mode treats them as one NVLink domain",
+               rank, world, m.self.fabric_domain);
+    m.normal_mnnvl = true;
+  }
   std::vector<uint8_t*> gpu_base(world, nullptr);
   std::vector<void*> nvl_base(world, nullptr);
   try {

@@ -43,6 +43,8 @@ Blob encodePeerInfo(const PeerInfo& info) {
   appendString(out, info.gpu_ipc_handle);
   appendString(out, info.nvl_ipc_handle);
   transport::appendU64(out, info.uses_proxy ? 1 : 0);
+  transport::appendU64(out, info.normal_mnnvl ? 1 : 0);
+  appendString(out, info.fabric_domain);
   transport::appendBlob(out, info.proxy_info);
   return out;
 }
@@ -76,6 +78,10 @@ PeerInfo decodePeerInfo(const Blob& blob, int rank) {
     const uint64_t uses_proxy = transport::readU64(blob, &off);
     if (uses_proxy > 1) UCCL_EP_THROW("uses_proxy = {} (expected 0 or 1)", uses_proxy);
     info.uses_proxy = uses_proxy == 1;
+    const uint64_t mnnvl = transport::readU64(blob, &off);
+    if (mnnvl > 1) UCCL_EP_THROW("normal_mnnvl = {} (expected 0 or 1)", mnnvl);
+    info.normal_mnnvl = mnnvl == 1;
+    info.fabric_domain = readString(blob, &off);
     info.proxy_info = transport::readBlob(blob, &off);
     if (off != blob.size()) UCCL_EP_THROW("{} trailing bytes after the last field", blob.size() - off);
   } catch (const Error& e) {
@@ -111,6 +117,19 @@ void checkPeerInfo(const PeerInfo& peer, int index, const PeerInfo& self) {
                   self.uses_proxy ? "does" : "does not");
   }
   if (peer.uses_proxy && peer.proxy_info.empty()) UCCL_EP_THROW("rank {} runs proxies but sent no proxy info", index);
+  if (peer.normal_mnnvl != self.normal_mnnvl) {
+    UCCL_EP_THROW("rank {} {} UCCL_EP_NORMAL_MNNVL (or DEEP_EP_NORMAL_MNNVL) and rank {} {}: set it the same way "
+                  "on every rank",
+                  index, peer.normal_mnnvl ? "sets" : "does not set", self.rank, self.normal_mnnvl ? "does" : "does not");
+  }
+}
+
+bool oneFabricDomain(const std::vector<PeerInfo>& infos) {
+  if (infos.empty() || infos.front().fabric_domain.empty()) return false;
+  for (const PeerInfo& i : infos) {
+    if (i.fabric_domain != infos.front().fabric_domain) return false;
+  }
+  return true;
 }
 
 bool sameHost(const PeerInfo& a, const PeerInfo& b) {

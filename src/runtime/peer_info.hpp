@@ -4,13 +4,14 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "uccl_ep/transport/transport.hpp"
 
 namespace uccl::ep::runtime {
 
 inline constexpr uint64_t kPeerInfoMagic = 0x4f464e4950455055ull;  // "UPEPINFO" read little-endian
-inline constexpr uint32_t kPeerInfoVersion = 1;
+inline constexpr uint32_t kPeerInfoVersion = 2;
 
 struct PeerInfo {
   uint32_t version = kPeerInfoVersion;
@@ -26,6 +27,8 @@ struct PeerInfo {
   std::string nvl_ipc_handle;   // SharedAllocation::exportBlob() of the nvl buffer (ipc, fd or fabric handle);
                                 // empty when num_nvl_bytes == 0
   bool uses_proxy = false;
+  bool normal_mnnvl = false;    // UCCL_EP_NORMAL_MNNVL / DEEP_EP_NORMAL_MNNVL set on this rank
+  std::string fabric_domain;    // the GPU's NVLink fabric domain from the driver (fabricDomainId), "" when none
   transport::Blob proxy_info;   // ProxyGroup::localInfo(); empty without proxies
 };
 
@@ -37,6 +40,10 @@ PeerInfo decodePeerInfo(const transport::Blob& blob, int rank);
 // Checks a decoded peer against this rank: it sits at `index`, and agrees on world, ranks_per_node, buffer
 // sizes and whether proxies run. Throws uccl::ep::Error naming the peer and the field.
 void checkPeerInfo(const PeerInfo& peer, int index, const PeerInfo& self);
+
+// Every rank reports the same non-empty NVLink fabric domain: the driver says the whole group is one NVLink
+// domain (an MNNVL system such as GB200 NVL72), without UCCL_EP_NORMAL_MNNVL.
+bool oneFabricDomain(const std::vector<PeerInfo>& infos);
 
 // Same machine: equal boot ids when both ranks know theirs, else equal host names.
 bool sameHost(const PeerInfo& a, const PeerInfo& b);

@@ -24,6 +24,8 @@ PeerInfo sample(int rank) {
   for (int i = 0; i < 64; ++i) p.gpu_ipc_handle[i] = static_cast<char>(i * 7 + rank);
   p.nvl_ipc_handle = std::string(64, '\xff');
   p.uses_proxy = true;
+  p.normal_mnnvl = true;
+  p.fabric_domain = "cluster:3";
   p.proxy_info = {1, 2, 3, 0, 255};
   return p;
 }
@@ -55,8 +57,33 @@ TEST(PeerInfo, RoundTrip) {
   EXPECT_EQ(b.gpu_ipc_handle, a.gpu_ipc_handle);
   EXPECT_EQ(b.nvl_ipc_handle, a.nvl_ipc_handle);
   EXPECT_TRUE(b.uses_proxy);
+  EXPECT_EQ(b.normal_mnnvl, a.normal_mnnvl);
+  EXPECT_EQ(b.fabric_domain, a.fabric_domain);
   EXPECT_EQ(b.proxy_info, a.proxy_info);
   EXPECT_NO_THROW(checkPeerInfo(b, 5, sample(2)));
+}
+
+TEST(PeerInfo, MnnvlSettingMustAgree) {
+  PeerInfo other = sample(3);
+  other.normal_mnnvl = !sample(2).normal_mnnvl;
+  try {
+    checkPeerInfo(other, 3, sample(2));
+    FAIL() << "a rank with another UCCL_EP_NORMAL_MNNVL setting was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("UCCL_EP_NORMAL_MNNVL"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rank 3"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PeerInfo, OneFabricDomainNeedsTheSameNonEmptyIdEverywhere) {
+  std::vector<PeerInfo> infos = {sample(0), sample(1), sample(2)};
+  for (PeerInfo& i : infos) i.fabric_domain = "0a1b2c3d4e5f60718293a4b5c6d7e8f9:7";
+  EXPECT_TRUE(oneFabricDomain(infos));
+  infos[2].fabric_domain = "0a1b2c3d4e5f60718293a4b5c6d7e8f9:8";  // another clique
+  EXPECT_FALSE(oneFabricDomain(infos));
+  for (PeerInfo& i : infos) i.fabric_domain = "";
+  EXPECT_FALSE(oneFabricDomain(infos));  // no fabric: the node layout decides
+  EXPECT_FALSE(oneFabricDomain({}));
 }
 
 TEST(PeerInfo, RoundTripEmptyFields) {
