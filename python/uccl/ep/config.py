@@ -4,6 +4,13 @@ A config has `num_sms / 2` channels. Per (channel, peer) a ring holds up to "rec
 moves up to "send tokens" per step. The size hints are upper bounds from the formula below, so that the same
 numbers hold for every kernel version; they are not tuned to the byte.
 
+The intranode kernels (src/kernels/intranode.hpp) use the config this way: `num_sms` is the grid of their
+pack and pull kernels, "send tokens" the rows one warp copies per work item. They keep no rings: the nvl buffer
+holds this rank's own tokens during a dispatch (about num_tokens * token_bytes) and the rows it received during
+a combine (about received rows * (hidden * 2 + 64)). The hint below, channels * peers * recv_tokens tokens,
+covers typical calls (8 ranks, defaults: 20480 tokens or rows); a call that needs more raises before any kernel
+and names the num_nvl_bytes it needs.
+
 Bytes of one token in a ring (`_token_bytes`):
     hidden_bytes                                the row itself (BF16, or FP8 with its scales counted below)
   + 16                                          source metadata (source token index, flags)
