@@ -152,7 +152,6 @@ __global__ void publishKernel(Context ctx, Layout l, bool count, bool report_to_
   __syncthreads();
   const int32_t total = prefix[(R - 1) * R + ctx.rank];
   const int per_rank = l.num_experts / R;
-  if (threadIdx.x == 0) ctx.scratch[0] = total;
   if (!report_to_host) return;
   for (int le = threadIdx.x; le < per_rank; le += blockDim.x) {
     int32_t acc = 0;

@@ -98,15 +98,12 @@ struct Context {
   int rank = 0, num_ranks = 0;
   uint8_t* self = nullptr;               // this rank's nvl buffer
   uint8_t* const* peers = nullptr;       // device array [R] of every rank's nvl buffer as mapped here
-  size_t buffer_bytes = 0;
   ErrorRecord* error = nullptr;          // host-mapped
   uint64_t timeout_ns = 0;
-  int32_t* scratch = nullptr;            // device, kScratchInts int32 (receive total etc.)
   HostCounts* host_counts = nullptr;     // host-mapped
   int num_sms = 20;                      // blocks of the grid kernels
   int send_tokens = 6;                   // rows per warp work item in the pull kernels
 };
-constexpr int kScratchInts = 64;         // [0]: receive total of the last dispatch publish
 
 // get_dispatch_layout. Outputs are written whole (the kernel zeroes them first).
 struct LayoutArgs {
@@ -143,7 +140,8 @@ struct DispatchArgs {
   float* recv_topk_weights = nullptr;    // [rows, K]
   int32_t* recv_src_idx = nullptr;       // [rows]
   int num_out_rows = 0;                  // rows of the outputs (receive count, or num_worst_tokens)
-  bool worst = false;                    // num_worst_tokens: receive count comes from scratch; pad with -1
+  bool worst = false;                    // num_worst_tokens: receive count from the prefix matrix on the GPU;
+                                         // rows beyond it get -1 ids
 };
 // Steps 1-3. cached: rank_prefix_matrix is an input and nothing is counted.
 void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, void* stream);

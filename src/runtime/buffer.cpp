@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/cuda_check.hpp"
 #include "runtime/gpu_ring.hpp"
 #include "runtime/peer_info.hpp"
 #include "runtime/shared_memory.hpp"
@@ -21,15 +22,6 @@
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"
 
-// CUDA failures inside the Buffer become uccl::ep::Error naming the call and what it was for.
-#define UCCL_EP_CUDA_OR_THROW(expr, ...)                                                                 \
-  do {                                                                                                   \
-    const cudaError_t uccl_ep_e_ = (expr);                                                               \
-    if (uccl_ep_e_ != cudaSuccess) {                                                                     \
-      UCCL_EP_THROW("{}: {} failed: {} ({})", ::fmt::format(__VA_ARGS__), #expr, cudaGetErrorName(uccl_ep_e_), \
-                    cudaGetErrorString(uccl_ep_e_));                                                     \
-    }                                                                                                    \
-  } while (0)
 
 namespace uccl::ep::runtime {
 
@@ -39,9 +31,7 @@ namespace intranode = kernels::intranode;
 namespace {
 
 // Logs instead of throwing: for the tear-down path.
-void logCuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) log().error("uccl-ep Buffer destroy: {} failed: {}", what, cudaGetErrorString(e));
-}
+void logCuda(cudaError_t e, const char* what) { runtime::logCuda(e, what, "Buffer destroy"); }
 
 constexpr int64_t kSizeUnit = 128;
 constexpr uint32_t kRingCapacityLog2 = 12;
@@ -91,11 +81,10 @@ struct Buffer::Impl {
   std::unique_ptr<DeviceArray<int32_t>> scratch;
   std::unique_ptr<DeviceArray<uint8_t*>> peer_gpu_base;
   std::unique_ptr<DeviceArray<int64_t*>> peer_gpu_signals;
-  // Normal mode: every domain peer's nvl buffer (null outside the domain), the CPU-wait counts, scratch.
+  // Normal mode: every domain peer's nvl buffer (null outside the domain), the CPU-wait counts.
   bool normal_mnnvl = false;
   std::unique_ptr<DeviceArray<uint8_t*>> peer_nvl;
   std::unique_ptr<Mapped<intranode::HostCounts>> host_counts;
-  std::unique_ptr<DeviceArray<int32_t>> normal_scratch;
 
   // Proxy side.
   std::unique_ptr<proxy::ProxyGroup> proxies;
@@ -166,7 +155,6 @@ struct Buffer::Impl {
       peer_gpu_signals.reset();
       peer_nvl.reset();
       host_counts.reset();
-      normal_scratch.reset();
       scratch.reset();
       mask_values.reset();
       mask.reset();
@@ -276,9 +264,6 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   }
   m.peer_nvl = std::make_unique<DeviceArray<uint8_t*>>(world);
   m.host_counts = std::make_unique<Mapped<intranode::HostCounts>>(1);
-  m.normal_scratch = std::make_unique<DeviceArray<int32_t>>(intranode::kScratchInts);
-  UCCL_EP_CUDA_OR_THROW(cudaMemset(m.normal_scratch->get(), 0, sizeof(int32_t) * intranode::kScratchInts),
-                        "Buffer (rank {}): zeroing the normal-mode scratch", config.rank);
   const size_t gpu_bytes = static_cast<size_t>(config.num_rdma_bytes) + m.signal_count * sizeof(int64_t);
   UCCL_EP_CUDA_OR_THROW(cudaMalloc(reinterpret_cast<void**>(&m.gpu_buffer), gpu_bytes),
                         "Buffer (rank {}): allocating the {}-byte gpu buffer", config.rank, gpu_bytes);
@@ -683,10 +668,8 @@ intranode::Context Buffer::Impl::normalContext(const char* call, int num_sms) co
   c.num_ranks = cfg.world;
   c.self = static_cast<uint8_t*>(nvl_buffer);
   c.peers = peer_nvl->get();
-  c.buffer_bytes = static_cast<size_t>(cfg.num_nvl_bytes);
   c.error = error->device();
   c.timeout_ns = env().timeoutNs();
-  c.scratch = normal_scratch->get();
   c.host_counts = host_counts->device();
   c.num_sms = num_sms > 0 ? num_sms : this->num_sms;
   return c;

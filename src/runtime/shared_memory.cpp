@@ -12,23 +12,13 @@
 #include <mutex>
 #include <utility>
 
+#include "runtime/cuda_check.hpp"
 #include "runtime/fd_passing.hpp"
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"
 
 namespace uccl::ep::runtime {
 namespace {
-
-[[noreturn]] void throwCuda(cudaError_t e, const char* call, const std::string& what) {
-  UCCL_EP_THROW("{}: {} failed: {} ({})", what, call, cudaGetErrorName(e), cudaGetErrorString(e));
-}
-
-// The message is formatted only on failure.
-#define UCCL_EP_CUDA_OR_THROW(expr, ...)                                                   \
-  do {                                                                                     \
-    const cudaError_t uccl_ep_e_ = (expr);                                                 \
-    if (uccl_ep_e_ != cudaSuccess) throwCuda(uccl_ep_e_, #expr, fmt::format(__VA_ARGS__)); \
-  } while (0)
 
 // ---- driver entry points ---------------------------------------------------------------------------------------
 
@@ -96,9 +86,7 @@ std::string cuErrorName(CUresult r) {
   } while (0)
 
 // Tear-down paths log instead of throwing.
-void logCuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) log().error("uccl-ep shared memory release: {} failed: {}", what, cudaGetErrorString(e));
-}
+void logCuda(cudaError_t e, const char* what) { runtime::logCuda(e, what, "shared memory release"); }
 void logCu(CUresult r, const char* what) {
   if (r != CUDA_SUCCESS) log().error("uccl-ep shared memory release: {} failed: {}", what, cuErrorName(r));
 }
@@ -119,7 +107,7 @@ class DeviceScope {
     if (previous_ >= 0 && previous_ != device_) cudaSetDevice(previous_);
   }
   void require(const std::string& who) const {
-    if (error_ != cudaSuccess) throwCuda(error_, fmt::format("{} on device {}", call_, device_).c_str(), who);
+    UCCL_EP_CUDA_OR_THROW(error_, "{}: {} on device {}", who, call_, device_);
   }
   void logFailure() const { logCuda(error_, call_); }
 
