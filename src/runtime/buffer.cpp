@@ -725,7 +725,6 @@ void Buffer::normalDispatchSend(intranode::DispatchArgs a, bool cached, int num_
             fmt::format("dispatching {} tokens of {} bytes (+ {} scale bytes, top-{})", a.num_tokens,
                         a.layout.hidden_bytes, a.layout.scale_bytes, a.layout.num_topk));
   if (a.report_to_host && !cached) {
-    if (a.num_experts / m.cfg.world > intranode::kMaxExperts) UCCL_EP_THROW("{}: too many local experts", call);
     m.host_counts->host()->ready = 0;  // no kernel writes it until this call's publish step
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
