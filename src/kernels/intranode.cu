@@ -11,9 +11,8 @@
 // finish       1 block: done[self] = epoch at every source.
 #include "kernels/intranode.hpp"
 
-#include <stdexcept>
-#include <string>
 
+#include "kernels/launch.hpp"
 #include "uccl_ep/platform/atomics.hpp"
 #include "uccl_ep/platform/clock.hpp"
 #include "uccl_ep/platform/gpu_runtime.hpp"
@@ -29,9 +28,7 @@ using platform::Scope;
 constexpr int kThreads = 512;
 constexpr int kWaitThreads = 256;
 
-__device__ __forceinline__ uint64_t* word(uint8_t* base, size_t off) {
-  return reinterpret_cast<uint64_t*>(base + off);
-}
+__device__ __forceinline__ uint64_t* word(uint8_t* base, size_t off) { return reinterpret_cast<uint64_t*>(base + off); }
 __device__ __forceinline__ uint64_t epochOf(const Context& ctx) {
   return *reinterpret_cast<volatile uint64_t*>(ctx.self + kSeqOff);
 }
@@ -110,7 +107,7 @@ __global__ void layoutKernel(LayoutArgs a) {
   __syncthreads();
   for (int i = threadIdx.x; i < bins; i += blockDim.x) {
     if (hist[i] == 0) continue;
-    int32_t* dst = i < a.num_experts ? &a.tokens_per_expert[i]
+    int32_t* dst = i < a.num_experts                 ? &a.tokens_per_expert[i]
                    : i < a.num_experts + a.num_ranks ? &a.tokens_per_rank[i - a.num_experts]
                                                      : &a.tokens_per_node[i - a.num_experts - a.num_ranks];
     atomicAdd(dst, hist[i]);
@@ -128,7 +125,8 @@ __global__ void reuseKernel(Context ctx) {
   __syncthreads();
   if (failed(ctx)) return;
   const uint64_t target = epoch - 1;
-  waitAll(ctx, [&](int r) { return word(ctx.self, kHeaderBytes + size_t(r) * 8); }, target, kOpReuse);
+  waitAll(
+      ctx, [&](int r) { return word(ctx.self, kHeaderBytes + size_t(r) * 8); }, target, kOpReuse);
 }
 
 // Dispatch (count=true): also the prefix matrix, the receive total and the per-expert counts.
@@ -139,7 +137,9 @@ __global__ void publishKernel(Context ctx, Layout l, bool count, bool report_to_
   __syncthreads();
   if (threadIdx.x == 0) platform::storeRelease<Scope::kSystem>(word(ctx.self, kReadyOff), e);
   if (failed(ctx)) return;
-  if (!waitAll(ctx, [&](int r) { return word(ctx.peers[r], kReadyOff); }, e, kOpReady)) return;
+  if (!waitAll(
+          ctx, [&](int r) { return word(ctx.peers[r], kReadyOff); }, e, kOpReady))
+    return;
   if (!count) return;
   const int R = ctx.num_ranks;
   for (int j = threadIdx.x; j < R; j += blockDim.x) {
@@ -242,7 +242,8 @@ __global__ void __launch_bounds__(kThreads) dispatchPackKernel(Context ctx, Disp
   }
   if (blockIdx.x == 0) {
     int32_t* ec = reinterpret_cast<int32_t*>(ctx.self + l.expert_counts_off);
-    for (int i = threadIdx.x; i < l.num_experts; i += blockDim.x) ec[i] = a.tokens_per_expert ? a.tokens_per_expert[i] : 0;
+    for (int i = threadIdx.x; i < l.num_experts; i += blockDim.x)
+      ec[i] = a.tokens_per_expert ? a.tokens_per_expert[i] : 0;
     if (threadIdx.x == 0) *reinterpret_cast<int32_t*>(ctx.self + kNumTokensOff) = T;
   }
 }
@@ -274,7 +275,10 @@ __global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, Disp
     int lo = 0, hi = R - 1;
     while (lo < hi) {
       const int mid = (lo + hi) / 2;
-      if (col[mid] > first) hi = mid; else lo = mid + 1;
+      if (col[mid] > first)
+        hi = mid;
+      else
+        lo = mid + 1;
     }
     int s = lo;
     const int64_t last = first + step < a.num_out_rows ? first + step : a.num_out_rows;
@@ -361,12 +365,14 @@ __global__ void __launch_bounds__(kThreads) combinePullKernel(Context ctx, Combi
       n += platform::popcount64(bits);
     }
     platform::syncWarp();
-    const int4* b0 = a.bias0 ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias0) +
-                                                             static_cast<size_t>(t) * a.hidden)
-                             : nullptr;
-    const int4* b1 = a.bias1 ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias1) +
-                                                             static_cast<size_t>(t) * a.hidden)
-                             : nullptr;
+    const int4* b0 =
+        a.bias0
+            ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias0) + static_cast<size_t>(t) * a.hidden)
+            : nullptr;
+    const int4* b1 =
+        a.bias1
+            ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias1) + static_cast<size_t>(t) * a.hidden)
+            : nullptr;
     int4* out = reinterpret_cast<int4*>(static_cast<uint16_t*>(a.out) + static_cast<size_t>(t) * a.hidden);
     for (int v = lane; v < vecs; v += kWarpSize) {
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -390,27 +396,17 @@ __global__ void __launch_bounds__(kThreads) combinePullKernel(Context ctx, Combi
   }
 }
 
-void check(gpuError_t err, const char* what) {
-  if (err != gpuSuccess) throw std::runtime_error(std::string("launching ") + what + ": " + gpuGetErrorString(err));
-}
-
-// Every kernel asks for the same shared-memory carveout as the low-latency ones: an SM that holds a spinning
-// block keeps its carveout, and another rank's kernel (MPS) wanting a different one could find no SM.
+// One carveout for every kernel, low-latency and normal alike (launch.hpp says why).
 void setCarveout() {
-#if defined(UCCL_EP_CUDA)
   static const bool once = [] {
-    for (const void* f :
-         {reinterpret_cast<const void*>(&layoutKernel), reinterpret_cast<const void*>(&reuseKernel),
-          reinterpret_cast<const void*>(&publishKernel), reinterpret_cast<const void*>(&finishKernel),
-          reinterpret_cast<const void*>(&dispatchPackKernel), reinterpret_cast<const void*>(&dispatchPullKernel),
-          reinterpret_cast<const void*>(&combinePackKernel), reinterpret_cast<const void*>(&combinePullKernel)}) {
-      check(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
-            "setting the shared-memory carveout");
-    }
+    preferMaxShared(
+        {reinterpret_cast<const void*>(&layoutKernel), reinterpret_cast<const void*>(&reuseKernel),
+         reinterpret_cast<const void*>(&publishKernel), reinterpret_cast<const void*>(&finishKernel),
+         reinterpret_cast<const void*>(&dispatchPackKernel), reinterpret_cast<const void*>(&dispatchPullKernel),
+         reinterpret_cast<const void*>(&combinePackKernel), reinterpret_cast<const void*>(&combinePullKernel)});
     return true;
   }();
   (void)once;
-#endif
 }
 
 int grid(const Context& ctx) { return ctx.num_sms > 0 ? ctx.num_sms : 1; }
@@ -421,30 +417,31 @@ void launchLayout(const LayoutArgs& a, void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
   const int nodes = a.tokens_per_node ? (a.num_ranks + a.ranks_per_node - 1) / a.ranks_per_node : 0;
-  check(gpuMemsetAsync(a.tokens_per_rank, 0, sizeof(int32_t) * a.num_ranks, s), "layout (zero)");
-  check(gpuMemsetAsync(a.tokens_per_expert, 0, sizeof(int32_t) * a.num_experts, s), "layout (zero)");
-  if (nodes > 0) check(gpuMemsetAsync(a.tokens_per_node, 0, sizeof(int32_t) * nodes, s), "layout (zero)");
+  checkLaunch(gpuMemsetAsync(a.tokens_per_rank, 0, sizeof(int32_t) * a.num_ranks, s), "layout (zero)");
+  checkLaunch(gpuMemsetAsync(a.tokens_per_expert, 0, sizeof(int32_t) * a.num_experts, s), "layout (zero)");
+  if (nodes > 0) checkLaunch(gpuMemsetAsync(a.tokens_per_node, 0, sizeof(int32_t) * nodes, s), "layout (zero)");
   if (a.num_tokens > 0) {
-    check(gpuMemsetAsync(a.is_token_in_rank, 0, static_cast<size_t>(a.num_tokens) * a.num_ranks, s), "layout (zero)");
+    checkLaunch(gpuMemsetAsync(a.is_token_in_rank, 0, static_cast<size_t>(a.num_tokens) * a.num_ranks, s),
+                "layout (zero)");
   }
   const size_t shm = sizeof(int32_t) * (a.num_experts + a.num_ranks + nodes);
   int blocks = (a.num_tokens + 255) / 256;
   blocks = blocks < 1 ? 1 : (blocks > 132 ? 132 : blocks);
   layoutKernel<<<blocks, 256, shm, s>>>(a);
-  check(gpuGetLastError(), "get_dispatch_layout");
+  checkLaunch(gpuGetLastError(), "get_dispatch_layout");
 }
 
 void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
   reuseKernel<<<1, kWaitThreads, 0, s>>>(ctx);
-  check(gpuGetLastError(), "dispatch (reuse wait)");
+  checkLaunch(gpuGetLastError(), "dispatch (reuse wait)");
   const size_t pack_shm = sizeof(int32_t) * (kThreads / kWarpSize);
   dispatchPackKernel<<<grid(ctx), kThreads, pack_shm, s>>>(ctx, a);
-  check(gpuGetLastError(), "dispatch (pack)");
+  checkLaunch(gpuGetLastError(), "dispatch (pack)");
   publishKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout, !cached, a.report_to_host && !cached, a.rank_prefix_matrix,
                                            a.tokens_per_expert != nullptr);
-  check(gpuGetLastError(), "dispatch (publish)");
+  checkLaunch(gpuGetLastError(), "dispatch (publish)");
 }
 
 void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream) {
@@ -453,33 +450,33 @@ void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream)
   const size_t shm = sizeof(int32_t) * 2 * static_cast<size_t>(ctx.num_ranks);
   if (a.num_out_rows > 0) {
     dispatchPullKernel<<<grid(ctx), kThreads, shm, s>>>(ctx, a, a.rank_prefix_matrix);
-    check(gpuGetLastError(), "dispatch (pull)");
+    checkLaunch(gpuGetLastError(), "dispatch (pull)");
   }
   finishKernel<<<1, kWaitThreads, 0, s>>>(ctx);
-  check(gpuGetLastError(), "dispatch (finish)");
+  checkLaunch(gpuGetLastError(), "dispatch (finish)");
 }
 
 void launchCombine(const Context& ctx, const CombineArgs& a, void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
   reuseKernel<<<1, kWaitThreads, 0, s>>>(ctx);
-  check(gpuGetLastError(), "combine (reuse wait)");
+  checkLaunch(gpuGetLastError(), "combine (reuse wait)");
   if (a.num_recv_rows > 0) {
     combinePackKernel<<<grid(ctx), kThreads, 0, s>>>(ctx, a);
-    check(gpuGetLastError(), "combine (pack)");
+    checkLaunch(gpuGetLastError(), "combine (pack)");
   }
   publishKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout, false, false, nullptr, false);
-  check(gpuGetLastError(), "combine (publish)");
+  checkLaunch(gpuGetLastError(), "combine (publish)");
   if (a.num_tokens > 0) {
     // as many warps per block as keep the per-warp row lists within 32 KiB of shared memory
     int warps = static_cast<int>(32768 / (sizeof(void*) * static_cast<size_t>(ctx.num_ranks)));
     warps = warps < 1 ? 1 : (warps > kThreads / kWarpSize ? kThreads / kWarpSize : warps);
     const size_t shm = sizeof(void*) * static_cast<size_t>(ctx.num_ranks) * warps;
     combinePullKernel<<<grid(ctx), warps * kWarpSize, shm, s>>>(ctx, a);
-    check(gpuGetLastError(), "combine (pull)");
+    checkLaunch(gpuGetLastError(), "combine (pull)");
   }
   finishKernel<<<1, kWaitThreads, 0, s>>>(ctx);
-  check(gpuGetLastError(), "combine (finish)");
+  checkLaunch(gpuGetLastError(), "combine (finish)");
 }
 
 }  // namespace uccl::ep::kernels::intranode

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/launch.hpp"
 #include "kernels/logfmt.hpp"
 #include "uccl_ep/platform/atomics.hpp"
 #include "uccl_ep/platform/clock.hpp"
@@ -178,7 +179,8 @@ __global__ void __launch_bounds__(kThreads) dispatchSend(Context ctx, DispatchAr
   const uint16_t* x = static_cast<const uint16_t*>(a.x);
   for (int j = platform::warpId(); j < count; j += platform::numWarps()) {
     const int t = list[j];
-    uint8_t* msg = peer != nullptr ? peer + half_off + L.dispatchRecv(el, ctx.rank, j) : send_half + L.dispatchStaging(e, j);
+    uint8_t* msg =
+        peer != nullptr ? peer + half_off + L.dispatchRecv(el, ctx.rank, j) : send_half + L.dispatchStaging(e, j);
     writeMessage(msg, x + static_cast<size_t>(t) * L.hidden, L.hidden, t, a.use_fp8, a.round_scale);
   }
   // The block's writes are ordered before thread 0's system-scope fence by the barrier; the fence then orders
@@ -274,7 +276,8 @@ __global__ void __launch_bounds__(kThreads) dispatchRecv(Context ctx, DispatchAr
         }
       } else {
         float* out = static_cast<float*>(a.recv_scales);
-        for (int g = lane; g < groups; g += kWarpSize) out[(el * static_cast<size_t>(groups) + g) * rows_per_expert + row] = sc[g];
+        for (int g = lane; g < groups; g += kWarpSize)
+          out[(el * static_cast<size_t>(groups) + g) * rows_per_expert + row] = sc[g];
       }
     }
   }
@@ -356,10 +359,11 @@ __global__ void __launch_bounds__(kThreads) combineSend(Context ctx, CombineArgs
   const size_t rows_per_expert = static_cast<size_t>(R) * L.max_tokens;
   const int lane = platform::laneId();
   for (int i = platform::warpId(); i < count; i += platform::numWarps()) {
-    const uint16_t* src =
-        a.zero_copy ? reinterpret_cast<const uint16_t*>(send_half + L.combineSend(el, begin + i))
-                    : static_cast<const uint16_t*>(a.x) + (el * rows_per_expert + begin + i) * L.hidden;
-    uint8_t* dst = peer != nullptr ? peer + half_off + L.combineRecv(expert, i) : send_half + L.combineSend(el, begin + i);
+    const uint16_t* src = a.zero_copy
+                              ? reinterpret_cast<const uint16_t*>(send_half + L.combineSend(el, begin + i))
+                              : static_cast<const uint16_t*>(a.x) + (el * rows_per_expert + begin + i) * L.hidden;
+    uint8_t* dst =
+        peer != nullptr ? peer + half_off + L.combineRecv(expert, i) : send_half + L.combineSend(el, begin + i);
     if (a.use_logfmt) {
       encodeLogfmtRow(src, dst, L.hidden);
     } else if (reinterpret_cast<const uint8_t*>(src) != dst) {
@@ -481,7 +485,8 @@ __global__ void __launch_bounds__(kThreads) combineRecv(Context ctx, CombineArgs
     if (atomicAdd(done, 1u) == static_cast<unsigned int>(G - 1)) {
       for (int e = 0; e < E; ++e) {
         platform::storeRelease<Scope::kSystem>(word(ctx.gpu_signals + half_sig + L.combineFlag(e)), 0);
-        if (ctx.rdma_signals) platform::storeRelease<Scope::kSystem>(word(ctx.rdma_signals + half_sig + L.combineFlag(e)), 0);
+        if (ctx.rdma_signals)
+          platform::storeRelease<Scope::kSystem>(word(ctx.rdma_signals + half_sig + L.combineFlag(e)), 0);
       }
       atomicExch(done, 0u);
     }
@@ -495,25 +500,14 @@ __global__ void zeroWords(int64_t* a, int64_t* b, size_t n) {
   }
 }
 
-void check(gpuError_t err, const char* what) {
-  if (err != gpuSuccess) throw std::runtime_error(std::string("launching ") + what + ": " + gpuGetErrorString(err));
-}
-
-// Every kernel here asks for the same shared-memory carveout. An SM holding a block that spins (a receive
-// half waiting for its peers) keeps its carveout; a kernel of another rank on the same GPU (MPS) that wanted a
-// different one could then find no SM to run on, and the peers would wait for it forever.
+// One carveout for every kernel, low-latency and normal alike (launch.hpp says why).
 void setCarveout() {
-#if defined(UCCL_EP_CUDA)
   static const bool once = [] {
-    for (const void* f : {reinterpret_cast<const void*>(&dispatchSend), reinterpret_cast<const void*>(&dispatchRecv),
-                          reinterpret_cast<const void*>(&combineSend), reinterpret_cast<const void*>(&combineRecv)}) {
-      check(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
-            "setting the shared-memory carveout");
-    }
+    preferMaxShared({reinterpret_cast<const void*>(&dispatchSend), reinterpret_cast<const void*>(&dispatchRecv),
+                     reinterpret_cast<const void*>(&combineSend), reinterpret_cast<const void*>(&combineRecv)});
     return true;
   }();
   (void)once;
-#endif
 }
 
 int recvGrid(const Context& ctx, int num_tokens) {
@@ -531,12 +525,12 @@ void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, v
   setCarveout();
   if (static_cast<int>(phase) & static_cast<int>(Phase::kSend)) {
     dispatchSend<<<ctx.layout.num_experts, kThreads, 0, s>>>(ctx, args);
-    check(gpuGetLastError(), "low-latency dispatch (send)");
+    checkLaunch(gpuGetLastError(), "low-latency dispatch (send)");
   }
   if (static_cast<int>(phase) & static_cast<int>(Phase::kRecv)) {
     const size_t shm = sizeof(int) * 2 * static_cast<size_t>(ctx.layout.num_ranks);
     dispatchRecv<<<ctx.layout.experts_per_rank, kThreads, shm, s>>>(ctx, args);
-    check(gpuGetLastError(), "low-latency dispatch (receive)");
+    checkLaunch(gpuGetLastError(), "low-latency dispatch (receive)");
   }
 }
 
@@ -545,18 +539,19 @@ void launchCombine(const Context& ctx, const CombineArgs& args, Phase phase, voi
   setCarveout();
   if (static_cast<int>(phase) & static_cast<int>(Phase::kSend)) {
     combineSend<<<ctx.layout.num_experts, kThreads, 0, s>>>(ctx, args);
-    check(gpuGetLastError(), "low-latency combine (send)");
+    checkLaunch(gpuGetLastError(), "low-latency combine (send)");
   }
   if (static_cast<int>(phase) & static_cast<int>(Phase::kRecv)) {
-    combineRecv<<<recvGrid(ctx, args.num_tokens), kThreads, static_cast<size_t>(ctx.layout.num_experts), s>>>(ctx, args);
-    check(gpuGetLastError(), "low-latency combine (receive)");
+    combineRecv<<<recvGrid(ctx, args.num_tokens), kThreads, static_cast<size_t>(ctx.layout.num_experts), s>>>(ctx,
+                                                                                                              args);
+    checkLaunch(gpuGetLastError(), "low-latency combine (receive)");
   }
 }
 
 void launchClean(const Context& ctx, void* stream) {
   const size_t n = ctx.layout.totalSignals();
   zeroWords<<<8, 256, 0, static_cast<gpuStream_t>(stream)>>>(ctx.gpu_signals, ctx.rdma_signals, n);
-  check(gpuGetLastError(), "clean_low_latency_buffer");
+  checkLaunch(gpuGetLastError(), "clean_low_latency_buffer");
 }
 
 }  // namespace uccl::ep::kernels::ll

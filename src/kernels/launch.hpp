@@ -1,0 +1,31 @@
+// Host-side launch helpers shared by the kernel files: launch errors as exceptions, and one shared-memory
+// carveout for every kernel.
+#pragma once
+
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+
+#include "uccl_ep/platform/gpu_runtime.hpp"
+
+namespace uccl::ep::kernels {
+
+inline void checkLaunch(gpuError_t err, const char* what) {
+  if (err != gpuSuccess) throw std::runtime_error(std::string("launching ") + what + ": " + gpuGetErrorString(err));
+}
+
+// Every kernel asks for the same shared-memory carveout. An SM holding a block that spins (waiting for its peers)
+// keeps its carveout; a kernel of another rank on the same GPU (MPS) that wanted a different one could then find
+// no SM to run on, and the peers would wait for it forever. Callers run this once per kernel set.
+inline void preferMaxShared(std::initializer_list<const void*> kernels) {
+#if defined(UCCL_EP_CUDA)
+  for (const void* f : kernels) {
+    checkLaunch(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+                "setting the shared-memory carveout");
+  }
+#else
+  (void)kernels;
+#endif
+}
+
+}  // namespace uccl::ep::kernels
