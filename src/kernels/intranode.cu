@@ -11,7 +11,6 @@
 // finish       1 block: done[self] = epoch at every source.
 #include "kernels/intranode.hpp"
 
-
 #include "kernels/launch.hpp"
 #include "uccl_ep/platform/atomics.hpp"
 #include "uccl_ep/platform/clock.hpp"
