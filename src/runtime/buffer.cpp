@@ -3,25 +3,19 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
-#include <thread>
 #include <exception>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "runtime/buffer_impl.hpp"
 #include "runtime/cuda_check.hpp"
-#include "runtime/gpu_ring.hpp"
-#include "runtime/peer_info.hpp"
-#include "runtime/shared_memory.hpp"
-#include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"
-
 
 namespace uccl::ep::runtime {
 
@@ -60,126 +54,6 @@ const char* ringStatusName(uint32_t status) {
 
 }  // namespace
 
-struct Buffer::Impl {
-  BufferConfig cfg;
-  bool destroyed = false;
-  bool connected = false;
-  bool cuda_used = false;  // the constructor got as far as selecting the device
-  int num_sms = 0;
-  bool uses_proxy = false;
-  size_t signal_count = 0;     // int64 words behind the gpu buffer, and in the rdma signal region
-  size_t scratch_per_half = 0;  // int32
-
-  // Memory (raw CUDA allocations are freed in release()).
-  void* nvl_buffer = nullptr;                        // nvl_alloc->ptr()
-  std::unique_ptr<SharedAllocation> nvl_alloc;        // exported to the NVLink domain (ipc, fd or fabric)
-  std::vector<std::unique_ptr<PeerMapping>> nvl_peers;  // the domain peers' nvl buffers as mapped here
-  uint8_t* gpu_buffer = nullptr;  // num_rdma_bytes, then signal_count int64 signal words
-  std::unique_ptr<Mapped<ll::ErrorRecord>> error;
-  std::unique_ptr<DeviceArray<int32_t>> mask;
-  std::unique_ptr<DeviceArray<int32_t>> mask_values;  // {0, 1}: sources of updateMask's copies
-  std::unique_ptr<DeviceArray<int32_t>> scratch;
-  std::unique_ptr<DeviceArray<uint8_t*>> peer_gpu_base;
-  std::unique_ptr<DeviceArray<int64_t*>> peer_gpu_signals;
-  // Normal mode: every domain peer's nvl buffer (null outside the domain), the CPU-wait counts.
-  bool normal_mnnvl = false;
-  std::unique_ptr<DeviceArray<uint8_t*>> peer_nvl;
-  std::unique_ptr<Mapped<intranode::HostCounts>> host_counts;
-
-  // Proxy side.
-  std::unique_ptr<proxy::ProxyGroup> proxies;
-  std::vector<std::unique_ptr<GpuRing>> rings;
-  std::unique_ptr<DeviceArray<ring::RingView>> ring_views;
-  std::unique_ptr<Mapped<uint8_t>> rdma_host;  // when the transport cannot reach GPU memory
-  uint8_t* rdma_base = nullptr;                // device pointer of the RDMA buffer
-  std::unique_ptr<Mapped<int64_t>> rdma_signals;
-  std::string transport_name;
-
-  // Peers (host copies). Opened IPC mappings are closed in release().
-  std::vector<uint8_t*> host_peer_gpu_base;
-  std::vector<void*> host_peer_nvl_base;
-  std::vector<void*> opened_ipc;
-
-  PeerInfo self;  // what localInfo() reports, minus the proxy blob (taken when asked)
-
-  ~Impl() { release(); }
-
-  int nodeOf(int r) const { return r / cfg.ranks_per_node; }
-  bool isLowLatencyNvlPeer(int p) const {
-    return p == cfg.rank || (nodeOf(p) == nodeOf(cfg.rank) && cfg.allow_nvlink_for_low_latency);
-  }
-  int64_t* gpuSignals() const { return reinterpret_cast<int64_t*>(gpu_buffer + cfg.num_rdma_bytes); }
-
-  void requireUsable(const char* what) const {
-    if (destroyed) UCCL_EP_THROW("rank {}: {} on a destroyed Buffer", cfg.rank, what);
-  }
-  void requireConnected(const char* what) const {
-    requireUsable(what);
-    if (!connected) {
-      UCCL_EP_THROW("rank {}: {} before connect(): the Buffer is set up only once every rank's localInfo() has "
-                    "been exchanged and passed to connect()",
-                    cfg.rank, what);
-    }
-  }
-
-  // Frees everything; never throws. Safe on a partly constructed Impl.
-  void release() noexcept {
-    if (destroyed) return;
-    destroyed = true;
-    connected = false;
-    if (!cuda_used) return;  // the configuration was rejected before anything was allocated
-    try {
-      logCuda(cudaSetDevice(cfg.device), "cudaSetDevice");
-      // Kernels may still be using the memory, and proxies may still be draining rings.
-      logCuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-      if (proxies) {
-        try {
-          proxies->stop();
-        } catch (const std::exception& e) {
-          log().error("uccl-ep Buffer destroy (rank {}): stopping the proxies failed: {}", cfg.rank, e.what());
-        }
-      }
-      for (void* p : opened_ipc) logCuda(cudaIpcCloseMemHandle(p), "cudaIpcCloseMemHandle");
-      opened_ipc.clear();
-      nvl_peers.clear();
-      host_peer_gpu_base.clear();
-      host_peer_nvl_base.clear();
-      // The proxies deregister the regions and drop the rings before the memory behind them goes.
-      proxies.reset();
-      ring_views.reset();
-      rings.clear();
-      rdma_signals.reset();
-      rdma_host.reset();
-      rdma_base = nullptr;
-      peer_gpu_base.reset();
-      peer_gpu_signals.reset();
-      peer_nvl.reset();
-      host_counts.reset();
-      scratch.reset();
-      mask_values.reset();
-      mask.reset();
-      error.reset();
-      if (gpu_buffer != nullptr) logCuda(cudaFree(gpu_buffer), "cudaFree(gpu buffer)");
-      gpu_buffer = nullptr;
-      nvl_peers.clear();
-      nvl_alloc.reset();
-      nvl_buffer = nullptr;
-    } catch (const std::exception& e) {
-      log().error("uccl-ep Buffer destroy (rank {}): {}", cfg.rank, e.what());
-    } catch (...) {
-      log().error("uccl-ep Buffer destroy (rank {}): unknown exception", cfg.rank);
-    }
-  }
-
-  ll::Context context(int half, int max_tokens, int hidden, int num_experts) const;
-  // Ranks whose nvl buffers this rank maps: everyone under MNNVL, else the own node.
-  bool inNvlDomain(int p) const { return normal_mnnvl || nodeOf(p) == nodeOf(cfg.rank); }
-  int numNodesOfLayout() const { return (cfg.world + cfg.ranks_per_node - 1) / cfg.ranks_per_node; }
-  bool singleDomain() const { return normal_mnnvl || (cfg.world + cfg.ranks_per_node - 1) / cfg.ranks_per_node == 1; }
-  intranode::Context normalContext(const char* call, int num_sms) const;
-  intranode::Layout normalLayout(const char* call, int num_experts, size_t hidden_bytes, size_t scale_bytes,
-                                 int num_topk, size_t combine_hidden_bytes) const;
-};
 
 namespace {
 
@@ -237,6 +111,51 @@ std::string ipcHandleBytes(void* ptr, const char* what, int rank) {
 }
 
 }  // namespace
+
+void Buffer::Impl::release() noexcept {
+  if (destroyed) return;
+  destroyed = true;
+  connected = false;
+  if (!cuda_used) return;  // the configuration was rejected before anything was allocated
+  try {
+    logCuda(cudaSetDevice(cfg.device), "cudaSetDevice");
+    // Kernels may still be using the memory, and proxies may still be draining rings.
+    logCuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    if (proxies) {
+      try {
+        proxies->stop();
+      } catch (const std::exception& e) {
+        log().error("uccl-ep Buffer destroy (rank {}): stopping the proxies failed: {}", cfg.rank, e.what());
+      }
+    }
+    for (void* p : opened_ipc) logCuda(cudaIpcCloseMemHandle(p), "cudaIpcCloseMemHandle");
+    opened_ipc.clear();
+    nvl_peers.clear();
+    // The proxies deregister the regions and drop the rings before the memory behind them goes.
+    proxies.reset();
+    ring_views.reset();
+    rings.clear();
+    rdma_signals.reset();
+    rdma_host.reset();
+    rdma_base = nullptr;
+    peer_gpu_base.reset();
+    peer_gpu_signals.reset();
+    peer_nvl.reset();
+    host_counts.reset();
+    scratch.reset();
+    mask_values.reset();
+    mask.reset();
+    error.reset();
+    if (gpu_buffer != nullptr) logCuda(cudaFree(gpu_buffer), "cudaFree(gpu buffer)");
+    gpu_buffer = nullptr;
+    nvl_alloc.reset();
+    nvl_buffer = nullptr;
+  } catch (const std::exception& e) {
+    log().error("uccl-ep Buffer destroy (rank {}): {}", cfg.rank, e.what());
+  } catch (...) {
+    log().error("uccl-ep Buffer destroy (rank {}): unknown exception", cfg.rank);
+  }
+}
 
 Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   validateConfig(config);
@@ -479,8 +398,6 @@ void Buffer::connect(const std::vector<std::string>& infos) {
     m.nvl_peers.clear();
     throw;
   }
-  m.host_peer_gpu_base = std::move(gpu_base);
-  m.host_peer_nvl_base = std::move(nvl_base);
   m.connected = true;
 }
 
@@ -494,7 +411,7 @@ int Buffer::nodeOf(int rank) const {
   UCCL_EP_CHECK(rank >= 0 && rank < impl_->cfg.world, "rank {} is not in [0, {})", rank, impl_->cfg.world);
   return impl_->nodeOf(rank);
 }
-int Buffer::numNodes() const { return (impl_->cfg.world + impl_->cfg.ranks_per_node - 1) / impl_->cfg.ranks_per_node; }
+int Buffer::numNodes() const { return impl_->numNodesOfLayout(); }
 bool Buffer::isLowLatencyNvlPeer(int peer) const {
   UCCL_EP_CHECK(peer >= 0 && peer < impl_->cfg.world, "rank {} is not in [0, {})", peer, impl_->cfg.world);
   return impl_->isLowLatencyNvlPeer(peer);
@@ -634,157 +551,6 @@ void Buffer::cleanMask(uintptr_t stream) {
   UCCL_EP_CUDA_OR_THROW(
       cudaMemsetAsync(m.mask->get(), 0, sizeof(int32_t) * m.cfg.world, reinterpret_cast<cudaStream_t>(stream)),
       "rank {}: low_latency_clean_mask_buffer", m.cfg.rank);
-}
-
-// ---- normal mode ----------------------------------------------------------------------------------------------
-intranode::Layout Buffer::Impl::normalLayout(const char* call, int num_experts, size_t hidden_bytes,
-                                             size_t scale_bytes, int num_topk, size_t combine_hidden_bytes) const {
-  const int world = cfg.world;
-  if (num_experts <= 0 || num_experts % world != 0 || num_experts > intranode::kMaxExperts) {
-    UCCL_EP_THROW("{}: num_experts = {} (expected a positive multiple of the {} ranks, at most {})", call,
-                  num_experts, world, intranode::kMaxExperts);
-  }
-  if (num_topk < 0 || num_topk > intranode::kMaxTopk) {
-    UCCL_EP_THROW("{}: num_topk = {} (expected 0 to {})", call, num_topk, intranode::kMaxTopk);
-  }
-  if (hidden_bytes % 16 != 0 || combine_hidden_bytes % 16 != 0) {
-    UCCL_EP_THROW("{}: a row of {} bytes is not a multiple of 16", call,
-                  hidden_bytes % 16 != 0 ? hidden_bytes : combine_hidden_bytes);
-  }
-  return intranode::makeLayout(world, num_experts, hidden_bytes, scale_bytes, num_topk, combine_hidden_bytes);
-}
-
-intranode::Context Buffer::Impl::normalContext(const char* call, int num_sms) const {
-  requireConnected(call);
-  if (cfg.num_nvl_bytes == 0) UCCL_EP_THROW("{}: normal mode needs num_nvl_bytes > 0 (Config.get_nvl_buffer_size_hint)", call);
-  if (!singleDomain()) {
-    UCCL_EP_THROW("{}: the {} ranks span {} nodes of {} ranks; normal mode across nodes without one NVLink domain is "
-                  "not supported yet (set UCCL_EP_NORMAL_MNNVL=1 when every GPU shares one NVLink domain)",
-                  call, cfg.world, (cfg.world + cfg.ranks_per_node - 1) / cfg.ranks_per_node, cfg.ranks_per_node);
-  }
-  if (cfg.world > intranode::kMaxRanks) UCCL_EP_THROW("{}: {} ranks (at most {})", call, cfg.world, intranode::kMaxRanks);
-  intranode::Context c;
-  c.rank = cfg.rank;
-  c.num_ranks = cfg.world;
-  c.self = static_cast<uint8_t*>(nvl_buffer);
-  c.peers = peer_nvl->get();
-  c.error = error->device();
-  c.timeout_ns = env().timeoutNs();
-  c.host_counts = host_counts->device();
-  c.num_sms = num_sms > 0 ? num_sms : this->num_sms;
-  return c;
-}
-
-bool Buffer::normalSingleDomain() const { return impl_->singleDomain(); }
-
-size_t Buffer::normalDispatchBytes(int num_tokens, size_t hidden_bytes, size_t scale_bytes, int num_topk,
-                                   int num_experts) const {
-  return impl_->normalLayout("dispatch", num_experts, hidden_bytes, scale_bytes, num_topk, 16).dispatchBytes(num_tokens);
-}
-
-size_t Buffer::normalCombineBytes(int num_recv_rows, int hidden, int num_topk, int num_experts) const {
-  return impl_->normalLayout("combine", num_experts, 16, 0, num_topk, static_cast<size_t>(hidden) * 2)
-      .combineBytes(num_recv_rows);
-}
-
-void Buffer::normalLayout(intranode::LayoutArgs a, uintptr_t stream) {
-  Impl& m = *impl_;
-  m.requireConnected("get_dispatch_layout");
-  checkErrors();
-  m.normalLayout("get_dispatch_layout", a.num_experts, 16, 0, a.num_topk, 16);
-  a.num_ranks = m.cfg.world;
-  a.ranks_per_node = m.cfg.ranks_per_node;
-  UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "get_dispatch_layout: selecting device {}", m.cfg.device);
-  intranode::launchLayout(a, reinterpret_cast<void*>(stream));
-}
-
-namespace {
-void checkAligned(const void* p, size_t stride, const char* call, const char* what) {
-  if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || stride % 16 != 0) {
-    UCCL_EP_THROW("{}: {} must start on a 16-byte boundary with rows a multiple of 16 bytes apart (address {}, row "
-                  "stride {})",
-                  call, what, p, stride);
-  }
-}
-void checkFits(size_t need, int64_t have, const char* call, const std::string& what) {
-  if (need > static_cast<size_t>(have)) {
-    UCCL_EP_THROW("{}: {} needs num_nvl_bytes >= {} on this rank, the Buffer has {}", call, what, need, have);
-  }
-}
-}  // namespace
-
-void Buffer::normalDispatchSend(intranode::DispatchArgs a, bool cached, int num_sms, uintptr_t stream) {
-  Impl& m = *impl_;
-  const char* call = "dispatch";
-  checkErrors();
-  const intranode::Context c = m.normalContext(call, num_sms);
-  a.layout = m.normalLayout(call, a.num_experts, a.layout.hidden_bytes, a.layout.scale_bytes, a.layout.num_topk, 16);
-  if (a.num_tokens < 0) UCCL_EP_THROW("{}: num_tokens = {}", call, a.num_tokens);
-  if (a.num_tokens > 0) checkAligned(a.x, a.x_row_stride, call, "x");
-  checkFits(a.layout.dispatchBytes(a.num_tokens), m.cfg.num_nvl_bytes, call,
-            fmt::format("dispatching {} tokens of {} bytes (+ {} scale bytes, top-{})", a.num_tokens,
-                        a.layout.hidden_bytes, a.layout.scale_bytes, a.layout.num_topk));
-  if (a.report_to_host && !cached) {
-    m.host_counts->host()->ready = 0;  // no kernel writes it until this call's publish step
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  }
-  UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "{}: selecting device {}", call, m.cfg.device);
-  intranode::launchDispatchSend(c, a, cached, reinterpret_cast<void*>(stream));
-}
-
-std::pair<int, std::vector<int>> Buffer::normalDispatchWait(int num_experts) {
-  Impl& m = *impl_;
-  const char* call = "dispatch";
-  m.requireConnected(call);
-  const int per_rank = num_experts / m.cfg.world;
-  const intranode::HostCounts* hc = m.host_counts->host();
-  // The GPU wait inside the publish step times out first and records the rank; this wait allows for it.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(env().timeoutNs()) +
-                        std::chrono::seconds(2);
-  uint32_t spins = 0;
-  while (__atomic_load_n(const_cast<const int64_t*>(&hc->ready), __ATOMIC_ACQUIRE) == 0) {
-    if (__atomic_load_n(&m.error->host()->code, __ATOMIC_ACQUIRE) != ll::kNoError) checkErrors();
-    if (std::chrono::steady_clock::now() > deadline) {
-      checkErrors();
-      throw TimeoutError(fmt::format(
-          "dispatch on rank {}: the receive counts did not arrive within UCCL_EP_TIMEOUT_SECS={}s (+2 s) and no "
-          "kernel recorded a failure: the stream may be blocked by earlier work",
-          m.cfg.rank, env().timeout_secs));
-    }
-    if (++spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(20));
-  }
-  std::vector<int> per_expert(per_rank);
-  for (int i = 0; i < per_rank; ++i) per_expert[i] = hc->per_expert[i];
-  return {hc->num_recv, std::move(per_expert)};
-}
-
-void Buffer::normalDispatchRecv(intranode::DispatchArgs a, int num_sms, int send_tokens, uintptr_t stream) {
-  Impl& m = *impl_;
-  const char* call = "dispatch";
-  checkErrors();
-  intranode::Context c = m.normalContext(call, num_sms);
-  c.send_tokens = send_tokens;
-  a.layout = m.normalLayout(call, a.num_experts, a.layout.hidden_bytes, a.layout.scale_bytes, a.layout.num_topk, 16);
-  if (a.num_out_rows < 0) UCCL_EP_THROW("{}: {} output rows", call, a.num_out_rows);
-  if (a.num_out_rows > 0) checkAligned(a.recv_x, a.layout.hidden_bytes, call, "recv_x");
-  UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "{}: selecting device {}", call, m.cfg.device);
-  intranode::launchDispatchRecv(c, a, reinterpret_cast<void*>(stream));
-}
-
-void Buffer::normalCombine(intranode::CombineArgs a, int num_sms, int send_tokens, uintptr_t stream) {
-  Impl& m = *impl_;
-  const char* call = "combine";
-  checkErrors();
-  intranode::Context c = m.normalContext(call, num_sms);
-  c.send_tokens = send_tokens;
-  a.layout = m.normalLayout(call, a.layout.num_experts, 16, 0, a.num_topk, static_cast<size_t>(a.hidden) * 2);
-  if (a.num_recv_rows > 0) checkAligned(a.x, static_cast<size_t>(a.hidden) * 2, call, "x");
-  if (a.num_tokens > 0) checkAligned(a.out, static_cast<size_t>(a.hidden) * 2, call, "the output");
-  checkFits(a.layout.combineBytes(a.num_recv_rows), m.cfg.num_nvl_bytes, call,
-            fmt::format("combining {} received rows of hidden {} (top-{} weights)", a.num_recv_rows, a.hidden,
-                        a.num_topk));
-  UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "{}: selecting device {}", call, m.cfg.device);
-  intranode::launchCombine(c, a, reinterpret_cast<void*>(stream));
 }
 
 void Buffer::checkErrors() const {
