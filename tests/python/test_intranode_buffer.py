@@ -161,14 +161,14 @@ def test_native_calls_of_a_dispatch_and_combine(fc):
     cached = buf.dispatch(x, handle=handle)[0]
     args = dict(rt.calls)
     default = buf.get_dispatch_config(2)
-    # No top-k; the handle has no expert count, so one expert per rank stands in (see Buffer._placeholder_num_experts)
-    assert args["normal_dispatch_bytes"] == (6, H * 2, 0, 0, 2)
+    # No top-k; the handle has no expert count, so the call counts none (num_experts 0)
+    assert args["normal_dispatch_bytes"] == (6, H * 2, 0, 0, 0)
     send = args["normal_dispatch_send"]
     assert send[:2] == (x.data_ptr(), H * 2) and send[6:10] == (0, 0, handle[4].data_ptr(), 0)
-    assert send[10:14] == (6, H * 2, 0, 2)
+    assert send[10:14] == (6, H * 2, 0, 0)
     assert send[14:] == (prefix.data_ptr(), 0, True, False, default.num_sms, 0)
     recv_args = args["normal_dispatch_recv"]
-    assert recv_args[:6] == (H * 2, 0, 0, 2, prefix.data_ptr(), cached.data_ptr())
+    assert recv_args[:6] == (H * 2, 0, 0, 0, prefix.data_ptr(), cached.data_ptr())
     assert recv_args[6:10] == (0, 0, 0, 0) and recv_args[10:] == (n, False, default.num_sms,
                                                                  default.num_max_nvl_chunked_send_tokens, 0)
     assert "normal_dispatch_wait" not in dict(rt.calls)
@@ -180,9 +180,9 @@ def test_native_calls_of_a_dispatch_and_combine(fc):
     args = dict(rt.calls)
     assert [c for c, _ in rt.calls] == ["check_errors", "normal_single_domain", "normal_combine_bytes",
                                         "normal_combine"]
-    assert args["normal_combine_bytes"] == (n, H, K, 2)
+    assert args["normal_combine_bytes"] == (n, H, K, 0)  # combine counts no experts
     assert args["normal_combine"] == (y.data_ptr(), rw.data_ptr(), 0, bias.data_ptr(), send_pos.data_ptr(),
-                                      prefix.data_ptr(), 6, n, H, K, 2, out.data_ptr(), out_w.data_ptr(), 6, 10, 0)
+                                      prefix.data_ptr(), 6, n, H, K, 0, out.data_ptr(), out_w.data_ptr(), 6, 10, 0)
 
 
 def test_fp8_scale_strides_reach_the_runtime(fc):

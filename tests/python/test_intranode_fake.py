@@ -154,9 +154,9 @@ class FakeNormalRuntime:
 
     # -- the argument checks of src/runtime/buffer.cpp (so a call the real runtime refuses fails here too) -----
     def _check_layout(self, call, num_experts, num_topk, *row_bytes):
-        if num_experts <= 0 or num_experts % self.R or num_experts > 8192:
-            raise RuntimeError(f"fake runtime: {call}: num_experts = {num_experts} (expected a positive multiple of "
-                               f"the {self.R} ranks, at most 8192)")
+        if num_experts < 0 or num_experts % self.R or num_experts > 8192:
+            raise RuntimeError(f"fake runtime: {call}: num_experts = {num_experts} (expected a multiple of the "
+                               f"{self.R} ranks, at most 8192; 0 when the call counts no experts)")
         if not 0 <= num_topk <= 16:
             raise RuntimeError(f"fake runtime: {call}: num_topk = {num_topk} (expected 0 to 16)")
         if any(b % 16 for b in row_bytes):
@@ -190,6 +190,8 @@ class FakeNormalRuntime:
         self._log("normal_layout", topk_idx, num_tokens, num_topk, num_experts, tokens_per_rank, tokens_per_node,
                   tokens_per_expert, is_token_in_rank, stream)
         self._check_layout("get_dispatch_layout", num_experts, num_topk)
+        if num_experts == 0:
+            raise RuntimeError("fake runtime: get_dispatch_layout: num_experts must be positive")
         R, T = self.R, num_tokens
         epr = num_experts // R
         idx = memory(topk_idx, torch.int64, (T, num_topk))
@@ -220,6 +222,8 @@ class FakeNormalRuntime:
                   hidden_bytes, num_topk, num_experts, rank_prefix_matrix, send_pos, cached, report_to_host,
                   num_sms, stream)
         self._check_layout("dispatch", num_experts, num_topk, hidden_bytes)
+        if topk_idx and num_experts == 0:
+            raise RuntimeError("fake runtime: dispatch: top-k ids need num_experts > 0")
         if num_tokens:
             self._check_aligned("dispatch", x, x_row_stride, "x")
         if cached and (send_pos or tokens_per_expert or report_to_host):
@@ -278,6 +282,8 @@ class FakeNormalRuntime:
                   recv_x, recv_scales, recv_topk_idx, recv_topk_weights, recv_src_idx, num_out_rows, worst, num_sms,
                   send_tokens, stream)
         self._check_layout("dispatch", num_experts, num_topk, hidden_bytes)
+        if recv_topk_idx and num_experts == 0:
+            raise RuntimeError("fake runtime: dispatch: local expert ids need num_experts > 0")
         if num_out_rows:
             self._check_aligned("dispatch", recv_x, hidden_bytes, "recv_x")
         st, self._sent = self._sent, None

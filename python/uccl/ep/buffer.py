@@ -393,12 +393,6 @@ class Buffer:
         rt.clean_low_latency_buffer(torch.cuda.current_stream(self.device).cuda_stream)
 
     # ---- normal mode (training, prefill) ---------------------------------------------------------------------
-    def _placeholder_num_experts(self) -> int:
-        """num_experts for combine and a cached dispatch: the handle carries no expert count (DeepEP's has none
-        either), and these calls use it only to size the per-expert count area of the nvl buffer layout, which they
-        leave unused. The runtime wants a positive multiple of the rank count: one expert per rank."""
-        return self.group_size
-
     def _normal_rt(self, call: str):
         """The runtime, once normal mode is possible: an NVLink buffer and every rank an NVLink peer."""
         rt = self._rt(call)
@@ -495,7 +489,8 @@ class Buffer:
         V.check_normal_mode(call, self.num_nvl_bytes)
         rt = self._normal_rt(call)
         config = self.get_dispatch_config(R) if config is None else config
-        K, E = a.num_topk, (self._placeholder_num_experts() if a.cached else a.num_experts)
+        # A cached dispatch counts no experts (the handle carries no expert count): E = 0.
+        K, E = a.num_topk, (0 if a.cached else a.num_experts)
         required = int(rt.normal_dispatch_bytes(xs.num_tokens, xs.hidden_bytes, xs.num_scales * 4, K, E))
         V.check_nvl_buffer_size(call, f"dispatching {xs.num_tokens} tokens of {xs.hidden_bytes} bytes "
                                       f"({xs.num_scales} scales, top-{K})", required, self.num_nvl_bytes)
@@ -567,7 +562,7 @@ class Buffer:
         V.check_normal_mode(call, self.num_nvl_bytes)
         rt = self._normal_rt(call)
         config = self.get_combine_config(R) if config is None else config
-        rows, T, E = x.size(0), h.num_tokens, self._placeholder_num_experts()
+        rows, T, E = x.size(0), h.num_tokens, 0  # combine counts no experts
         required = int(rt.normal_combine_bytes(rows, hidden, K, E))
         V.check_nvl_buffer_size(call, f"combining {rows} rows of hidden {hidden} (top-{K})", required,
                                 self.num_nvl_bytes)

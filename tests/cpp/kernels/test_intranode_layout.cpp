@@ -33,6 +33,16 @@ TEST(IntranodeLayout, RegionsAreAlignedDisjointAndOrdered) {
   }
 }
 
+// Combine and cached dispatch count no experts (num_experts 0): no expert-count area, the same rows.
+TEST(IntranodeLayout, NoExpertCountsLeaveNoArea) {
+  const Layout with = makeLayout(8, 256, 7168, 0, 8, 7168 * 2);
+  const Layout without = makeLayout(8, 0, 7168, 0, 8, 7168 * 2);
+  EXPECT_EQ(without.data_off, without.expert_counts_off);
+  EXPECT_LT(without.data_off, with.data_off);
+  EXPECT_EQ(without.combine_row_stride, with.combine_row_stride);
+  EXPECT_EQ(without.token_stride, with.token_stride);
+}
+
 TEST(IntranodeLayout, HeaderWordsSitOnTheirOwnLines) {
   EXPECT_GE(kReadyOff - kSeqOff, 64u);
   EXPECT_GE(kNumTokensOff - kReadyOff, 64u);
