@@ -8,7 +8,6 @@ The last rank builds the Buffer and then stays away from dispatch. Checked on th
 uccl.ep.TimeoutError naming the absent rank, within the timeout plus launch slack; bad input raised before that
 leaves the buffer usable (a good dispatch and combine with every rank present run first).
 """
-import argparse
 import os
 import sys
 import time
@@ -19,32 +18,14 @@ sys.path.insert(0, HERE)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-import test_low_latency as tll  # noqa: E402
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(f"[rank {dist.get_rank()}] {msg}")
+from test_ll_faults import check  # noqa: E402
+import test_ll_faults as tlf  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num-tokens", type=int, default=128)
-    p.add_argument("--hidden", type=int, default=1024)
-    p.add_argument("--num-topk", type=int, default=4)
-    p.add_argument("--num-experts", type=int, default=32)
-    args = p.parse_args()
-
-    d = tll.dist_env()
-    ndev = torch.cuda.device_count()
-    torch.cuda.set_device(d.local_rank % ndev)
-    dist.init_process_group(backend=tll.choose_backend(d, ndev), init_method="env://", rank=d.rank,
-                            world_size=d.world)
-    ep = tll.import_ep()
-    R, T, H, K, E = d.world, args.num_tokens, args.hidden, args.num_topk, args.num_experts
-    timeout = float(os.environ.get("UCCL_EP_TIMEOUT_SECS", "100"))
-    absent = R - 1
-    dev = torch.device("cuda", torch.cuda.current_device())
+    run = tlf.begin(__doc__, num_tokens=128)
+    args, d, ep, dev, timeout, absent = run.args, run.d, run.ep, run.dev, run.timeout, run.absent
+    T, H, K, E = args.num_tokens, args.hidden, args.num_topk, args.num_experts
     gen = torch.Generator().manual_seed(99 + d.rank)
     x = torch.randn(T, H, generator=gen).to(torch.bfloat16).to(dev)
     idx = torch.rand(T, E, generator=gen).topk(K, dim=1).indices.to(torch.int64).to(dev)

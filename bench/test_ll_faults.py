@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -32,24 +33,40 @@ def check(cond, msg):
         raise AssertionError(f"[rank {dist.get_rank()}] {msg}")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num-tokens", type=int, default=64)
+@dataclass
+class FaultRun:
+    """What a fault bench starts from: its arguments, the process group, uccl.ep, the device, the timeout and
+    the rank that stays away (the last one)."""
+    args: argparse.Namespace
+    d: tll.Dist
+    ep: object
+    dev: torch.device
+    timeout: float
+    absent: int
+
+
+def begin(doc: str, num_tokens: int) -> FaultRun:
+    """Parses --num-tokens/--hidden/--num-topk/--num-experts, joins the process group (one GPU per local rank,
+    shared when there are fewer) and imports uccl.ep."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-tokens", type=int, default=num_tokens)
     p.add_argument("--hidden", type=int, default=1024)
     p.add_argument("--num-topk", type=int, default=4)
     p.add_argument("--num-experts", type=int, default=32)
     args = p.parse_args()
-
     d = tll.dist_env()
     ndev = torch.cuda.device_count()
     torch.cuda.set_device(d.local_rank % ndev)
     dist.init_process_group(backend=tll.choose_backend(d, ndev), init_method="env://", rank=d.rank,
                             world_size=d.world)
-    ep = tll.import_ep()
+    return FaultRun(args, d, tll.import_ep(), torch.device("cuda", torch.cuda.current_device()),
+                    float(os.environ.get("UCCL_EP_TIMEOUT_SECS", "100")), d.world - 1)
+
+
+def main():
+    run = begin(__doc__, num_tokens=64)
+    args, d, ep, dev, timeout, absent = run.args, run.d, run.ep, run.dev, run.timeout, run.absent
     R, M, H, K, E = d.world, args.num_tokens, args.hidden, args.num_topk, args.num_experts
-    timeout = float(os.environ.get("UCCL_EP_TIMEOUT_SECS", "100"))
-    absent = R - 1
-    dev = torch.device("cuda", torch.cuda.current_device())
 
     gen = torch.Generator().manual_seed(1234 + d.rank)
     x = torch.randn(M, H, generator=gen).to(torch.bfloat16)
