@@ -22,8 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ll_reference import (ENCODED_CHANNELS, calc_diff, cast_to_fp8, decode_rows, dequantize,  # noqa: E402,F401
-                          encode_rows, pack_ue8m0)
+from ll_reference import ENCODED_CHANNELS, cast_to_fp8, dequantize, pack_ue8m0  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------

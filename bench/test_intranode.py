@@ -593,13 +593,7 @@ def run_all(args, d: ll.Dist, chk: Checker):
 def main(argv=None):
     args = parse_args(argv)
     d = ll.dist_env()
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"rank {d.rank}: no CUDA device; this benchmark needs a GPU")
-    ndev = torch.cuda.device_count()
-    torch.cuda.set_device(d.local_rank % ndev)
-    backend = ll.choose_backend(d, ndev)
-    dist.init_process_group(backend=backend, init_method="env://", rank=d.rank, world_size=d.world)
-    device = torch.device("cuda", torch.cuda.current_device())
+    backend, device = ll.join_group(d)
     if args.num_experts % d.world:
         raise ValueError(f"--num-experts {args.num_experts} is not a multiple of the {d.world} ranks")
     ep = ll.import_ep()

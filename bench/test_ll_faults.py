@@ -55,12 +55,8 @@ def begin(doc: str, num_tokens: int) -> FaultRun:
     p.add_argument("--num-experts", type=int, default=32)
     args = p.parse_args()
     d = tll.dist_env()
-    ndev = torch.cuda.device_count()
-    torch.cuda.set_device(d.local_rank % ndev)
-    dist.init_process_group(backend=tll.choose_backend(d, ndev), init_method="env://", rank=d.rank,
-                            world_size=d.world)
-    return FaultRun(args, d, tll.import_ep(), torch.device("cuda", torch.cuda.current_device()),
-                    float(os.environ.get("UCCL_EP_TIMEOUT_SECS", "100")), d.world - 1)
+    _, dev = tll.join_group(d)
+    return FaultRun(args, d, tll.import_ep(), dev, float(os.environ.get("UCCL_EP_TIMEOUT_SECS", "100")), d.world - 1)
 
 
 def main():

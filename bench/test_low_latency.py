@@ -642,16 +642,22 @@ def run_all(args, d: Dist, chk: Checker, ranks_per_node: int):
         print("\n".join(aggregate_lines(results, args, ranks_per_node)), flush=True)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    d = dist_env()
+def join_group(d: Dist):
+    """Selects this rank's GPU (local rank modulo the GPU count: ranks share GPUs when they outnumber them) and
+    joins the process group. Returns (backend, device)."""
     if not torch.cuda.is_available():
         raise RuntimeError(f"rank {d.rank}: no CUDA device; this benchmark needs a GPU")
     ndev = torch.cuda.device_count()
     torch.cuda.set_device(d.local_rank % ndev)
     backend = choose_backend(d, ndev)
     dist.init_process_group(backend=backend, init_method="env://", rank=d.rank, world_size=d.world)
-    device = torch.device("cuda", torch.cuda.current_device())
+    return backend, torch.device("cuda", torch.cuda.current_device())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    d = dist_env()
+    backend, device = join_group(d)
     if args.num_experts % d.world:
         raise ValueError(f"--num-experts {args.num_experts} is not a multiple of the {d.world} ranks")
     ep = import_ep()
