@@ -72,7 +72,7 @@ __device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target,
 // ---- get_dispatch_layout ----------------------------------------------------------------------------------
 __global__ void layoutKernel(LayoutArgs a) {
   extern __shared__ int32_t hist[];  // [E] experts, [R] ranks, [nodes]
-  const int nodes = a.tokens_per_node ? (a.num_ranks + a.ranks_per_node - 1) / a.ranks_per_node : 0;
+  const int nodes = a.num_tokens_per_rdma_rank ? (a.num_ranks + a.ranks_per_node - 1) / a.ranks_per_node : 0;
   int32_t* h_expert = hist;
   int32_t* h_rank = hist + a.num_experts;
   int32_t* h_node = h_rank + a.num_ranks;
@@ -106,9 +106,9 @@ __global__ void layoutKernel(LayoutArgs a) {
   __syncthreads();
   for (int i = threadIdx.x; i < bins; i += blockDim.x) {
     if (hist[i] == 0) continue;
-    int32_t* dst = i < a.num_experts                 ? &a.tokens_per_expert[i]
-                   : i < a.num_experts + a.num_ranks ? &a.tokens_per_rank[i - a.num_experts]
-                                                     : &a.tokens_per_node[i - a.num_experts - a.num_ranks];
+    int32_t* dst = i < a.num_experts                 ? &a.num_tokens_per_expert[i]
+                   : i < a.num_experts + a.num_ranks ? &a.num_tokens_per_rank[i - a.num_experts]
+                                                     : &a.num_tokens_per_rdma_rank[i - a.num_experts - a.num_ranks];
     atomicAdd(dst, hist[i]);
   }
 }
@@ -211,9 +211,9 @@ __global__ void __launch_bounds__(kThreads) dispatchPackKernel(Context ctx, Disp
       reinterpret_cast<float*>(dst + l.weightsOff())[k] =
           a.topk_weights ? a.topk_weights[static_cast<size_t>(t) * K + k] : 0.0f;
     }
-    const int32_t* sc = static_cast<const int32_t*>(a.scales);
+    const int32_t* sc = static_cast<const int32_t*>(a.x_scales);
     for (int c = lane; c < a.num_scales; c += kWarpSize) {
-      reinterpret_cast<int32_t*>(dst + l.scalesOff())[c] = sc[t * a.scale_token_stride + c * a.scale_col_stride];
+      reinterpret_cast<int32_t*>(dst + l.scalesOff())[c] = sc[t * a.x_scales_token_stride + c * a.x_scales_col_stride];
     }
   }
   // per-destination lists: block b scans destinations b, b + grid, ...
@@ -242,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) dispatchPackKernel(Context ctx, Disp
   if (blockIdx.x == 0) {
     int32_t* ec = reinterpret_cast<int32_t*>(ctx.self + l.expert_counts_off);
     for (int i = threadIdx.x; i < l.num_experts; i += blockDim.x)
-      ec[i] = a.tokens_per_expert ? a.tokens_per_expert[i] : 0;
+      ec[i] = a.num_tokens_per_expert ? a.num_tokens_per_expert[i] : 0;
     if (threadIdx.x == 0) *reinterpret_cast<int32_t*>(ctx.self + kNumTokensOff) = T;
   }
 }
@@ -260,16 +260,16 @@ __global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, Disp
   }
   __syncthreads();
   int total = col[R - 1];
-  if (a.worst && total > a.num_out_rows) {
+  if ((a.num_worst_tokens > 0) && total > a.out.num_recv_tokens) {
     if (blockIdx.x == 0 && threadIdx.x == 0) recordError(ctx, ll::kSlotOverflow, kOpWorstOverflow, me, total);
-    total = a.num_out_rows;
+    total = a.out.num_recv_tokens;
   }
   const int per_rank = l.num_experts / R;
   const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
   const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
   const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * nwarps + warp;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * nwarps;
-  for (int64_t first = global_warp * step; first < a.num_out_rows; first += warps * step) {
+  for (int64_t first = global_warp * step; first < a.out.num_recv_tokens; first += warps * step) {
     // the source of `first`: the first s with col[s] > first (binary search over the inclusive prefix)
     int lo = 0, hi = R - 1;
     while (lo < hi) {
@@ -280,14 +280,14 @@ __global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, Disp
         lo = mid + 1;
     }
     int s = lo;
-    const int64_t last = first + step < a.num_out_rows ? first + step : a.num_out_rows;
+    const int64_t last = first + step < a.out.num_recv_tokens ? first + step : a.out.num_recv_tokens;
     for (int64_t g = first; g < last; ++g) {
       if (g >= total) {  // num_worst_tokens padding
         for (int k = lane; k < K; k += kWarpSize) {
-          if (a.recv_topk_idx) a.recv_topk_idx[g * K + k] = -1;
-          if (a.recv_topk_weights) a.recv_topk_weights[g * K + k] = 0.0f;
+          if (a.out.recv_topk_idx) a.out.recv_topk_idx[g * K + k] = -1;
+          if (a.out.recv_topk_weights) a.out.recv_topk_weights[g * K + k] = 0.0f;
         }
-        if (lane == 0 && a.recv_src_idx) a.recv_src_idx[g] = -1;
+        if (lane == 0 && a.out.recv_src_idx) a.out.recv_src_idx[g] = -1;
         continue;
       }
       while (col[s] <= g) ++s;
@@ -296,21 +296,21 @@ __global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, Disp
       const uint8_t* src_base = ctx.peers[s];
       const int t = reinterpret_cast<const int32_t*>(src_base + l.listsOff())[static_cast<size_t>(me) * Ts + j];
       const uint8_t* tok = src_base + l.payloadOff(Ts) + static_cast<size_t>(t) * l.token_stride;
-      copyWarp(static_cast<uint8_t*>(a.recv_x) + g * l.hidden_bytes, tok, l.hidden_bytes);
+      copyWarp(static_cast<uint8_t*>(a.out.recv_x) + g * l.hidden_bytes, tok, l.hidden_bytes);
       for (int k = lane; k < K; k += kWarpSize) {
         const int64_t e = reinterpret_cast<const int64_t*>(tok + l.idxOff())[k];
         const bool mine = e >= static_cast<int64_t>(me) * per_rank && e < static_cast<int64_t>(me + 1) * per_rank;
-        if (a.recv_topk_idx) a.recv_topk_idx[g * K + k] = mine ? e - static_cast<int64_t>(me) * per_rank : -1;
-        if (a.recv_topk_weights) {
-          a.recv_topk_weights[g * K + k] = mine ? reinterpret_cast<const float*>(tok + l.weightsOff())[k] : 0.0f;
+        if (a.out.recv_topk_idx) a.out.recv_topk_idx[g * K + k] = mine ? e - static_cast<int64_t>(me) * per_rank : -1;
+        if (a.out.recv_topk_weights) {
+          a.out.recv_topk_weights[g * K + k] = mine ? reinterpret_cast<const float*>(tok + l.weightsOff())[k] : 0.0f;
         }
       }
-      if (a.recv_scales_f) {
+      if (a.out.recv_x_scales) {
         const int32_t* sc = reinterpret_cast<const int32_t*>(tok + l.scalesOff());
-        int32_t* out = reinterpret_cast<int32_t*>(a.recv_scales_f) + g * a.num_scales;
+        int32_t* out = reinterpret_cast<int32_t*>(a.out.recv_x_scales) + g * a.num_scales;
         for (int c = lane; c < a.num_scales; c += kWarpSize) out[c] = sc[c];
       }
-      if (lane == 0 && a.recv_src_idx) a.recv_src_idx[g] = t;
+      if (lane == 0 && a.out.recv_src_idx) a.out.recv_src_idx[g] = t;
     }
   }
 }
@@ -322,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) combinePackKernel(Context ctx, Combi
   const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
   const size_t row_bytes = static_cast<size_t>(a.hidden) * 2;
   uint8_t* rows = ctx.self + l.data_off;
-  for (int g = blockIdx.x * nwarps + warp; g < a.num_recv_rows; g += gridDim.x * nwarps) {
+  for (int g = blockIdx.x * nwarps + warp; g < a.num_recv_tokens; g += gridDim.x * nwarps) {
     uint8_t* dst = rows + static_cast<size_t>(g) * l.combine_row_stride;
     copyWarp(dst, static_cast<const uint8_t*>(a.x) + g * row_bytes, row_bytes);
     if (a.topk_weights) {
@@ -365,14 +365,14 @@ __global__ void __launch_bounds__(kThreads) combinePullKernel(Context ctx, Combi
     }
     platform::syncWarp();
     const int4* b0 =
-        a.bias0
-            ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias0) + static_cast<size_t>(t) * a.hidden)
+        a.bias_0
+            ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias_0) + static_cast<size_t>(t) * a.hidden)
             : nullptr;
     const int4* b1 =
-        a.bias1
-            ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias1) + static_cast<size_t>(t) * a.hidden)
+        a.bias_1
+            ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias_1) + static_cast<size_t>(t) * a.hidden)
             : nullptr;
-    int4* out = reinterpret_cast<int4*>(static_cast<uint16_t*>(a.out) + static_cast<size_t>(t) * a.hidden);
+    int4* out = reinterpret_cast<int4*>(static_cast<uint16_t*>(a.combined_x) + static_cast<size_t>(t) * a.hidden);
     for (int v = lane; v < vecs; v += kWarpSize) {
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       for (int i = 0; i < n; ++i) addBf16x8(acc, reinterpret_cast<const int4*>(mine[i])[v]);
@@ -384,11 +384,11 @@ __global__ void __launch_bounds__(kThreads) combinePullKernel(Context ctx, Combi
       for (int c = 0; c < 8; ++c) o[c] = platform::floatToBf16(acc[c]);
       out[v] = packed;
     }
-    if (a.out_weights) {
+    if (a.combined_topk_weights) {
       for (int k = lane; k < K; k += kWarpSize) {
         float w = 0.0f;
         for (int i = 0; i < n; ++i) w += reinterpret_cast<const float*>(mine[i] + row_bytes)[k];
-        a.out_weights[static_cast<size_t>(t) * K + k] = w;
+        a.combined_topk_weights[static_cast<size_t>(t) * K + k] = w;
       }
     }
     platform::syncWarp();
@@ -415,10 +415,10 @@ int grid(const Context& ctx) { return ctx.num_sms > 0 ? ctx.num_sms : 1; }
 void launchLayout(const LayoutArgs& a, void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
-  const int nodes = a.tokens_per_node ? (a.num_ranks + a.ranks_per_node - 1) / a.ranks_per_node : 0;
-  checkLaunch(gpuMemsetAsync(a.tokens_per_rank, 0, sizeof(int32_t) * a.num_ranks, s), "layout (zero)");
-  checkLaunch(gpuMemsetAsync(a.tokens_per_expert, 0, sizeof(int32_t) * a.num_experts, s), "layout (zero)");
-  if (nodes > 0) checkLaunch(gpuMemsetAsync(a.tokens_per_node, 0, sizeof(int32_t) * nodes, s), "layout (zero)");
+  const int nodes = a.num_tokens_per_rdma_rank ? (a.num_ranks + a.ranks_per_node - 1) / a.ranks_per_node : 0;
+  checkLaunch(gpuMemsetAsync(a.num_tokens_per_rank, 0, sizeof(int32_t) * a.num_ranks, s), "layout (zero)");
+  checkLaunch(gpuMemsetAsync(a.num_tokens_per_expert, 0, sizeof(int32_t) * a.num_experts, s), "layout (zero)");
+  if (nodes > 0) checkLaunch(gpuMemsetAsync(a.num_tokens_per_rdma_rank, 0, sizeof(int32_t) * nodes, s), "layout (zero)");
   if (a.num_tokens > 0) {
     checkLaunch(gpuMemsetAsync(a.is_token_in_rank, 0, static_cast<size_t>(a.num_tokens) * a.num_ranks, s),
                 "layout (zero)");
@@ -439,7 +439,7 @@ void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, 
   dispatchPackKernel<<<grid(ctx), kThreads, pack_shm, s>>>(ctx, a);
   checkLaunch(gpuGetLastError(), "dispatch (pack)");
   publishKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout, !cached, a.report_to_host && !cached, a.rank_prefix_matrix,
-                                           a.tokens_per_expert != nullptr);
+                                           a.num_tokens_per_expert != nullptr);
   checkLaunch(gpuGetLastError(), "dispatch (publish)");
 }
 
@@ -447,7 +447,7 @@ void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream)
   auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
   const size_t shm = sizeof(int32_t) * 2 * static_cast<size_t>(ctx.num_ranks);
-  if (a.num_out_rows > 0) {
+  if (a.out.num_recv_tokens > 0) {
     dispatchPullKernel<<<grid(ctx), kThreads, shm, s>>>(ctx, a, a.rank_prefix_matrix);
     checkLaunch(gpuGetLastError(), "dispatch (pull)");
   }
@@ -460,7 +460,7 @@ void launchCombine(const Context& ctx, const CombineArgs& a, void* stream) {
   setCarveout();
   reuseKernel<<<1, kWaitThreads, 0, s>>>(ctx);
   checkLaunch(gpuGetLastError(), "combine (reuse wait)");
-  if (a.num_recv_rows > 0) {
+  if (a.num_recv_tokens > 0) {
     combinePackKernel<<<grid(ctx), kThreads, 0, s>>>(ctx, a);
     checkLaunch(gpuGetLastError(), "combine (pack)");
   }

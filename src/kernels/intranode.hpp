@@ -32,9 +32,7 @@ namespace uccl::ep::kernels::intranode {
 
 using ll::ErrorRecord;
 
-constexpr int kMaxTopk = 16;
-constexpr int kMaxRanks = 1024;          // NVLink peers in one call (MNNVL domains are 72 today)
-constexpr int kMaxExperts = 8192;
+using kernels::kMaxTopk;
 constexpr size_t kAlign = 128;
 constexpr size_t kHeaderBytes = 4096;    // seq, ready, num_tokens, each on its own 64-byte line
 constexpr size_t kSeqOff = 0, kReadyOff = 64, kNumTokensOff = 128;
@@ -90,7 +88,7 @@ struct HostCounts {
   volatile int64_t ready;          // epoch when the fields below are valid; the runtime zeroes it per call
   volatile int32_t num_recv;
   volatile int32_t pad;
-  volatile int32_t per_expert[kMaxExperts];  // [E_local]
+  volatile int32_t per_expert[kMaxNormalExperts];  // [E_local]
 };
 
 // Everything about the buffer and the peers; filled by the runtime.
@@ -105,43 +103,53 @@ struct Context {
   int send_tokens = 6;                   // rows per warp work item in the pull kernels
 };
 
-// get_dispatch_layout. Outputs are written whole (the kernel zeroes them first).
+// get_dispatch_layout. Outputs are written whole (the kernel zeroes them first). Field names are the Python
+// argument names (uccl.ep.Buffer.get_dispatch_layout); the bindings fill the struct by name.
 struct LayoutArgs {
-  const int64_t* topk_idx = nullptr;     // [T, K]
-  int num_tokens = 0, num_topk = 0, num_experts = 0, num_ranks = 0, ranks_per_node = 1;
-  int32_t* tokens_per_rank = nullptr;    // [R]
-  int32_t* tokens_per_node = nullptr;    // [nodes] or null
-  int32_t* tokens_per_expert = nullptr;  // [E]
-  bool* is_token_in_rank = nullptr;      // [T, R]
+  const int64_t* topk_idx = nullptr;             // [T, K]
+  int num_tokens = 0, num_topk = 0, num_experts = 0;
+  int32_t* num_tokens_per_rank = nullptr;        // [R]
+  int32_t* num_tokens_per_rdma_rank = nullptr;   // [nodes], or null when every rank is an NVLink peer
+  int32_t* num_tokens_per_expert = nullptr;      // [E]
+  bool* is_token_in_rank = nullptr;              // [T, R]
+  // Filled by the runtime from its topology.
+  int num_ranks = 0, ranks_per_node = 1;
 };
 void launchLayout(const LayoutArgs& a, void* stream);
+
+// What the receive half of a dispatch writes; the caller allocates it once the receive count is known.
+struct DispatchOutputs {
+  void* recv_x = nullptr;                // [num_recv_tokens, hidden]
+  void* recv_x_scales = nullptr;         // [num_recv_tokens, num_scales] 4-byte elements as x_scales, or null
+  int64_t* recv_topk_idx = nullptr;      // [num_recv_tokens, K] local expert ids, -1 elsewhere / padding
+  float* recv_topk_weights = nullptr;    // [num_recv_tokens, K]
+  int32_t* recv_src_idx = nullptr;       // [num_recv_tokens]
+  int num_recv_tokens = 0;               // rows of the outputs (the receive count, or num_worst_tokens)
+};
 
 struct DispatchArgs {
   // inputs
   const void* x = nullptr;               // [T, hidden] BF16 or FP8, rows x_row_stride bytes apart
-  size_t x_row_stride = 0;
-  const void* scales = nullptr;          // 4-byte elements (float or int32-packed UE8M0), or null
+  size_t x_row_stride = 0;               // bytes
+  size_t hidden_bytes = 0;               // bytes of one row (a multiple of 16)
+  const void* x_scales = nullptr;        // 4-byte elements (float or int32-packed UE8M0), or null
   int num_scales = 0;                    // per token
-  int64_t scale_token_stride = 0, scale_col_stride = 0;  // in elements
+  int64_t x_scales_token_stride = 0, x_scales_col_stride = 0;  // in elements
   const int64_t* topk_idx = nullptr;     // [T, K] or null (no top-k)
   const float* topk_weights = nullptr;   // [T, K] or null
+  int num_topk = 0;                      // K (0 without top-k)
   const bool* is_token_in_rank = nullptr;  // [T, R]
-  const int32_t* tokens_per_expert = nullptr;  // [E] or null (cached: not counted)
+  const int32_t* num_tokens_per_expert = nullptr;  // [E] or null (cached: not counted)
   int num_tokens = 0, num_experts = 0;
-  Layout layout;
-  bool report_to_host = false;           // write HostCounts (non-cached dispatch)
+  int num_worst_tokens = 0;              // > 0: receive count from the prefix matrix on the GPU, outputs sized to
+                                         // it, rows beyond the count get -1 ids; no CPU wait
   // outputs of the send half
   int32_t* rank_prefix_matrix = nullptr;  // [R, R]; with cached dispatch an input (from the handle) instead
   int32_t* send_pos = nullptr;           // [T, R]: position of token t among those going to r, or -1
-  // outputs of the receive half
-  void* recv_x = nullptr;                // [rows, hidden]
-  float* recv_scales_f = nullptr;        // [rows, num_scales] (same 4-byte elements as scales), or null
-  int64_t* recv_topk_idx = nullptr;      // [rows, K] local expert ids, -1 elsewhere / padding
-  float* recv_topk_weights = nullptr;    // [rows, K]
-  int32_t* recv_src_idx = nullptr;       // [rows]
-  int num_out_rows = 0;                  // rows of the outputs (receive count, or num_worst_tokens)
-  bool worst = false;                    // num_worst_tokens: receive count from the prefix matrix on the GPU;
-                                         // rows beyond it get -1 ids
+  DispatchOutputs out;                   // the receive half's outputs
+  // Filled by the runtime.
+  Layout layout;
+  bool report_to_host = false;           // write HostCounts (a non-cached dispatch without num_worst_tokens)
 };
 // Steps 1-3. cached: rank_prefix_matrix is an input and nothing is counted.
 void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, void* stream);
@@ -149,16 +157,17 @@ void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, 
 void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream);
 
 struct CombineArgs {
-  const void* x = nullptr;               // BF16 [num_recv_rows, hidden] (rows this rank received)
-  const float* topk_weights = nullptr;   // [num_recv_rows, K] or null
-  const void* bias0 = nullptr;           // BF16 [T, hidden] or null
-  const void* bias1 = nullptr;
+  const void* x = nullptr;               // BF16 [num_recv_tokens, hidden] (rows this rank received)
+  const float* topk_weights = nullptr;   // [num_recv_tokens, K] or null
+  const void* bias_0 = nullptr;          // BF16 [T, hidden] or null
+  const void* bias_1 = nullptr;
   const int32_t* send_pos = nullptr;     // [T, R] from the handle
   const int32_t* rank_prefix_matrix = nullptr;  // [R, R] from the handle
-  int num_tokens = 0, num_recv_rows = 0, hidden = 0, num_topk = 0;
+  int num_tokens = 0, num_recv_tokens = 0, hidden = 0, num_topk = 0;
+  void* combined_x = nullptr;            // BF16 [T, hidden]
+  float* combined_topk_weights = nullptr;  // [T, K] or null
+  // Filled by the runtime.
   Layout layout;
-  void* out = nullptr;                   // BF16 [T, hidden]
-  float* out_weights = nullptr;          // [T, K] or null
 };
 void launchCombine(const Context& ctx, const CombineArgs& a, void* stream);
 

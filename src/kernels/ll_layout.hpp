@@ -28,17 +28,19 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/limits.hpp"
 #include "uccl_ep/platform/platform.hpp"
 
 namespace uccl::ep::kernels::ll {
 
-inline constexpr int kMaxTopk = 16;
-inline constexpr int kMaxExpertsPerRank = 256;  // signal words and scratch are sized for this many
-inline constexpr int kMaxTokensPerRank = 1024;
-inline constexpr int kMinHidden = 128;
-inline constexpr int kMaxHidden = 8192;
+using kernels::kChannelsPerScale;
+using kernels::kMaxExpertsPerRank;
+using kernels::kMaxHidden;
+using kernels::kMaxTokensPerRank;
+using kernels::kMaxTopk;
+using kernels::kMinHidden;
+
 inline constexpr size_t kHeaderBytes = 16;
-inline constexpr int kChannelsPerScale = 128;
 // logfmt: per group of 128 channels, 8 bytes of metadata (float log2 of the smallest magnitude, float step)
 // and 128 10-bit codes (160 bytes).
 inline constexpr size_t kLogfmtGroupBytes = 8 + 160;

@@ -229,8 +229,8 @@ __global__ void __launch_bounds__(kThreads) dispatchRecv(Context ctx, DispatchAr
         c = static_cast<int>(v - 1);
         platform::storeRelease<Scope::kSystem>(word(w), 0);
       }
-      if (a.wait_recv_cost_stats) {
-        atomicAdd(reinterpret_cast<unsigned long long*>(&a.wait_recv_cost_stats[s]),
+      if (a.dispatch_wait_recv_cost_stats) {
+        atomicAdd(reinterpret_cast<unsigned long long*>(&a.dispatch_wait_recv_cost_stats[s]),
                   static_cast<unsigned long long>(waited));
       }
     }
@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(kThreads) dispatchRecv(Context ctx, DispatchAr
     }
     total = acc;
     a.recv_count[el] = acc;
-    if (a.cumulative_recv_stats) atomicAdd(&a.cumulative_recv_stats[el], acc);
+    if (a.cumulative_local_expert_recv_stats) atomicAdd(&a.cumulative_local_expert_recv_stats[el], acc);
   }
   __syncthreads();
 
@@ -268,14 +268,14 @@ __global__ void __launch_bounds__(kThreads) dispatchRecv(Context ctx, DispatchAr
     if (a.use_fp8) {
       const float* sc = reinterpret_cast<const float*>(msg + kHeaderBytes + L.hidden);
       if (a.use_ue8m0) {
-        int32_t* out = static_cast<int32_t*>(a.recv_scales);
+        int32_t* out = static_cast<int32_t*>(a.recv_x_scales);
         for (int g4 = lane; g4 < groups / 4; g4 += kWarpSize) {
           uint32_t packed = 0;
           for (int i = 0; i < 4; ++i) packed |= platform::ue8m0Byte(sc[g4 * 4 + i]) << (8 * i);
           out[(el * static_cast<size_t>(groups / 4) + g4) * rows_per_expert + row] = static_cast<int32_t>(packed);
         }
       } else {
-        float* out = static_cast<float*>(a.recv_scales);
+        float* out = static_cast<float*>(a.recv_x_scales);
         for (int g = lane; g < groups; g += kWarpSize)
           out[(el * static_cast<size_t>(groups) + g) * rows_per_expert + row] = sc[g];
       }
@@ -420,8 +420,8 @@ __global__ void __launch_bounds__(kThreads) combineRecv(Context ctx, CombineArgs
         recordError(ctx, kTimeout, kOpCombineRecv, src, e, 0);
       }
     }
-    if (need[e] == 2 && a.wait_recv_cost_stats) {
-      atomicAdd(reinterpret_cast<unsigned long long*>(&a.wait_recv_cost_stats[src]),
+    if (need[e] == 2 && a.combine_wait_recv_cost_stats) {
+      atomicAdd(reinterpret_cast<unsigned long long*>(&a.combine_wait_recv_cost_stats[src]),
                 static_cast<unsigned long long>(waited));
     }
   }
@@ -444,7 +444,7 @@ __global__ void __launch_bounds__(kThreads) combineRecv(Context ctx, CombineArgs
       weights[n] = a.topk_weights[static_cast<size_t>(t) * K + k];
       ++n;
     }
-    uint16_t* out = static_cast<uint16_t*>(a.out) + static_cast<size_t>(t) * L.hidden;
+    uint16_t* out = static_cast<uint16_t*>(a.combined_x) + static_cast<size_t>(t) * L.hidden;
     for (int c = lane * kValuesPerLane; c < L.hidden; c += kChannelsPerStep) {
       float acc[kValuesPerLane] = {};
       for (int k = 0; k < n; ++k) {
@@ -490,13 +490,6 @@ __global__ void __launch_bounds__(kThreads) combineRecv(Context ctx, CombineArgs
       }
       atomicExch(done, 0u);
     }
-  }
-}
-
-__global__ void zeroWords(int64_t* a, int64_t* b, size_t n) {
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    a[i] = 0;
-    if (b) b[i] = 0;
   }
 }
 
@@ -546,12 +539,6 @@ void launchCombine(const Context& ctx, const CombineArgs& args, Phase phase, voi
                                                                                                               args);
     checkLaunch(gpuGetLastError(), "low-latency combine (receive)");
   }
-}
-
-void launchClean(const Context& ctx, void* stream) {
-  const size_t n = ctx.layout.totalSignals();
-  zeroWords<<<8, 256, 0, static_cast<gpuStream_t>(stream)>>>(ctx.gpu_signals, ctx.rdma_signals, n);
-  checkLaunch(gpuGetLastError(), "clean_low_latency_buffer");
 }
 
 }  // namespace uccl::ep::kernels::ll

@@ -58,19 +58,21 @@ inline size_t scratchInts(const Layout& l) {
   return static_cast<size_t>(l.max_tokens) * kMaxTopk + l.num_experts;
 }
 
+// Field names are the Python argument names (uccl.ep.Buffer.low_latency_dispatch / _combine and the handle);
+// the bindings fill these structs by name.
 struct DispatchArgs {
   const void* x = nullptr;               // BF16 [num_tokens, hidden]
   int num_tokens = 0;
   const int64_t* topk_idx = nullptr;     // [num_tokens, num_topk], -1 = none
   int num_topk = 0;
   void* recv_x = nullptr;                // [E_local, R*M, hidden] BF16 or FP8
-  void* recv_scales = nullptr;           // FP8: float [E_local, hidden/128, R*M] (column-major view of
+  void* recv_x_scales = nullptr;         // FP8: float [E_local, hidden/128, R*M] (column-major view of
                                          // [E_local, R*M, hidden/128]), or UE8M0 int32 [E_local, hidden/512, R*M]
   int32_t* recv_count = nullptr;         // [E_local]
   int32_t* src_info = nullptr;           // [E_local, R*M]
   int64_t* layout_range = nullptr;       // [E_local, R]
-  int32_t* cumulative_recv_stats = nullptr;  // [E_local] or null
-  int64_t* wait_recv_cost_stats = nullptr;   // [R] or null (nanoseconds)
+  int32_t* cumulative_local_expert_recv_stats = nullptr;  // [E_local] or null
+  int64_t* dispatch_wait_recv_cost_stats = nullptr;       // [R] or null (nanoseconds)
   bool use_fp8 = true, round_scale = false, use_ue8m0 = false;
 };
 
@@ -82,14 +84,12 @@ struct CombineArgs {
   int num_tokens = 0, num_topk = 0;
   const int32_t* src_info = nullptr;     // from the dispatch handle
   const int64_t* layout_range = nullptr;
-  void* out = nullptr;                   // BF16 [num_tokens, hidden]
-  int64_t* wait_recv_cost_stats = nullptr;  // [R] or null
+  void* combined_x = nullptr;            // BF16 [num_tokens, hidden]
+  int64_t* combine_wait_recv_cost_stats = nullptr;  // [R] or null
   bool use_logfmt = false, zero_copy = false;
 };
 
 void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, void* stream);
 void launchCombine(const Context& ctx, const CombineArgs& args, Phase phase, void* stream);
-// Zeroes both halves' signal words (GPU and host-mapped) and the scratch: clean_low_latency_buffer.
-void launchClean(const Context& ctx, void* stream);
 
 }  // namespace uccl::ep::kernels::ll
