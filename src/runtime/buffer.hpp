@@ -1,22 +1,24 @@
 // The C++ Buffer behind uccl.ep.Buffer: memory, peers, proxies and kernel launches. No torch: the Python layer
 // allocates output tensors and passes raw pointers; this class owns everything that lives as long as the
-// buffer. It links the CUDA runtime only (never libcuda).
+// buffer, and every fact the Python layer must not decide itself: the topology, the limits and layouts (the
+// checks of call_checks.hpp run here, once per call), and the low-latency buffer half. It links the CUDA runtime
+// only (never libcuda).
 //
-// Memory (per rank):
-//   nvl buffer     num_nvl_bytes of GPU memory, mapped into every same-node peer through CUDA IPC (normal mode).
-//   gpu buffer     num_rdma_bytes of GPU memory + the GPU signal words, mapped into every same-node peer
-//                  through CUDA IPC. NVLink peers write low-latency rows and signals here.
+// Memory (per rank), every shared piece through one mechanism (runtime/shared_memory.hpp, peer_memory.cpp):
+//   nvl buffer     num_nvl_bytes of GPU memory, mapped by every rank of this rank's NVLink domain (normal mode):
+//                  CUDA IPC within a node; fabric handles or POSIX fds across an MNNVL domain.
+//   gpu buffer     num_rdma_bytes of GPU memory + the GPU signal words, mapped by every rank of this node through
+//                  CUDA IPC. NVLink peers write low-latency rows and signals here.
 //   rdma buffer    only when some peer is reached through the proxy. The gpu buffer itself when the transport
 //                  reaches GPU memory (capability kGpuMemory); otherwise num_rdma_bytes of pinned host memory
-//                  mapped into the GPU. Registered as proxy region 0; proxies write rows here and the staging
-//                  area of sends lives here.
+//                  mapped into the GPU. Registered as proxy region 0.
 //   rdma signals   int64 words in pinned host memory mapped into the GPU (ProxyGroup::setSignalRegion).
-//   error record   host-mapped kernels::ll::ErrorRecord; mask [R] int32 and per-half scratch in GPU memory.
+//   error record   host-mapped kernels::ErrorRecord (kernels/error_record.hpp), decoded by kernel_errors.cpp.
 //   rings          UCCL_EP_NUM_PROXY_THREADS x 2 descriptor rings (runtime::GpuRing), when proxies run.
 //
-// Life cycle: Buffer(config) allocates -> localInfo() is all-gathered by the caller (process group) ->
-// connect(infos) opens IPC handles of same-node peers, connects and starts the proxies -> launches ->
-// destroy() (or the destructor) stops proxies, closes IPC handles, frees.
+// Life cycle: Buffer(config) decides the topology and allocates -> localInfo() is all-gathered by the caller
+// (process group) -> connect(infos) maps the peers' memory, connects and starts the proxies -> launches ->
+// destroy() (or the destructor) stops proxies, unmaps, frees.
 #pragma once
 
 #include <cstddef>
@@ -28,19 +30,46 @@
 
 #include "kernels/intranode.hpp"
 #include "kernels/low_latency.hpp"
+#include "runtime/topology.hpp"
 
 namespace uccl::ep::runtime {
 
 struct BufferConfig {
   int rank = 0;
-  int world = 1;
-  int ranks_per_node = 1;        // ranks [n * ranks_per_node, (n+1) * ranks_per_node) form node n
-  int device = 0;                // CUDA device of this rank
+  int num_ranks = 1;
+  int device = 0;                      // CUDA device of this rank
+  std::vector<std::string> host_ids;   // localHostId() of every rank, for the topology decision
   int64_t num_nvl_bytes = 0;
   int64_t num_rdma_bytes = 0;
   bool low_latency_mode = false;
-  bool allow_nvlink_for_low_latency = true;  // false: same-node peers also go through the proxy in LL mode
+  bool allow_nvlink_for_low_latency_mode = true;  // false: same-node peers also go through the proxy in LL mode
+  bool allow_mnnvl = false;            // the NVLink domain spans nodes (as UCCL_EP_NORMAL_MNNVL=1)
+  bool use_fabric = false;             // share the nvl buffer through fabric handles
   bool enable_shrink = false;
+};
+
+// The sizes a low-latency call is made for (its layout's key).
+struct LowLatencyShape {
+  int num_max_dispatch_tokens_per_rank = 0, hidden = 0, num_experts = 0;
+  bool operator==(const LowLatencyShape& o) const {
+    return num_max_dispatch_tokens_per_rank == o.num_max_dispatch_tokens_per_rank && hidden == o.hidden &&
+           num_experts == o.num_experts;
+  }
+};
+
+// A low-latency call whose receive half runs later (return_recv_hook): the half it used and its arguments.
+struct LowLatencyPending {
+  LowLatencyShape shape;
+  int half = 0;
+  bool combine = false;
+  kernels::ll::DispatchArgs dispatch;
+  kernels::ll::CombineArgs combine_args;
+};
+
+// Normal-mode knobs of one call (uccl.ep.Config).
+struct NormalConfig {
+  int num_sms = 0;                          // 0: every SM of the device
+  int num_max_nvl_chunked_send_tokens = 0;  // rows per warp work item in the pull kernels; 0: the kernels' default
 };
 
 class Buffer {
@@ -50,17 +79,15 @@ class Buffer {
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
 
-  // What peers need to reach this rank: IPC handles, host identity, proxy endpoints and memory keys.
+  // What peers need to reach this rank: memory handles, host identity, proxy endpoints and memory keys.
   std::string localInfo() const;
   // infos[r] = rank r's localInfo(). Throws naming the peer whose info is malformed or cannot be opened.
   void connect(const std::vector<std::string>& infos);
   bool connected() const;
   void destroy();  // idempotent
 
-  int rank() const;
-  int world() const;
-  int nodeOf(int rank) const;
-  int numNodes() const;
+  // Final after connect(): a group whose GPUs all report one NVLink fabric domain becomes one NVLink domain.
+  const Topology& topology() const;
   // True when low-latency traffic to `peer` is written directly (same node and NVLink allowed, or self).
   bool isLowLatencyNvlPeer(int peer) const;
   bool usesProxy() const;
@@ -69,44 +96,39 @@ class Buffer {
   uintptr_t nvlBufferPtr() const;   // device pointer of this rank's nvl buffer (0 when num_nvl_bytes == 0)
   uintptr_t rdmaBufferPtr() const;  // device pointer of this rank's gpu buffer (get_local_buffer_tensor)
 
-  // --- low-latency mode --------------------------------------------------------------------------------------
-  // The context of one half for a call with these sizes. Throws (before anything runs) when the sizes do not
-  // fit num_rdma_bytes or the limits of ll_layout.hpp.
-  kernels::ll::Context lowLatencyContext(int half, int max_tokens, int hidden, int num_experts) const;
-  // Device pointer of the half's send area as the combine kernel reads it with zero_copy
-  // (get_next_low_latency_combine_buffer): [E_local, R*M, hidden] BF16 rows of layout.row_bytes.
-  uintptr_t lowLatencyCombineSendPtr(int half, int max_tokens, int hidden, int num_experts) const;
-  void lowLatencyDispatch(int half, int max_tokens, int hidden, int num_experts, const kernels::ll::DispatchArgs& args,
-                          kernels::ll::Phase phase, uintptr_t stream);
-  void lowLatencyCombine(int half, int max_tokens, int hidden, int num_experts, const kernels::ll::CombineArgs& args,
-                         kernels::ll::Phase phase, uintptr_t stream);
-  void cleanLowLatencyBuffer(uintptr_t stream);  // zeroes signal words (both halves) and scratch
-
-  // --- normal mode within one memory domain (kernels/intranode.hpp) -------------------------------------------
-  // True when every rank is an NVLink peer of every other: one node, or UCCL_EP_NORMAL_MNNVL=1 /
-  // DEEP_EP_NORMAL_MNNVL=1 (the nvl buffers of all ranks are then mapped, whatever the node layout says).
-  bool normalSingleDomain() const;
-  // Bytes of nvl buffer a dispatch of num_tokens tokens / a combine of num_recv_rows rows needs on this rank.
-  size_t normalDispatchBytes(int num_tokens, size_t hidden_bytes, size_t scale_bytes, int num_topk,
-                             int num_experts) const;
-  size_t normalCombineBytes(int num_recv_rows, int hidden, int num_topk, int num_experts) const;
-  void normalLayout(kernels::intranode::LayoutArgs args, uintptr_t stream);
-  // Steps 1-3 of a dispatch (intranode.hpp). args.layout is filled here. Throws before launching when the
-  // sizes do not fit num_nvl_bytes or the limits.
-  void normalDispatchSend(kernels::intranode::DispatchArgs args, bool cached, int num_sms, uintptr_t stream);
-  // The CPU wait of a non-cached dispatch: the receive count and the per-local-expert counts. Throws
-  // TimeoutError naming the rank that never published (UCCL_EP_TIMEOUT_SECS).
-  std::pair<int, std::vector<int>> normalDispatchWait(int num_experts);
-  void normalDispatchRecv(kernels::intranode::DispatchArgs args, int num_sms, int send_tokens, uintptr_t stream);
-  void normalCombine(kernels::intranode::CombineArgs args, int num_sms, int send_tokens, uintptr_t stream);
-
+  // --- low-latency mode (buffer_low_latency.cpp) -------------------------------------------------------------
+  // The layout for these sizes, checked once per shape (limits, mode, num_rdma_bytes) and kept.
+  const kernels::ll::Layout& lowLatencyLayout(const LowLatencyShape& shape);
+  // Each dispatch and combine uses the current half of the buffer and flips to the other, so two calls may be
+  // outstanding. With return_recv_hook only the send half runs now; the returned pending call runs the receive
+  // half through lowLatencyReceive (on the same half). Throws before launching when an argument is out of range.
+  LowLatencyPending lowLatencyDispatch(const LowLatencyShape& shape, const kernels::ll::DispatchArgs& args,
+                                       bool return_recv_hook, uintptr_t stream);
+  LowLatencyPending lowLatencyCombine(const LowLatencyShape& shape, const kernels::ll::CombineArgs& args,
+                                      bool return_recv_hook, uintptr_t stream);
+  void lowLatencyReceive(const LowLatencyPending& pending, uintptr_t stream);
+  // Device pointer of the send area the next combine reads with zero_copy (get_next_low_latency_combine_buffer):
+  // [E_local, R*M, hidden] BF16 rows of layout.row_bytes.
+  uintptr_t nextLowLatencyCombineBuffer(const LowLatencyShape& shape);
+  void cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t stream);  // signal words and scratch
   // enable_shrink: mask[r] = 1 means rank r is masked.
-  void updateMask(int rank, bool masked, uintptr_t stream);
-  void queryMask(uintptr_t out_int32_device, uintptr_t stream) const;  // copies [R] int32
-  void cleanMask(uintptr_t stream);
+  void lowLatencyUpdateMaskBuffer(int rank_to_mask, bool mask, uintptr_t stream);
+  void lowLatencyQueryMaskBuffer(uintptr_t mask_status, uintptr_t stream) const;  // copies [R] int32
+  void lowLatencyCleanMaskBuffer(uintptr_t stream);
+
+  // --- normal mode within one NVLink domain (buffer_normal.cpp, kernels/intranode.hpp) ------------------------
+  void getDispatchLayout(kernels::intranode::LayoutArgs args, uintptr_t stream);
+  // Steps 1-3 of a dispatch. Keeps the call's arguments and layout for dispatchRecv.
+  void dispatchSend(kernels::intranode::DispatchArgs args, bool cached, const NormalConfig& config, uintptr_t stream);
+  // The CPU wait of a non-cached dispatch without num_worst_tokens: the receive count and the per-local-expert
+  // counts. Throws TimeoutError naming the rank that never published (UCCL_EP_TIMEOUT_SECS).
+  std::pair<int, std::vector<int>> dispatchWaitCounts();
+  // Steps 4-5 of the dispatch last sent, into `outputs`.
+  void dispatchRecv(const kernels::intranode::DispatchOutputs& outputs, const NormalConfig& config, uintptr_t stream);
+  void combine(kernels::intranode::CombineArgs args, const NormalConfig& config, uintptr_t stream);
 
   // Throws the first recorded failure: a kernel's ErrorRecord (TimeoutError naming the peer and the step) or a
-  // proxy error. Called at the start of every Python-level call and by hooks.
+  // proxy error. Called at the start of every call and by hooks.
   void checkErrors() const;
 
  private:

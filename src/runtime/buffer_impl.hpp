@@ -1,25 +1,31 @@
-// Buffer::Impl: the state behind runtime::Buffer, shared by buffer.cpp (life cycle, peers, low-latency mode,
-// errors) and buffer_normal.cpp (normal mode). Internal to the runtime library.
+// Buffer::Impl: the state behind runtime::Buffer, shared by the files that implement it, one concern each:
+// buffer.cpp (life cycle, allocation), peer_memory.cpp (mapping the peers' memory at connect), buffer_low_latency.cpp,
+// buffer_normal.cpp and kernel_errors.cpp. Internal to the runtime library.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "kernels/error_record.hpp"
 #include "runtime/buffer.hpp"
 #include "runtime/gpu_ring.hpp"
 #include "runtime/peer_info.hpp"
 #include "runtime/shared_memory.hpp"
+#include "runtime/topology.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/util/error.hpp"
 
 namespace uccl::ep::runtime {
 
 struct Buffer::Impl {
-  using ErrorRecord = kernels::ll::ErrorRecord;
   BufferConfig cfg;
+  Topology topo;
   bool destroyed = false;
   bool connected = false;
   bool cuda_used = false;  // the constructor got as far as selecting the device
@@ -28,21 +34,17 @@ struct Buffer::Impl {
   size_t signal_count = 0;      // int64 words behind the gpu buffer, and in the rdma signal region
   size_t scratch_per_half = 0;  // int32
 
-  // Memory (raw CUDA allocations are freed in release()).
-  void* nvl_buffer = nullptr;                           // nvl_alloc->ptr()
+  // Memory. Shared pieces are SharedAllocations (exported) and PeerMappings (the peers' pieces mapped here).
   std::unique_ptr<SharedAllocation> nvl_alloc;          // exported to the NVLink domain (ipc, fd or fabric)
-  std::vector<std::unique_ptr<PeerMapping>> nvl_peers;  // the domain peers' nvl buffers as mapped here
-  uint8_t* gpu_buffer = nullptr;                        // num_rdma_bytes, then signal_count int64 signal words
-  std::unique_ptr<Mapped<ErrorRecord>> error;
+  std::unique_ptr<SharedAllocation> gpu_alloc;          // num_rdma_bytes + signal words, exported to the node (ipc)
+  std::vector<std::unique_ptr<PeerMapping>> peer_maps;  // every peer piece mapped here, unmapped in release()
+  std::unique_ptr<Mapped<kernels::ErrorRecord>> error;
   std::unique_ptr<DeviceArray<int32_t>> mask;
-  std::unique_ptr<DeviceArray<int32_t>> mask_values;  // {0, 1}: sources of updateMask's copies
+  std::unique_ptr<DeviceArray<int32_t>> mask_values;  // {0, 1}: sources of the mask update's copies
   std::unique_ptr<DeviceArray<int32_t>> scratch;
   std::unique_ptr<DeviceArray<uint8_t*>> peer_gpu_base;
   std::unique_ptr<DeviceArray<int64_t*>> peer_gpu_signals;
-  // Normal mode: every domain peer's nvl buffer (null outside the domain), the CPU-wait counts.
-  bool normal_mnnvl = false;
-  std::unique_ptr<DeviceArray<uint8_t*>> peer_nvl;
-  std::unique_ptr<Mapped<kernels::intranode::HostCounts>> host_counts;
+  std::unique_ptr<DeviceArray<uint8_t*>> peer_nvl;  // every NVLink-domain peer's nvl buffer (null outside it)
 
   // Proxy side.
   std::unique_ptr<proxy::ProxyGroup> proxies;
@@ -53,18 +55,24 @@ struct Buffer::Impl {
   std::unique_ptr<Mapped<int64_t>> rdma_signals;
   std::string transport_name;
 
-  // Opened IPC mappings of same-node peers' gpu buffers, closed in release().
-  std::vector<void*> opened_ipc;
+  // Low-latency mode: the layouts checked so far (decode repeats a few shapes) and the half the next call uses.
+  std::deque<std::pair<LowLatencyShape, kernels::ll::Layout>> ll_layouts;  // deque: references stay valid
+  int ll_half = 0;
+
+  // Normal mode: the CPU-wait counts, and the dispatch whose receive half has yet to run.
+  std::unique_ptr<Mapped<kernels::intranode::HostCounts>> host_counts;
+  std::optional<kernels::intranode::DispatchArgs> pending_dispatch;
 
   PeerInfo self;  // what localInfo() reports, minus the proxy blob (taken when asked)
 
   ~Impl() { release(); }
 
-  int nodeOf(int r) const { return r / cfg.ranks_per_node; }
+  uint8_t* gpuBuffer() const { return gpu_alloc ? static_cast<uint8_t*>(gpu_alloc->ptr()) : nullptr; }
+  uint8_t* nvlBuffer() const { return nvl_alloc ? static_cast<uint8_t*>(nvl_alloc->ptr()) : nullptr; }
+  int64_t* gpuSignals() const { return reinterpret_cast<int64_t*>(gpuBuffer() + cfg.num_rdma_bytes); }
   bool isLowLatencyNvlPeer(int p) const {
-    return p == cfg.rank || (nodeOf(p) == nodeOf(cfg.rank) && cfg.allow_nvlink_for_low_latency);
+    return p == cfg.rank || (topo.sameNode(p, cfg.rank) && cfg.allow_nvlink_for_low_latency_mode);
   }
-  int64_t* gpuSignals() const { return reinterpret_cast<int64_t*>(gpu_buffer + cfg.num_rdma_bytes); }
 
   void requireUsable(const char* what) const {
     if (destroyed) UCCL_EP_THROW("rank {}: {} on a destroyed Buffer", cfg.rank, what);
@@ -82,14 +90,15 @@ struct Buffer::Impl {
   // Frees everything; never throws. Safe on a partly constructed Impl.
   void release() noexcept;
 
-  kernels::ll::Context context(int half, int max_tokens, int hidden, int num_experts) const;
-  // Ranks whose nvl buffers this rank maps: everyone under MNNVL, else the own node.
-  bool inNvlDomain(int p) const { return normal_mnnvl || nodeOf(p) == nodeOf(cfg.rank); }
-  int numNodesOfLayout() const { return (cfg.world + cfg.ranks_per_node - 1) / cfg.ranks_per_node; }
-  bool singleDomain() const { return normal_mnnvl || numNodesOfLayout() == 1; }
-  kernels::intranode::Context normalContext(const char* call, int num_sms, int send_tokens) const;
-  kernels::intranode::Layout intranodeLayout(const char* call, int num_experts, size_t hidden_bytes, size_t scale_bytes,
-                                             int num_topk, size_t combine_hidden_bytes) const;
+  // peer_memory.cpp: maps the peers' gpu and nvl buffers and fills the device peer tables.
+  void mapPeers(const std::vector<PeerInfo>& peers);
+
+  // buffer_low_latency.cpp / buffer_normal.cpp
+  kernels::ll::Context lowLatencyContext(const kernels::ll::Layout& layout, int half) const;
+  kernels::intranode::Context normalContext(const char* call, const NormalConfig& config) const;
+
+  // kernel_errors.cpp: the message of a recorded kernel failure; sets *timeout when it is a stall.
+  std::string describeKernelError(const kernels::ErrorRecord& rec, bool* timeout) const;
 };
 
 }  // namespace uccl::ep::runtime

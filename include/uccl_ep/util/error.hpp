@@ -19,9 +19,17 @@ class TimeoutError : public Error {
   using Error::Error;
 };
 
+// An argument value the library rejects (a size out of range, a count that does not divide, a buffer too small),
+// raised before anything runs; the object it was passed to stays usable. Python sees a ValueError.
+class InvalidArgument : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace uccl::ep
 
 #define UCCL_EP_THROW(...) throw ::uccl::ep::Error(::fmt::format(__VA_ARGS__))
+#define UCCL_EP_THROW_ARG(...) throw ::uccl::ep::InvalidArgument(::fmt::format(__VA_ARGS__))
 #define UCCL_EP_CHECK(cond, ...)                                                                          \
   do {                                                                                                    \
     if (!(cond)) throw ::uccl::ep::Error(::fmt::format("{} (check `{}` failed at {}:{})",              \

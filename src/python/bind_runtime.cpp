@@ -1,0 +1,201 @@
+// class Runtime: runtime::Buffer for Python. Every method takes keyword arguments; kernel arguments come as the
+// argument structs of bind_structs.cpp. Calls that wait or launch release the GIL.
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "python/bind.hpp"
+#include "runtime/buffer.hpp"
+#include "uccl_ep/util/error.hpp"
+
+namespace uccl::ep::python {
+
+namespace ll = kernels::ll;
+namespace in = kernels::intranode;
+using runtime::LowLatencyShape;
+using runtime::NormalConfig;
+
+namespace {
+
+class Runtime {
+ public:
+  explicit Runtime(const runtime::BufferConfig& c) {
+    py::gil_scoped_release nogil;
+    buffer_ = std::make_unique<runtime::Buffer>(c);
+  }
+
+  runtime::Buffer& b() const {
+    if (!buffer_) throw Error("uccl.ep runtime: the buffer was destroyed; build a new Buffer");
+    return *buffer_;
+  }
+
+  void destroy() {
+    if (!buffer_) return;
+    py::gil_scoped_release nogil;
+    buffer_->destroy();
+  }
+
+ private:
+  std::unique_ptr<runtime::Buffer> buffer_;
+};
+
+// Runs `f(buffer)` without the GIL.
+template <typename F>
+auto nogil(const Runtime& r, F&& f) {
+  runtime::Buffer& buf = r.b();
+  py::gil_scoped_release release;
+  return f(buf);
+}
+
+// None, or hook(stream) running the receive half of `pending`. The hook holds the Runtime object alive.
+py::object hookOf(py::object self, runtime::LowLatencyPending pending, bool return_recv_hook) {
+  if (!return_recv_hook) return py::none();
+  auto p = std::make_shared<runtime::LowLatencyPending>(std::move(pending));
+  return py::cpp_function(
+      [self, p](uintptr_t stream) {
+        nogil(self.cast<const Runtime&>(), [&](runtime::Buffer& b) { b.lowLatencyReceive(*p, stream); });
+      },
+      py::arg("stream"), "runs the receive half on `stream` (the same buffer half as the send)");
+}
+
+void bindLowLatency(py::class_<Runtime>& c) {
+  using py::arg;
+  c.def(
+       "low_latency_layout",
+       [](const Runtime& r, int m, int hidden, int e) { return r.b().lowLatencyLayout(LowLatencyShape{m, hidden, e}); },
+       py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"),
+       "the layout for these sizes, checked against the limits and num_rdma_bytes (kept per size triple)")
+      .def(
+          "low_latency_dispatch",
+          [](py::object self, const ll::DispatchArgs& a, int m, int hidden, int e, bool hook, uintptr_t stream) {
+            auto p = nogil(self.cast<const Runtime&>(), [&](runtime::Buffer& b) {
+              return b.lowLatencyDispatch(LowLatencyShape{m, hidden, e}, a, hook, stream);
+            });
+            return hookOf(self, std::move(p), hook);
+          },
+          arg("args"), py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"),
+          arg("return_recv_hook"), arg("stream"), "None, or hook(stream) when return_recv_hook")
+      .def(
+          "low_latency_combine",
+          [](py::object self, const ll::CombineArgs& a, int m, int hidden, int e, bool hook, uintptr_t stream) {
+            auto p = nogil(self.cast<const Runtime&>(), [&](runtime::Buffer& b) {
+              return b.lowLatencyCombine(LowLatencyShape{m, hidden, e}, a, hook, stream);
+            });
+            return hookOf(self, std::move(p), hook);
+          },
+          arg("args"), py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"),
+          arg("return_recv_hook"), arg("stream"), "None, or hook(stream) when return_recv_hook")
+      .def(
+          "get_next_low_latency_combine_buffer",
+          [](const Runtime& r, int m, int hidden, int e) {
+            return r.b().nextLowLatencyCombineBuffer(LowLatencyShape{m, hidden, e});
+          },
+          py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"))
+      .def(
+          "clean_low_latency_buffer",
+          [](const Runtime& r, int m, int hidden, int e, uintptr_t stream) {
+            nogil(r, [&](runtime::Buffer& b) { b.cleanLowLatencyBuffer(LowLatencyShape{m, hidden, e}, stream); });
+          },
+          py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"), arg("stream"))
+      .def(
+          "low_latency_update_mask_buffer",
+          [](const Runtime& r, int rank, bool mask, uintptr_t stream) {
+            r.b().lowLatencyUpdateMaskBuffer(rank, mask, stream);
+          },
+          py::kw_only(), arg("rank_to_mask"), arg("mask"), arg("stream"))
+      .def(
+          "low_latency_query_mask_buffer",
+          [](const Runtime& r, uintptr_t out, uintptr_t stream) { r.b().lowLatencyQueryMaskBuffer(out, stream); },
+          py::kw_only(), arg("mask_status"), arg("stream"))
+      .def(
+          "low_latency_clean_mask_buffer",
+          [](const Runtime& r, uintptr_t stream) { r.b().lowLatencyCleanMaskBuffer(stream); }, py::kw_only(),
+          arg("stream"));
+}
+
+void bindNormal(py::class_<Runtime>& c) {
+  using py::arg;
+  c.def(
+       "get_dispatch_layout",
+       [](const Runtime& r, const in::LayoutArgs& a, uintptr_t stream) {
+         nogil(r, [&](runtime::Buffer& b) { b.getDispatchLayout(a, stream); });
+       },
+       arg("args"), py::kw_only(), arg("stream"))
+      .def(
+          "dispatch_send",
+          [](const Runtime& r, const in::DispatchArgs& a, bool cached, int num_sms, uintptr_t stream) {
+            nogil(r, [&](runtime::Buffer& b) { b.dispatchSend(a, cached, NormalConfig{num_sms, 0}, stream); });
+          },
+          arg("args"), py::kw_only(), arg("cached"), arg("num_sms"), arg("stream"),
+          "checks, then the send half; keeps the call's layout for dispatch_recv")
+      .def(
+          "dispatch_wait_counts",
+          [](const Runtime& r) { return nogil(r, [&](runtime::Buffer& b) { return b.dispatchWaitCounts(); }); },
+          "CPU wait of a non-cached dispatch: (num_recv_tokens, per-local-expert counts)")
+      .def(
+          "dispatch_recv",
+          [](const Runtime& r, const in::DispatchOutputs& o, int num_sms, int send_tokens, uintptr_t stream) {
+            nogil(r, [&](runtime::Buffer& b) { b.dispatchRecv(o, NormalConfig{num_sms, send_tokens}, stream); });
+          },
+          arg("outputs"), py::kw_only(), arg("num_sms"), arg("num_max_nvl_chunked_send_tokens"), arg("stream"))
+      .def(
+          "combine",
+          [](const Runtime& r, const in::CombineArgs& a, int num_sms, int send_tokens, uintptr_t stream) {
+            nogil(r, [&](runtime::Buffer& b) { b.combine(a, NormalConfig{num_sms, send_tokens}, stream); });
+          },
+          arg("args"), py::kw_only(), arg("num_sms"), arg("num_max_nvl_chunked_send_tokens"), arg("stream"));
+}
+
+}  // namespace
+
+void bindRuntime(py::module_& m) {
+  using py::arg;
+  py::class_<Runtime> c(m, "Runtime",
+                        "runtime::Buffer: topology, allocations, peers, proxies, checks and kernel launches. "
+                        "Pointers are ints, streams are cudaStream_t handles as ints; every argument by keyword.");
+  c.def(py::init([](int rank, int num_ranks, int device, std::vector<std::string> host_ids, int64_t num_nvl_bytes,
+                    int64_t num_rdma_bytes, bool low_latency_mode, bool allow_nvlink_for_low_latency_mode,
+                    bool allow_mnnvl, bool use_fabric, bool enable_shrink) {
+          runtime::BufferConfig cfg;
+          cfg.rank = rank;
+          cfg.num_ranks = num_ranks;
+          cfg.device = device;
+          cfg.host_ids = std::move(host_ids);
+          cfg.num_nvl_bytes = num_nvl_bytes;
+          cfg.num_rdma_bytes = num_rdma_bytes;
+          cfg.low_latency_mode = low_latency_mode;
+          cfg.allow_nvlink_for_low_latency_mode = allow_nvlink_for_low_latency_mode;
+          cfg.allow_mnnvl = allow_mnnvl;
+          cfg.use_fabric = use_fabric;
+          cfg.enable_shrink = enable_shrink;
+          return std::make_unique<Runtime>(cfg);
+        }),
+        py::kw_only(), arg("rank"), arg("num_ranks"), arg("device"), arg("host_ids"), arg("num_nvl_bytes"),
+        arg("num_rdma_bytes"), arg("low_latency_mode"), arg("allow_nvlink_for_low_latency_mode"), arg("allow_mnnvl"),
+        arg("use_fabric"), arg("enable_shrink"))
+      .def("local_info", [](const Runtime& r) { return py::bytes(r.b().localInfo()); },
+           "this rank's bytes for connect() on every rank")
+      .def(
+          "connect",
+          [](const Runtime& r, const std::vector<std::string>& infos) {
+            nogil(r, [&](runtime::Buffer& b) { b.connect(infos); });
+          },
+          arg("infos"), "infos[r] = rank r's local_info(); blocks until connected")
+      .def("destroy", &Runtime::destroy, "idempotent")
+      .def("is_connected", [](const Runtime& r) { return r.b().connected(); })
+      .def("uses_proxy", [](const Runtime& r) { return r.b().usesProxy(); })
+      .def("transport_name", [](const Runtime& r) { return r.b().transportName(); })
+      .def("topology", [](const Runtime& r) { return r.b().topology(); }, "the runtime's topology (a copy)")
+      .def("rdma_buffer_ptr", [](const Runtime& r) { return r.b().rdmaBufferPtr(); })
+      .def("nvl_buffer_ptr", [](const Runtime& r) { return r.b().nvlBufferPtr(); })
+      .def("check_errors", [](const Runtime& r) { r.b().checkErrors(); },
+           "raises the first failure a kernel or a proxy recorded");
+  bindLowLatency(c);
+  bindNormal(c);
+}
+
+}  // namespace uccl::ep::python

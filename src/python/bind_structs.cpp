@@ -1,0 +1,117 @@
+// The argument structs of every kernel call, by name (bind_args.hpp), and the runtime's read-only answers:
+// Topology and the low-latency layout. Field names are the Python argument names and the C++ field names.
+#include <pybind11/stl.h>
+
+#include "kernels/intranode.hpp"
+#include "kernels/low_latency.hpp"
+#include "python/bind.hpp"
+#include "python/bind_args.hpp"
+#include "runtime/topology.hpp"
+
+namespace uccl::ep::python {
+
+namespace ll = kernels::ll;
+namespace in = kernels::intranode;
+
+namespace {
+
+void bindLowLatencyArgs(py::module_& m) {
+  using D = ll::DispatchArgs;
+  ArgsClass<D>(m, "LowLatencyDispatchArgs", "kernels/low_latency.hpp DispatchArgs (low_latency_dispatch)")
+      .pointer("x", &D::x).value("num_tokens", &D::num_tokens).pointer("topk_idx", &D::topk_idx)
+      .value("num_topk", &D::num_topk).pointer("recv_x", &D::recv_x).pointer("recv_x_scales", &D::recv_x_scales)
+      .pointer("recv_count", &D::recv_count).pointer("src_info", &D::src_info)
+      .pointer("layout_range", &D::layout_range)
+      .pointer("cumulative_local_expert_recv_stats", &D::cumulative_local_expert_recv_stats)
+      .pointer("dispatch_wait_recv_cost_stats", &D::dispatch_wait_recv_cost_stats)
+      .value("use_fp8", &D::use_fp8).value("round_scale", &D::round_scale).value("use_ue8m0", &D::use_ue8m0)
+      .done();
+  using C = ll::CombineArgs;
+  ArgsClass<C>(m, "LowLatencyCombineArgs", "kernels/low_latency.hpp CombineArgs (low_latency_combine)")
+      .pointer("x", &C::x).pointer("topk_idx", &C::topk_idx).pointer("topk_weights", &C::topk_weights)
+      .value("num_tokens", &C::num_tokens).value("num_topk", &C::num_topk).pointer("src_info", &C::src_info)
+      .pointer("layout_range", &C::layout_range).pointer("combined_x", &C::combined_x)
+      .pointer("combine_wait_recv_cost_stats", &C::combine_wait_recv_cost_stats)
+      .value("use_logfmt", &C::use_logfmt).value("zero_copy", &C::zero_copy)
+      .done();
+}
+
+void bindNormalArgs(py::module_& m) {
+  using L = in::LayoutArgs;
+  ArgsClass<L>(m, "DispatchLayoutArgs", "kernels/intranode.hpp LayoutArgs (get_dispatch_layout)")
+      .pointer("topk_idx", &L::topk_idx).value("num_tokens", &L::num_tokens).value("num_topk", &L::num_topk)
+      .value("num_experts", &L::num_experts).pointer("num_tokens_per_rank", &L::num_tokens_per_rank)
+      .pointer("num_tokens_per_rdma_rank", &L::num_tokens_per_rdma_rank)
+      .pointer("num_tokens_per_expert", &L::num_tokens_per_expert).pointer("is_token_in_rank", &L::is_token_in_rank)
+      .done();
+  using D = in::DispatchArgs;
+  ArgsClass<D>(m, "DispatchArgs", "kernels/intranode.hpp DispatchArgs (dispatch, send half)")
+      .pointer("x", &D::x).value("x_row_stride", &D::x_row_stride).value("hidden_bytes", &D::hidden_bytes)
+      .pointer("x_scales", &D::x_scales).value("num_scales", &D::num_scales)
+      .value("x_scales_token_stride", &D::x_scales_token_stride).value("x_scales_col_stride", &D::x_scales_col_stride)
+      .pointer("topk_idx", &D::topk_idx).pointer("topk_weights", &D::topk_weights).value("num_topk", &D::num_topk)
+      .pointer("is_token_in_rank", &D::is_token_in_rank).pointer("num_tokens_per_expert", &D::num_tokens_per_expert)
+      .value("num_tokens", &D::num_tokens).value("num_experts", &D::num_experts)
+      .value("num_worst_tokens", &D::num_worst_tokens).pointer("rank_prefix_matrix", &D::rank_prefix_matrix)
+      .pointer("send_pos", &D::send_pos)
+      .done();
+  using O = in::DispatchOutputs;
+  ArgsClass<O>(m, "DispatchOutputs", "kernels/intranode.hpp DispatchOutputs (dispatch, receive half)")
+      .pointer("recv_x", &O::recv_x).pointer("recv_x_scales", &O::recv_x_scales)
+      .pointer("recv_topk_idx", &O::recv_topk_idx).pointer("recv_topk_weights", &O::recv_topk_weights)
+      .pointer("recv_src_idx", &O::recv_src_idx).value("num_recv_tokens", &O::num_recv_tokens)
+      .done();
+  using C = in::CombineArgs;
+  ArgsClass<C>(m, "CombineArgs", "kernels/intranode.hpp CombineArgs (combine)")
+      .pointer("x", &C::x).pointer("topk_weights", &C::topk_weights).pointer("bias_0", &C::bias_0)
+      .pointer("bias_1", &C::bias_1).pointer("send_pos", &C::send_pos)
+      .pointer("rank_prefix_matrix", &C::rank_prefix_matrix).value("num_tokens", &C::num_tokens)
+      .value("num_recv_tokens", &C::num_recv_tokens).value("hidden", &C::hidden).value("num_topk", &C::num_topk)
+      .pointer("combined_x", &C::combined_x).pointer("combined_topk_weights", &C::combined_topk_weights)
+      .done();
+}
+
+void bindAnswers(py::module_& m) {
+  using T = runtime::Topology;
+  py::class_<T>(m, "Topology", "the runtime's topology decision (runtime/topology.hpp); read-only")
+      .def_readonly("rank", &T::rank)
+      .def_readonly("num_ranks", &T::num_ranks)
+      .def_readonly("ranks_per_node", &T::ranks_per_node)
+      .def_readonly("num_nodes", &T::num_nodes)
+      .def_readonly("ranks_per_node_source", &T::ranks_per_node_source)
+      .def_readonly("nvl_domain_spans_nodes", &T::nvl_domain_spans_nodes)
+      .def_readonly("nvl_domain_source", &T::nvl_domain_source)
+      .def_property_readonly("nvl_domain_size", &T::nvlDomainSize)
+      .def("node_of", &T::nodeOf, py::arg("rank"))
+      .def("describe", &T::describe)
+      .def("__repr__", &T::describe);
+
+  using L = ll::Layout;
+  py::class_<L>(m, "LowLatencyLayout", "kernels/ll_layout.hpp Layout: offsets inside one half; read-only")
+      .def_readonly("num_ranks", &L::num_ranks)
+      .def_readonly("num_experts", &L::num_experts)
+      .def_readonly("experts_per_rank", &L::experts_per_rank)
+      .def_readonly("max_tokens", &L::max_tokens)
+      .def_readonly("hidden", &L::hidden)
+      .def_readonly("msg_bytes", &L::msg_bytes)
+      .def_readonly("row_bytes", &L::row_bytes)
+      .def_readonly("dispatch_recv_off", &L::dispatch_recv_off)
+      .def_readonly("combine_recv_off", &L::combine_recv_off)
+      .def_readonly("send_off", &L::send_off)
+      .def_readonly("half_bytes", &L::half_bytes)
+      .def_property_readonly("total_bytes", &L::totalBytes)
+      .def_readonly("dispatch_count_index", &L::dispatch_count_index)
+      .def_readonly("combine_flag_index", &L::combine_flag_index)
+      .def_readonly("signals_per_half", &L::signals_per_half)
+      .def_property_readonly("scratch_ints", [](const L& l) { return ll::scratchInts(l); });
+}
+
+}  // namespace
+
+void bindStructs(py::module_& m) {
+  bindLowLatencyArgs(m);
+  bindNormalArgs(m);
+  bindAnswers(m);
+}
+
+}  // namespace uccl::ep::python

@@ -1,0 +1,177 @@
+// runtime::Buffer, low-latency mode: the layouts (checked once per shape), the buffer half each call uses, the
+// launches of kernels/low_latency.hpp, the clean and the shrink mask.
+#include <atomic>
+#include <cstring>
+
+#include "runtime/buffer_impl.hpp"
+#include "runtime/call_checks.hpp"
+#include "runtime/cuda_check.hpp"
+#include "uccl_ep/util/env.hpp"
+#include "uccl_ep/util/error.hpp"
+
+namespace uccl::ep::runtime {
+
+namespace ll = kernels::ll;
+
+const ll::Layout& Buffer::lowLatencyLayout(const LowLatencyShape& shape) {
+  Impl& m = *impl_;
+  for (const auto& [key, layout] : m.ll_layouts) {
+    if (key == shape) return layout;
+  }
+  m.requireUsable("a low-latency call");
+  if (!m.cfg.low_latency_mode) {
+    UCCL_EP_THROW("rank {}: low-latency call on a Buffer built with low_latency_mode=False; build it with "
+                  "Buffer(group, 0, num_rdma_bytes, low_latency_mode=True)",
+                  m.cfg.rank);
+  }
+  const ll::Layout l =
+      runtime::lowLatencyLayout(shape.num_max_dispatch_tokens_per_rank, shape.hidden, m.cfg.num_ranks, shape.num_experts);
+  if (l.totalBytes() > static_cast<size_t>(m.cfg.num_rdma_bytes)) {
+    UCCL_EP_THROW_ARG("low-latency mode: the RDMA buffer is too small: these sizes need {} bytes "
+                      "(Buffer.get_low_latency_rdma_size_hint({}, {}, {}, {})), the buffer has num_rdma_bytes={}",
+                      l.totalBytes(), shape.num_max_dispatch_tokens_per_rank, shape.hidden, m.cfg.num_ranks,
+                      shape.num_experts, m.cfg.num_rdma_bytes);
+  }
+  // The signal words and the scratch are sized by the limits at construction; the layout checks above keep every
+  // shape inside them.
+  UCCL_EP_CHECK(l.totalSignals() <= m.signal_count && ll::scratchInts(l) <= m.scratch_per_half,
+                "low-latency layout exceeds the buffer's signal words or scratch");
+  m.ll_layouts.emplace_back(shape, l);
+  return m.ll_layouts.back().second;
+}
+
+ll::Context Buffer::Impl::lowLatencyContext(const ll::Layout& layout, int half) const {
+  ll::Context c;
+  c.layout = layout;
+  c.rank = cfg.rank;
+  c.half = half;
+  c.gpu_base = gpuBuffer();
+  c.gpu_signals = gpuSignals();
+  c.rdma_base = rdma_base;
+  c.rdma_signals = rdma_signals ? rdma_signals->device() : nullptr;
+  c.peer_gpu_base = peer_gpu_base->get();
+  c.peer_gpu_signals = peer_gpu_signals->get();
+  c.rings = ring_views ? ring_views->get() : nullptr;
+  c.num_rings = static_cast<int>(rings.size());
+  c.rdma_region = 0;
+  c.mask = mask->get();
+  c.enable_shrink = cfg.enable_shrink;
+  c.error = error->device();
+  c.timeout_ns = env().timeoutNs();
+  c.scratch = scratch->get() + static_cast<size_t>(half) * scratch_per_half;
+  c.num_sms = num_sms;
+  return c;
+}
+
+LowLatencyPending Buffer::lowLatencyDispatch(const LowLatencyShape& shape, const ll::DispatchArgs& args,
+                                             bool return_recv_hook, uintptr_t stream) {
+  Impl& m = *impl_;
+  checkErrors();
+  m.requireConnected("low_latency_dispatch");
+  const ll::Layout& layout = lowLatencyLayout(shape);
+  checkLowLatencyDispatch(layout, args);
+  LowLatencyPending p{shape, m.ll_half, false, args, {}};
+  ll::launchDispatch(m.lowLatencyContext(layout, p.half), args,
+                     return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth, reinterpret_cast<void*>(stream));
+  m.ll_half ^= 1;  // only once the launch went through: every rank flips in step
+  return p;
+}
+
+LowLatencyPending Buffer::lowLatencyCombine(const LowLatencyShape& shape, const ll::CombineArgs& args,
+                                            bool return_recv_hook, uintptr_t stream) {
+  Impl& m = *impl_;
+  checkErrors();
+  m.requireConnected("low_latency_combine");
+  const ll::Layout& layout = lowLatencyLayout(shape);
+  checkLowLatencyCombine(layout, args);
+  LowLatencyPending p{shape, m.ll_half, true, {}, args};
+  ll::launchCombine(m.lowLatencyContext(layout, p.half), args, return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth,
+                    reinterpret_cast<void*>(stream));
+  m.ll_half ^= 1;
+  return p;
+}
+
+void Buffer::lowLatencyReceive(const LowLatencyPending& p, uintptr_t stream) {
+  Impl& m = *impl_;
+  checkErrors();
+  m.requireConnected("a low-latency receive hook");
+  const ll::Context c = m.lowLatencyContext(lowLatencyLayout(p.shape), p.half);
+  if (p.combine) {
+    ll::launchCombine(c, p.combine_args, ll::Phase::kRecv, reinterpret_cast<void*>(stream));
+  } else {
+    ll::launchDispatch(c, p.dispatch, ll::Phase::kRecv, reinterpret_cast<void*>(stream));
+  }
+}
+
+uintptr_t Buffer::nextLowLatencyCombineBuffer(const LowLatencyShape& shape) {
+  Impl& m = *impl_;
+  m.requireConnected("get_next_low_latency_combine_buffer");
+  const ll::Layout& l = lowLatencyLayout(shape);
+  const uint8_t* base = m.rdma_base != nullptr ? m.rdma_base : m.gpuBuffer();
+  return reinterpret_cast<uintptr_t>(base + l.halfOffset(m.ll_half) + l.send_off);
+}
+
+void Buffer::cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t stream) {
+  Impl& m = *impl_;
+  m.requireConnected("clean_low_latency_buffer");
+  checkErrors();
+  lowLatencyLayout(shape);  // the sizes are checked like a call's
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.gpuSignals(), 0, m.signal_count * sizeof(int64_t), s),
+                        "rank {}: clean_low_latency_buffer: signal words", m.cfg.rank);
+  UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.scratch->get(), 0, 2 * m.scratch_per_half * sizeof(int32_t), s),
+                        "rank {}: clean_low_latency_buffer: scratch", m.cfg.rank);
+  if (m.rdma_signals) {
+    // Host-mapped words the proxies add to: zeroed from the CPU once earlier work on the stream is done.
+    UCCL_EP_CUDA_OR_THROW(cudaStreamSynchronize(s), "rank {}: clean_low_latency_buffer: stream", m.cfg.rank);
+    std::memset(static_cast<void*>(m.rdma_signals->host()), 0, m.signal_count * sizeof(int64_t));
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
+
+namespace {
+void requireShrink(const BufferConfig& c, const char* call) {
+  if (!c.enable_shrink) {
+    UCCL_EP_THROW("{}: the mask buffer exists only with enable_shrink=True; build the Buffer with enable_shrink=True",
+                  call);
+  }
+}
+}  // namespace
+
+void Buffer::lowLatencyUpdateMaskBuffer(int rank_to_mask, bool mask, uintptr_t stream) {
+  Impl& m = *impl_;
+  const char* call = "low_latency_update_mask_buffer";
+  m.requireUsable(call);
+  requireShrink(m.cfg, call);
+  if (rank_to_mask < 0 || rank_to_mask >= m.cfg.num_ranks) {
+    UCCL_EP_THROW_ARG("{}: rank_to_mask must be in [0, {}), got {}", call, m.cfg.num_ranks, rank_to_mask);
+  }
+  // Copied from a device constant: safe under graph capture and with no host memory to keep alive.
+  UCCL_EP_CUDA_OR_THROW(cudaMemcpyAsync(m.mask->get() + rank_to_mask, m.mask_values->get() + (mask ? 1 : 0),
+                                        sizeof(int32_t), cudaMemcpyDeviceToDevice,
+                                        reinterpret_cast<cudaStream_t>(stream)),
+                        "rank {}: {}", m.cfg.rank, call);
+}
+
+void Buffer::lowLatencyQueryMaskBuffer(uintptr_t mask_status, uintptr_t stream) const {
+  const Impl& m = *impl_;
+  const char* call = "low_latency_query_mask_buffer";
+  m.requireUsable(call);
+  requireShrink(m.cfg, call);
+  UCCL_EP_CUDA_OR_THROW(cudaMemcpyAsync(reinterpret_cast<void*>(mask_status), m.mask->get(),
+                                        sizeof(int32_t) * m.cfg.num_ranks, cudaMemcpyDeviceToDevice,
+                                        reinterpret_cast<cudaStream_t>(stream)),
+                        "rank {}: {}", m.cfg.rank, call);
+}
+
+void Buffer::lowLatencyCleanMaskBuffer(uintptr_t stream) {
+  Impl& m = *impl_;
+  const char* call = "low_latency_clean_mask_buffer";
+  m.requireUsable(call);
+  requireShrink(m.cfg, call);
+  UCCL_EP_CUDA_OR_THROW(
+      cudaMemsetAsync(m.mask->get(), 0, sizeof(int32_t) * m.cfg.num_ranks, reinterpret_cast<cudaStream_t>(stream)),
+      "rank {}: {}", m.cfg.rank, call);
+}
+
+}  // namespace uccl::ep::runtime

@@ -1,0 +1,59 @@
+#include "runtime/size_hints.hpp"
+
+#include <algorithm>
+
+#include "kernels/limits.hpp"
+#include "runtime/topology.hpp"
+#include "uccl_ep/util/env.hpp"
+#include "uccl_ep/util/error.hpp"
+
+namespace uccl::ep::runtime {
+
+namespace {
+
+constexpr int kDefaultRanksPerNode = 8;  // DeepEP's node size, where nothing says otherwise
+constexpr size_t kRingCounterBytes = 64;
+
+size_t alignUnit(size_t v) { return (v + kernels::kBufferSizeUnit - 1) / kernels::kBufferSizeUnit * kernels::kBufferSizeUnit; }
+
+void check(const SizeHintArgs& a, const char* call) {
+  if (a.hidden_bytes <= 0) UCCL_EP_THROW_ARG("{}: hidden_bytes must be positive, got {}", call, a.hidden_bytes);
+  if (a.num_ranks <= 0) UCCL_EP_THROW_ARG("{}: num_ranks must be positive, got {}", call, a.num_ranks);
+  if (a.num_ranks_per_node < 0) {
+    UCCL_EP_THROW_ARG("{}: num_ranks_per_node must be positive (0: from the environment), got {}", call,
+                      a.num_ranks_per_node);
+  }
+  if (a.num_sms < 2) UCCL_EP_THROW_ARG("{}: num_sms must be at least 2, got {}", call, a.num_sms);
+  if (a.recv_tokens < 1) UCCL_EP_THROW_ARG("{}: the receive-token count must be positive, got {}", call, a.recv_tokens);
+}
+
+size_t tokenBytes(size_t hidden_bytes) {
+  return hidden_bytes + 16 + static_cast<size_t>(kernels::kMaxTopk) * (8 + 4) + (hidden_bytes + 127) / 128 * 4;
+}
+
+int ranksPerNode(const SizeHintArgs& a) {
+  if (a.num_ranks_per_node > 0) return std::min(a.num_ranks_per_node, a.num_ranks);
+  return ranksPerNodeFromEnv(a.num_ranks, std::min(kDefaultRanksPerNode, a.num_ranks), env());
+}
+
+size_t perRing(const SizeHintArgs& a) {
+  return static_cast<size_t>(a.recv_tokens) * tokenBytes(static_cast<size_t>(a.hidden_bytes)) + kRingCounterBytes;
+}
+
+}  // namespace
+
+size_t nvlBufferSizeHint(const SizeHintArgs& a) {
+  check(a, "get_nvl_buffer_size_hint");
+  const int peers = env().normal_mnnvl ? a.num_ranks : ranksPerNode(a);
+  return alignUnit(static_cast<size_t>(a.num_sms / 2) * peers * perRing(a));
+}
+
+size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
+  check(a, "get_rdma_buffer_size_hint");
+  const int rpn = ranksPerNode(a);
+  if (env().normal_mnnvl || rpn >= a.num_ranks) return 0;
+  const int nodes = (a.num_ranks + rpn - 1) / rpn;
+  return alignUnit(static_cast<size_t>(a.num_sms / 2) * nodes * perRing(a) * 2);
+}
+
+}  // namespace uccl::ep::runtime

@@ -1,0 +1,33 @@
+// Buffer sizes the normal-mode kernels need for a Config (uccl.ep.Config.get_nvl_buffer_size_hint /
+// get_rdma_buffer_size_hint). Plain C++: the CPU build of the bindings serves them too. The hints are upper
+// bounds from one formula that holds for every kernel version, not tuned to the byte:
+//
+//   token_bytes = hidden_bytes + 16 (source metadata) + kMaxTopk * (8 + 4) (top-k ids and weights)
+//               + ceil(hidden_bytes / 128) * 4 (one float scale per 128 bytes of row, FP8 payloads)
+//   per ring    = recv_tokens * token_bytes + 64 (head/tail counters), one ring per (channel, peer)
+//   nvl hint    = channels * nvl_peers * per ring (nvl recv tokens)             rounded up to kBufferSizeUnit
+//   rdma hint   = channels * nodes * per ring (rdma recv tokens) * 2            rounded up to kBufferSizeUnit
+//                 (a send and a receive ring per node); 0 when the NVLink domain holds every rank
+//
+// channels = num_sms / 2. The node size comes from the argument when positive, else from the environment
+// (runtime/topology.hpp: UCCL_EP_RANKS_PER_NODE, LOCAL_WORLD_SIZE), else 8. With UCCL_EP_NORMAL_MNNVL /
+// DEEP_EP_NORMAL_MNNVL every rank is an NVLink peer.
+#pragma once
+
+#include <cstddef>
+
+namespace uccl::ep::runtime {
+
+struct SizeHintArgs {
+  int num_sms = 20;
+  int recv_tokens = 256;  // num_max_nvl_chunked_recv_tokens or num_max_rdma_chunked_recv_tokens
+  long long hidden_bytes = 0;
+  int num_ranks = 1;
+  int num_ranks_per_node = 0;  // 0: from the environment
+};
+
+// Throw InvalidArgument naming the argument for a non-positive size, rank count or SM count.
+size_t nvlBufferSizeHint(const SizeHintArgs& a);
+size_t rdmaBufferSizeHint(const SizeHintArgs& a);
+
+}  // namespace uccl::ep::runtime
