@@ -1,11 +1,29 @@
 #include "uccl_ep/util/env.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include "uccl_ep/util/error.hpp"
 
 namespace uccl::ep {
+
+namespace {
+constexpr const char* kFlagSpellings = "0, 1, true, false, on, off, yes, no (any case)";
+constexpr const char* kLogLevels = "trace, debug, info, warn (or warning), error (or err), critical, off (any case)";
+
+std::string trimmedLower(const std::string& s) {
+  const auto space = [](unsigned char c) { return std::isspace(c) != 0; };
+  auto b = std::find_if_not(s.begin(), s.end(), space);
+  auto e = std::find_if_not(s.rbegin(), s.rend(), space).base();
+  std::string out(b, std::max(b, e));
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+}  // namespace
 
 std::optional<std::string> envString(const char* name) {
   const char* v = std::getenv(name);
@@ -25,22 +43,43 @@ int64_t envInt(const char* name, int64_t fallback) {
   return x;
 }
 
+bool parseFlag(const char* name, const std::string& value) {
+  const std::string v = trimmedLower(value);
+  if (v == "1" || v == "true" || v == "on" || v == "yes") return true;
+  if (v == "0" || v == "false" || v == "off" || v == "no") return false;
+  UCCL_EP_THROW("environment variable {}='{}' is not a flag (expected one of {})", name, value, kFlagSpellings);
+}
+
 bool envFlag(const char* name, bool fallback) {
   auto v = envString(name);
-  if (!v) return fallback;
-  if (*v == "1" || *v == "true" || *v == "TRUE" || *v == "on") return true;
-  if (*v == "0" || *v == "false" || *v == "FALSE" || *v == "off") return false;
-  UCCL_EP_THROW("environment variable {}='{}' is not a flag (expected 0 or 1)", name, *v);
+  return v ? parseFlag(name, *v) : fallback;
+}
+
+std::string parseLogLevel(const char* name, const std::string& value) {
+  const std::string v = trimmedLower(value);
+  if (v == "warning") return "warn";
+  if (v == "err") return "error";
+  for (const char* level : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
+    if (v == level) return v;
+  }
+  UCCL_EP_THROW("environment variable {}='{}' is not a log level (expected one of {})", name, value, kLogLevels);
+}
+
+uint64_t Env::timeoutNs() const {
+  if (!(timeout_secs > 0)) return 0;  // also NaN
+  return static_cast<uint64_t>(std::min(timeout_secs, kMaxTimeoutSecs) * 1e9);
 }
 
 namespace {
-double envDouble(const char* name, double fallback) {
+// A timeout in seconds. Checked before it is ever turned into nanoseconds: a float-to-integer cast of inf, NaN or
+// anything past uint64_t's range is undefined, and used to turn 1e10 into an arbitrary (often tiny) timeout.
+double envTimeoutSecs(const char* name, double fallback) {
   auto v = envString(name);
   if (!v) return fallback;
   char* end = nullptr;
   const double x = std::strtod(v->c_str(), &end);
-  if (end == v->c_str() || *end != '\0' || !(x > 0)) {
-    UCCL_EP_THROW("environment variable {}='{}' is not a positive number", name, *v);
+  if (end == v->c_str() || *end != '\0' || !std::isfinite(x) || !(x > 0) || x > kMaxTimeoutSecs) {
+    UCCL_EP_THROW("environment variable {}='{}' is not a number of seconds in (0, {:g}]", name, *v, kMaxTimeoutSecs);
   }
   return x;
 }
@@ -49,7 +88,23 @@ template <typename T>
 T nonNegative(const char* name, int64_t fallback) {
   const int64_t v = envInt(name, fallback);
   if (v < 0) UCCL_EP_THROW("environment variable {}={} must not be negative", name, v);
+  if (static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+    UCCL_EP_THROW("environment variable {}={} is above {}", name, v, std::numeric_limits<T>::max());
+  }
   return static_cast<T>(v);
+}
+
+// 0 when unset; otherwise a positive int (a launcher that sets it to 0 or garbage is misconfigured, not "unset").
+int positiveOrUnset(const char* name) {
+  auto v = envString(name);
+  if (!v) return 0;
+  errno = 0;
+  char* end = nullptr;
+  const long long x = std::strtoll(v->c_str(), &end, 10);
+  if (errno != 0 || end == v->c_str() || *end != '\0' || x < 1 || x > std::numeric_limits<int>::max()) {
+    UCCL_EP_THROW("environment variable {}='{}' is not a positive integer", name, *v);
+  }
+  return static_cast<int>(x);
 }
 }  // namespace
 
@@ -63,7 +118,6 @@ Env readEnv() {
   e.max_inflight_bytes = nonNegative<uint64_t>("UCCL_IB_MAX_INFLIGHT_BYTES", 0);
   e.max_inflight_normal = nonNegative<uint32_t>("UCCL_IB_MAX_INFLIGHT_NORMAL", 0);
   e.max_inflight_low_latency = nonNegative<uint32_t>("UCCL_IB_MAX_INFLIGHT_LOW_LATENCY", 0);
-  e.aggressive_atomic = envFlag("UCCL_EP_ENABLE_AGGRESSIVE_ATOMIC", false);
   e.transport = envString("UCCL_EP_TRANSPORT").value_or("auto");
   if (e.transport != "auto" && e.transport != "verbs" && e.transport != "efa" && e.transport != "tcp" &&
       e.transport != "shm") {
@@ -74,9 +128,16 @@ Env readEnv() {
     UCCL_EP_THROW("UCCL_EP_NUM_PROXY_THREADS={} must be between 1 and 64", e.num_proxy_threads);
   }
   e.ranks_per_node = nonNegative<int>("UCCL_EP_RANKS_PER_NODE", 0);
-  e.normal_mnnvl = envFlag("UCCL_EP_NORMAL_MNNVL", envFlag("DEEP_EP_NORMAL_MNNVL", false));
-  e.timeout_secs = envDouble("UCCL_EP_TIMEOUT_SECS", 100.0);
-  e.log_level = envString("UCCL_LOG_LEVEL").value_or("info");
+  e.local_world_size = positiveOrUnset("LOCAL_WORLD_SIZE");
+  // Both are parsed, so a typo in either is reported even when the other one is set.
+  for (const char* name : {"UCCL_EP_NORMAL_MNNVL", "DEEP_EP_NORMAL_MNNVL"}) {
+    if (envFlag(name, false) && !e.normal_mnnvl) {
+      e.normal_mnnvl = true;
+      e.normal_mnnvl_source = name;
+    }
+  }
+  e.timeout_secs = envTimeoutSecs("UCCL_EP_TIMEOUT_SECS", 100.0);
+  e.log_level = parseLogLevel("UCCL_LOG_LEVEL", envString("UCCL_LOG_LEVEL").value_or("info"));
   return e;
 }
 

@@ -1,0 +1,221 @@
+// One way to read the environment: flags, log levels, LOCAL_WORLD_SIZE, the MNNVL pair and the timeout bound.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cmath>
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../runtime/message_of.hpp"
+#include "uccl_ep/util/env.hpp"
+#include "uccl_ep/util/log.hpp"
+
+namespace uccl::ep {
+namespace {
+
+using runtime::mentions;
+using runtime::messageOf;
+
+// Sets (or, for a null value, unsets) variables for one test and restores what was there before, so tests neither
+// leak into each other nor depend on what the shell running them exported.
+class ScopedEnv {
+ public:
+  ScopedEnv(std::initializer_list<std::pair<const char*, const char*>> vars) {
+    for (const auto& [name, value] : vars) {
+      const char* old = ::getenv(name);
+      saved_.push_back({name, old != nullptr, old ? old : ""});
+      if (value != nullptr) {
+        ::setenv(name, value, 1);
+      } else {
+        ::unsetenv(name);
+      }
+    }
+  }
+  ~ScopedEnv() {
+    for (const Saved& s : saved_) {
+      if (s.was_set) {
+        ::setenv(s.name, s.value.c_str(), 1);
+      } else {
+        ::unsetenv(s.name);
+      }
+    }
+  }
+
+ private:
+  struct Saved {
+    const char* name;
+    bool was_set;
+    std::string value;
+  };
+  std::vector<Saved> saved_;
+};
+
+TEST(EnvFlag, EverySpellingParsesInAnyCaseWithSurroundingWhitespace) {
+  for (const char* v : {"1", "true", "TRUE", "True", "on", "ON", "On", "yes", "YES", "Yes", " 1", "true ", "\tyEs\n"}) {
+    EXPECT_TRUE(parseFlag("X", v)) << "'" << v << "'";
+  }
+  for (const char* v : {"0", "false", "FALSE", "False", "off", "OFF", "Off", "no", "NO", "No", " 0 ", " fAlSe\t"}) {
+    EXPECT_FALSE(parseFlag("X", v)) << "'" << v << "'";
+  }
+}
+
+TEST(EnvFlag, AnythingElseIsAnErrorNamingTheVariableTheValueAndTheSpellings) {
+  for (const char* v : {"2", "maybe", "y", "n", "enable", "tru e", "", "  ", "-1"}) {
+    const std::string msg = messageOf([&] { parseFlag("UCCL_EP_NORMAL_MNNVL", v); });
+    EXPECT_TRUE(mentions(msg, {"UCCL_EP_NORMAL_MNNVL", "'" + std::string(v) + "'", "true", "yes", "off"})) << v;
+  }
+}
+
+TEST(EnvFlag, ReadsTheVariableAndFallsBackWhenUnsetOrEmpty) {
+  ScopedEnv clean({{"UCCL_TEST_FLAG", nullptr}});
+  {
+    ScopedEnv e({{"UCCL_TEST_FLAG", " Yes "}});
+    EXPECT_TRUE(envFlag("UCCL_TEST_FLAG", false));
+  }
+  EXPECT_TRUE(envFlag("UCCL_TEST_FLAG", true));
+  EXPECT_FALSE(envFlag("UCCL_TEST_FLAG", false));
+  {
+    ScopedEnv e({{"UCCL_TEST_FLAG", ""}});
+    EXPECT_TRUE(envFlag("UCCL_TEST_FLAG", true));
+  }
+  ScopedEnv e({{"UCCL_TEST_FLAG", "nope"}});
+  EXPECT_TRUE(mentions(messageOf([] { envFlag("UCCL_TEST_FLAG", false); }), {"UCCL_TEST_FLAG", "'nope'"}));
+}
+
+TEST(EnvMnnvl, EitherVariableMakesTheDomainSpanNodesAndIsNamed) {
+  ScopedEnv clean({{"UCCL_EP_NORMAL_MNNVL", nullptr}, {"DEEP_EP_NORMAL_MNNVL", nullptr}});
+  EXPECT_FALSE(readEnv().normal_mnnvl);
+  {
+    ScopedEnv e({{"UCCL_EP_NORMAL_MNNVL", "0"}, {"DEEP_EP_NORMAL_MNNVL", "on"}});
+    const Env env = readEnv();
+    EXPECT_TRUE(env.normal_mnnvl);  // one false variable does not veto the other
+    EXPECT_EQ(env.normal_mnnvl_source, "DEEP_EP_NORMAL_MNNVL");
+  }
+  {
+    ScopedEnv e({{"UCCL_EP_NORMAL_MNNVL", "True"}});
+    EXPECT_EQ(readEnv().normal_mnnvl_source, "UCCL_EP_NORMAL_MNNVL");
+  }
+  {
+    ScopedEnv e({{"UCCL_EP_NORMAL_MNNVL", "off"}, {"DEEP_EP_NORMAL_MNNVL", "NO"}});
+    EXPECT_FALSE(readEnv().normal_mnnvl);
+    EXPECT_EQ(readEnv().normal_mnnvl_source, "");
+  }
+}
+
+TEST(EnvMnnvl, ATypoInEitherVariableIsReportedEvenWhenTheOtherIsSet) {
+  ScopedEnv e({{"UCCL_EP_NORMAL_MNNVL", "1"}, {"DEEP_EP_NORMAL_MNNVL", "ture"}});
+  EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {"DEEP_EP_NORMAL_MNNVL", "'ture'"}));
+}
+
+TEST(EnvLogLevel, EveryLevelParsesInAnyCaseToItsCanonicalName) {
+  const std::vector<std::pair<const char*, const char*>> cases = {
+      {"trace", "trace"},       {"DEBUG", "debug"},  {"Info", "info"},      {"warn", "warn"},
+      {"Warning", "warn"},      {"WARNING", "warn"}, {"error", "error"},    {"ERR", "error"},
+      {"critical", "critical"}, {"Off", "off"},      {"  debug\n", "debug"}};
+  for (const auto& [in, out] : cases) EXPECT_EQ(parseLogLevel("UCCL_LOG_LEVEL", in), out) << in;
+}
+
+TEST(EnvLogLevel, ReadEnvStoresTheCanonicalNameAndDefaultsToInfo) {
+  {
+    ScopedEnv clean({{"UCCL_LOG_LEVEL", nullptr}});
+    EXPECT_EQ(readEnv().log_level, "info");
+  }
+  ScopedEnv e({{"UCCL_LOG_LEVEL", "DEBUG"}});
+  EXPECT_EQ(readEnv().log_level, "debug");
+}
+
+TEST(EnvLogLevel, AnUnknownLevelIsAnErrorNamingTheVariableAndTheLevels) {
+  ScopedEnv e({{"UCCL_LOG_LEVEL", "verbose"}});
+  EXPECT_TRUE(mentions(messageOf([] { readEnv(); }),
+                       {"UCCL_LOG_LEVEL", "'verbose'", "trace", "debug", "info", "warn", "error", "critical", "off"}));
+}
+
+// The logger is a process-wide singleton, so each case runs in a child process (gtest death-test fork).
+TEST(EnvLogLevel, LoggerFollowsAnUpperCaseLevel) {
+  EXPECT_EXIT(
+      {
+        ::setenv("UCCL_LOG_LEVEL", "DEBUG", 1);
+        std::exit(log().level() == spdlog::level::debug ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(EnvLogLevel, ABadLevelLogsAtInfoAndSaysSoOnStderr) {
+  EXPECT_EXIT(
+      {
+        ::setenv("UCCL_LOG_LEVEL", "loud", 1);
+        std::exit(log().level() == spdlog::level::info ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "UCCL_LOG_LEVEL='loud' is not a log level.*logging at info");
+}
+
+TEST(EnvLocalWorldSize, IsZeroWhenUnsetAndReadWhenPositive) {
+  {
+    ScopedEnv clean({{"LOCAL_WORLD_SIZE", nullptr}});
+    EXPECT_EQ(readEnv().local_world_size, 0);
+  }
+  ScopedEnv e({{"LOCAL_WORLD_SIZE", "8"}});
+  EXPECT_EQ(readEnv().local_world_size, 8);
+}
+
+TEST(EnvLocalWorldSize, ANonPositiveOrNonIntegerValueIsAnErrorNamingIt) {
+  for (const char* v : {"0", "-4", "four", "4.5", "4x", "99999999999"}) {
+    ScopedEnv e({{"LOCAL_WORLD_SIZE", v}});
+    EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {"LOCAL_WORLD_SIZE", "'" + std::string(v) + "'", "positive"}))
+        << v;
+  }
+}
+
+TEST(EnvTimeout, AcceptsPositiveSecondsUpToTheBound) {
+  {
+    ScopedEnv clean({{"UCCL_EP_TIMEOUT_SECS", nullptr}});
+    EXPECT_EQ(readEnv().timeout_secs, 100.0);
+  }
+  for (const char* v : {"0.5", "30", "1e6"}) {
+    ScopedEnv e({{"UCCL_EP_TIMEOUT_SECS", v}});
+    EXPECT_EQ(readEnv().timeout_secs, std::stod(v));
+  }
+  Env e;
+  e.timeout_secs = 2.5;
+  EXPECT_EQ(e.timeoutNs(), 2'500'000'000ull);
+  e.timeout_secs = kMaxTimeoutSecs;
+  EXPECT_EQ(e.timeoutNs(), 1'000'000'000'000'000ull);
+}
+
+TEST(EnvTimeout, RejectsValuesThatAreNotFinitePositiveOrWithinTheBound) {
+  for (const char* v : {"1e10", "1000001", "inf", "-inf", "nan", "0", "-1", "ten", "5s"}) {
+    ScopedEnv e({{"UCCL_EP_TIMEOUT_SECS", v}});
+    EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {"UCCL_EP_TIMEOUT_SECS", "'" + std::string(v) + "'", "1e+06"}))
+        << v;
+  }
+}
+
+TEST(EnvTimeout, ANanosecondCountIsNeverAnUncheckedCastOfAHandSetValue) {
+  Env e;
+  e.timeout_secs = 1e300;
+  EXPECT_EQ(e.timeoutNs(), 1'000'000'000'000'000ull);
+  e.timeout_secs = INFINITY;
+  EXPECT_EQ(e.timeoutNs(), 1'000'000'000'000'000ull);
+  e.timeout_secs = NAN;
+  EXPECT_EQ(e.timeoutNs(), 0u);
+  e.timeout_secs = -3;
+  EXPECT_EQ(e.timeoutNs(), 0u);
+}
+
+TEST(EnvFields, RanksPerNodeIsZeroWhenUnsetAndMustNotBeNegative) {
+  {
+    ScopedEnv clean({{"UCCL_EP_RANKS_PER_NODE", nullptr}});
+    EXPECT_EQ(readEnv().ranks_per_node, 0);
+  }
+  {
+    ScopedEnv e({{"UCCL_EP_RANKS_PER_NODE", "4"}});
+    EXPECT_EQ(readEnv().ranks_per_node, 4);
+  }
+  ScopedEnv e({{"UCCL_EP_RANKS_PER_NODE", "-2"}});
+  EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {"UCCL_EP_RANKS_PER_NODE"}));
+}
+
+}  // namespace
+}  // namespace uccl::ep
