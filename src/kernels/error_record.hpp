@@ -8,8 +8,10 @@
 //   2. fields:  the winner writes peer, expert and detail with plain stores.
 //   3. commit:  the winner stores `code` last, with a release store at system scope: whoever reads `code` != 0
 //               with acquire (the host, or a GPU thread polling errorRecorded) sees the fields of step 2.
-// The host reads `code` with acquire and only then the rest. A record with op != 0 and code == 0 is a claim in
-// progress: the host treats it as no error yet.
+// The host reads `code` with acquire and only then the rest: peer, expert and detail with plain loads (nobody
+// writes them after the commit), `op` with an atomic load (threads that lost the claim may still be
+// compare-exchanging it; a failed exchange writes nothing, but C++ and ThreadSanitizer count it as an access). A
+// record with op != 0 and code == 0 is a claim in progress: the host treats it as no error yet.
 #pragma once
 
 #include <cstddef>

@@ -38,7 +38,7 @@ __device__ __forceinline__ uint64_t epochOf(const Context& ctx) {
 }
 __device__ __forceinline__ bool failed(const Context& ctx) { return errorRecorded(ctx.error); }
 
-// Threads of the block share out the ranks and wait until rank r's word at `off` (in `peer_base(r)`) reaches
+// Threads of the block share out the ranks and wait until rank r's word `peer_word(r)` reaches
 // `target`. A timeout records the rank and returns false for the whole block.
 template <typename PeerWord>
 __device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target, int32_t op) {

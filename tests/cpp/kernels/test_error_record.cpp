@@ -44,7 +44,8 @@ TEST(ErrorRecord, RacingFailuresPublishOneWholeRecord) {
     }
     int32_t code;
     while ((code = __atomic_load_n(&rec.code, __ATOMIC_ACQUIRE)) == kNoError) std::this_thread::yield();
-    const int t = rec.op - kOpDispatchSend;
+    // op is read atomically: threads that lost the claim may still be compare-exchanging it.
+    const int t = __atomic_load_n(&rec.op, __ATOMIC_RELAXED) - kOpDispatchSend;
     ASSERT_GE(t, 0);
     ASSERT_LT(t, kThreads);
     EXPECT_EQ(code, kTimeout + t % 3) << "round " << round;
