@@ -50,8 +50,8 @@ enum Op : int32_t {
 
 // Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work
 // and lets the other threads notice through errorRecorded.
-UCCL_EP_HOST_DEVICE inline void recordError(ErrorRecord* rec, int32_t code, int32_t op, int32_t peer,
-                                            int32_t expert, uint64_t detail) {
+UCCL_EP_HOST_DEVICE inline void recordError(ErrorRecord* rec, int32_t code, int32_t op, int32_t peer, int32_t expert,
+                                            uint64_t detail) {
   using platform::Scope;
   // System scope: the host zeroes the record between calls, and threads of any kernel of this GPU may race.
   if (platform::compareExchangeRelaxed<Scope::kSystem>(&rec->op, int32_t{0}, op) != 0) return;
