@@ -22,7 +22,6 @@ using detail::IoResult;
 using detail::IoStatus;
 using detail::Socket;
 using detail::Verdict;
-using transport::Blob;
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "uccl_ep/transport/transport.hpp"
+#include "uccl_ep/util/blob.hpp"
 
 namespace uccl::ep::bootstrap::detail {
 
@@ -56,10 +56,10 @@ inline const char* verdictText(Verdict v) {
   return "unknown verdict";
 }
 
-inline void putU32(std::vector<uint8_t>& out, uint32_t v) { transport::appendLe(out, v, 4); }
-inline void putU64(std::vector<uint8_t>& out, uint64_t v) { transport::appendLe(out, v, 8); }
-inline uint32_t getU32(const uint8_t* p) { return static_cast<uint32_t>(transport::loadLe(p, 4)); }
-inline uint64_t getU64(const uint8_t* p) { return transport::loadLe(p, 8); }
+inline void putU32(std::vector<uint8_t>& out, uint32_t v) { appendLe(out, v, 4); }
+inline void putU64(std::vector<uint8_t>& out, uint64_t v) { appendLe(out, v, 8); }
+inline uint32_t getU32(const uint8_t* p) { return static_cast<uint32_t>(loadLe(p, 4)); }
+inline uint64_t getU64(const uint8_t* p) { return loadLe(p, 8); }
 
 // Compares in time that depends only on the expected token's length, so response timing does not tell an
 // intruder how many leading bytes it guessed right.

@@ -1,10 +1,70 @@
-// TEMPORARY stand-in until the kernels branch lands (it defines these in this header itself).
+// The first failure a kernel saw, shared by every kernel file and by the runtime that turns it into an exception
+// naming the peer and the step. Plain C++ too: the runtime's .cpp files (g++) include it for the layout and the
+// names; recordError / errorRecorded compile there to host atomics, which is how the CPU tests exercise them.
+//
+// The record lives in host-mapped memory, one per Buffer, zeroed by the runtime. Publication order:
+//   1. claim:   a failing thread compare-exchanges `op` from 0 to its op; only the winner goes on, so the first
+//               failure is the one reported and no two writers mix their fields.
+//   2. fields:  the winner writes peer, expert and detail with plain stores.
+//   3. commit:  the winner stores `code` last, with a release store at system scope: whoever reads `code` != 0
+//               with acquire (the host, or a GPU thread polling errorRecorded) sees the fields of step 2.
+// The host reads `code` with acquire and only then the rest: peer, expert and detail with plain loads (nobody
+// writes them after the commit), `op` with an atomic load (threads that lost the claim may still be
+// compare-exchanging it; a failed exchange writes nothing, but C++ and ThreadSanitizer count it as an access). A
+// record with op != 0 and code == 0 is a claim in progress: the host treats it as no error yet.
 #pragma once
-#include "kernels/intranode.hpp"
-#include "kernels/low_latency.hpp"
+
+#include <cstddef>
+#include <cstdint>
+
+#include "uccl_ep/platform/atomics.hpp"
+#include "uccl_ep/platform/platform.hpp"
+
 namespace uccl::ep::kernels {
-using ll::ErrorRecord;
-using ll::kNoError; using ll::kTimeout; using ll::kRingError; using ll::kSlotOverflow;
-using ll::kOpDispatchSend; using ll::kOpDispatchRecv; using ll::kOpCombineSend; using ll::kOpCombineRecv;
-using intranode::kOpReuse; using intranode::kOpReady; using intranode::kOpWorstOverflow;
+
+struct ErrorRecord {
+  int32_t code;     // ErrorCode; kNoError until step 3 above
+  int32_t peer;     // the rank waited on or written to, -1 when not about one peer
+  int32_t expert;   // global expert id, -1 when not about one expert
+  int32_t op;       // Op; the claim (step 1)
+  uint64_t detail;  // per code: ring id << 32 | ring status, target epoch << 8 | last value seen, a row count
+};
+static_assert(sizeof(ErrorRecord) == 24 && alignof(ErrorRecord) == 8, "ErrorRecord is shared with the host");
+static_assert(offsetof(ErrorRecord, code) == 0 && offsetof(ErrorRecord, peer) == 4 &&
+                  offsetof(ErrorRecord, expert) == 8 && offsetof(ErrorRecord, op) == 12 &&
+                  offsetof(ErrorRecord, detail) == 16,
+              "ErrorRecord field offsets are read by the host");
+
+enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3 };
+
+// The step that failed. 1..4: low-latency kernels; 5..7: normal-mode kernels within one memory domain.
+enum Op : int32_t {
+  kOpDispatchSend = 1,
+  kOpDispatchRecv = 2,
+  kOpCombineSend = 3,
+  kOpCombineRecv = 4,
+  kOpReuse = 5,          // waiting for every reader to be done with this rank's nvl buffer
+  kOpReady = 6,          // waiting for every source to publish its data
+  kOpWorstOverflow = 7,  // more rows received than num_worst_tokens
+};
+
+// Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work
+// and lets the other threads notice through errorRecorded.
+UCCL_EP_HOST_DEVICE inline void recordError(ErrorRecord* rec, int32_t code, int32_t op, int32_t peer, int32_t expert,
+                                            uint64_t detail) {
+  using platform::Scope;
+  // System scope: the host zeroes the record between calls, and threads of any kernel of this GPU may race.
+  if (platform::compareExchangeRelaxed<Scope::kSystem>(&rec->op, int32_t{0}, op) != 0) return;
+  rec->peer = peer;
+  rec->expert = expert;
+  rec->detail = detail;
+  platform::storeRelease<Scope::kSystem>(&rec->code, code);
 }
+
+// Whether any thread has committed a failure. Relaxed: a poll that only decides to stop waiting; it reads no
+// field behind the code. System scope: the host writes the record too (it zeroes it).
+UCCL_EP_HOST_DEVICE inline bool errorRecorded(const ErrorRecord* rec) {
+  return platform::loadRelaxed<platform::Scope::kSystem>(&rec->code) != kNoError;
+}
+
+}  // namespace uccl::ep::kernels

@@ -28,24 +28,17 @@ constexpr int kThreads = 512;
 constexpr int kWaitThreads = 256;
 
 __device__ __forceinline__ uint64_t* word(uint8_t* base, size_t off) { return reinterpret_cast<uint64_t*>(base + off); }
+__device__ __forceinline__ const int32_t* ints(const uint8_t* base, size_t off) {
+  return reinterpret_cast<const int32_t*>(base + off);
+}
+// seq is this rank's own word, written only by its reuse kernel; later kernels on the stream read it. Device scope,
+// relaxed: the kernel boundary orders the write before the reads, and no other agent writes it.
 __device__ __forceinline__ uint64_t epochOf(const Context& ctx) {
-  return *reinterpret_cast<volatile uint64_t*>(ctx.self + kSeqOff);
+  return platform::loadRelaxed<Scope::kDevice>(word(ctx.self, kSeqOff));
 }
-__device__ __forceinline__ bool failed(const Context& ctx) {
-  return *reinterpret_cast<volatile int32_t*>(&ctx.error->code) != 0;
-}
+__device__ __forceinline__ bool failed(const Context& ctx) { return errorRecorded(ctx.error); }
 
-// First failure wins: the op field is the claim, code is written last (the host polls code).
-__device__ void recordError(const Context& ctx, int32_t code, int32_t op, int peer, uint64_t detail) {
-  if (atomicCAS(reinterpret_cast<int*>(&ctx.error->op), 0, op) != 0) return;
-  ctx.error->peer = peer;
-  ctx.error->expert = -1;
-  ctx.error->detail = detail;
-  __threadfence_system();
-  atomicExch(reinterpret_cast<int*>(&ctx.error->code), code);
-}
-
-// Threads of the block share out the ranks and wait until rank r's word at `off` (in `peer_base(r)`) reaches
+// Threads of the block share out the ranks and wait until rank r's word `peer_word(r)` reaches
 // `target`. A timeout records the rank and returns false for the whole block.
 template <typename PeerWord>
 __device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target, int32_t op) {
@@ -58,7 +51,7 @@ __device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target,
     uint64_t v;
     while ((v = platform::loadAcquire<Scope::kSystem>(w)) < target) {
       if (platform::nowNs() - start > ctx.timeout_ns) {
-        recordError(ctx, ll::kTimeout, op, r, (target << 8) | (v & 0xff));
+        recordError(ctx.error, kTimeout, op, r, -1, (target << 8) | (v & 0xff));
         any_timeout = 1;
         break;
       }
@@ -117,9 +110,8 @@ __global__ void layoutKernel(LayoutArgs a) {
 __global__ void reuseKernel(Context ctx) {
   __shared__ uint64_t epoch;
   if (threadIdx.x == 0) {
-    volatile uint64_t* seq = reinterpret_cast<volatile uint64_t*>(ctx.self + kSeqOff);
-    epoch = *seq + 1;
-    *seq = epoch;
+    epoch = epochOf(ctx) + 1;
+    platform::storeRelaxed<Scope::kDevice>(word(ctx.self, kSeqOff), epoch);
   }
   __syncthreads();
   if (failed(ctx)) return;
@@ -140,11 +132,13 @@ __global__ void publishKernel(Context ctx, Layout l, bool count, bool report_to_
           ctx, [&](int r) { return word(ctx.peers[r], kReadyOff); }, e, kOpReady))
     return;
   if (!count) return;
+  // Every source's counts were written before its release of ready, which waitAll acquired. The loads are relaxed
+  // at system scope: the words live in peer GPUs' memory, written by those GPUs.
   const int R = ctx.num_ranks;
   for (int j = threadIdx.x; j < R; j += blockDim.x) {
     int32_t acc = 0;
     for (int i = 0; i < R; ++i) {
-      acc += reinterpret_cast<const volatile int32_t*>(ctx.peers[i] + l.counts_off)[j];
+      acc += platform::loadRelaxed<Scope::kSystem>(ints(ctx.peers[i], l.counts_off) + j);
       prefix[i * R + j] = acc;
     }
   }
@@ -156,16 +150,18 @@ __global__ void publishKernel(Context ctx, Layout l, bool count, bool report_to_
     int32_t acc = 0;
     if (have_expert_counts) {
       for (int s = 0; s < R; ++s) {
-        acc += reinterpret_cast<const volatile int32_t*>(ctx.peers[s] + l.expert_counts_off)[ctx.rank * per_rank + le];
+        acc += platform::loadRelaxed<Scope::kSystem>(ints(ctx.peers[s], l.expert_counts_off) + ctx.rank * per_rank + le);
       }
     }
     ctx.host_counts->per_expert[le] = acc;
   }
+  // HostCounts publication (intranode.hpp): the barrier makes every thread's per_expert stores observed by thread 0,
+  // the system fence orders them (and num_recv) before the release store of ready that the host acquires.
   __syncthreads();
   if (threadIdx.x == 0) {
     ctx.host_counts->num_recv = total;
-    __threadfence_system();
-    ctx.host_counts->ready = static_cast<int64_t>(e);
+    platform::fenceAcqRel<Scope::kSystem>();
+    platform::storeRelease<Scope::kSystem>(reinterpret_cast<uint64_t*>(&ctx.host_counts->ready), e);
   }
 }
 
@@ -256,12 +252,14 @@ __global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, Disp
   int32_t* src_tokens = smem + R;
   for (int s = threadIdx.x; s < R; s += blockDim.x) {
     col[s] = prefix[s * R + me];
-    src_tokens[s] = *reinterpret_cast<const volatile int32_t*>(ctx.peers[s] + kNumTokensOff);
+    // Written by source s's pack kernel before its release of ready, acquired by this rank's publish kernel earlier
+    // on the stream. System scope: the word is in peer GPU memory.
+    src_tokens[s] = platform::loadRelaxed<Scope::kSystem>(ints(ctx.peers[s], kNumTokensOff));
   }
   __syncthreads();
   int total = col[R - 1];
   if ((a.num_worst_tokens > 0) && total > a.out.num_recv_tokens) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) recordError(ctx, ll::kSlotOverflow, kOpWorstOverflow, me, total);
+    if (blockIdx.x == 0 && threadIdx.x == 0) recordError(ctx.error, kSlotOverflow, kOpWorstOverflow, me, -1, total);
     total = a.out.num_recv_tokens;
   }
   const int per_rank = l.num_experts / R;

@@ -25,20 +25,16 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/low_latency.hpp"  // ErrorRecord
+#include "kernels/error_record.hpp"
+#include "kernels/limits.hpp"
 #include "uccl_ep/platform/platform.hpp"
 
 namespace uccl::ep::kernels::intranode {
-
-using ll::ErrorRecord;
 
 using kernels::kMaxTopk;
 constexpr size_t kAlign = 128;
 constexpr size_t kHeaderBytes = 4096;    // seq, ready, num_tokens, each on its own 64-byte line
 constexpr size_t kSeqOff = 0, kReadyOff = 64, kNumTokensOff = 128;
-
-// Ops named in ErrorRecord::op by these kernels (low-latency uses 1..4).
-enum Op : int32_t { kOpReuse = 5, kOpReady = 6, kOpWorstOverflow = 7 };
 
 UCCL_EP_HOST_DEVICE inline constexpr size_t alignUp(size_t v, size_t a = kAlign) { return (v + a - 1) / a * a; }
 
@@ -84,12 +80,22 @@ inline Layout makeLayout(int num_ranks, int num_experts, size_t hidden_bytes, si
 }
 
 // Host-mapped results of the dispatch publish step, for the CPU wait of a non-cached dispatch.
+//
+// Publication: the runtime zeroes `ready` before the call. The publish kernel writes per_expert and num_recv with
+// plain stores, then (one thread, after a block barrier and a system-scope fence) stores the epoch into `ready`
+// with a release store at system scope. The host polls `ready` with an acquire load (__atomic_load_n,
+// __ATOMIC_ACQUIRE) and reads num_recv and per_expert only once it is nonzero: the acquire makes every field
+// written before the release visible.
 struct HostCounts {
-  volatile int64_t ready;          // epoch when the fields below are valid; the runtime zeroes it per call
-  volatile int32_t num_recv;
-  volatile int32_t pad;
-  volatile int32_t per_expert[kMaxNormalExperts];  // [E_local]
+  int64_t ready;      // epoch when the fields below are valid; 0 until then
+  int32_t num_recv;   // rows this rank receives
+  int32_t pad;
+  int32_t per_expert[kMaxNormalExperts];  // [E_local] rows per local expert
 };
+static_assert(offsetof(HostCounts, ready) == 0 && offsetof(HostCounts, num_recv) == 8 &&
+                  offsetof(HostCounts, per_expert) == 16 && alignof(HostCounts) == 8,
+              "HostCounts is read by the host at these offsets");
+static_assert(sizeof(HostCounts) == 16 + sizeof(int32_t) * kMaxNormalExperts, "HostCounts has no hidden padding");
 
 // Everything about the buffer and the peers; filled by the runtime.
 struct Context {

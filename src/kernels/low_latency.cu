@@ -41,18 +41,11 @@ constexpr int kChannelsPerStep = kWarpSize * kValuesPerLane;
 
 __device__ __forceinline__ uint64_t* word(int64_t* p) { return reinterpret_cast<uint64_t*>(p); }
 
+// The mask is in this GPU's memory; within a call only this GPU's threads set entries (atomicExch when a peer times
+// out), and the host changes it only between calls, in stream order. Relaxed at device scope: a poll that decides
+// whether to wait for a rank, and reads nothing behind the flag.
 __device__ __forceinline__ bool masked(const Context& ctx, int rank) {
-  return ctx.enable_shrink && *reinterpret_cast<volatile const int32_t*>(&ctx.mask[rank]) != 0;
-}
-
-// First failure wins: the op field is the claim, code is written last (the host polls code).
-__device__ void recordError(const Context& ctx, int32_t code, int32_t op, int peer, int expert, uint64_t detail) {
-  if (atomicCAS(reinterpret_cast<int*>(&ctx.error->op), 0, op) != 0) return;
-  ctx.error->peer = peer;
-  ctx.error->expert = expert;
-  ctx.error->detail = detail;
-  __threadfence_system();
-  atomicExch(reinterpret_cast<int*>(&ctx.error->code), code);
+  return ctx.enable_shrink && platform::loadRelaxed<Scope::kDevice>(&ctx.mask[rank]) != 0;
 }
 
 // Waits until *w is nonzero; returns the value, or 0 after the timeout. Adds the waited time to *cost.
@@ -140,7 +133,7 @@ __device__ bool waitRingsIdle(const Context& ctx, int op) {
     if (head == 0) continue;
     const ring::Status s = ring::waitCompleted(r, head - 1, ctx.timeout_ns);
     if (s != ring::Status::kOk) {
-      recordError(ctx, kRingError, op, -1, -1, (uint64_t(i) << 32) | uint32_t(s));
+      recordError(ctx.error, kRingError, op, -1, -1, (uint64_t(i) << 32) | uint32_t(s));
       return false;
     }
   }
@@ -151,7 +144,7 @@ __device__ bool pushOrRecord(const Context& ctx, const ring::RingView& r, ring::
                              int expert) {
   const ring::PushResult res = ring::push(r, d, ctx.timeout_ns);
   if (res.status != ring::Status::kOk) {
-    recordError(ctx, kRingError, op, peer, expert, (uint64_t(r.ring_id) << 32) | uint32_t(res.status));
+    recordError(ctx.error, kRingError, op, peer, expert, (uint64_t(r.ring_id) << 32) | uint32_t(res.status));
     return false;
   }
   return true;
@@ -223,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) dispatchRecv(Context ctx, DispatchAr
         if (ctx.enable_shrink) {
           atomicExch(&ctx.mask[s], 1);
         } else {
-          recordError(ctx, kTimeout, kOpDispatchRecv, s, expert, 0);
+          recordError(ctx.error, kTimeout, kOpDispatchRecv, s, expert, 0);
         }
       } else {
         c = static_cast<int>(v - 1);
@@ -417,7 +410,7 @@ __global__ void __launch_bounds__(kThreads) combineRecv(Context ctx, CombineArgs
       if (ctx.enable_shrink) {
         atomicExch(&ctx.mask[src], 1);
       } else {
-        recordError(ctx, kTimeout, kOpCombineRecv, src, e, 0);
+        recordError(ctx.error, kTimeout, kOpCombineRecv, src, e, 0);
       }
     }
     if (need[e] == 2 && a.combine_wait_recv_cost_stats) {

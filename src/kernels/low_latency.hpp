@@ -12,21 +12,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/error_record.hpp"
 #include "kernels/ll_layout.hpp"
 #include "uccl_ep/ring/ring.hpp"
 
 namespace uccl::ep::kernels::ll {
-
-// First failure a kernel saw, in host-mapped memory; the runtime turns it into an exception naming the peer.
-struct ErrorRecord {
-  int32_t code;     // ErrorCode; 0: none. Set once (compare-and-swap from 0).
-  int32_t peer;     // the rank waited on or written to
-  int32_t expert;   // global expert id, -1 when not about one expert
-  int32_t op;       // Op
-  uint64_t detail;  // ring status, slot, ...
-};
-enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3 };
-enum Op : int32_t { kOpDispatchSend = 1, kOpDispatchRecv = 2, kOpCombineSend = 3, kOpCombineRecv = 4 };
 
 enum class Phase : int { kSend = 1, kRecv = 2, kBoth = 3 };
 
@@ -47,7 +37,7 @@ struct Context {
   uint32_t rdma_region = 0;                 // region index of the RDMA buffer in every rank's proxy tables
   int32_t* mask = nullptr;                  // device [R]: 1 = masked (enable_shrink)
   bool enable_shrink = false;
-  ErrorRecord* error = nullptr;             // host-mapped
+  ErrorRecord* error = nullptr;             // host-mapped (error_record.hpp)
   uint64_t timeout_ns = 0;
   int32_t* scratch = nullptr;               // device, at least scratchInts(layout) int32 for this half
   int num_sms = 0;                          // blocks to use for per-token work

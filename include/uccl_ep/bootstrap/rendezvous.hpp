@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "uccl_ep/transport/transport.hpp"
+#include "uccl_ep/util/blob.hpp"
 
 namespace uccl::ep::bootstrap {
 
@@ -40,7 +40,7 @@ class TcpRendezvous {
   int port() const;  // the port rank 0 listens on
 
   // Every rank's blob, index = rank. Collective.
-  std::vector<transport::Blob> allGather(const transport::Blob& mine);
+  std::vector<Blob> allGather(const Blob& mine);
   void barrier();
 
  private:

@@ -4,12 +4,16 @@
 // observing GPU memory or GPU threads observing pinned host memory. On the host every access is
 // system-wide, so the scope only matters in the device pass.
 //
+// Every width has the same operations: 64-bit words (uint64_t; callers holding int64_t words cast) and 32-bit
+// words (int32_t or uint32_t, deduced). Loads and stores default to kSystem, read-modify-writes to kDevice.
+//
 // The 128-bit store and load are single-copy atomic for 16-byte aligned addresses: one vector store on the
 // GPU (one PCIe write), one SSE/NEON load on the CPU (x86 with AVX and Armv8.4 LSE2 guarantee it). The ring
 // relies on this: a descriptor and its lap parity are committed by one store and seen whole or not at all.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "uccl_ep/platform/platform.hpp"
 
@@ -25,9 +29,9 @@ namespace uccl::ep::platform {
 
 enum class Scope { kDevice, kSystem };
 
-#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
-#define UCCL_EP_PTX_SCOPE(S) ((S) == Scope::kSystem)
-#endif
+// The 32-bit operations take int32_t or uint32_t words; PTX sees them as untyped 32-bit registers.
+template <typename T>
+inline constexpr bool kIsWord32 = std::is_integral_v<T> && sizeof(T) == 4;
 
 // ---- 64-bit loads and stores -------------------------------------------------------------------------------
 template <Scope S = Scope::kSystem>
@@ -82,6 +86,93 @@ UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE void storeRelease(uint64_t* p, uint64_t 
 #endif
 }
 
+template <Scope S = Scope::kSystem>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE void storeRelaxed(uint64_t* p, uint64_t v) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("st.relaxed.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+  } else {
+    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+  }
+#elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
+  __hip_atomic_store(p, v, __ATOMIC_RELAXED,
+                     S == Scope::kSystem ? __HIP_MEMORY_SCOPE_SYSTEM : __HIP_MEMORY_SCOPE_AGENT);
+#else
+  __atomic_store_n(p, v, __ATOMIC_RELAXED);
+#endif
+}
+
+// ---- 32-bit loads and stores -------------------------------------------------------------------------------
+template <Scope S = Scope::kSystem, typename T, std::enable_if_t<kIsWord32<T>, int> = 0>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE T loadAcquire(const T* p) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  uint32_t v;
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("ld.acquire.sys.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  } else {
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  }
+  return static_cast<T>(v);
+#elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
+  return __hip_atomic_load(p, __ATOMIC_ACQUIRE,
+                           S == Scope::kSystem ? __HIP_MEMORY_SCOPE_SYSTEM : __HIP_MEMORY_SCOPE_AGENT);
+#else
+  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+#endif
+}
+
+template <Scope S = Scope::kSystem, typename T, std::enable_if_t<kIsWord32<T>, int> = 0>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE T loadRelaxed(const T* p) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  uint32_t v;
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("ld.relaxed.sys.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  } else {
+    asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  }
+  return static_cast<T>(v);
+#elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
+  return __hip_atomic_load(p, __ATOMIC_RELAXED,
+                           S == Scope::kSystem ? __HIP_MEMORY_SCOPE_SYSTEM : __HIP_MEMORY_SCOPE_AGENT);
+#else
+  return __atomic_load_n(p, __ATOMIC_RELAXED);
+#endif
+}
+
+template <Scope S = Scope::kSystem, typename T, std::enable_if_t<kIsWord32<T>, int> = 0>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE void storeRelease(T* p, T v) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  const uint32_t u = static_cast<uint32_t>(v);
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("st.release.sys.global.b32 [%0], %1;" ::"l"(p), "r"(u) : "memory");
+  } else {
+    asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(u) : "memory");
+  }
+#elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
+  __hip_atomic_store(p, v, __ATOMIC_RELEASE,
+                     S == Scope::kSystem ? __HIP_MEMORY_SCOPE_SYSTEM : __HIP_MEMORY_SCOPE_AGENT);
+#else
+  __atomic_store_n(p, v, __ATOMIC_RELEASE);
+#endif
+}
+
+template <Scope S = Scope::kSystem, typename T, std::enable_if_t<kIsWord32<T>, int> = 0>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE void storeRelaxed(T* p, T v) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  const uint32_t u = static_cast<uint32_t>(v);
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("st.relaxed.sys.global.b32 [%0], %1;" ::"l"(p), "r"(u) : "memory");
+  } else {
+    asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(u) : "memory");
+  }
+#elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
+  __hip_atomic_store(p, v, __ATOMIC_RELAXED,
+                     S == Scope::kSystem ? __HIP_MEMORY_SCOPE_SYSTEM : __HIP_MEMORY_SCOPE_AGENT);
+#else
+  __atomic_store_n(p, v, __ATOMIC_RELAXED);
+#endif
+}
+
 // ---- read-modify-write ---------------------------------------------------------------------------------------
 // Relaxed: callers that need ordering pair it with a fence or an acquire/release access.
 template <Scope S = Scope::kDevice>
@@ -120,6 +211,75 @@ UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE void fetchMaxRelaxed(uint64_t* p, uint64
   uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
   while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
   }
+#endif
+}
+
+// Stores `desired` if *p == expected; returns what *p held before (== expected when the exchange happened).
+// Relaxed: a first-wins claim whose winner then publishes with a release store (see kernels/error_record.hpp).
+template <Scope S = Scope::kDevice>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE uint64_t compareExchangeRelaxed(uint64_t* p, uint64_t expected,
+                                                                         uint64_t desired) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  uint64_t old;
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("atom.relaxed.sys.global.cas.b64 %0, [%1], %2, %3;"
+                 : "=l"(old)
+                 : "l"(p), "l"(expected), "l"(desired)
+                 : "memory");
+  } else {
+    asm volatile("atom.relaxed.gpu.global.cas.b64 %0, [%1], %2, %3;"
+                 : "=l"(old)
+                 : "l"(p), "l"(expected), "l"(desired)
+                 : "memory");
+  }
+  return old;
+#elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
+  __hip_atomic_compare_exchange_strong(p, &expected, desired, __ATOMIC_RELAXED, __ATOMIC_RELAXED,
+                                       S == Scope::kSystem ? __HIP_MEMORY_SCOPE_SYSTEM : __HIP_MEMORY_SCOPE_AGENT);
+  return expected;  // updated to the value found when the exchange failed
+#else
+  __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return expected;
+#endif
+}
+
+template <Scope S = Scope::kDevice, typename T, std::enable_if_t<kIsWord32<T>, int> = 0>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE T fetchAddRelaxed(T* p, T v) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  uint32_t old;
+  const uint32_t u = static_cast<uint32_t>(v);  // two's complement: one add serves both signednesses
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("atom.relaxed.sys.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(u) : "memory");
+  } else {
+    asm volatile("atom.relaxed.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(u) : "memory");
+  }
+  return static_cast<T>(old);
+#elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
+  return __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED,
+                                S == Scope::kSystem ? __HIP_MEMORY_SCOPE_SYSTEM : __HIP_MEMORY_SCOPE_AGENT);
+#else
+  return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+#endif
+}
+
+template <Scope S = Scope::kDevice, typename T, std::enable_if_t<kIsWord32<T>, int> = 0>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE T compareExchangeRelaxed(T* p, T expected, T desired) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  uint32_t old;
+  const uint32_t e = static_cast<uint32_t>(expected), d = static_cast<uint32_t>(desired);
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("atom.relaxed.sys.global.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(e), "r"(d) : "memory");
+  } else {
+    asm volatile("atom.relaxed.gpu.global.cas.b32 %0, [%1], %2, %3;" : "=r"(old) : "l"(p), "r"(e), "r"(d) : "memory");
+  }
+  return static_cast<T>(old);
+#elif UCCL_EP_DEVICE_PASS && defined(UCCL_EP_HIP)
+  __hip_atomic_compare_exchange_strong(p, &expected, desired, __ATOMIC_RELAXED, __ATOMIC_RELAXED,
+                                       S == Scope::kSystem ? __HIP_MEMORY_SCOPE_SYSTEM : __HIP_MEMORY_SCOPE_AGENT);
+  return expected;
+#else
+  __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return expected;
 #endif
 }
 

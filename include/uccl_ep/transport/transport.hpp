@@ -14,9 +14,19 @@
 #include <string>
 #include <vector>
 
+#include "uccl_ep/util/blob.hpp"
+
 namespace uccl::ep::transport {
 
-using Blob = std::vector<uint8_t>;
+// The byte blob and its little-endian helpers live in util/ (the bootstrap uses them too, and sits beside the
+// transport, not above it); these names keep the transport's callers as they were.
+using ep::appendBlob;
+using ep::appendLe;
+using ep::appendU64;
+using ep::Blob;
+using ep::loadLe;
+using ep::readBlob;
+using ep::readU64;
 
 enum Capability : uint32_t {
   kNativeAtomics = 1u << 0,    // remote 64-bit fetch-add executed by the target NIC/provider
@@ -117,16 +127,5 @@ std::unique_ptr<Transport> createTransport(const TransportOptions& options);
 
 Blob encodeRemote(const RemoteMemory& m);
 RemoteMemory decodeRemote(const Blob& b);  // throws on a malformed blob
-
-// Little-endian fields of `bytes` (1 to 8) bytes: every wire format of the project (blobs, the bootstrap's
-// messages, the verbs endpoint address) is written and read through these.
-void appendLe(Blob& out, uint64_t v, int bytes);
-uint64_t loadLe(const uint8_t* p, int bytes);
-
-// Blob helpers for the tables the proxy exchanges (little-endian, length-prefixed items).
-void appendU64(Blob& out, uint64_t v);
-uint64_t readU64(const Blob& in, size_t* offset);  // throws on truncation
-void appendBlob(Blob& out, const Blob& item);
-Blob readBlob(const Blob& in, size_t* offset);  // throws on truncation
 
 }  // namespace uccl::ep::transport

@@ -22,7 +22,6 @@
 namespace uccl::ep::bootstrap {
 namespace {
 
-using transport::Blob;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kToken[] = "job-4f1c-secret";

@@ -59,10 +59,22 @@ __device__ void exerciseScope(uint64_t* words, uint64_t* out) {
   uint64_t acc = pf::loadAcquire<S>(&words[0]);
   acc += pf::loadRelaxed<S>(&words[1]);
   pf::storeRelease<S>(&words[2], acc);
+  pf::storeRelaxed<S>(&words[5], acc);
   acc += pf::fetchAddRelaxed<S>(&words[3], 1);
   pf::fetchMaxRelaxed<S>(&words[4], acc);
+  acc += pf::compareExchangeRelaxed<S>(&words[6], acc, acc + 1);
+  // 32-bit words, both signednesses, in the last 64-bit word of this scope's eight.
+  int32_t* s32 = reinterpret_cast<int32_t*>(&words[7]);
+  uint32_t* u32 = reinterpret_cast<uint32_t*>(&words[7]) + 1;
+  int32_t a32 = pf::loadAcquire<S>(s32) + pf::loadRelaxed<S>(s32);
+  pf::storeRelease<S>(u32, static_cast<uint32_t>(a32));
+  pf::storeRelaxed<S>(s32, a32);
+  a32 += pf::fetchAddRelaxed<S>(s32, -1);
+  a32 += static_cast<int32_t>(pf::fetchAddRelaxed<S>(u32, 1u));
+  a32 += pf::compareExchangeRelaxed<S>(s32, 0, a32);
+  a32 += static_cast<int32_t>(pf::compareExchangeRelaxed<S>(u32, 0u, 1u));
   pf::fenceAcqRel<S>();
-  out[static_cast<int>(S)] = acc;
+  out[static_cast<int>(S)] = acc + static_cast<uint64_t>(a32);
 }
 
 __global__ void primitives(uint64_t* words, pf::U128* wide, uint64_t* out) {

@@ -8,7 +8,7 @@ namespace {
 
 TEST(Descriptor, WriteRoundTripAtFieldLimits) {
   const uint64_t max_off = kMaxRegionBytes - kOffsetUnit;
-  const Descriptor d = makeWrite(kMaxRanks - 1, kMaxRegions - 1, max_off, 5, 16, 0xffffffffu);
+  const Descriptor d = makeWrite(kMaxRanks - 1, kMaxRegions - 1, max_off, 5, 16, static_cast<uint32_t>(kMaxWriteBytes));
   const Decoded x = decode(d);
   EXPECT_EQ(x.version, kDescriptorVersion);
   EXPECT_EQ(x.opcode, Opcode::kWrite);
@@ -17,7 +17,7 @@ TEST(Descriptor, WriteRoundTripAtFieldLimits) {
   EXPECT_EQ(x.dst_region, 5u);
   EXPECT_EQ(x.src_offset, max_off);
   EXPECT_EQ(x.dst_offset, 16u);
-  EXPECT_EQ(x.length, 0xffffffffull);
+  EXPECT_EQ(x.length, kMaxWriteBytes);
   EXPECT_EQ(d.hi & bits::kParityMask, 0u) << "producers never set parity themselves";
 }
 
