@@ -209,6 +209,7 @@ class Checker:
         all_in_rank = [ref.token_ranks(i, self.E, self.R) for i in self.all_idx]
         self.expected = ref.dispatch_expected(all_in_rank, self.rank, self.E, self.all_idx, self.all_w)
         self.worst_rows = sum(self.counts)  # every token of every rank could come here
+        self.variants = {}  # built from the previous inputs, if any
 
     def variant(self, mode: str) -> Variant:
         if mode in self.variants:
