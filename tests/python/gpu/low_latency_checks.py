@@ -58,7 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--num-experts", type=int, default=288)
     p.add_argument("--num-masked", type=int, default=10, help="top-k entries set to -1 per rank")
     p.add_argument("--quick", action="store_true", help="a reduced option matrix")
-    p.add_argument("--no-bench", action="store_true", help="bench: no figures, only its sanity check (the checks print none anyway)")
+    p.add_argument("--no-bench", action="store_true", help="bench: no figures, only its sanity check (the checks "
+                   "print none anyway)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bench-warmup", type=int, default=10)
     p.add_argument("--bench-iters", type=int, default=50)
