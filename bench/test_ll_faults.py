@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "python", "gpu"))
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 import ll_reference as ref  # noqa: E402
-import test_low_latency as tll  # noqa: E402
+import rank_group  # noqa: E402
 
 
 def check(cond, msg):
@@ -38,7 +39,7 @@ class FaultRun:
     """What a fault bench starts from: its arguments, the process group, uccl.ep, the device, the timeout and
     the rank that stays away (the last one)."""
     args: argparse.Namespace
-    d: tll.Dist
+    d: rank_group.Dist
     ep: object
     dev: torch.device
     timeout: float
@@ -54,9 +55,10 @@ def begin(doc: str, num_tokens: int) -> FaultRun:
     p.add_argument("--num-topk", type=int, default=4)
     p.add_argument("--num-experts", type=int, default=32)
     args = p.parse_args()
-    d = tll.dist_env()
-    _, dev = tll.join_group(d)
-    return FaultRun(args, d, tll.import_ep(), dev, float(os.environ.get("UCCL_EP_TIMEOUT_SECS", "100")), d.world - 1)
+    d = rank_group.dist_env()
+    _, dev = rank_group.join_group(d)
+    return FaultRun(args, d, rank_group.import_ep(), dev, float(os.environ.get("UCCL_EP_TIMEOUT_SECS", "100")),
+                    d.world - 1)
 
 
 def main():
@@ -68,7 +70,7 @@ def main():
     x = torch.randn(M, H, generator=gen).to(torch.bfloat16)
     idx = torch.rand(M, E, generator=gen).topk(K, dim=1).indices.to(torch.int64)
     w = torch.rand(M, K, generator=gen)
-    all_idx = [t.cpu() for t in tll.all_gather_tensor(idx)]
+    all_idx = [t.cpu() for t in rank_group.all_gather_tensor(idx)]
     x, idx, w = x.to(dev), idx.to(dev), w.to(dev)
     hint = ep.Buffer.get_low_latency_rdma_size_hint(M, H, R, E)
 

@@ -12,9 +12,14 @@
 #   scripts/device_gpu_tests.sh --build-python
 #       Same configure; builds the uccl.ep._C module (for the interpreter `python3`) and the GPU test binaries,
 #       runs nothing. Then: UCCL_EP_BUILD_DIR=<build dir> python3 scripts/launch.py ... bench/test_low_latency.py
+#   scripts/device_gpu_tests.sh --python-gpu-tests
+#       The --build-python build, then `python3 -m pytest tests/python/gpu -v` against it (the one-rank Buffer
+#       tests and the multi-rank checks through scripts/launch.py); log and JUnit XML in the log directory.
 #
 # Environment: BUILD_DIR (default <repo>/build-device), DEV_DIR (default <repo>/.dev), JOBS (default nproc),
-# BENCH_ARGS (extra gpu_ring_bench arguments), TEST_TIMEOUT / BENCH_TIMEOUT (seconds, default 300 / 200).
+# BENCH_ARGS (extra gpu_ring_bench arguments), TEST_TIMEOUT / BENCH_TIMEOUT (seconds, default 300 / 200),
+# PYTEST_TIMEOUT (seconds for all of --python-gpu-tests' pytest run, default 900), PYTEST_ARGS (extra pytest
+# arguments, e.g. -k low_latency).
 # Exit status: nonzero when the build, the test or the benchmark failed.
 set -uo pipefail
 
@@ -51,7 +56,9 @@ command -v ninja >/dev/null && GENERATOR=(-G Ninja)
 MODE="${1:-}"
 CMAKE_ARGS=(-DUCCL_EP_CUDA=ON -DUCCL_EP_SPDLOG_HEADER_ONLY=ON "-DUCCL_EP_SPDLOG_INCLUDE_DIR=$DEV_DIR/include"
             "-DUCCL_EP_FABRIC_INCLUDE_DIR=$DEV_DIR/fabric/include")
-if [[ "$MODE" == "--build-python" ]]; then
+BUILD_PYTHON=0
+[[ "$MODE" == "--build-python" || "$MODE" == "--python-gpu-tests" ]] && BUILD_PYTHON=1
+if [[ $BUILD_PYTHON == 1 ]]; then
   PY="$(command -v python3)"
   CMAKE_ARGS+=("-DUCCL_EP_PYTHON_EXECUTABLE=$PY" "-DPython_EXECUTABLE=$PY" -DUCCL_EP_BUILD_PYTHON=ON
                "-Dpybind11_DIR=$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')")
@@ -86,13 +93,24 @@ fi
 say "configure: ${CMAKE_ARGS[*]}"
 cmake -S "$ROOT" -B "$BUILD_DIR" "${GENERATOR[@]}" "${CMAKE_ARGS[@]}" >>"$BUILD_LOG" 2>&1 || { tail -40 "$BUILD_LOG"; exit 3; }
 TARGETS=(test_ring_gpu gpu_ring_bench)
-[[ "$MODE" == "--build-python" ]] && TARGETS=(uccl_ep_python test_ring_gpu test_shared_memory_gpu)
+[[ $BUILD_PYTHON == 1 ]] && TARGETS=(uccl_ep_python test_ring_gpu test_shared_memory_gpu)
 say "build: ${TARGETS[*]}"
 cmake --build "$BUILD_DIR" --target "${TARGETS[@]}" -j "$JOBS" >>"$BUILD_LOG" 2>&1 ||
   { tail -60 "$BUILD_LOG"; exit 3; }
 if [[ "$MODE" == "--build-python" ]]; then
   ls "$BUILD_DIR"/src/python/_C*.so
   exit 0
+fi
+if [[ "$MODE" == "--python-gpu-tests" ]]; then
+  say "pytest tests/python/gpu ${PYTEST_ARGS:-}"
+  # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words
+  (cd "$ROOT" && UCCL_EP_BUILD_DIR="$BUILD_DIR" PYTHONUNBUFFERED=1 timeout "${PYTEST_TIMEOUT:-900}" \
+    python3 -m pytest tests/python/gpu -v "--junitxml=$LOG_DIR/python_gpu_tests.xml" ${PYTEST_ARGS:-}) 2>&1 |
+    tee "$LOG_DIR/python_gpu_tests.log"
+  rc=${PIPESTATUS[0]}
+  [[ $rc -eq 0 ]] || echo "pytest tests/python/gpu failed (exit $rc; 124 = timed out)"
+  echo "logs in $LOG_DIR"
+  exit "$rc"
 fi
 
 status=0

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The normal-mode device run in one go (the device machine goes cold between calls): build, the shared-memory
-# GPU test, the normal-mode fault check, then bench/test_intranode.py for each "ranks:ranks_per_node:flags"
-# entry, all ranks on the visible GPU(s) under MPS. Logs in $OUT (or ./intranode-logs); a failing step does not
-# stop the next one; the exit status says whether any failed.
+# GPU test, the normal-mode fault check, then bench/test_intranode.py (the figures) for each
+# "ranks:ranks_per_node:flags" entry, all ranks on the visible GPU(s) under MPS. Logs in $OUT (or
+# ./intranode-logs); a failing step does not stop the next one; the exit status says whether any failed. The
+# correctness checks take the same arguments: tests/python/gpu/intranode_checks.py (scripts/device_gpu_tests.sh
+# --python-gpu-tests runs them).
 #
 #   scripts/device_intranode.sh "2:2 4:4 8:8 12:4:mnnvl 16:8:mnnvl" [extra test_intranode.py arguments...]
 #

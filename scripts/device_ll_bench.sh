@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs bench/test_low_latency.py on the GPU machine for a list of (ranks, ranks per node) pairs, all ranks on the
-# visible GPU(s) through scripts/launch.py (MPS when ranks share a GPU). Assumes the module is built
-# (scripts/device_gpu_tests.sh --build-python). Output per configuration in $OUT (or ./ll-logs).
+# Runs bench/test_low_latency.py (the figures) on the GPU machine for a list of (ranks, ranks per node) pairs, all
+# ranks on the visible GPU(s) through scripts/launch.py (MPS when ranks share a GPU). Assumes the module is built
+# (scripts/device_gpu_tests.sh --build-python). Output per configuration in $OUT (or ./ll-logs). The correctness
+# checks take the same arguments: tests/python/gpu/low_latency_checks.py (scripts/device_gpu_tests.sh
+# --python-gpu-tests runs them).
 #
 #   scripts/device_ll_bench.sh "2:2 2:1 4:4" [extra test_low_latency.py arguments...]
 #
@@ -25,7 +27,7 @@ for c in $configs; do
   echo "== ${cmd[*]}" | tee "$log"
   "${cmd[@]}" >>"$log" 2>&1
   rc=$?
-  grep -E "all checks passed|^\[rank 0\] \| [0-9]|Error|error:|failed" "$log" | grep -v "^\[rank .\] \[rank.\]:   " | tail -6
+  grep -E "topology:|sanity check passed|^\[rank 0\] \| [0-9]|Error|error:|failed" "$log" | grep -v "^\[rank .\] \[rank.\]:   " | tail -6
   [[ $rc -eq 0 ]] || { echo "== ${n} ranks, ${k} per node: FAILED (exit $rc)"; status=1; }
 done
 exit $status

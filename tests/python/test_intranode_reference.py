@@ -1,6 +1,6 @@
 """bench/intranode_reference.py on the CPU (layout, dispatch and combine references against brute force and hand
-cases, FP8 e4m3 bytes, the encoded rows through every x mode), and bench/test_intranode.py's CPU-only parts
-(arguments, the case matrix, the report)."""
+cases, FP8 e4m3 bytes, the encoded rows through every x mode), and the CPU-only parts of
+tests/python/gpu/intranode_checks.py (arguments, the case matrix) and bench/test_intranode.py (the report)."""
 import os
 import subprocess
 import sys
@@ -10,6 +10,7 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "bench"))
+sys.path.insert(0, os.path.join(REPO, "tests", "python", "gpu"))
 
 import intranode_reference as ref  # noqa: E402
 import ll_reference as llref  # noqa: E402
@@ -174,7 +175,7 @@ def test_fp8_rows_decode(ue8m0):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# bench/test_intranode.py: arguments, cases, report
+# tests/python/gpu/intranode_checks.py: arguments, cases; bench/test_intranode.py: report
 # ---------------------------------------------------------------------------------------------------------------
 BENCH = os.path.join(REPO, "bench", "test_intranode.py")
 
@@ -184,56 +185,62 @@ def import_bench():
     return bench
 
 
+def import_checks():
+    import intranode_checks as checks  # tests/python/gpu/ is on sys.path
+    return checks
+
+
 def test_bench_help_and_args():
     r = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--num-experts" in r.stdout and "--skip-bench" in r.stdout
-    bench = import_bench()
-    a = bench.parse_args([])
+    checks = import_checks()
+    a = checks.parse_args([])
     assert (a.num_tokens, a.hidden, a.num_topk, a.num_experts, a.num_sms, a.nvl_bytes) == (4096, 7168, 8, 256, [24],
                                                                                            int(1e9))
     assert a.chunks == [4, 8, 12, 16, 20, 24, 28, 32] and not a.quick and not a.skip_bench
-    assert bench.parse_args(["--num-sms", "16,24", "--chunks", "6"]).num_sms == [16, 24]
+    assert checks.parse_args(["--num-sms", "16,24", "--chunks", "6"]).num_sms == [16, 24]
     for bad in (["--hidden", "100"], ["--num-topk", "17", "--num-experts", "64"], ["--num-sms", "23"],
                 ["--chunks", "4,x"], ["--chunks", "300"], ["--nvl-bytes", "100"], ["--num-sms", "0"]):
         with pytest.raises(SystemExit):
-            bench.parse_args(bad)
+            checks.parse_args(bad)
 
 
 def test_bench_tokens_per_rank():
-    bench = import_bench()
-    a = bench.parse_args(["--num-tokens", "4096"])
-    assert [bench.tokens_for(a, r) for r in range(6)] == [4096, 4032, 3968, 3904, 4096, 4032]
-    assert bench.tokens_for(bench.parse_args(["--num-tokens", "2"]), 3) == 1
-    assert bench.tokens_for(bench.parse_args(["--same-tokens"]), 3) == 4096
+    checks = import_checks()
+    a = checks.parse_args(["--num-tokens", "4096"])
+    assert [checks.tokens_for(a, r) for r in range(6)] == [4096, 4032, 3968, 3904, 4096, 4032]
+    assert checks.tokens_for(checks.parse_args(["--num-tokens", "2"]), 3) == 1
+    assert checks.tokens_for(checks.parse_args(["--same-tokens"]), 3) == 4096
 
 
 def test_bench_case_matrix():
-    bench = import_bench()
-    full = bench.cases(7168, quick=False)
+    checks = import_checks()
+    full = checks.cases(7168, quick=False)
     assert len(full) == 5 * 2 * 4 and len(set(full)) == len(full)
-    assert {c.x_mode for c in full} == set(bench.X_MODES)
+    assert {c.x_mode for c in full} == set(checks.X_MODES)
     assert all(c.previous and c.async_finish for c in full if c.alloc_on_comm)
-    for mode in bench.X_MODES:
+    for mode in checks.X_MODES:
         for topk in (False, True):
             sub = [c for c in full if c.x_mode == mode and c.with_topk == topk]
-            assert {(c.async_finish, c.previous, c.alloc_on_comm) for c in sub} == set(bench.STREAM_MODES)
+            assert {(c.async_finish, c.previous, c.alloc_on_comm) for c in sub} == set(checks.STREAM_MODES)
     assert any(c.worst and c.with_topk for c in full) and any(c.worst and not c.with_topk for c in full)
     assert {c.expert_alignment for c in full} == {1, 4, 128} and {c.num_biases for c in full} == {0, 1, 2}
     assert {c.chunk for c in full} == {0, 4, 8, 12, 32}
-    quick = bench.cases(7168, quick=True)
-    assert {c.x_mode for c in quick} == set(bench.X_MODES) and len(quick) == 6
+    quick = checks.cases(7168, quick=True)
+    assert {c.x_mode for c in quick} == set(checks.X_MODES) and len(quick) == 6
     assert any(c.worst and c.with_topk for c in quick) and any(c.worst and not c.with_topk for c in quick)
     assert any(c.alloc_on_comm for c in quick) and {c.num_biases for c in quick} == {0, 1, 2}
-    assert not any(c.x_mode == "fp8_ue8m0" for c in bench.cases(640, quick=False))  # 640 % 512 != 0
-    assert {c.x_mode for c in bench.cases(7168, quick=False, have_fp8=False)} == {"bf16", "bf16_strided"}
+    assert not any(c.x_mode == "fp8_ue8m0" for c in checks.cases(640, quick=False))  # 640 % 512 != 0
+    assert {c.x_mode for c in checks.cases(7168, quick=False, have_fp8=False)} == {"bf16", "bf16_strided"}
     assert str(full[0]) == "bf16, align 1, bias 0, chunk default"
     assert str(quick[3]) == "fp8_colmajor+topk+async+previous+alloc_on_comm, align 1, bias 0, chunk 12"
 
 
 def test_bench_report():
     bench = import_bench()
-    args = bench.parse_args(["--num-tokens", "64", "--hidden", "256", "--num-topk", "2", "--num-experts", "8"])
-    d = bench.ll.Dist(rank=0, world=2, local_rank=0, local_world=2)
+    from rank_group import Dist
+    args = import_checks().parse_args(["--num-tokens", "64", "--hidden", "256", "--num-topk", "2", "--num-experts", "8"])
+    d = Dist(rank=0, world=2, local_rank=0, local_world=2)
 
     def result(scale):
         times = {(24, 4): (2e-3 * scale, 1e6), (24, 8): (1e-3 * scale, 1e6), "default": (4e-3, 1e6)}

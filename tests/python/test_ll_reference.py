@@ -9,6 +9,7 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "bench"))
+sys.path.insert(0, os.path.join(REPO, "tests", "python", "gpu"))
 
 import ll_reference as ref  # noqa: E402
 
@@ -297,9 +298,10 @@ def test_make_inputs_and_bytes():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# bench/test_low_latency.py on the CPU: argument parsing, options, and the whole check + benchmark flow run by
-# scripts/launch.py against a pure-torch stand-in for Buffer's low-latency calls (gloo, 2 ranks). The stand-in
-# follows api.md; FAKE_BUG makes it wrong in one way, and the bench must then fail naming rank and expert.
+# tests/python/gpu/low_latency_checks.py and bench/test_low_latency.py on the CPU: argument parsing, options, and
+# the whole check + benchmark flow run by scripts/launch.py against a pure-torch stand-in for Buffer's low-latency
+# calls (gloo, 2 ranks). The stand-in follows api.md; FAKE_BUG makes it wrong in one way, and the checks must then
+# fail naming rank and expert.
 # ---------------------------------------------------------------------------------------------------------------
 LAUNCH = os.path.join(REPO, "scripts", "launch.py")
 BENCH = os.path.join(REPO, "bench", "test_low_latency.py")
@@ -310,46 +312,52 @@ def import_bench():
     return bench
 
 
+def import_checks():
+    import low_latency_checks as checks  # tests/python/gpu/ is on sys.path
+    return checks
+
+
 def test_bench_help_and_args():
     import subprocess
     r = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--num-experts" in r.stdout and "--quick" in r.stdout
-    bench = import_bench()
-    a = bench.parse_args([])
+    checks = import_checks()
+    a = checks.parse_args([])
     assert (a.num_tokens, a.hidden, a.num_topk, a.num_experts, a.quick, a.no_bench) == (128, 7168, 8, 288, False, False)
     with pytest.raises(SystemExit):
-        bench.parse_args(["--hidden", "100"])
+        checks.parse_args(["--hidden", "100"])
     with pytest.raises(SystemExit):
-        bench.parse_args(["--num-topk", "9", "--num-experts", "8"])
+        checks.parse_args(["--num-topk", "9", "--num-experts", "8"])
 
 
 def test_bench_option_matrix_and_backend():
-    bench = import_bench()
-    full = bench.dispatch_options(7168, quick=False)
+    checks = import_checks()
+    import rank_group
+    full = checks.dispatch_options(7168, quick=False)
     assert len(full) == 4 * 3 * 2 and len(set(full)) == len(full)
     assert not any(o.return_recv_hook and o.async_finish for o in full)
     assert not any(o.use_ue8m0 and not (o.use_fp8 and o.round_scale) for o in full)
     assert not any(o.round_scale and not o.use_fp8 for o in full)
-    assert not any(o.use_ue8m0 for o in bench.dispatch_options(640, quick=False))  # 640 % 512 != 0
-    assert len(bench.combine_options(False)) == 8 and len(bench.combine_options(True)) == 3
-    quick = bench.dispatch_options(7168, quick=True)
+    assert not any(o.use_ue8m0 for o in checks.dispatch_options(640, quick=False))  # 640 % 512 != 0
+    assert len(checks.combine_options(False)) == 8 and len(checks.combine_options(True)) == 3
+    quick = checks.dispatch_options(7168, quick=True)
     assert {o.use_fp8 for o in quick} == {False, True} and any(o.use_ue8m0 for o in quick)
     assert any(o.return_recv_hook for o in quick) and any(o.async_finish for o in quick)
     assert str(quick[0]) == "dispatch(with_stats)"
-    assert bench.combine_threshold(quick[0], bench.CombineOptions(False, False, False)) == 1e-5
-    assert bench.combine_threshold(quick[0], bench.CombineOptions(True, False, False)) == 9e-4
-    assert bench.combine_threshold(quick[1], bench.CombineOptions(False, False, False)) == 9e-4
+    assert checks.combine_threshold(quick[0], checks.CombineOptions(False, False, False)) == 1e-5
+    assert checks.combine_threshold(quick[0], checks.CombineOptions(True, False, False)) == 9e-4
+    assert checks.combine_threshold(quick[1], checks.CombineOptions(False, False, False)) == 9e-4
 
-    d = bench.dist_env({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"})
+    d = rank_group.dist_env({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"})
     assert (d.rank, d.world, d.local_rank, d.local_world) == (1, 4, 1, 4)
     with pytest.raises(RuntimeError):
-        bench.dist_env({})
-    assert bench.choose_backend(d, 8, {}) == "nccl"
-    assert bench.choose_backend(d, 1, {}) == "gloo"  # 4 ranks on one GPU
-    assert bench.choose_backend(d, 0, {}) == "gloo"
-    assert bench.choose_backend(d, 8, {"UCCL_EP_BENCH_BACKEND": "gloo"}) == "gloo"
-    assert bench.choose_backend(d, 1, {"UCCL_EP_LAUNCHER": "1", "UCCL_EP_SHARED_GPU": "0"}) == "nccl"
-    assert bench.choose_backend(d, 1, {"UCCL_EP_LAUNCHER": "1", "UCCL_EP_SHARED_GPU": "1"}) == "gloo"
+        rank_group.dist_env({})
+    assert rank_group.choose_backend(d, 8, {}) == "nccl"
+    assert rank_group.choose_backend(d, 1, {}) == "gloo"  # 4 ranks on one GPU
+    assert rank_group.choose_backend(d, 0, {}) == "gloo"
+    assert rank_group.choose_backend(d, 8, {"UCCL_EP_BENCH_BACKEND": "gloo"}) == "gloo"
+    assert rank_group.choose_backend(d, 1, {"UCCL_EP_LAUNCHER": "1", "UCCL_EP_SHARED_GPU": "0"}) == "nccl"
+    assert rank_group.choose_backend(d, 1, {"UCCL_EP_LAUNCHER": "1", "UCCL_EP_SHARED_GPU": "1"}) == "gloo"
 
 
 def test_bench_summary_lines():
@@ -358,7 +366,7 @@ def test_bench_summary_lines():
             "hook_combine_send_us", "hook_combine_recv_us", "dispatch_gbs", "combine_gbs")
     results = [dict({k: float(i + 1) for k in keys}, rank=i, world=2) for i in range(2)]
     assert bench.summary_line(results[0]).startswith("rank 0/2: dispatch 1.0 us 1.00 GB/s")
-    head, sep, row = bench.aggregate_lines(results, bench.parse_args([]), 2)
+    head, sep, row = bench.aggregate_lines(results, import_checks().parse_args([]), 2)
     assert head.count("|") == sep.count("|") == row.count("|")
     assert row.startswith("| 2 (2) | 128, 7168, 8, 288 | 1.5 / 2.0 | 1.50 / 1.00 |")
 
@@ -488,18 +496,21 @@ class FakeLowLatencyBuffer:
 
 
 def fake_rank_main(argv):
-    """One rank of bench/test_low_latency.py against FakeLowLatencyBuffer (run through scripts/launch.py)."""
+    """One rank of the low-latency checks, then of the bench, against FakeLowLatencyBuffer (run through
+    scripts/launch.py)."""
     import torch.distributed as dist
-    bench = import_bench()
+    import rank_group
+    checks, bench = import_checks(), import_bench()
     torch.cuda.synchronize = lambda *a, **k: None
     torch.cuda.Event = FakeEvent
-    bench.FP8_DTYPES = bench.FP8_DTYPES + (torch.float32,)  # the stand-in's FP8 values travel as float32
-    bench.capture_graph = lambda fn: fn  # "replay" runs the calls again
-    args = bench.parse_args(argv)
-    d = bench.dist_env()
+    checks.FP8_DTYPES = checks.FP8_DTYPES + (torch.float32,)  # the stand-in's FP8 values travel as float32
+    checks.capture_graph = lambda fn: fn  # "replay" runs the calls again
+    args = checks.parse_args(argv)
+    d = rank_group.dist_env()
     dist.init_process_group("gloo", init_method="env://", rank=d.rank, world_size=d.world)
     buf = FakeLowLatencyBuffer(args.num_experts, args.num_tokens, args.hidden, os.environ.get("FAKE_BUG", ""))
-    chk = bench.Checker(args, None, buf, d, torch.device("cpu"))
+    chk = checks.Checker(args, None, buf, d, torch.device("cpu"))
+    checks.run_all(args, d, chk)
     bench.run_all(args, d, chk, d.local_world)
     dist.barrier()
     dist.destroy_process_group()

@@ -1,0 +1,33 @@
+"""Low-latency dispatch/combine checked across ranks on real GPUs: tests/python/gpu/low_latency_checks.py run
+through scripts/launch.py, on one node (CUDA IPC) and on emulated nodes (GPU -> ring -> proxy -> libfabric shm),
+with DeepEP's decode shape: 128 tokens per rank, hidden 7168, top-8 of 288 experts. Skipped, with the reason,
+without a GPU or a CUDA build of uccl.ep._C."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rank_cases import RankCase, assert_passed, run_ranks  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+SHAPE = ("--num-tokens", "128", "--hidden", "7168", "--num-topk", "8", "--num-experts", "288")
+# Emulated nodes talk through the proxies; shm keeps the transport on this host without a NIC, and one proxy
+# thread per rank keeps 4 ranks' proxies, kernels and Python from oversubscribing the CPUs.
+PROXIED = {"UCCL_EP_TRANSPORT": "shm", "UCCL_EP_NUM_PROXY_THREADS": "1"}
+
+CASES = {
+    # The full option matrix (24 dispatch x 8 combine variants) where calls take microseconds.
+    "two_ranks_on_one_node": RankCase(2, 2, SHAPE + ("--no-bench",)),
+    "two_ranks_on_a_gpu_each": RankCase(2, 2, SHAPE + ("--quick", "--no-bench"), own_gpus=True),
+    # The proxy path takes milliseconds a call: the reduced matrix.
+    "two_ranks_as_two_nodes_through_the_proxy": RankCase(2, 1, SHAPE + ("--quick", "--no-bench"), env=PROXIED),
+    "four_ranks_as_two_nodes_of_two": RankCase(4, 2, SHAPE + ("--quick", "--no-bench"), env=PROXIED),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_low_latency_checks_pass(name):
+    assert_passed(run_ranks("low_latency_checks.py", CASES[name]))
