@@ -4,8 +4,8 @@ import sys as _sys
 
 import uccl.ep as _ep
 from uccl.ep import *  # noqa: F401,F403
-from uccl.ep import (Buffer, Config, EventHandle, EventOverlap, TimeoutError, UcclError,  # noqa: F401
-                     destroy_uccl, get_low_latency_rdma_size_hint, initialize_uccl, topk_idx_t)
+from uccl.ep import (ArgumentError, Buffer, Config, EventHandle, EventOverlap, TimeoutError,  # noqa: F401
+                     UcclError, destroy_uccl, get_low_latency_rdma_size_hint, initialize_uccl, topk_idx_t)
 from uccl.ep import buffer, config, utils  # noqa: F401
 
 # Submodules under both names: `import deep_ep.utils` finds uccl.ep.utils itself.

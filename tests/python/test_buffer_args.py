@@ -1,10 +1,12 @@
-"""Buffer without a GPU: every argument check runs before the group or CUDA is touched, the topology comes from
-the environment or the group's host names, the mask API names enable_shrink, and the UCCL compatibility calls."""
+"""Buffer without a GPU: every type check runs before the group or CUDA is touched, the constructor hands the
+runtime every rank's host identity and its arguments by name (a stand-in Runtime), and the UCCL compatibility
+calls. Size values (multiples of 128, low_latency_mode needing num_rdma_bytes) are the runtime's ArgumentError."""
 import pytest
 import torch
 
 import uccl.ep as ep
 from uccl.ep import Buffer, EventOverlap, utils
+from uccl.ep import buffer as buffer_module
 
 
 class UntouchableGroup:
@@ -49,13 +51,10 @@ def test_group_or_comm():
 
 
 @pytest.mark.parametrize("kwargs, exc, word", [
-    (dict(num_nvl_bytes=100), ValueError, "num_nvl_bytes"),
-    (dict(num_nvl_bytes=-128), ValueError, "num_nvl_bytes"),
-    (dict(num_rdma_bytes=129), ValueError, "num_rdma_bytes"),
+    (dict(num_nvl_bytes=100.0), TypeError, "num_nvl_bytes"),
     (dict(num_rdma_bytes=1.5), TypeError, "num_rdma_bytes"),
     (dict(num_rdma_bytes=True), TypeError, "num_rdma_bytes"),
     (dict(low_latency_mode=1), TypeError, "low_latency_mode"),
-    (dict(low_latency_mode=True, num_rdma_bytes=0), ValueError, "num_rdma_bytes > 0"),
     (dict(num_qps_per_rank=0), ValueError, "num_qps_per_rank"),
     (dict(explicitly_destroy="yes"), TypeError, "explicitly_destroy"),
     (dict(enable_shrink=None), TypeError, "enable_shrink"),
@@ -70,13 +69,17 @@ def test_bad_sizes_and_flags_raise_before_cuda(kwargs, exc, word):
 
 
 def test_positional_order():
-    # group, num_nvl_bytes, num_rdma_bytes, low_latency_mode: the fourth positional is low_latency_mode.
-    with pytest.raises(ValueError, match="num_rdma_bytes > 0"):
-        Buffer(G, 0, 0, True)
+    # group, num_nvl_bytes, num_rdma_bytes, low_latency_mode, num_qps_per_rank, allow_nvlink_for_low_latency_mode
+    with pytest.raises(TypeError, match="low_latency_mode"):
+        Buffer(G, 0, 0, 1)
+    with pytest.raises(ValueError, match="num_qps_per_rank"):
+        Buffer(G, 0, 0, False, 0)
+    with pytest.raises(TypeError, match="allow_nvlink_for_low_latency_mode"):
+        Buffer(G, 0, 0, False, 24, 1)
 
 
 def test_constructor_reaches_cuda_with_gloo_group(gloo_group):
-    """A valid call gets through the group (rank, size, host names) and stops only where it needs CUDA."""
+    """A valid call stops where it needs CUDA (the runtime), with a message that says so."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: tests/python/gpu builds real buffers")
     with pytest.raises((RuntimeError, ImportError)) as e:
@@ -97,39 +100,94 @@ def test_constructor_accepts_mpi_style_comm(monkeypatch):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: this test only follows the CPU path")
-    monkeypatch.setenv("UCCL_EP_RANKS_PER_NODE", "1")
     with pytest.raises((RuntimeError, ImportError)):
         Buffer(comm=Comm(), num_rdma_bytes=1 << 20, low_latency_mode=True)
 
 
-def test_ranks_per_node_from_env(monkeypatch):
-    for name in ("UCCL_EP_RANKS_PER_NODE", "LOCAL_WORLD_SIZE", "UCCL_EP_NORMAL_MNNVL", "DEEP_EP_NORMAL_MNNVL"):
-        monkeypatch.delenv(name, raising=False)
-    assert utils.ranks_per_node_from_env(16) is None
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    assert utils.ranks_per_node_from_env(16) == 8
-    monkeypatch.setenv("UCCL_EP_RANKS_PER_NODE", "2")  # wins over LOCAL_WORLD_SIZE
-    assert utils.ranks_per_node_from_env(16) == 2
-    assert utils.ranks_per_node_from_env(1) == 1
-    monkeypatch.setenv("DEEP_EP_NORMAL_MNNVL", "1")
-    assert utils.ranks_per_node_from_env(16) == 16
-    monkeypatch.delenv("DEEP_EP_NORMAL_MNNVL")
-    monkeypatch.setenv("UCCL_EP_NORMAL_MNNVL", "1")
-    assert utils.ranks_per_node_from_env(16) == 16
-    monkeypatch.delenv("UCCL_EP_NORMAL_MNNVL")
-    monkeypatch.setenv("UCCL_EP_RANKS_PER_NODE", "-3")
-    with pytest.raises(ValueError, match="UCCL_EP_RANKS_PER_NODE"):
-        utils.ranks_per_node_from_env(16)
+def test_utils_parses_no_environment():
+    """Node size and MNNVL are the runtime's decision (from host ids and the environment): Python parses neither."""
+    for name in ("env_flag", "env_positive_int", "mnnvl_enabled", "ranks_per_node_from_env",
+                 "ranks_per_node_from_hosts"):
+        assert not hasattr(utils, name), name
 
 
-def test_ranks_per_node_from_hosts():
-    assert utils.ranks_per_node_from_hosts(["a"], 0) == 1
-    assert utils.ranks_per_node_from_hosts(["a", "a", "b", "b"], 3) == 2
-    assert utils.ranks_per_node_from_hosts(["a", "b", "c"], 1) == 1
-    with pytest.raises(RuntimeError, match="contiguous"):
-        utils.ranks_per_node_from_hosts(["a", "b", "a", "b"], 0)
-    with pytest.raises(RuntimeError, match="UCCL_EP_RANKS_PER_NODE"):
-        utils.ranks_per_node_from_hosts(["a", "a", "b"], 0)
+class RecordingRuntime:
+    """A stand-in for _C.Runtime that records its constructor's keyword arguments (keywords only, as the real
+    one is called)."""
+
+    made = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        RecordingRuntime.made.append(self)
+
+    def local_info(self):
+        return b"info"
+
+    def connect(self, *, infos):
+        self.infos = infos
+
+    def topology(self):
+        return "the topology"
+
+    def check_errors(self):
+        pass
+
+    def destroy(self):
+        pass
+
+
+class FakeNative:
+    """The module surface the constructor reads: has_cuda, local_host_id, Runtime."""
+    Runtime = RecordingRuntime
+
+    @staticmethod
+    def has_cuda():
+        return True
+
+    @staticmethod
+    def local_host_id():
+        return "host-a:boot-1"
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(allow_mnnvl=True, use_fabric=True, enable_shrink=True,
+                                                allow_nvlink_for_low_latency_mode=False, num_qps_per_rank=3)])
+def test_constructor_hands_host_ids_and_flags_to_the_runtime(monkeypatch, flags):
+    from test_intranode_fake import install_fake_cuda
+    install_fake_cuda(monkeypatch.setattr)
+    monkeypatch.setattr(buffer_module, "native", lambda: FakeNative)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    gathered = []
+
+    class Comm:  # rank 1 of 2; the peer's host differs
+        def Get_rank(self):
+            return 1
+
+        def Get_size(self):
+            return 2
+
+        def allgather(self, obj):
+            gathered.append(obj)
+            return ["host-b:boot-9", obj] if isinstance(obj, str) else [b"peer", obj]
+
+        def Barrier(self):
+            pass
+
+    RecordingRuntime.made.clear()
+    buf = Buffer(comm=Comm(), num_nvl_bytes=1 << 20, num_rdma_bytes=256, low_latency_mode=True, **flags)
+    rt, = RecordingRuntime.made
+    assert gathered[0] == "host-a:boot-1"  # _C.local_host_id(), not the host name
+    want = dict(allow_nvlink_for_low_latency_mode=True, allow_mnnvl=False, use_fabric=False, enable_shrink=False)
+    want.update({k: v for k, v in flags.items() if k != "num_qps_per_rank"})
+    assert rt.kwargs == dict(rank=1, num_ranks=2, device=3, host_ids=["host-b:boot-9", "host-a:boot-1"],
+                             num_nvl_bytes=1 << 20, num_rdma_bytes=256, low_latency_mode=True, **want)
+    assert rt.infos == [b"peer", b"info"]
+    assert buf.topology == "the topology"
+    assert (buf.rank, buf.group_size, buf.num_nvl_bytes, buf.num_rdma_bytes, buf.low_latency_mode) == (
+        1, 2, 1 << 20, 256, True)
+    assert not hasattr(buf, "num_qps_per_rank") and not hasattr(buf, "ranks_per_node")
+    buf._runtime = None
 
 
 def _bare_buffer(**attrs):
@@ -139,14 +197,6 @@ def _bare_buffer(**attrs):
     b.group_size, b.rank, b.low_latency_mode, b.enable_shrink = 4, 0, True, False
     b.__dict__.update(attrs)
     return b
-
-
-def test_mask_api_needs_enable_shrink():
-    b = _bare_buffer()
-    for call in (lambda: b.low_latency_update_mask_buffer(1, True), lambda: b.low_latency_query_mask_buffer(
-            torch.zeros(4, dtype=torch.int32)), lambda: b.low_latency_clean_mask_buffer()):
-        with pytest.raises(RuntimeError, match="enable_shrink"):
-            call()
 
 
 def test_calls_on_destroyed_buffer():
@@ -186,5 +236,5 @@ def test_event_overlap_without_event():
 
 def test_static_helpers_without_gpu(native):
     assert Buffer.get_low_latency_rdma_size_hint(128, 7168, 8, 256) == native.get_low_latency_rdma_size_hint(
-        128, 7168, 8, 256)
+        num_max_dispatch_tokens_per_rank=128, hidden=7168, num_ranks=8, num_experts=256)
     assert Buffer.is_sm90_compiled() == native.has_cuda()

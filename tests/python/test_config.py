@@ -1,11 +1,12 @@
-"""Config: its checks, the documented size-hint formula, and Buffer's configs for any rank count."""
+"""Config: its own checks, the size hints (computed by uccl.ep._C; checked here against the formula in
+config.py's docstring, written out again), and Buffer's configs for any rank count."""
 import pytest
 
 import uccl.ep as ep
 from uccl.ep import Buffer, Config
 
 
-def _token_bytes(hidden_bytes):  # the formula in config.py's docstring, written out again
+def _token_bytes(hidden_bytes):  # the formula in config.py's docstring (src/runtime/size_hints.hpp)
     return hidden_bytes + 16 + 16 * 12 + -(-hidden_bytes // 128) * 4
 
 
@@ -58,7 +59,7 @@ def test_non_int_is_type_error():
 
 @pytest.mark.parametrize("hidden_bytes", [256, 7168 * 2, 4096, 1000])
 @pytest.mark.parametrize("num_ranks", [1, 2, 8])
-def test_nvl_hint_formula(hidden_bytes, num_ranks):
+def test_nvl_hint_formula(native, hidden_bytes, num_ranks):
     c = Config(24, 6, 256, 6, 128)
     expected = _align(12 * num_ranks * (256 * _token_bytes(hidden_bytes) + 64))
     assert c.get_nvl_buffer_size_hint(hidden_bytes, num_ranks) == expected
@@ -66,7 +67,7 @@ def test_nvl_hint_formula(hidden_bytes, num_ranks):
     assert expected % 128 == 0
 
 
-def test_multi_node_hints():
+def test_multi_node_hints(native):
     c = Config(20, 6, 256, 6, 128)
     hb = 7168 * 2
     # 32 ranks, default node size 8: 8 NVLink peers, 4 nodes.
@@ -77,7 +78,7 @@ def test_multi_node_hints():
     assert c.get_rdma_buffer_size_hint(hb, 10, num_ranks_per_node=4) == _align(10 * 3 * (128 * _token_bytes(hb) + 64) * 2)
 
 
-def test_hints_follow_topology_env(monkeypatch):
+def test_hints_follow_topology_env(native, monkeypatch):
     c, hb = Config(), 7168 * 2
     monkeypatch.setenv("UCCL_EP_RANKS_PER_NODE", "2")
     assert c.get_rdma_buffer_size_hint(hb, 8) > 0
@@ -94,7 +95,7 @@ def test_hints_follow_topology_env(monkeypatch):
         c.get_rdma_buffer_size_hint(hb, 8)
 
 
-def test_hints_monotonic():
+def test_hints_monotonic(native):
     c = Config()
     for r in (1, 2, 4, 8, 16, 64):
         assert c.get_nvl_buffer_size_hint(2048, r) <= c.get_nvl_buffer_size_hint(4096, r)
@@ -103,16 +104,38 @@ def test_hints_monotonic():
     assert Config(20, 6, 128, 6, 128).get_nvl_buffer_size_hint(2048, 8) < Config().get_nvl_buffer_size_hint(2048, 8)
 
 
-@pytest.mark.parametrize("bad", [(0, 8), (-1, 8), (1024, 0), (1024.0, 8), (1024, None)])
-def test_hint_bad_args(bad):
-    with pytest.raises(ValueError):
-        Config().get_nvl_buffer_size_hint(*bad)
-    with pytest.raises(ValueError):
-        Config().get_rdma_buffer_size_hint(*bad)
+@pytest.mark.parametrize("bad, name, value", [((0, 8), "hidden_bytes", "0"), ((-1, 8), "hidden_bytes", "-1"),
+                                              ((1024, 0), "num_ranks", "0"), ((1024, 8, -1), "num_ranks_per_node", "-1")])
+def test_hint_bad_values_are_argument_errors(native, bad, name, value):
+    """The runtime checks the values: ArgumentError (a ValueError) naming the argument and the value."""
+    for hint in (Config().get_nvl_buffer_size_hint, Config().get_rdma_buffer_size_hint):
+        with pytest.raises(native.ArgumentError) as e:
+            hint(*bad)
+        assert isinstance(e.value, ValueError) and isinstance(e.value, ep.ArgumentError)
+        assert name in str(e.value) and value in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("bad, name", [((1024.0, 8), "hidden_bytes"), ((1024, None), "num_ranks"),
+                                       ((True, 8), "hidden_bytes"), ((1024, 8, 2.0), "num_ranks_per_node")])
+def test_hint_non_int_is_type_error_before_the_runtime(bad, name):
+    """Types are Python's to check: TypeError naming the argument, with or without the native module."""
+    for hint in (Config().get_nvl_buffer_size_hint, Config().get_rdma_buffer_size_hint):
+        with pytest.raises(TypeError, match=name):
+            hint(*bad)
+
+
+def test_hint_module_functions_take_keywords(native):
+    c = Config(24, 6, 256, 6, 128)
+    assert native.get_nvl_buffer_size_hint(num_sms=24, num_max_nvl_chunked_recv_tokens=256, hidden_bytes=4096,
+                                           num_ranks=8, num_ranks_per_node=4) == c.get_nvl_buffer_size_hint(4096, 8, 4)
+    assert native.get_rdma_buffer_size_hint(num_sms=24, num_max_rdma_chunked_recv_tokens=128, hidden_bytes=4096,
+                                            num_ranks=8, num_ranks_per_node=4) == c.get_rdma_buffer_size_hint(4096, 8, 4)
+    # num_ranks_per_node None is the old spelling of "from the environment" (0)
+    assert c.get_nvl_buffer_size_hint(4096, 8, None) == c.get_nvl_buffer_size_hint(4096, 8)
 
 
 @pytest.mark.parametrize("num_ranks", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 24, 32, 48, 64, 72, 128, 144, 256, 1000])
-def test_configs_for_any_rank_count(num_ranks):
+def test_configs_for_any_rank_count(native, num_ranks):
     for c in (Buffer.get_dispatch_config(num_ranks), Buffer.get_combine_config(num_ranks)):
         assert isinstance(c, Config)
         assert c.num_sms == Buffer.num_sms

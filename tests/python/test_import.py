@@ -9,7 +9,7 @@ import torch
 from conftest import PYTHON_DIR
 
 EXPORTS = ["Buffer", "Config", "EventOverlap", "EventHandle", "topk_idx_t", "initialize_uccl", "destroy_uccl",
-           "get_low_latency_rdma_size_hint", "TimeoutError"]
+           "get_low_latency_rdma_size_hint", "TimeoutError", "UcclError", "ArgumentError"]
 
 
 def _run(code: str, **env_changes) -> subprocess.CompletedProcess:
@@ -31,6 +31,7 @@ def test_exports_present():
     assert ep.utils.EventOverlap is ep.EventOverlap
     assert issubclass(ep.TimeoutError, TimeoutError)
     assert issubclass(ep.UcclError, RuntimeError)
+    assert issubclass(ep.ArgumentError, ValueError)  # callers that catch ValueError for bad input keep working
     assert ep.Buffer.num_sms == 20
 
 
@@ -49,21 +50,26 @@ def test_deep_ep_alias_is_uccl_ep():
 
 @pytest.mark.parametrize("build_dir", ["keep", None])
 def test_import_without_gpu(build_dir):
-    """CUDA_VISIBLE_DEVICES="" hides every GPU; import must not touch CUDA (with and without the native module)."""
+    """CUDA_VISIBLE_DEVICES="" hides every GPU; import must not touch CUDA (with and without the native module).
+    Configs build without it; their size hints come from the native module (ImportError naming it without)."""
     env = {"CUDA_VISIBLE_DEVICES": ""}
     if build_dir is None:
         env["UCCL_EP_BUILD_DIR"] = None
     code = ("import torch, uccl.ep as ep, deep_ep\n"
             "assert not torch.cuda.is_initialized()\n"
-            "c = ep.Config(); c.get_nvl_buffer_size_hint(7168 * 2, 8)\n"
+            "c = ep.Config()\n"
+            "try:\n"
+            "    print('hint', c.get_nvl_buffer_size_hint(7168 * 2, 8) > 0)\n"
+            "except ImportError as e:\n"
+            "    print('hint ImportError', 'UCCL_EP_BUILD_DIR' in str(e))\n"
             "assert not torch.cuda.is_initialized()\n"
             "print('native', ep._C is not None)\n")
     r = _run(code, **env)
     assert r.returncode == 0, r.stderr
     if build_dir is None:
-        assert "native False" in r.stdout
+        assert "native False" in r.stdout and "hint ImportError True" in r.stdout
     elif os.environ.get("UCCL_EP_BUILD_DIR"):
-        assert "native True" in r.stdout
+        assert "native True" in r.stdout and "hint True" in r.stdout
 
 
 def test_missing_native_says_where_it_looked():
@@ -88,5 +94,8 @@ def test_native_module_names(native):
     assert native.__name__ == "uccl.ep._C"
     assert ep.TimeoutError is native.TimeoutError
     assert ep.TimeoutError.__module__ == "uccl.ep._C"
+    assert ep.UcclError is native.UcclError and ep.ArgumentError is native.ArgumentError
+    assert issubclass(native.ArgumentError, ValueError) and issubclass(native.UcclError, RuntimeError)
+    assert isinstance(native.local_host_id(), str) and native.local_host_id()
     assert isinstance(native.has_cuda(), bool)
     assert native.has_cuda() == hasattr(native, "Runtime")

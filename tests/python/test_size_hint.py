@@ -6,6 +6,7 @@ import pytest
 
 import uccl.ep as ep
 from uccl.ep import _validate as V
+from uccl.ep import config as C
 
 
 def up(v, a):
@@ -31,18 +32,23 @@ CASES = [(128, 7168, 8, 256), (1, 128, 1, 1), (256, 4096, 16, 128), (1024, 8192,
 @pytest.mark.parametrize("M, hidden, R, E", CASES)
 def test_hint_matches_independent_formula(native, M, hidden, R, E):
     exp = expected_layout(M, hidden, R, E)
-    assert native.get_low_latency_rdma_size_hint(M, hidden, R, E) == exp["total_bytes"]
+    assert native.get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank=M, hidden=hidden, num_ranks=R,
+                                                 num_experts=E) == exp["total_bytes"]
     assert ep.get_low_latency_rdma_size_hint(M, hidden, R, E) == exp["total_bytes"]
     assert ep.Buffer.get_low_latency_rdma_size_hint(M, hidden, R, E) == exp["total_bytes"]
-    layout = native.ll_layout(M, hidden, R, E)
+    layout = native.low_latency_layout(num_max_dispatch_tokens_per_rank=M, hidden=hidden, num_ranks=R, num_experts=E)
     for k, v in exp.items():
-        assert layout[k] == v, k
-    assert layout["total_bytes"] % 128 == 0
+        assert getattr(layout, k) == v, k
+    assert (layout.num_ranks, layout.num_experts, layout.max_tokens, layout.hidden) == (R, E, M, hidden)
+    assert layout.total_bytes % 128 == 0
 
 
 def test_hint_is_monotonic_and_aligned(native):
     base = (64, 2048, 8, 64)
-    hint = native.get_low_latency_rdma_size_hint
+    def hint(M, hidden, R, E):
+        return native.get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank=M, hidden=hidden, num_ranks=R,
+                                                     num_experts=E)
+
     assert hint(*base) % 128 == 0
     for i, bigger in enumerate([128, 4096, 16, 128]):
         args = list(base)
@@ -55,17 +61,24 @@ def test_hint_is_monotonic_and_aligned(native):
             assert hint(M, hidden, 4, 16) < hint(M, hidden + 128, 4, 16)
 
 
-def test_hint_rejects_nonpositive(native):
-    for bad in [(0, 7168, 8, 256), (128, 0, 8, 256), (128, 7168, 0, 256), (128, 7168, 8, -1)]:
-        with pytest.raises(ValueError, match="positive"):
-            native.get_low_latency_rdma_size_hint(*bad)
+@pytest.mark.parametrize("bad, name", [((0, 7168, 8, 256), "num_max_dispatch_tokens_per_rank"),
+                                       ((128, 0, 8, 256), "hidden"), ((128, 7168, 0, 256), "num_ranks"),
+                                       ((128, 7168, 8, -1), "num_experts")])
+def test_hint_rejects_nonpositive(native, bad, name):
+    with pytest.raises(native.ArgumentError) as e:
+        native.get_low_latency_rdma_size_hint(**dict(zip(("num_max_dispatch_tokens_per_rank", "hidden", "num_ranks",
+                                                          "num_experts"), bad)))
+    assert isinstance(e.value, ValueError)
+    assert name in str(e.value), str(e.value)
 
 
-def test_limits_match_native(native):
-    assert native.kMaxTopk == V.kMaxTopk == 16
-    assert native.kMaxExpertsPerRank == V.kMaxExpertsPerRank
-    assert native.kMaxTokensPerRank == V.kMaxTokensPerRank
-    assert native.kMinHidden == V.kMinHidden
-    assert native.kMaxHidden == V.kMaxHidden
-    assert native.kChannelsPerScale == V.kChannelsPerScale
-    assert native.kHeaderBytes == 16
+LIMITS = dict(kMaxTopk=16, kChannelsPerScale=128, kUe8m0ChannelsPerInt=512, kRowAlign=16, kBufferSizeUnit=128,
+              kMaxExpertsPerRank=256, kMaxTokensPerRank=1024, kMinHidden=128, kMaxHidden=8192, kMaxNormalExperts=8192,
+              kMaxNvlRanks=1024, kHeaderBytes=16, kLogfmtGroupBytes=168)
+
+
+def test_limits_come_from_native_only(native):
+    for name, value in LIMITS.items():
+        assert getattr(native, name) == value, name
+        for module in (V, C):  # Python defines no limit: a second definition could drift from the kernels'
+            assert not hasattr(module, name), (module.__name__, name)

@@ -1,9 +1,9 @@
 """uccl.ep: expert-parallel dispatch and combine, a drop-in for DeepEP (`import uccl.ep as deep_ep`).
 
-Importing never touches CUDA: a CPU-only machine imports this package, builds Configs and computes size hints.
-The native module `_C` is looked up in this package first (installed wheel), then in
-$UCCL_EP_BUILD_DIR/src/python/ (an in-tree CMake build). Without it the package still imports; whatever needs
-the runtime raises ImportError saying where it looked.
+Importing never touches CUDA: a CPU-only machine imports this package and builds Configs; with the native module
+(its CPU-only build too) it also computes size hints. The native module `_C` is looked up in this package first
+(installed wheel), then in $UCCL_EP_BUILD_DIR/src/python/ (an in-tree CMake build). Without it the package still
+imports; whatever needs the runtime raises ImportError saying where it looked.
 """
 import glob as _glob
 import importlib as _importlib
@@ -43,12 +43,16 @@ _C, _C_import_error = _load_native()
 if _C is not None:
     TimeoutError = _C.TimeoutError
     UcclError = _C.UcclError
+    ArgumentError = _C.ArgumentError
 else:
     class TimeoutError(TimeoutError):  # noqa: A001 - the name callers catch, as in the native module
         """A wait that ran past UCCL_EP_TIMEOUT_SECS (raised by the native module)."""
 
     class UcclError(RuntimeError):
         """A failure in the uccl-ep runtime (raised by the native module)."""
+
+    class ArgumentError(ValueError):
+        """A value the runtime rejects: a size out of range, a buffer too small (raised by the native module)."""
 
 from . import utils  # noqa: E402
 from .buffer import Buffer, destroy_uccl, initialize_uccl  # noqa: E402
@@ -65,4 +69,4 @@ def get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank: int, hidden
 
 
 __all__ = ["Buffer", "Config", "EventOverlap", "EventHandle", "topk_idx_t", "initialize_uccl", "destroy_uccl",
-           "get_low_latency_rdma_size_hint", "TimeoutError", "UcclError", "utils"]
+           "get_low_latency_rdma_size_hint", "TimeoutError", "UcclError", "ArgumentError", "utils"]

@@ -1,37 +1,47 @@
-"""Argument checks of the low-latency calls, raised before any kernel runs.
+"""The torch-side argument checks of Buffer's calls, raised before anything is allocated or launched.
 
-Pure functions over tensors and plain numbers, so that CPU tests reach every branch. The device check is its
-own function (`check_device`): CPU tests call the others with CPU tensors and test it separately. Each message
-names the call, the argument, what it got and what was expected.
+Only what the runtime cannot see is checked here: that an argument is a tensor (an int, a bool), its dtype,
+dimensions, contiguity and device, shapes that must agree between arguments, the structure of a handle, the rules
+between stream arguments, and the expert ids (a read of tensor data). Value ranges (token counts, hidden sizes,
+expert counts, top-k, row alignment, buffer sizes) are the runtime's: uccl.ep._C raises ArgumentError for them,
+and no limit is defined in Python (the few a shape needs come from _C through _native.limit).
 
-Exception types: ValueError for wrong values, shapes, dtypes, devices and contiguity; TypeError when an
-argument is not a tensor (or not an int) at all; RuntimeError when the buffer's mode forbids the call.
+Pure functions over tensors and plain numbers, so that CPU tests reach every branch; the device checks are their
+own functions. Each message names the call, the argument, what it got and what was expected. Exception types:
+ValueError for wrong dtypes, shapes, devices and contiguity; TypeError when an argument is not a tensor (an int,
+a bool, a tuple of the right length) at all.
 """
 from typing import Optional, Sequence
 
 import torch
 
-# Limits of the low-latency kernels; mirror src/kernels/ll_layout.hpp (a test compares them with uccl.ep._C).
-kMaxTopk = 16
-kMaxExpertsPerRank = 256
-kMaxTokensPerRank = 1024
-kMinHidden = 128
-kMaxHidden = 8192
-kChannelsPerScale = 128
-kUe8m0ChannelsPerInt = 512  # four UE8M0 exponents (of 128 channels each) per int32
+from ._native import limit
+
+# 1-byte float types an FP8 dispatch accepts (e4m3fnuz on AMD MI300); the CPU tests add a stand-in.
+FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz") if hasattr(torch, n))
 
 
 def _fail(call: str, message: str) -> None:
     raise ValueError(f"{call}: {message}")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------------------------
 def check_int(call: str, name: str, value, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """An int (not a bool); the bounds are for values Python itself uses (an alignment, an offset), not limits."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{call}: {name} must be an int, got {type(value).__name__}")
     if minimum is not None and value < minimum:
         _fail(call, f"{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
         _fail(call, f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_bool(call: str, name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{call}: {name} must be a bool, got {type(value).__name__}")
     return value
 
 
@@ -61,6 +71,12 @@ def check_device(call: str, name: str, t: torch.Tensor, device: Optional[torch.d
         _fail(call, f"{name} must be on {device} (the buffer's device), got {t.device}")
 
 
+def check_on_device(call: str, name: str, t: Optional[torch.Tensor], device: torch.device) -> None:
+    """`t` (when given) lives on the buffer's device."""
+    if t is not None and t.device != device:
+        _fail(call, f"{name} must be on {device} (the buffer's device), got a tensor on {t.device}")
+
+
 def check_expert_ids(call: str, name: str, topk_idx: torch.Tensor, num_experts: int) -> None:
     """Every entry in [-1, num_experts). Reads the tensor on the host: never call it during graph capture."""
     if topk_idx.numel() == 0:
@@ -71,148 +87,94 @@ def check_expert_ids(call: str, name: str, topk_idx: torch.Tensor, num_experts: 
                     f"(-1 = no expert, num_experts = {num_experts})")
 
 
-def check_low_latency_mode(call: str, low_latency_mode: bool) -> None:
-    if not low_latency_mode:
-        raise RuntimeError(f"{call}: the buffer was built with low_latency_mode=False; build it with "
-                           f"Buffer(group, 0, num_rdma_bytes, low_latency_mode=True)")
-
-
-def check_shrink_enabled(call: str, enable_shrink: bool) -> None:
-    if not enable_shrink:
-        raise RuntimeError(f"{call}: the mask buffer exists only with enable_shrink=True; build the Buffer with "
-                           f"enable_shrink=True")
-
-
-def check_ll_sizes(call: str, num_max_dispatch_tokens_per_rank, hidden, num_experts, num_ranks: int) -> None:
-    """M, hidden and E against the kernels' limits and the group size."""
-    check_int(call, "num_max_dispatch_tokens_per_rank", num_max_dispatch_tokens_per_rank, 1, kMaxTokensPerRank)
-    check_int(call, "hidden", hidden)
-    if hidden % kChannelsPerScale != 0 or not kMinHidden <= hidden <= kMaxHidden:
-        _fail(call, f"hidden must be a multiple of {kChannelsPerScale} in [{kMinHidden}, {kMaxHidden}], got {hidden}")
-    check_int(call, "num_experts", num_experts, 1)
-    if num_experts % num_ranks != 0:
-        _fail(call, f"num_experts ({num_experts}) must be a multiple of the number of ranks ({num_ranks})")
-    if num_experts // num_ranks > kMaxExpertsPerRank:
-        _fail(call, f"num_experts / num_ranks = {num_experts // num_ranks} experts per rank; at most "
-                    f"{kMaxExpertsPerRank} are supported")
-
-
-def check_ll_buffer_size(call: str, required: int, available: int, num_max_dispatch_tokens_per_rank: int,
-                         hidden: int, num_ranks: int, num_experts: int) -> None:
-    if required > available:
-        _fail(call, f"the RDMA buffer is too small: these sizes need {required} bytes "
-                    f"(Buffer.get_low_latency_rdma_size_hint({num_max_dispatch_tokens_per_rank}, {hidden}, "
-                    f"{num_ranks}, {num_experts})), the buffer has num_rdma_bytes={available}")
-
-
-def check_topk(call: str, topk_idx, num_tokens: int, max_tokens: int) -> int:
-    """topk_idx int64 [T, K] contiguous, T == num_tokens <= M, 1 <= K <= kMaxTopk. Returns K."""
-    check_tensor(call, "topk_idx", topk_idx, torch.int64, dims=2)
-    if topk_idx.size(0) != num_tokens:
-        _fail(call, f"topk_idx must have one row per token ({num_tokens}), got shape {list(topk_idx.shape)}")
-    if num_tokens > max_tokens:
-        _fail(call, f"{num_tokens} tokens exceed num_max_dispatch_tokens_per_rank={max_tokens}")
-    k = topk_idx.size(1)
-    if not 1 <= k <= kMaxTopk:
-        _fail(call, f"top-k must be in [1, {kMaxTopk}], got topk_idx of shape {list(topk_idx.shape)}")
-    return k
-
-
-def check_ll_dispatch(x, topk_idx, num_max_dispatch_tokens_per_rank, num_experts, num_ranks: int,
-                      cumulative_local_expert_recv_stats=None, dispatch_wait_recv_cost_stats=None,
-                      use_fp8: bool = True, round_scale: bool = False, use_ue8m0: bool = False,
-                      async_finish: bool = False, return_recv_hook: bool = False,
-                      call: str = "low_latency_dispatch") -> None:
-    """Everything low_latency_dispatch checks except devices, expert-id values and the buffer size."""
-    check_tensor(call, "x", x, torch.bfloat16, dims=2)
-    num_tokens, hidden = x.shape
-    check_ll_sizes(call, num_max_dispatch_tokens_per_rank, hidden, num_experts, num_ranks)
-    check_topk(call, topk_idx, num_tokens, num_max_dispatch_tokens_per_rank)
-    if use_ue8m0 and not (use_fp8 and round_scale):
-        _fail(call, f"use_ue8m0=True needs use_fp8=True and round_scale=True, got use_fp8={use_fp8}, "
-                    f"round_scale={round_scale}")
-    if use_ue8m0 and hidden % kUe8m0ChannelsPerInt != 0:
-        _fail(call, f"use_ue8m0=True needs hidden to be a multiple of {kUe8m0ChannelsPerInt}, got {hidden}")
-    if use_fp8 and getattr(torch, "float8_e4m3fn", None) is None:
-        _fail(call, f"use_fp8=True needs torch.float8_e4m3fn (torch >= 2.1); this is torch {torch.__version__}")
+def check_exclusive_finish(call: str, async_finish, return_recv_hook) -> None:
     if async_finish and return_recv_hook:
         _fail(call, "async_finish=True and return_recv_hook=True exclude each other; pick one")
-    local = num_experts // num_ranks
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Low-latency mode. The sizes (M, hidden, num_experts) are checked by the runtime's low_latency_layout, which
+# Buffer calls between the two steps below; the second step needs its experts_per_rank.
+# ---------------------------------------------------------------------------------------------------------------
+def check_topk_idx(call: str, topk_idx, num_tokens: Optional[int] = None) -> int:
+    """topk_idx int64 [T, K] contiguous (T == num_tokens when given). Returns K; its range is the runtime's."""
+    check_tensor(call, "topk_idx", topk_idx, torch.int64, dims=2)
+    if num_tokens is not None and topk_idx.size(0) != num_tokens:
+        _fail(call, f"topk_idx must have one row per token ({num_tokens}), got shape {list(topk_idx.shape)}")
+    return topk_idx.size(1)
+
+
+def check_ll_dispatch(x, topk_idx, num_max_dispatch_tokens_per_rank, num_experts, use_fp8: bool = True,
+                      async_finish: bool = False, return_recv_hook: bool = False,
+                      call: str = "low_latency_dispatch") -> tuple:
+    """What low_latency_dispatch checks before the layout exists. Returns (num_tokens, hidden)."""
+    check_tensor(call, "x", x, torch.bfloat16, dims=2)
+    num_tokens, hidden = x.shape
+    check_topk_idx(call, topk_idx, num_tokens)
+    check_int(call, "num_max_dispatch_tokens_per_rank", num_max_dispatch_tokens_per_rank)
+    check_int(call, "num_experts", num_experts)
+    if use_fp8 and getattr(torch, "float8_e4m3fn", None) is None:
+        _fail(call, f"use_fp8=True needs torch.float8_e4m3fn (torch >= 2.1); this is torch {torch.__version__}")
+    check_exclusive_finish(call, async_finish, return_recv_hook)
+    return num_tokens, hidden
+
+
+def check_ll_dispatch_stats(call: str, experts_per_rank: int, num_ranks: int,
+                            cumulative_local_expert_recv_stats=None, dispatch_wait_recv_cost_stats=None) -> None:
+    """The optional statistics tensors of low_latency_dispatch, against the layout's experts_per_rank."""
     if cumulative_local_expert_recv_stats is not None:
         check_tensor(call, "cumulative_local_expert_recv_stats", cumulative_local_expert_recv_stats, torch.int32,
-                     shape=[local])
+                     shape=[experts_per_rank])
     if dispatch_wait_recv_cost_stats is not None:
         check_tensor(call, "dispatch_wait_recv_cost_stats", dispatch_wait_recv_cost_stats, torch.int64,
                      shape=[num_ranks])
 
 
-def check_ll_handle(call: str, handle, num_ranks: int):
-    """handle = (src_info, layout_range, M, hidden, num_experts) from low_latency_dispatch. Returns the three ints."""
+def check_ll_handle(call: str, handle) -> tuple:
+    """handle = (src_info, layout_range, M, hidden, num_experts) from low_latency_dispatch: its structure and the
+    three ints' types. Returns (M, hidden, num_experts); their values are the runtime's to check."""
     if not isinstance(handle, (tuple, list)) or len(handle) != 5:
         raise TypeError(f"{call}: handle must be the 5-tuple (src_info, layout_range, "
                         f"num_max_dispatch_tokens_per_rank, hidden, num_experts) from low_latency_dispatch")
-    src_info, layout_range, max_tokens, hidden, num_experts = handle
-    check_ll_sizes(call, max_tokens, hidden, num_experts, num_ranks)
-    local = num_experts // num_ranks
-    check_tensor(call, "handle[0] (src_info)", src_info, torch.int32, shape=[local, num_ranks * max_tokens])
-    check_tensor(call, "handle[1] (layout_range)", layout_range, torch.int64, shape=[local, num_ranks])
+    _, _, max_tokens, hidden, num_experts = handle
+    check_int(call, "handle[2] (num_max_dispatch_tokens_per_rank)", max_tokens)
+    check_int(call, "handle[3] (hidden)", hidden)
+    check_int(call, "handle[4] (num_experts)", num_experts)
     return max_tokens, hidden, num_experts
 
 
-def check_ll_combine(x, topk_idx, topk_weights, handle, num_ranks: int, zero_copy: bool = False,
-                     async_finish: bool = False, return_recv_hook: bool = False, out=None,
-                     combine_wait_recv_cost_stats=None, call: str = "low_latency_combine"):
-    """Everything low_latency_combine checks except devices, expert-id values and the buffer size.
-    Returns (M, hidden, num_experts) from the handle."""
-    max_tokens, hidden, num_experts = check_ll_handle(call, handle, num_ranks)
-    local = num_experts // num_ranks
+def check_ll_handle_tensors(call: str, handle, experts_per_rank: int, num_ranks: int) -> None:
+    src_info, layout_range, max_tokens = handle[0], handle[1], handle[2]
+    check_tensor(call, "handle[0] (src_info)", src_info, torch.int32, shape=[experts_per_rank, num_ranks * max_tokens])
+    check_tensor(call, "handle[1] (layout_range)", layout_range, torch.int64, shape=[experts_per_rank, num_ranks])
+
+
+def check_ll_combine(x, topk_idx, topk_weights, handle, experts_per_rank: int, num_ranks: int,
+                     zero_copy: bool = False, async_finish: bool = False, return_recv_hook: bool = False, out=None,
+                     combine_wait_recv_cost_stats=None, call: str = "low_latency_combine") -> None:
+    """What low_latency_combine checks once the layout of the handle's sizes exists (check_ll_handle first)."""
+    check_ll_handle_tensors(call, handle, experts_per_rank, num_ranks)
+    max_tokens, hidden = handle[2], handle[3]
     if not zero_copy:  # with zero_copy the rows are already in the buffer and x is not read
-        check_tensor(call, "x", x, torch.bfloat16, shape=[local, num_ranks * max_tokens, hidden])
-    if not isinstance(topk_idx, torch.Tensor):
-        raise TypeError(f"{call}: topk_idx must be a torch.Tensor, got {type(topk_idx).__name__}")
-    num_tokens = topk_idx.size(0) if topk_idx.dim() >= 1 else -1
-    k = check_topk(call, topk_idx, num_tokens, max_tokens)
+        check_tensor(call, "x", x, torch.bfloat16, shape=[experts_per_rank, num_ranks * max_tokens, hidden])
+    k = check_topk_idx(call, topk_idx)
+    num_tokens = topk_idx.size(0)
     check_tensor(call, "topk_weights", topk_weights, torch.float32, shape=[num_tokens, k])
-    if async_finish and return_recv_hook:
-        _fail(call, "async_finish=True and return_recv_hook=True exclude each other; pick one")
+    check_exclusive_finish(call, async_finish, return_recv_hook)
     if out is not None:
         check_tensor(call, "out", out, torch.bfloat16, shape=[num_tokens, hidden])
     if combine_wait_recv_cost_stats is not None:
         check_tensor(call, "combine_wait_recv_cost_stats", combine_wait_recv_cost_stats, torch.int64,
                      shape=[num_ranks])
-    return max_tokens, hidden, num_experts
 
 
 def check_mask_status(call: str, mask_status, num_ranks: int) -> None:
     check_tensor(call, "mask_status", mask_status, torch.int32, shape=[num_ranks])
 
 
-def check_rank(call: str, name: str, rank, num_ranks: int) -> int:
-    return check_int(call, name, rank, 0, num_ranks - 1)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Normal mode (get_dispatch_layout, dispatch, combine)
 # ---------------------------------------------------------------------------------------------------------------
-# Limits of the normal-mode kernels; mirror src/kernels/intranode.hpp.
-kMaxNormalExperts = 8192
-kNormalRowAlign = 16  # bytes: rows move in 16-byte vectors, so row sizes, row strides and x itself align to 16
-# 1-byte float types an FP8 dispatch accepts (e4m3fnuz on AMD MI300); the CPU tests add a stand-in.
-FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz") if hasattr(torch, n))
-
-
-def check_bool(call: str, name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{call}: {name} must be a bool, got {type(value).__name__}")
-    return value
-
-
-def check_on_device(call: str, name: str, t: Optional[torch.Tensor], device: torch.device) -> None:
-    """`t` (when given) lives on the buffer's device."""
-    if t is not None and t.device != device:
-        _fail(call, f"{name} must be on {device} (the buffer's device), got a tensor on {t.device}")
-
-
 def event_of(previous_event):
     """The torch event inside an EventOverlap (None when the overlap holds none, as after a synchronous call)."""
     handle = getattr(previous_event, "event", None)
@@ -236,47 +198,17 @@ def check_config(call: str, config) -> None:
         raise TypeError(f"{call}: config must be a uccl.ep.Config or None, got {type(config).__name__}")
 
 
-def check_normal_mode(call: str, num_nvl_bytes: int) -> None:
-    if num_nvl_bytes == 0:
-        raise RuntimeError(f"{call}: normal mode needs an NVLink buffer, the buffer was built with num_nvl_bytes=0; "
-                           f"build it with Buffer(group, num_nvl_bytes=...)")
-
-
-def check_single_domain(call: str, single_domain: bool) -> None:
-    if not single_domain:
-        raise RuntimeError(f"{call}: normal mode across nodes is not implemented yet: every rank must be an NVLink "
-                           f"peer (one node, or UCCL_EP_NORMAL_MNNVL=1 on a multi-node NVLink domain)")
-
-
-def check_num_experts(call: str, num_experts, num_ranks: int) -> int:
-    check_int(call, "num_experts", num_experts, 1, kMaxNormalExperts)
-    if num_experts % num_ranks != 0:
-        _fail(call, f"num_experts ({num_experts}) must be a multiple of the number of ranks ({num_ranks})")
-    return num_experts
-
-
-def check_normal_topk_idx(call: str, topk_idx, num_tokens: Optional[int] = None) -> int:
-    """topk_idx int64 [T, K] contiguous with 1 <= K <= kMaxTopk (and T == num_tokens when given). Returns K."""
-    check_tensor(call, "topk_idx", topk_idx, torch.int64, dims=2)
-    if num_tokens is not None and topk_idx.size(0) != num_tokens:
-        _fail(call, f"topk_idx must have one row per token of x ({num_tokens}), got shape {list(topk_idx.shape)}")
-    k = topk_idx.size(1)
-    if not 1 <= k <= kMaxTopk:
-        _fail(call, f"top-k must be in [1, {kMaxTopk}], got topk_idx of shape {list(topk_idx.shape)}")
-    return k
-
-
-def check_dispatch_layout(topk_idx, num_experts, num_ranks: int, previous_event=None, async_finish=False,
-                          allocate_on_comm_stream=False, call: str = "get_dispatch_layout"):
-    """Everything get_dispatch_layout checks except devices and expert-id values. Returns (T, K)."""
-    k = check_normal_topk_idx(call, topk_idx)
-    check_num_experts(call, num_experts, num_ranks)
+def check_dispatch_layout(topk_idx, num_experts, previous_event=None, async_finish=False,
+                          allocate_on_comm_stream=False, call: str = "get_dispatch_layout") -> tuple:
+    """What get_dispatch_layout checks on the torch side. Returns (T, K)."""
+    k = check_topk_idx(call, topk_idx)
+    check_int(call, "num_experts", num_experts)
     check_stream_args(call, previous_event, async_finish, allocate_on_comm_stream)
     return topk_idx.size(0), k
 
 
 class NormalX:
-    """A dispatch's x split into data and scales, with the sizes the native calls take."""
+    """A dispatch's x split into data and scales, with the sizes the argument struct takes."""
 
     def __init__(self, data: torch.Tensor, scales: Optional[torch.Tensor]):
         self.data, self.scales = data, scales
@@ -288,8 +220,9 @@ class NormalX:
 
 
 def check_dispatch_x(call: str, x) -> NormalX:
-    """x: BF16 [T, hidden], or (FP8 [T, hidden], scales float32 [T, hidden/128] or int32 [T, hidden/512] packing
-    four UE8M0 exponents). Rows may lie a stride apart but each row is contiguous; scales may have any strides."""
+    """x: BF16 [T, hidden], or (FP8 [T, hidden], scales float32 [T, hidden/kChannelsPerScale] or int32
+    [T, hidden/kUe8m0ChannelsPerInt] packing four UE8M0 exponents). Rows may lie a stride apart but each row is
+    contiguous; scales may have any strides. Row sizes, strides and alignment are the runtime's to check."""
     if isinstance(x, (tuple, list)):
         if len(x) != 2:
             raise TypeError(f"{call}: x must be a BF16 tensor or a 2-tuple (FP8 data, scales), got a "
@@ -312,24 +245,16 @@ def check_dispatch_x(call: str, x) -> NormalX:
     if data.dim() != 2:
         _fail(call, f"{name} must have 2 dimensions [num_tokens, hidden], got shape {list(data.shape)}")
     num_tokens, hidden = data.shape
-    elem = data.element_size()
-    if hidden == 0 or hidden * elem % kNormalRowAlign:
-        _fail(call, f"{name}: a row must be a positive multiple of {kNormalRowAlign} bytes, got hidden={hidden} "
-                    f"({hidden * elem} bytes)")
-    if num_tokens > 1 or hidden > 1:
-        if hidden > 1 and data.stride(1) != 1:
-            _fail(call, f"{name}: each row must be contiguous (stride 1 along hidden), got strides {list(data.stride())}")
-        if num_tokens > 1 and (data.stride(0) < hidden or data.stride(0) * elem % kNormalRowAlign):
-            _fail(call, f"{name}: rows must lie a multiple of {kNormalRowAlign} bytes apart and not overlap, got a row "
-                        f"stride of {data.stride(0)} elements for hidden={hidden}")
-    if data.data_ptr() % kNormalRowAlign:
-        _fail(call, f"{name} must start at a {kNormalRowAlign}-byte aligned address (a column slice of a wider "
-                    f"tensor is not), got address {data.data_ptr():#x}")
+    if hidden > 1 and num_tokens > 0 and data.stride(1) != 1:
+        _fail(call, f"{name}: each row must be contiguous (stride 1 along hidden), got strides {list(data.stride())}")
+    if num_tokens > 1 and data.stride(0) < hidden:
+        _fail(call, f"{name}: rows must not overlap, got a row stride of {data.stride(0)} elements for "
+                    f"hidden={hidden}")
     if scales is not None:
         if scales.dtype == torch.float32:
-            group, what = kChannelsPerScale, "float32"
+            group, what = limit("kChannelsPerScale"), "float32"
         elif scales.dtype == torch.int32:
-            group, what = kUe8m0ChannelsPerInt, "int32 (four packed UE8M0 exponents)"
+            group, what = limit("kUe8m0ChannelsPerInt"), "int32 (four packed UE8M0 exponents)"
         else:
             _fail(call, f"x[1] (scales) must have dtype torch.float32 or torch.int32 (packed UE8M0), got "
                         f"{scales.dtype}")
@@ -350,7 +275,7 @@ def check_normal_topk(call: str, topk_idx, topk_weights, num_tokens: int) -> int
                     f"{'None' if topk_weights is None else 'a tensor'}")
     if topk_idx is None:
         return 0
-    k = check_normal_topk_idx(call, topk_idx, num_tokens)
+    k = check_topk_idx(call, topk_idx, num_tokens)
     check_tensor(call, "topk_weights", topk_weights, torch.float32, shape=[num_tokens, k])
     return k
 
@@ -378,7 +303,7 @@ def check_normal_handle(call: str, handle, num_ranks: int) -> NormalHandle:
     R = num_ranks
     check_tensor(call, "handle[0] (rank_prefix_matrix)", h.rank_prefix_matrix, torch.int32, shape=[R, R])
     check_tensor(call, "handle[1] (send_pos)", h.send_pos, torch.int32, shape=[None, R])
-    check_int(call, "handle[2] (num_recv_tokens)", h.num_recv_rows, 0)
+    check_int(call, "handle[2] (num_recv_tokens)", h.num_recv_rows, 0)  # a row count the outputs are sized by
     check_tensor(call, "handle[3] (recv_src_idx)", h.recv_src_idx, torch.int32, shape=[h.num_recv_rows])
     check_tensor(call, "handle[4] (is_token_in_rank)", h.is_token_in_rank, torch.bool, shape=[h.num_tokens, R])
     check_int(call, "handle[5] (num_worst_tokens)", h.num_worst_tokens, 0)
@@ -401,12 +326,12 @@ def check_normal_dispatch(x, handle=None, num_tokens_per_rank=None, num_tokens_p
                           expert_alignment=1, num_worst_tokens=0, config=None, previous_event=None,
                           async_finish=False, allocate_on_comm_stream=False, num_ranks: int = 1,
                           call: str = "dispatch") -> NormalDispatch:
-    """Everything dispatch checks except devices, expert-id values, the topology and the buffer size."""
+    """What dispatch checks on the torch side (devices and expert-id values apart)."""
     R = num_ranks
     xs = check_dispatch_x(call, x)
     T = xs.num_tokens
-    check_int(call, "expert_alignment", expert_alignment, 1)
-    check_int(call, "num_worst_tokens", num_worst_tokens, 0)
+    check_int(call, "expert_alignment", expert_alignment, 1)  # Python rounds the per-expert list by it
+    check_int(call, "num_worst_tokens", num_worst_tokens, 0)  # Python sizes the outputs by it
     check_config(call, config)
     check_stream_args(call, previous_event, async_finish, allocate_on_comm_stream)
     if handle is not None:  # cached: the layout comes from the handle
@@ -432,9 +357,8 @@ def check_normal_dispatch(x, handle=None, num_tokens_per_rank=None, num_tokens_p
         check_tensor(call, "num_tokens_per_rdma_rank", num_tokens_per_rdma_rank, torch.int32, dims=1)
     check_tensor(call, "is_token_in_rank", is_token_in_rank, torch.bool, shape=[T, R])
     check_tensor(call, "num_tokens_per_expert", num_tokens_per_expert, torch.int32, dims=1)
-    E = check_num_experts(call, num_tokens_per_expert.size(0), R)
     k = check_normal_topk(call, topk_idx, topk_weights, T)
-    return NormalDispatch(x=xs, cached=False, handle=None, num_topk=k, num_experts=E,
+    return NormalDispatch(x=xs, cached=False, handle=None, num_topk=k, num_experts=num_tokens_per_expert.size(0),
                           num_worst_tokens=num_worst_tokens, is_token_in_rank=is_token_in_rank)
 
 
@@ -453,16 +377,14 @@ def split_bias(call: str, bias):
 def check_normal_combine(x, handle, topk_weights=None, bias=None, config=None, previous_event=None,
                          async_finish=False, allocate_on_comm_stream=False, num_ranks: int = 1,
                          call: str = "combine"):
-    """Everything combine checks except devices, the topology and the buffer size.
-    Returns (handle, hidden, K, bias0, bias1)."""
+    """What combine checks on the torch side (devices apart). Returns (handle, hidden, K, bias0, bias1); K is 0
+    without topk_weights."""
     h = check_normal_handle(call, handle, num_ranks)
     check_tensor(call, "x", x, torch.bfloat16, dims=2)
     if x.size(0) != h.num_recv_rows:
         _fail(call, f"x must have one row per row the dispatch returned ({h.num_recv_rows}, handle[2]), got shape "
                     f"{list(x.shape)}")
     hidden = x.size(1)
-    if hidden == 0 or hidden * 2 % kNormalRowAlign:
-        _fail(call, f"x: a row must be a positive multiple of {kNormalRowAlign} bytes, got hidden={hidden}")
     k = 0
     if topk_weights is not None:
         check_tensor(call, "topk_weights", topk_weights, torch.float32, dims=2)
@@ -470,8 +392,6 @@ def check_normal_combine(x, handle, topk_weights=None, bias=None, config=None, p
             _fail(call, f"topk_weights must have one row per row of x ({h.num_recv_rows}), got shape "
                         f"{list(topk_weights.shape)}")
         k = topk_weights.size(1)
-        if not 1 <= k <= kMaxTopk:
-            _fail(call, f"top-k must be in [1, {kMaxTopk}], got topk_weights of shape {list(topk_weights.shape)}")
     b0, b1 = split_bias(call, bias)
     for name, b in (("bias[0]" if b1 is not None else "bias", b0), ("bias[1]", b1)):
         if b is not None:
@@ -479,13 +399,6 @@ def check_normal_combine(x, handle, topk_weights=None, bias=None, config=None, p
     check_config(call, config)
     check_stream_args(call, previous_event, async_finish, allocate_on_comm_stream)
     return h, hidden, k, b0, b1
-
-
-def check_nvl_buffer_size(call: str, what: str, required: int, available: int) -> None:
-    if required > available:
-        needed = (required + 127) // 128 * 128
-        _fail(call, f"the NVLink buffer is too small: {what} needs {required} bytes, the buffer has "
-                    f"num_nvl_bytes={available}; build the Buffer with num_nvl_bytes >= {needed}")
 
 
 def align_counts(counts, alignment: int) -> list:

@@ -1,43 +1,33 @@
 """`Buffer`: DeepEP's `deep_ep.Buffer` over the uccl-ep runtime (uccl.ep._C.Runtime).
 
-The C++ side takes integers only: this file allocates every output tensor, validates every argument
-(_validate.py) before anything is launched, picks streams and wraps device memory into tensors.
+The runtime owns the limits, layouts, value checks, the topology and the low-latency buffer halves; this file
+checks what only torch can see (_validate.py), allocates every output tensor, picks streams, builds each call's
+argument struct by name (`_C.DispatchArgs(x=..., ...)`: the Python argument names all the way down) and wraps
+device memory into tensors. A value the runtime rejects raises `uccl.ep.ArgumentError` (a ValueError) before any
+kernel runs.
 
 Streams: a call runs on the buffer's comm stream after that stream waits for the current one. With
 async_finish the call returns an EventOverlap recorded on the comm stream that keeps inputs and outputs alive;
 without it the current stream waits for the comm stream before the call returns. With return_recv_hook only
 the send phase runs now; hook() runs the receive phase on the stream current at hook time.
 
-Low-latency halves: the RDMA buffer has two halves. Every low-latency dispatch and every combine uses the half
-`_ll_half` and then flips it, so two calls may be outstanding; get_next_low_latency_combine_buffer returns the
-send area of the half the next combine will use.
+Low-latency halves: the RDMA buffer has two halves; the runtime picks the half of each dispatch and combine and
+flips it, so two calls may be outstanding.
 """
 import contextlib
 import functools
-import socket
 from typing import Callable, Optional, Tuple, Union
 
 import torch
 
 from . import _validate as V
-from . import utils
+from ._native import limit, native
 from .config import Config, default_combine_config, default_dispatch_config
 from .utils import EventHandle, EventOverlap
-
-_PHASE_SEND, _PHASE_RECV, _PHASE_BOTH = 1, 2, 3
 
 _CTOR_ARGS = ("group", "num_nvl_bytes", "num_rdma_bytes", "low_latency_mode", "num_qps_per_rank",
               "allow_nvlink_for_low_latency_mode", "allow_mnnvl", "use_fabric", "explicitly_destroy",
               "enable_shrink", "comm")
-
-
-def _native():
-    """uccl.ep._C, or ImportError saying how to get it (the package imports without it)."""
-    from . import _C, _C_import_error
-    if _C is None:
-        raise ImportError(f"uccl.ep: the native module uccl.ep._C is not available ({_C_import_error}); install "
-                          f"the package (pip install .) or point UCCL_EP_BUILD_DIR at a CMake build directory")
-    return _C
 
 
 def _ptr(t: Optional[torch.Tensor]) -> int:
@@ -66,11 +56,9 @@ def _as_bool(name: str, value) -> bool:
     return value
 
 
-def _as_size(name: str, value) -> int:
+def _as_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"Buffer: {name} must be an int, got {type(value).__name__}")
-    if value < 0 or value % 128 != 0:
-        raise ValueError(f"Buffer: {name} must be a non-negative multiple of 128 bytes, got {value}")
     return value
 
 
@@ -78,9 +66,9 @@ class Buffer:
     """Communication buffers for expert-parallel dispatch and combine (DeepEP's `Buffer`, same signature)."""
 
     num_sms: int = 20
-    # Low-latency calls check that every expert id lies in [-1, num_experts). The check reads topk_idx on the
-    # host, which makes the CPU wait for the work queued before it; set False (on the class or an instance) to
-    # skip it once the caller's ids are known to be good. It is always skipped inside CUDA-graph capture.
+    # Calls check that every expert id lies in [-1, num_experts). The check reads topk_idx on the host, which
+    # makes the CPU wait for the work queued before it; set False (on the class or an instance) to skip it once the
+    # caller's ids are known to be good. It is always skipped inside CUDA-graph capture.
     validate_expert_ids: bool = True
 
     def __init__(self, group=None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0, low_latency_mode: bool = False,
@@ -88,53 +76,46 @@ class Buffer:
                  allow_mnnvl: bool = False, use_fabric: bool = False, explicitly_destroy: bool = False,
                  enable_shrink: bool = False, comm=None, **unknown):
         self._runtime = None
-        # ---- every argument check comes before anything touches CUDA or the group -------------------------
+        # ---- the type checks come before anything touches CUDA or the group; the values are the runtime's ----
         if unknown:
             raise TypeError(f"Buffer() got unexpected keyword argument(s) {sorted(unknown)}; accepted: "
                             f"{', '.join(_CTOR_ARGS)}")
         if (group is None) == (comm is None):
             raise TypeError("Buffer: pass exactly one of group (a torch.distributed process group) and comm "
                             "(an mpi4py communicator)")
-        self.num_nvl_bytes = _as_size("num_nvl_bytes", num_nvl_bytes)
-        self.num_rdma_bytes = _as_size("num_rdma_bytes", num_rdma_bytes)
+        self.num_nvl_bytes = _as_int("num_nvl_bytes", num_nvl_bytes)
+        self.num_rdma_bytes = _as_int("num_rdma_bytes", num_rdma_bytes)
         self.low_latency_mode = _as_bool("low_latency_mode", low_latency_mode)
+        # A hint DeepEP's signature carries; the runtime sizes its queue pairs itself, so nothing keeps it.
         if isinstance(num_qps_per_rank, bool) or not isinstance(num_qps_per_rank, int) or num_qps_per_rank <= 0:
             raise ValueError(f"Buffer: num_qps_per_rank must be a positive int (a hint), got {num_qps_per_rank!r}")
-        self.num_qps_per_rank = num_qps_per_rank
-        self.allow_nvlink_for_low_latency_mode = _as_bool("allow_nvlink_for_low_latency_mode",
-                                                          allow_nvlink_for_low_latency_mode)
-        self.allow_mnnvl = _as_bool("allow_mnnvl", allow_mnnvl)
-        self.use_fabric = _as_bool("use_fabric", use_fabric)
+        flags = dict(allow_nvlink_for_low_latency_mode=allow_nvlink_for_low_latency_mode, allow_mnnvl=allow_mnnvl,
+                     use_fabric=use_fabric, enable_shrink=enable_shrink)
+        for name, value in flags.items():
+            _as_bool(name, value)
         self.explicitly_destroy = _as_bool("explicitly_destroy", explicitly_destroy)
-        self.enable_shrink = _as_bool("enable_shrink", enable_shrink)
-        if self.low_latency_mode and self.num_rdma_bytes == 0:
-            raise ValueError("Buffer: low_latency_mode=True needs num_rdma_bytes > 0 (see "
-                             "Buffer.get_low_latency_rdma_size_hint)")
         self.group, self.comm = group, comm
-        self._ll_half = 0
-        self._destroyed = False
 
-        # ---- group: rank, size, node size ---------------------------------------------------------------
-        if group is not None:
-            self.rank, self.group_size = int(group.rank()), int(group.size())
-        else:
-            self.rank, self.group_size = int(comm.Get_rank()), int(comm.Get_size())
-        self.ranks_per_node = utils.ranks_per_node_from_env(self.group_size)
-        if self.ranks_per_node is None:
-            self.ranks_per_node = utils.ranks_per_node_from_hosts(self._all_gather(socket.gethostname()), self.rank)
-
-        # ---- CUDA from here on ----------------------------------------------------------------------------
-        _C = _native()
+        # ---- the native module and a device ----------------------------------------------------------------
+        _C = native()
         if not _C.has_cuda() or not hasattr(_C, "Runtime"):
             raise RuntimeError("Buffer: uccl.ep._C was built without CUDA; rebuild with the CUDA toolkit present")
         if not torch.cuda.is_available():
             raise RuntimeError("Buffer: no CUDA device is available to this process")
         self.device = torch.device("cuda", torch.cuda.current_device())
-        self._runtime = _C.Runtime(self.rank, self.group_size, self.ranks_per_node, self.device.index,
-                                   self.num_nvl_bytes, self.num_rdma_bytes, self.low_latency_mode,
-                                   self.allow_nvlink_for_low_latency_mode, self.enable_shrink)
+
+        # ---- group: the runtime decides the topology from every rank's host identity ------------------------
+        if group is not None:
+            self.rank, self.group_size = int(group.rank()), int(group.size())
+        else:
+            self.rank, self.group_size = int(comm.Get_rank()), int(comm.Get_size())
+        host_ids = [str(h) for h in self._all_gather(_C.local_host_id())]
+        self._runtime = _C.Runtime(rank=self.rank, num_ranks=self.group_size, device=self.device.index,
+                                   host_ids=host_ids, num_nvl_bytes=self.num_nvl_bytes,
+                                   num_rdma_bytes=self.num_rdma_bytes, low_latency_mode=self.low_latency_mode,
+                                   **flags)
         infos = self._all_gather(bytes(self._runtime.local_info()))
-        self._runtime.connect([bytes(i) for i in infos])
+        self._runtime.connect(infos=[bytes(i) for i in infos])
         self._comm_stream = torch.cuda.Stream(device=self.device)
         # Every rank's memory is zeroed and mapped before any rank's first kernel can write to it.
         torch.cuda.synchronize(self.device)
@@ -183,6 +164,11 @@ class Buffer:
             except Exception:
                 pass
 
+    @property
+    def topology(self):
+        """The runtime's `_C.Topology`: node size and count, the NVLink domain, and where each came from."""
+        return self._rt("topology").topology()
+
     # ---- static helpers ---------------------------------------------------------------------------------------
     @classmethod
     def set_num_sms(cls, new_num_sms: int) -> None:
@@ -199,8 +185,9 @@ class Buffer:
     def get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank: int, hidden: int, num_ranks: int,
                                        num_experts: int) -> int:
         """Bytes of RDMA buffer low-latency mode needs for these sizes (both halves; a multiple of 128)."""
-        return int(_native().get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank, hidden, num_ranks,
-                                                            num_experts))
+        return int(native().get_low_latency_rdma_size_hint(
+            num_max_dispatch_tokens_per_rank=num_max_dispatch_tokens_per_rank, hidden=hidden, num_ranks=num_ranks,
+            num_experts=num_experts))
 
     @staticmethod
     def get_dispatch_config(num_ranks: int) -> Config:
@@ -213,7 +200,7 @@ class Buffer:
     @staticmethod
     def is_sm90_compiled() -> bool:
         try:
-            return bool(_native().has_cuda())
+            return bool(native().has_cuda())
         except ImportError:
             return False
 
@@ -240,18 +227,6 @@ class Buffer:
         return raw.view(dtype).view(size)
 
     # ---- low-latency mode ---------------------------------------------------------------------------------
-    def _ll_layout(self, max_tokens: int, hidden: int, num_experts: int) -> dict:
-        """The low-latency layout for these sizes (cached: decode calls repeat the same few sizes)."""
-        cache = self.__dict__.setdefault("_ll_layouts", {})
-        key = (max_tokens, hidden, num_experts)
-        if key not in cache:
-            cache[key] = _native().ll_layout(max_tokens, hidden, self.group_size, num_experts)
-        return cache[key]
-
-    def _ll_check_fits(self, call: str, max_tokens: int, hidden: int, num_experts: int) -> None:
-        required = self._ll_layout(max_tokens, hidden, num_experts)["total_bytes"]
-        V.check_ll_buffer_size(call, required, self.num_rdma_bytes, max_tokens, hidden, self.group_size, num_experts)
-
     def _check_expert_ids(self, call: str, topk_idx: torch.Tensor, num_experts: int) -> None:
         # A device-to-host read: skipped while a CUDA graph is being captured, and when the caller turned it off.
         if self.validate_expert_ids and not torch.cuda.is_current_stream_capturing():
@@ -262,24 +237,24 @@ class Buffer:
             if t is not None:
                 V.check_device(call, name, t, self.device)
 
-    def _launch(self, launch: Callable[[int, int], None], return_recv_hook: bool, async_finish: bool,
+    def _ll_layout(self, rt, max_tokens: int, hidden: int, num_experts: int):
+        """The runtime's layout for these sizes: ArgumentError for sizes it rejects, before anything is allocated."""
+        return rt.low_latency_layout(num_max_dispatch_tokens_per_rank=max_tokens, hidden=hidden,
+                                     num_experts=num_experts)
+
+    def _launch(self, launch: Callable[[int], Optional[Callable]], return_recv_hook: bool, async_finish: bool,
                 keep_alive: tuple):
-        """Runs `launch(phase, stream)` on the comm stream after the current stream; returns (event, hook)."""
+        """Runs `launch(stream)` on the comm stream after the current stream; returns (event, hook)."""
         current = torch.cuda.current_stream(self.device)
         comm = self._comm_stream
         comm.wait_stream(current)
-        launch(_PHASE_SEND if return_recv_hook else _PHASE_BOTH, comm.cuda_stream)
+        native_hook = launch(comm.cuda_stream)
         if async_finish:
             event = EventOverlap(EventHandle(comm), extra_tensors=keep_alive)
         else:
             current.wait_stream(comm)
             event = EventOverlap(None)
-        hook = None
-        if return_recv_hook:
-            def hook():
-                self._rt("hook")
-                launch(_PHASE_RECV, torch.cuda.current_stream(self.device).cuda_stream)
-        return event, hook
+        return event, (_RecvHook(self, native_hook, keep_alive) if return_recv_hook else None)
 
     def low_latency_dispatch(self, x: torch.Tensor, topk_idx: torch.Tensor, num_max_dispatch_tokens_per_rank: int,
                              num_experts: int, cumulative_local_expert_recv_stats: Optional[torch.Tensor] = None,
@@ -291,44 +266,46 @@ class Buffer:
         Returns (recv_x or (recv_x, recv_scales), recv_count, handle, event, hook)."""
         call = "low_latency_dispatch"
         rt = self._rt(call)
-        V.check_low_latency_mode(call, self.low_latency_mode)
         R, M = self.group_size, num_max_dispatch_tokens_per_rank
-        V.check_ll_dispatch(x, topk_idx, M, num_experts, R, cumulative_local_expert_recv_stats,
-                            dispatch_wait_recv_cost_stats, use_fp8, round_scale, use_ue8m0, async_finish,
-                            return_recv_hook, call=call)
+        num_tokens, hidden = V.check_ll_dispatch(x, topk_idx, M, num_experts, use_fp8, async_finish,
+                                                 return_recv_hook, call=call)
         self._check_devices(call, x=x, topk_idx=topk_idx,
                             cumulative_local_expert_recv_stats=cumulative_local_expert_recv_stats,
                             dispatch_wait_recv_cost_stats=dispatch_wait_recv_cost_stats)
-        num_tokens, hidden = x.shape
-        self._ll_check_fits(call, M, hidden, num_experts)
+        layout = self._ll_layout(rt, M, hidden, num_experts)
+        E_local = layout.experts_per_rank
+        V.check_ll_dispatch_stats(call, E_local, R, cumulative_local_expert_recv_stats, dispatch_wait_recv_cost_stats)
         self._check_expert_ids(call, topk_idx, num_experts)
 
-        E_local, dev = num_experts // R, self.device
+        dev = self.device
         recv_x = torch.empty((E_local, R * M, hidden), dtype=torch.float8_e4m3fn if use_fp8 else torch.bfloat16,
                              device=dev)
         scales = None
         if use_fp8:
             # Column-major in the last two dims: the kernel writes [E_local, groups, R*M].
             if use_ue8m0:
-                scales = torch.empty((E_local, hidden // 512, R * M), dtype=torch.int32, device=dev).transpose(1, 2)
+                groups, dtype = hidden // limit("kUe8m0ChannelsPerInt"), torch.int32
             else:
-                scales = torch.empty((E_local, hidden // 128, R * M), dtype=torch.float32, device=dev).transpose(1, 2)
+                groups, dtype = hidden // limit("kChannelsPerScale"), torch.float32
+            scales = torch.empty((E_local, groups, R * M), dtype=dtype, device=dev).transpose(1, 2)
         recv_count = torch.empty((E_local,), dtype=torch.int32, device=dev)
         src_info = torch.empty((E_local, R * M), dtype=torch.int32, device=dev)
         layout_range = torch.empty((E_local, R), dtype=torch.int64, device=dev)
-        half = self._ll_half
-        num_topk = topk_idx.size(1)
+        args = native().LowLatencyDispatchArgs(
+            x=x.data_ptr(), num_tokens=num_tokens, topk_idx=topk_idx.data_ptr(), num_topk=topk_idx.size(1),
+            recv_x=recv_x.data_ptr(), recv_x_scales=_ptr(scales), recv_count=recv_count.data_ptr(),
+            src_info=src_info.data_ptr(), layout_range=layout_range.data_ptr(),
+            cumulative_local_expert_recv_stats=_ptr(cumulative_local_expert_recv_stats),
+            dispatch_wait_recv_cost_stats=_ptr(dispatch_wait_recv_cost_stats), use_fp8=bool(use_fp8),
+            round_scale=bool(round_scale), use_ue8m0=bool(use_ue8m0))
 
-        def launch(phase: int, stream: int) -> None:
-            rt.ll_dispatch(half, M, hidden, num_experts, phase, stream, x.data_ptr(), num_tokens, topk_idx.data_ptr(),
-                           num_topk, recv_x.data_ptr(), _ptr(scales), recv_count.data_ptr(), src_info.data_ptr(),
-                           layout_range.data_ptr(), _ptr(cumulative_local_expert_recv_stats),
-                           _ptr(dispatch_wait_recv_cost_stats), use_fp8, round_scale, use_ue8m0)
+        def launch(stream: int):
+            return rt.low_latency_dispatch(args=args, num_max_dispatch_tokens_per_rank=M, hidden=hidden,
+                                           num_experts=num_experts, return_recv_hook=return_recv_hook, stream=stream)
 
         keep = (x, topk_idx, recv_x, scales, recv_count, src_info, layout_range, cumulative_local_expert_recv_stats,
                 dispatch_wait_recv_cost_stats)
         event, hook = self._launch(launch, return_recv_hook, async_finish, tuple(t for t in keep if t is not None))
-        self._ll_half ^= 1  # only once the launch went through: every rank flips in step
         handle = (src_info, layout_range, M, hidden, num_experts)
         return (recv_x, scales) if use_fp8 else recv_x, recv_count, handle, event, hook
 
@@ -339,32 +316,34 @@ class Buffer:
         """Sends expert outputs back and reduces them with the top-k weights. Returns (combined_x, event, hook)."""
         call = "low_latency_combine"
         rt = self._rt(call)
-        V.check_low_latency_mode(call, self.low_latency_mode)
         R = self.group_size
-        M, hidden, num_experts = V.check_ll_combine(x, topk_idx, topk_weights, handle, R, zero_copy, async_finish,
-                                                    return_recv_hook, out, combine_wait_recv_cost_stats, call=call)
+        M, hidden, num_experts = V.check_ll_handle(call, handle)
+        layout = self._ll_layout(rt, M, hidden, num_experts)
+        V.check_ll_combine(x, topk_idx, topk_weights, handle, layout.experts_per_rank, R, zero_copy, async_finish,
+                           return_recv_hook, out, combine_wait_recv_cost_stats, call=call)
         src_info, layout_range = handle[0], handle[1]
         self._check_devices(call, x=None if zero_copy else x, topk_idx=topk_idx, topk_weights=topk_weights,
                             src_info=src_info, layout_range=layout_range, out=out,
                             combine_wait_recv_cost_stats=combine_wait_recv_cost_stats)
-        self._ll_check_fits(call, M, hidden, num_experts)
         self._check_expert_ids(call, topk_idx, num_experts)
 
         num_tokens, num_topk = topk_idx.shape
         combined = out if out is not None else torch.empty((num_tokens, hidden), dtype=torch.bfloat16,
                                                            device=self.device)
-        half = self._ll_half
-        x_ptr = 0 if zero_copy else x.data_ptr()
+        args = native().LowLatencyCombineArgs(
+            x=0 if zero_copy else x.data_ptr(), topk_idx=topk_idx.data_ptr(), topk_weights=topk_weights.data_ptr(),
+            num_tokens=num_tokens, num_topk=num_topk, src_info=src_info.data_ptr(),
+            layout_range=layout_range.data_ptr(), combined_x=combined.data_ptr(),
+            combine_wait_recv_cost_stats=_ptr(combine_wait_recv_cost_stats), use_logfmt=bool(use_logfmt),
+            zero_copy=bool(zero_copy))
 
-        def launch(phase: int, stream: int) -> None:
-            rt.ll_combine(half, M, hidden, num_experts, phase, stream, x_ptr, topk_idx.data_ptr(),
-                          topk_weights.data_ptr(), num_tokens, num_topk, src_info.data_ptr(), layout_range.data_ptr(),
-                          combined.data_ptr(), _ptr(combine_wait_recv_cost_stats), use_logfmt, zero_copy)
+        def launch(stream: int):
+            return rt.low_latency_combine(args=args, num_max_dispatch_tokens_per_rank=M, hidden=hidden,
+                                          num_experts=num_experts, return_recv_hook=return_recv_hook, stream=stream)
 
         keep = (None if zero_copy else x, topk_idx, topk_weights, src_info, layout_range, combined,
                 combine_wait_recv_cost_stats)
         event, hook = self._launch(launch, return_recv_hook, async_finish, tuple(t for t in keep if t is not None))
-        self._ll_half ^= 1
         return combined, event, hook
 
     def get_next_low_latency_combine_buffer(self, handle: tuple) -> torch.Tensor:
@@ -372,33 +351,29 @@ class Buffer:
         (rows strided by the layout's row size). Write expert outputs here, then combine with zero_copy=True."""
         call = "get_next_low_latency_combine_buffer"
         rt = self._rt(call)
-        V.check_low_latency_mode(call, self.low_latency_mode)
         R = self.group_size
-        M, hidden, num_experts = V.check_ll_handle(call, handle, R)
-        self._ll_check_fits(call, M, hidden, num_experts)
-        layout = self._ll_layout(M, hidden, num_experts)
-        row_elems = layout["row_bytes"] // 2
-        E_local = num_experts // R
-        ptr = rt.ll_combine_send_ptr(self._ll_half, M, hidden, num_experts)
-        raw = _wrap_device_memory(ptr, E_local * R * M * layout["row_bytes"], rt, self.device)
+        M, hidden, num_experts = V.check_ll_handle(call, handle)
+        layout = self._ll_layout(rt, M, hidden, num_experts)
+        V.check_ll_handle_tensors(call, handle, layout.experts_per_rank, R)
+        row_bytes, E_local = layout.row_bytes, layout.experts_per_rank
+        ptr = rt.get_next_low_latency_combine_buffer(num_max_dispatch_tokens_per_rank=M, hidden=hidden,
+                                                     num_experts=num_experts)
+        raw = _wrap_device_memory(ptr, E_local * R * M * row_bytes, rt, self.device)
+        row_elems = row_bytes // 2
         return raw.view(torch.bfloat16).as_strided((E_local, R * M, hidden), (R * M * row_elems, row_elems, 1))
 
     def clean_low_latency_buffer(self, num_max_dispatch_tokens_per_rank: int, hidden: int, num_experts: int) -> None:
         """Collective: resets the low-latency signal words and scratch (both halves) on the current stream."""
         call = "clean_low_latency_buffer"
         rt = self._rt(call)
-        V.check_low_latency_mode(call, self.low_latency_mode)
-        V.check_ll_sizes(call, num_max_dispatch_tokens_per_rank, hidden, num_experts, self.group_size)
-        self._ll_check_fits(call, num_max_dispatch_tokens_per_rank, hidden, num_experts)
-        rt.clean_low_latency_buffer(torch.cuda.current_stream(self.device).cuda_stream)
+        for name, value in (("num_max_dispatch_tokens_per_rank", num_max_dispatch_tokens_per_rank),
+                            ("hidden", hidden), ("num_experts", num_experts)):
+            V.check_int(call, name, value)
+        rt.clean_low_latency_buffer(num_max_dispatch_tokens_per_rank=num_max_dispatch_tokens_per_rank, hidden=hidden,
+                                    num_experts=num_experts,
+                                    stream=torch.cuda.current_stream(self.device).cuda_stream)
 
     # ---- normal mode (training, prefill) ---------------------------------------------------------------------
-    def _normal_rt(self, call: str):
-        """The runtime, once normal mode is possible: an NVLink buffer and every rank an NVLink peer."""
-        rt = self._rt(call)
-        V.check_single_domain(call, bool(rt.normal_single_domain()))
-        return rt
-
     def _normal_streams(self, previous_event) -> tuple:
         """(current, comm): the comm stream ordered after previous_event, else after the current stream."""
         current = torch.cuda.current_stream(self.device)
@@ -437,23 +412,32 @@ class Buffer:
         an NVLink peer, num_tokens_per_expert [E] int32, is_token_in_rank [T, R] bool, event)."""
         call = "get_dispatch_layout"
         R = self.group_size
-        num_tokens, num_topk = V.check_dispatch_layout(topk_idx, num_experts, R, previous_event, async_finish,
+        num_tokens, num_topk = V.check_dispatch_layout(topk_idx, num_experts, previous_event, async_finish,
                                                        allocate_on_comm_stream, call=call)
         V.check_on_device(call, "topk_idx", topk_idx, self.device)
         rt = self._rt(call)
+        _C = native()
+        args = _C.DispatchLayoutArgs(topk_idx=topk_idx.data_ptr(), num_tokens=num_tokens, num_topk=num_topk,
+                                     num_experts=num_experts)
+        # The runtime's own check, before num_experts sizes an allocation (the launch runs it again).
+        _C.normal_layout_check(num_ranks=R, args=args)
         self._check_expert_ids(call, topk_idx, num_experts)
-        single_domain = bool(rt.normal_single_domain())
-        num_nodes = int(rt.num_nodes())
+        topology = rt.topology()
 
         current, comm = self._normal_streams(previous_event)
         dev = self.device
         with self._allocating_on(comm, allocate_on_comm_stream):
             per_rank = torch.empty((R,), dtype=torch.int32, device=dev)
-            per_node = None if single_domain else torch.empty((num_nodes,), dtype=torch.int32, device=dev)
+            per_node = None
+            if topology.nvl_domain_size < R:  # ranks outside the NVLink domain: counts per node too
+                per_node = torch.empty((topology.num_nodes,), dtype=torch.int32, device=dev)
             per_expert = torch.empty((num_experts,), dtype=torch.int32, device=dev)
             in_rank = torch.empty((num_tokens, R), dtype=torch.bool, device=dev)
-        rt.normal_layout(topk_idx.data_ptr(), num_tokens, num_topk, num_experts, per_rank.data_ptr(), _ptr(per_node),
-                         per_expert.data_ptr(), in_rank.data_ptr(), comm.cuda_stream)
+        args.num_tokens_per_rank = per_rank.data_ptr()
+        args.num_tokens_per_rdma_rank = _ptr(per_node)
+        args.num_tokens_per_expert = per_expert.data_ptr()
+        args.is_token_in_rank = in_rank.data_ptr()
+        rt.get_dispatch_layout(args=args, stream=comm.cuda_stream)
         event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream,
                                     (per_rank, per_node, per_expert, in_rank), (topk_idx,))
         return per_rank, per_node, per_expert, in_rank, event
@@ -486,15 +470,11 @@ class Buffer:
             tensors.update(rank_prefix_matrix=a.handle.rank_prefix_matrix)
         for name, t in tensors.items():
             V.check_on_device(call, name, t, self.device)
-        V.check_normal_mode(call, self.num_nvl_bytes)
-        rt = self._normal_rt(call)
+        rt = self._rt(call)
+        _C = native()
         config = self.get_dispatch_config(R) if config is None else config
-        # A cached dispatch counts no experts (the handle carries no expert count): E = 0.
-        K, E = a.num_topk, (0 if a.cached else a.num_experts)
-        required = int(rt.normal_dispatch_bytes(xs.num_tokens, xs.hidden_bytes, xs.num_scales * 4, K, E))
-        V.check_nvl_buffer_size(call, f"dispatching {xs.num_tokens} tokens of {xs.hidden_bytes} bytes "
-                                      f"({xs.num_scales} scales, top-{K})", required, self.num_nvl_bytes)
-        if K:
+        K, E = a.num_topk, a.num_experts  # a cached dispatch counts no experts: E = 0
+        if topk_idx is not None:
             self._check_expert_ids(call, topk_idx, E)
 
         current, comm = self._normal_streams(previous_event)
@@ -508,15 +488,18 @@ class Buffer:
                 prefix = torch.empty((R, R), dtype=torch.int32, device=dev)
                 send_pos = torch.empty((xs.num_tokens, R), dtype=torch.int32, device=dev)
         worst = a.num_worst_tokens
-        report = not a.cached and worst == 0
-        rt.normal_dispatch_send(xs.data.data_ptr(), xs.row_stride_bytes, _ptr(xs.scales), xs.num_scales,
-                                xs.scale_strides[0], xs.scale_strides[1], _ptr(topk_idx), _ptr(topk_weights),
-                                a.is_token_in_rank.data_ptr(), 0 if a.cached else num_tokens_per_expert.data_ptr(),
-                                xs.num_tokens, xs.hidden_bytes, K, E, prefix.data_ptr(), _ptr(send_pos), a.cached,
-                                report, config.num_sms, stream)
+        args = _C.DispatchArgs(
+            x=xs.data.data_ptr(), x_row_stride=xs.row_stride_bytes, hidden_bytes=xs.hidden_bytes,
+            x_scales=_ptr(xs.scales), num_scales=xs.num_scales, x_scales_token_stride=xs.scale_strides[0],
+            x_scales_col_stride=xs.scale_strides[1], topk_idx=_ptr(topk_idx), topk_weights=_ptr(topk_weights),
+            num_topk=K, is_token_in_rank=a.is_token_in_rank.data_ptr(),
+            num_tokens_per_expert=_ptr(None if a.cached else num_tokens_per_expert), num_tokens=xs.num_tokens,
+            num_experts=E, num_worst_tokens=worst, rank_prefix_matrix=prefix.data_ptr(), send_pos=_ptr(send_pos))
+        # Checks the sizes and that the call fits num_nvl_bytes (ArgumentError) before its send half launches.
+        rt.dispatch_send(args=args, cached=a.cached, num_sms=config.num_sms, stream=stream)
         per_expert_list = None if a.cached else []
-        if report:
-            num_recv, per_expert = rt.normal_dispatch_wait(E)
+        if not a.cached and worst == 0:  # the output size is the receive count: wait for it on the host
+            num_recv, per_expert = rt.dispatch_wait_counts()
             rows = int(num_recv)
             per_expert_list = V.align_counts(per_expert, expert_alignment)
         elif not a.cached:
@@ -525,17 +508,18 @@ class Buffer:
             recv_x = torch.empty((rows, xs.hidden), dtype=xs.data.dtype, device=dev)
             recv_scales = None if xs.scales is None else torch.empty((rows, xs.num_scales), dtype=xs.scales.dtype,
                                                                      device=dev)
-            recv_topk_idx = torch.empty((rows, K), dtype=torch.int64, device=dev) if K else None
-            recv_topk_weights = torch.empty((rows, K), dtype=torch.float32, device=dev) if K else None
+            recv_topk_idx = None if topk_idx is None else torch.empty((rows, K), dtype=torch.int64, device=dev)
+            recv_topk_weights = None if topk_idx is None else torch.empty((rows, K), dtype=torch.float32, device=dev)
             # A cached dispatch returns no source indices (the handle has them).
             recv_src_idx = None if a.cached else torch.empty((rows,), dtype=torch.int32, device=dev)
-        rt.normal_dispatch_recv(xs.hidden_bytes, xs.num_scales, K, E, prefix.data_ptr(), recv_x.data_ptr(),
-                                _ptr(recv_scales), _ptr(recv_topk_idx), _ptr(recv_topk_weights),
-                                _ptr(recv_src_idx), rows, worst > 0, config.num_sms,
-                                config.num_max_nvl_chunked_send_tokens, stream)
-        outputs = (recv_x, recv_scales, recv_topk_idx, recv_topk_weights, recv_src_idx)
-        outputs += () if a.cached else (prefix, send_pos)
-        event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream, outputs,
+        outputs = _C.DispatchOutputs(recv_x=recv_x.data_ptr(), recv_x_scales=_ptr(recv_scales),
+                                     recv_topk_idx=_ptr(recv_topk_idx), recv_topk_weights=_ptr(recv_topk_weights),
+                                     recv_src_idx=_ptr(recv_src_idx), num_recv_tokens=rows)
+        rt.dispatch_recv(outputs=outputs, num_sms=config.num_sms,
+                         num_max_nvl_chunked_send_tokens=config.num_max_nvl_chunked_send_tokens, stream=stream)
+        produced = (recv_x, recv_scales, recv_topk_idx, recv_topk_weights, recv_src_idx)
+        produced += () if a.cached else (prefix, send_pos)
+        event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream, produced,
                                     tuple(tensors.values()))
         recv = recv_x if recv_scales is None else (recv_x, recv_scales)
         if a.cached:
@@ -559,48 +543,61 @@ class Buffer:
                       rank_prefix_matrix=h.rank_prefix_matrix)
         for name, t in inputs.items():
             V.check_on_device(call, name, t, self.device)
-        V.check_normal_mode(call, self.num_nvl_bytes)
-        rt = self._normal_rt(call)
+        rt = self._rt(call)
+        _C = native()
         config = self.get_combine_config(R) if config is None else config
-        rows, T, E = x.size(0), h.num_tokens, 0  # combine counts no experts
-        required = int(rt.normal_combine_bytes(rows, hidden, K, E))
-        V.check_nvl_buffer_size(call, f"combining {rows} rows of hidden {hidden} (top-{K})", required,
-                                self.num_nvl_bytes)
+        rows, T = x.size(0), h.num_tokens
 
         current, comm = self._normal_streams(previous_event)
         with self._allocating_on(comm, allocate_on_comm_stream):
             combined = torch.empty((T, hidden), dtype=torch.bfloat16, device=self.device)
-            combined_weights = torch.empty((T, K), dtype=torch.float32, device=self.device) if K else None
-        rt.normal_combine(x.data_ptr(), _ptr(topk_weights), _ptr(bias0), _ptr(bias1), h.send_pos.data_ptr(),
-                          h.rank_prefix_matrix.data_ptr(), T, rows, hidden, K, E,
-                          combined.data_ptr(), _ptr(combined_weights), config.num_sms,
-                          config.num_max_nvl_chunked_send_tokens, comm.cuda_stream)
+            combined_weights = None
+            if topk_weights is not None:
+                combined_weights = torch.empty((T, K), dtype=torch.float32, device=self.device)
+        args = _C.CombineArgs(x=x.data_ptr(), topk_weights=_ptr(topk_weights), bias_0=_ptr(bias0), bias_1=_ptr(bias1),
+                              send_pos=h.send_pos.data_ptr(), rank_prefix_matrix=h.rank_prefix_matrix.data_ptr(),
+                              num_tokens=T, num_recv_tokens=rows, hidden=hidden, num_topk=K,
+                              combined_x=combined.data_ptr(), combined_topk_weights=_ptr(combined_weights))
+        # Checks the sizes and that the rows fit num_nvl_bytes (ArgumentError) before anything launches.
+        rt.combine(args=args, num_sms=config.num_sms,
+                   num_max_nvl_chunked_send_tokens=config.num_max_nvl_chunked_send_tokens, stream=comm.cuda_stream)
         event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream,
                                     (combined, combined_weights), tuple(inputs.values()))
         return combined, combined_weights, event
 
-    # ---- elastic (enable_shrink) --------------------------------------------------------------------------
+    # ---- elastic (enable_shrink; the runtime raises UcclError without it) -----------------------------------
     def low_latency_update_mask_buffer(self, rank_to_mask: int, mask: bool = False) -> None:
         """mask=True masks `rank_to_mask` (its experts are skipped); mask=False unmasks it."""
         call = "low_latency_update_mask_buffer"
-        V.check_shrink_enabled(call, self.enable_shrink)
         rt = self._rt(call)
-        V.check_rank(call, "rank_to_mask", rank_to_mask, self.group_size)
-        rt.update_mask(rank_to_mask, bool(mask), torch.cuda.current_stream(self.device).cuda_stream)
+        V.check_int(call, "rank_to_mask", rank_to_mask)
+        rt.low_latency_update_mask_buffer(rank_to_mask=rank_to_mask, mask=bool(mask),
+                                          stream=torch.cuda.current_stream(self.device).cuda_stream)
 
     def low_latency_query_mask_buffer(self, mask_status: torch.Tensor) -> None:
         """Copies the mask into `mask_status` (int32 [R], 1 = masked) on the current stream."""
         call = "low_latency_query_mask_buffer"
-        V.check_shrink_enabled(call, self.enable_shrink)
         rt = self._rt(call)
         V.check_mask_status(call, mask_status, self.group_size)
         V.check_device(call, "mask_status", mask_status, self.device)
-        rt.query_mask(mask_status.data_ptr(), torch.cuda.current_stream(self.device).cuda_stream)
+        rt.low_latency_query_mask_buffer(mask_status=mask_status.data_ptr(),
+                                         stream=torch.cuda.current_stream(self.device).cuda_stream)
 
     def low_latency_clean_mask_buffer(self) -> None:
         call = "low_latency_clean_mask_buffer"
-        V.check_shrink_enabled(call, self.enable_shrink)
-        self._rt(call).clean_mask(torch.cuda.current_stream(self.device).cuda_stream)
+        self._rt(call).low_latency_clean_mask_buffer(stream=torch.cuda.current_stream(self.device).cuda_stream)
+
+
+class _RecvHook:
+    """The receive half of a low-latency call (return_recv_hook=True): runs on the stream current when called.
+    Holds the call's tensors, which the receive kernels still read and write."""
+
+    def __init__(self, buffer: Buffer, native_hook, tensors: tuple):
+        self._buffer, self._native_hook, self._tensors = buffer, native_hook, tensors
+
+    def __call__(self) -> None:
+        self._buffer._rt("hook")  # raises what the send half recorded
+        self._native_hook(torch.cuda.current_stream(self._buffer.device).cuda_stream)
 
 
 def initialize_uccl(scratch, num_rdma_bytes: int, rank: int, num_ranks: int, group=None, num_experts: int = 0):

@@ -2,7 +2,6 @@
 
 Nothing here touches CUDA at import; an `EventHandle` is the first thing that does.
 """
-import os
 from typing import Any, Iterable, Optional
 
 import torch
@@ -48,58 +47,3 @@ class EventOverlap:
     def __exit__(self, exc_type, exc_value, traceback) -> None:
         if self.event is not None:
             self.event.current_stream_wait()
-
-
-def env_flag(*names: str) -> bool:
-    """True when any of the variables is set to 1 / true / yes / on."""
-    for name in names:
-        value = os.environ.get(name, "").strip().lower()
-        if value in ("1", "true", "yes", "on"):
-            return True
-    return False
-
-
-def env_positive_int(name: str) -> Optional[int]:
-    """The variable as a positive int, None when unset or empty; ValueError naming it otherwise."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a positive integer") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r}: expected a positive integer")
-    return value
-
-
-def mnnvl_enabled() -> bool:
-    """UCCL_EP_NORMAL_MNNVL=1 (or DeepEP's DEEP_EP_NORMAL_MNNVL=1): every rank is an NVLink peer."""
-    return env_flag("UCCL_EP_NORMAL_MNNVL", "DEEP_EP_NORMAL_MNNVL")
-
-
-def ranks_per_node_from_env(world: int) -> Optional[int]:
-    """Node size from the environment, or None: MNNVL -> world; UCCL_EP_RANKS_PER_NODE; LOCAL_WORLD_SIZE.
-
-    A value above the world size means one node holding every rank.
-    """
-    if mnnvl_enabled():
-        return world
-    for name in ("UCCL_EP_RANKS_PER_NODE", "LOCAL_WORLD_SIZE"):
-        value = env_positive_int(name)
-        if value is not None:
-            return min(value, world)
-    return None
-
-
-def ranks_per_node_from_hosts(hosts: list, rank: int) -> int:
-    """Node size from every rank's host name: the ranks sharing this rank's host, which must form contiguous,
-    equally sized blocks (rank r on node r // ranks_per_node), as the runtime numbers nodes that way."""
-    world = len(hosts)
-    rpn = sum(1 for h in hosts if h == hosts[rank])
-    bad = [r for r in range(world) if hosts[r] != hosts[(r // rpn) * rpn]]
-    if bad or world % rpn != 0:
-        raise RuntimeError(
-            f"uccl.ep: ranks are not placed in contiguous blocks of {rpn} per host (host of each rank: {hosts}); "
-            f"set UCCL_EP_RANKS_PER_NODE or LOCAL_WORLD_SIZE, or launch ranks in host order")
-    return rpn
