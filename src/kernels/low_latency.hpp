@@ -63,7 +63,7 @@ struct DispatchArgs {
   int64_t* layout_range = nullptr;       // [E_local, R]
   int32_t* cumulative_local_expert_recv_stats = nullptr;  // [E_local] or null
   int64_t* dispatch_wait_recv_cost_stats = nullptr;       // [R] or null (nanoseconds)
-  bool use_fp8 = true, round_scale = false, use_ue8m0 = false;
+  bool use_fp8 = false, round_scale = false, use_ue8m0 = false;
 };
 
 struct CombineArgs {

@@ -13,25 +13,26 @@ namespace intranode = kernels::intranode;
 
 namespace {
 
-void checkTopk(const char* call, const char* name, int num_topk, int minimum) {
+void checkTopk(const char* call, const char* tensor, int num_topk, int minimum) {
   if (num_topk < minimum || num_topk > k::kMaxTopk) {
-    UCCL_EP_THROW_ARG("{}: top-k must be in [{}, {}], got {} columns in {}", call, minimum, k::kMaxTopk, num_topk,
-                      name);
+    UCCL_EP_THROW_ARG("{}: num_topk = {} ({} columns in {}): top-k must be in [{}, {}]", call, num_topk, num_topk,
+                      tensor, minimum, k::kMaxTopk);
   }
 }
 
 void checkTokens(const char* call, int num_tokens, int max_tokens) {
   if (num_tokens < 0 || num_tokens > max_tokens) {
-    UCCL_EP_THROW_ARG("{}: {} tokens exceed num_max_dispatch_tokens_per_rank={}", call, num_tokens, max_tokens);
+    UCCL_EP_THROW_ARG("{}: num_tokens = {}: {} tokens exceed num_max_dispatch_tokens_per_rank={}", call, num_tokens,
+                      num_tokens, max_tokens);
   }
 }
 
 // Rows move in 16-byte vectors: the base and the row pitch of every row-major tensor align to kRowAlign.
-void checkRows(const char* call, const char* name, const void* base, size_t row_bytes, size_t pitch) {
-  if (row_bytes % k::kRowAlign != 0 || pitch % k::kRowAlign != 0) {
-    UCCL_EP_THROW_ARG("{}: {}: a row must be a multiple of {} bytes and rows a multiple of {} bytes apart, got rows "
-                      "of {} bytes {} bytes apart",
-                      call, name, k::kRowAlign, k::kRowAlign, row_bytes, pitch);
+void checkRows(const char* call, const char* name, const char* pitch_name, const void* base, size_t row_bytes,
+               size_t pitch) {
+  if (pitch % k::kRowAlign != 0 || pitch < row_bytes) {
+    UCCL_EP_THROW_ARG("{}: {} = {}: rows of {} must lie a multiple of {} bytes apart and not overlap ({} bytes each)",
+                      call, pitch_name, pitch, name, k::kRowAlign, row_bytes);
   }
   if (reinterpret_cast<uintptr_t>(base) % k::kRowAlign != 0) {
     UCCL_EP_THROW_ARG("{}: {} must start at a {}-byte aligned address (a column slice of a wider tensor is not), got "
@@ -102,28 +103,26 @@ void checkDispatchLayout(int num_ranks, const intranode::LayoutArgs& a) {
   checkNvlRanks(call, num_ranks);
   checkNormalExperts(call, num_ranks, a.num_experts, false);
   checkTopk(call, "topk_idx", a.num_topk, 1);
-  if (a.num_tokens < 0) UCCL_EP_THROW_ARG("{}: num_tokens = {}", call, a.num_tokens);
+  if (a.num_tokens < 0) UCCL_EP_THROW_ARG("{}: num_tokens = {} (expected >= 0)", call, a.num_tokens);
 }
 
 intranode::Layout dispatchLayout(int num_ranks, const intranode::DispatchArgs& a, bool cached) {
   const char* call = "dispatch";
   checkNvlRanks(call, num_ranks);
-  checkNormalExperts(call, num_ranks, a.num_experts, /*allow_zero=*/true);
+  // A cached dispatch counts no experts (0); any other counts them per expert.
+  checkNormalExperts(call, num_ranks, a.num_experts, /*allow_zero=*/cached);
   if (cached && a.num_experts != 0) {
     UCCL_EP_THROW_ARG("{}: a cached dispatch counts no experts (num_experts must be 0), got {}", call, a.num_experts);
   }
-  if (!cached && a.num_tokens_per_expert != nullptr && a.num_experts == 0) {
-    UCCL_EP_THROW_ARG("{}: num_tokens_per_expert needs at least one expert", call);
-  }
   checkTopk(call, "topk_idx", a.num_topk, 0);
   if (a.topk_idx != nullptr && a.num_experts == 0) UCCL_EP_THROW_ARG("{}: top-k ids need num_experts > 0", call);
-  if (a.num_tokens < 0) UCCL_EP_THROW_ARG("{}: num_tokens = {}", call, a.num_tokens);
+  if (a.num_tokens < 0) UCCL_EP_THROW_ARG("{}: num_tokens = {} (expected >= 0)", call, a.num_tokens);
   if (a.num_worst_tokens < 0) UCCL_EP_THROW_ARG("{}: num_worst_tokens = {}", call, a.num_worst_tokens);
   if (a.hidden_bytes == 0 || a.hidden_bytes % k::kRowAlign != 0) {
-    UCCL_EP_THROW_ARG("{}: x: a row must be a positive multiple of {} bytes, got {} bytes", call, k::kRowAlign,
-                      a.hidden_bytes);
+    UCCL_EP_THROW_ARG("{}: hidden_bytes = {}: a row of x must be a positive multiple of {} bytes", call,
+                      a.hidden_bytes, k::kRowAlign);
   }
-  if (a.num_tokens > 0) checkRows(call, "x", a.x, a.hidden_bytes, a.x_row_stride);
+  if (a.num_tokens > 0) checkRows(call, "x", "x_row_stride", a.x, a.hidden_bytes, a.x_row_stride);
   if (a.num_scales < 0) UCCL_EP_THROW_ARG("{}: num_scales = {}", call, a.num_scales);
   return intranode::makeLayout(num_ranks, a.num_experts, a.hidden_bytes, static_cast<size_t>(a.num_scales) * 4,
                                a.num_topk, k::kRowAlign);
@@ -135,24 +134,25 @@ void checkDispatchOutputs(const intranode::DispatchArgs& sent, const intranode::
   if (out.recv_topk_idx != nullptr && sent.num_experts == 0) {
     UCCL_EP_THROW_ARG("{}: local expert ids (recv_topk_idx) need num_experts > 0", call);
   }
-  if (out.num_recv_tokens > 0) checkRows(call, "recv_x", out.recv_x, sent.hidden_bytes, sent.hidden_bytes);
+  if (out.num_recv_tokens > 0) checkRows(call, "recv_x", "hidden_bytes", out.recv_x, sent.hidden_bytes, sent.hidden_bytes);
 }
 
 intranode::Layout combineLayout(int num_ranks, const intranode::CombineArgs& a) {
   const char* call = "combine";
   checkNvlRanks(call, num_ranks);
   checkTopk(call, "topk_weights", a.num_topk, 0);
-  if (a.hidden <= 0) UCCL_EP_THROW_ARG("{}: hidden = {}", call, a.hidden);
+  if (a.hidden <= 0) UCCL_EP_THROW_ARG("{}: hidden = {} (expected > 0)", call, a.hidden);
   if (a.num_tokens < 0 || a.num_recv_tokens < 0) {
-    UCCL_EP_THROW_ARG("{}: {} tokens, {} received rows", call, a.num_tokens, a.num_recv_tokens);
+    UCCL_EP_THROW_ARG("{}: num_tokens = {}, num_recv_tokens = {} (expected >= 0)", call, a.num_tokens,
+                      a.num_recv_tokens);
   }
   const size_t row = static_cast<size_t>(a.hidden) * 2;
   if (row % k::kRowAlign != 0) {
-    UCCL_EP_THROW_ARG("{}: x: a row must be a positive multiple of {} bytes, got hidden={} ({} bytes)", call,
-                      k::kRowAlign, a.hidden, row);
+    UCCL_EP_THROW_ARG("{}: hidden = {}: a row of x ({} bytes) must be a positive multiple of {} bytes", call,
+                      a.hidden, row, k::kRowAlign);
   }
-  if (a.num_recv_tokens > 0) checkRows(call, "x", a.x, row, row);
-  if (a.num_tokens > 0) checkRows(call, "combined_x", a.combined_x, row, row);
+  if (a.num_recv_tokens > 0) checkRows(call, "x", "hidden * 2", a.x, row, row);
+  if (a.num_tokens > 0) checkRows(call, "combined_x", "hidden * 2", a.combined_x, row, row);
   return intranode::makeLayout(num_ranks, 0, k::kRowAlign, 0, a.num_topk, row);
 }
 

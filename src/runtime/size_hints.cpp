@@ -31,9 +31,11 @@ size_t tokenBytes(size_t hidden_bytes) {
   return hidden_bytes + 16 + static_cast<size_t>(kernels::kMaxTopk) * (8 + 4) + (hidden_bytes + 127) / 128 * 4;
 }
 
-int ranksPerNode(const SizeHintArgs& a) {
+// The environment as it is now (readEnv, not the cached env()): a hint is asked for before any Buffer exists, often
+// right after the launcher or the caller set the variables.
+int ranksPerNode(const SizeHintArgs& a, const Env& e) {
   if (a.num_ranks_per_node > 0) return std::min(a.num_ranks_per_node, a.num_ranks);
-  return ranksPerNodeFromEnv(a.num_ranks, std::min(kDefaultRanksPerNode, a.num_ranks), env());
+  return ranksPerNodeFromEnv(a.num_ranks, std::min(kDefaultRanksPerNode, a.num_ranks), e);
 }
 
 size_t perRing(const SizeHintArgs& a) {
@@ -44,14 +46,16 @@ size_t perRing(const SizeHintArgs& a) {
 
 size_t nvlBufferSizeHint(const SizeHintArgs& a) {
   check(a, "get_nvl_buffer_size_hint");
-  const int peers = env().normal_mnnvl ? a.num_ranks : ranksPerNode(a);
+  const Env e = readEnv();
+  const int peers = e.normal_mnnvl ? a.num_ranks : ranksPerNode(a, e);
   return alignUnit(static_cast<size_t>(a.num_sms / 2) * peers * perRing(a));
 }
 
 size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
   check(a, "get_rdma_buffer_size_hint");
-  const int rpn = ranksPerNode(a);
-  if (env().normal_mnnvl || rpn >= a.num_ranks) return 0;
+  const Env e = readEnv();
+  const int rpn = ranksPerNode(a, e);
+  if (e.normal_mnnvl || rpn >= a.num_ranks) return 0;
   const int nodes = (a.num_ranks + rpn - 1) / rpn;
   return alignUnit(static_cast<size_t>(a.num_sms / 2) * nodes * perRing(a) * 2);
 }

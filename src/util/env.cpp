@@ -38,7 +38,7 @@ int64_t envInt(const char* name, int64_t fallback) {
   char* end = nullptr;
   const long long x = std::strtoll(v->c_str(), &end, 0);
   if (errno != 0 || end == v->c_str() || *end != '\0') {
-    UCCL_EP_THROW("environment variable {}='{}' is not an integer", name, *v);
+    UCCL_EP_THROW_ARG("environment variable {}='{}' is not an integer", name, *v);
   }
   return x;
 }
@@ -47,7 +47,7 @@ bool parseFlag(const char* name, const std::string& value) {
   const std::string v = trimmedLower(value);
   if (v == "1" || v == "true" || v == "on" || v == "yes") return true;
   if (v == "0" || v == "false" || v == "off" || v == "no") return false;
-  UCCL_EP_THROW("environment variable {}='{}' is not a flag (expected one of {})", name, value, kFlagSpellings);
+  UCCL_EP_THROW_ARG("environment variable {}='{}' is not a flag (expected one of {})", name, value, kFlagSpellings);
 }
 
 bool envFlag(const char* name, bool fallback) {
@@ -62,7 +62,7 @@ std::string parseLogLevel(const char* name, const std::string& value) {
   for (const char* level : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
     if (v == level) return v;
   }
-  UCCL_EP_THROW("environment variable {}='{}' is not a log level (expected one of {})", name, value, kLogLevels);
+  UCCL_EP_THROW_ARG("environment variable {}='{}' is not a log level (expected one of {})", name, value, kLogLevels);
 }
 
 uint64_t Env::timeoutNs() const {
@@ -79,7 +79,7 @@ double envTimeoutSecs(const char* name, double fallback) {
   char* end = nullptr;
   const double x = std::strtod(v->c_str(), &end);
   if (end == v->c_str() || *end != '\0' || !std::isfinite(x) || !(x > 0) || x > kMaxTimeoutSecs) {
-    UCCL_EP_THROW("environment variable {}='{}' is not a number of seconds in (0, {:g}]", name, *v, kMaxTimeoutSecs);
+    UCCL_EP_THROW_ARG("environment variable {}='{}' is not a number of seconds in (0, {:g}]", name, *v, kMaxTimeoutSecs);
   }
   return x;
 }
@@ -87,9 +87,9 @@ double envTimeoutSecs(const char* name, double fallback) {
 template <typename T>
 T nonNegative(const char* name, int64_t fallback) {
   const int64_t v = envInt(name, fallback);
-  if (v < 0) UCCL_EP_THROW("environment variable {}={} must not be negative", name, v);
+  if (v < 0) UCCL_EP_THROW_ARG("environment variable {}={} must not be negative", name, v);
   if (static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
-    UCCL_EP_THROW("environment variable {}={} is above {}", name, v, std::numeric_limits<T>::max());
+    UCCL_EP_THROW_ARG("environment variable {}={} is above {}", name, v, std::numeric_limits<T>::max());
   }
   return static_cast<T>(v);
 }
@@ -102,7 +102,7 @@ int positiveOrUnset(const char* name) {
   char* end = nullptr;
   const long long x = std::strtoll(v->c_str(), &end, 10);
   if (errno != 0 || end == v->c_str() || *end != '\0' || x < 1 || x > std::numeric_limits<int>::max()) {
-    UCCL_EP_THROW("environment variable {}='{}' is not a positive integer", name, *v);
+    UCCL_EP_THROW_ARG("environment variable {}='{}' is not a positive integer", name, *v);
   }
   return static_cast<int>(x);
 }
@@ -121,11 +121,11 @@ Env readEnv() {
   e.transport = envString("UCCL_EP_TRANSPORT").value_or("auto");
   if (e.transport != "auto" && e.transport != "verbs" && e.transport != "efa" && e.transport != "tcp" &&
       e.transport != "shm") {
-    UCCL_EP_THROW("UCCL_EP_TRANSPORT='{}' is not one of verbs, efa, tcp, shm, auto", e.transport);
+    UCCL_EP_THROW_ARG("UCCL_EP_TRANSPORT='{}' is not one of verbs, efa, tcp, shm, auto", e.transport);
   }
   e.num_proxy_threads = static_cast<int>(envInt("UCCL_EP_NUM_PROXY_THREADS", 4));
   if (e.num_proxy_threads < 1 || e.num_proxy_threads > 64) {
-    UCCL_EP_THROW("UCCL_EP_NUM_PROXY_THREADS={} must be between 1 and 64", e.num_proxy_threads);
+    UCCL_EP_THROW_ARG("UCCL_EP_NUM_PROXY_THREADS={} must be between 1 and 64", e.num_proxy_threads);
   }
   e.ranks_per_node = nonNegative<int>("UCCL_EP_RANKS_PER_NODE", 0);
   e.local_world_size = positiveOrUnset("LOCAL_WORLD_SIZE");

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-for _p in (os.path.join(REPO, "bench"), os.path.join(REPO, "python")):
+for _p in (os.path.join(REPO, "bench"), os.path.join(REPO, "tests", "python", "gpu"), os.path.join(REPO, "python")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
@@ -382,9 +382,8 @@ def make_buffer(runtime, group=None):
 
 def intranode_checks():
     """The intranode correctness checks: parse_args(argv), Checker(args, ep, buf, d, device), run_checks(args,
-    chk, d), FP8_DTYPE. They are moving from bench/test_intranode.py to tests/python/gpu/intranode_checks.py;
-    this is the one import to switch when they land."""
-    import test_intranode as checks
+    chk, d), FP8_DTYPE, from tests/python/gpu/intranode_checks.py (the GPU test runs the same module)."""
+    import intranode_checks as checks
     return checks
 
 
