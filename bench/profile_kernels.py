@@ -1,0 +1,135 @@
+"""Per-kernel GPU time and wall time per call of uccl.ep's dispatch and combine, from the torch profiler.
+
+One rank per process under scripts/launch.py (or torchrun); rank 0 prints one table per mode:
+
+    python3 scripts/launch.py --nproc 2 -- bench/profile_kernels.py --mode ll
+    python3 scripts/launch.py --nproc 2 -- bench/profile_kernels.py --mode normal
+
+Only the public uccl.ep API is used, so the same script profiles any version of the package on PYTHONPATH (that is
+how bench/RESULTS.md compares a change with the code before it). The reference in the same run is a device-to-device
+copy of the bytes one call moves per rank (its time is printed beside the calls as a ratio).
+"""
+import argparse
+import collections
+import os
+import time
+
+import torch
+import torch.distributed as dist
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mode", choices=("ll", "normal"), required=True)
+    p.add_argument("--num-tokens", type=int, default=0, help="tokens per rank (default: 128 for ll, 4096 for normal)")
+    p.add_argument("--hidden", type=int, default=7168)
+    p.add_argument("--num-topk", type=int, default=8)
+    p.add_argument("--num-experts", type=int, default=0, help="default: 288 for ll, 256 for normal")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--label", default="", help="printed with the table (e.g. before / after)")
+    return p.parse_args()
+
+
+def kernel_table(prof, calls: int):
+    """{kernel name: (launches per call, GPU us per call)} from the profiler's device events."""
+    per = collections.defaultdict(lambda: [0, 0.0])
+    for e in prof.events():
+        if str(getattr(e, "device_type", "")).endswith("CUDA") and e.name and not e.name.startswith("Memcpy"):
+            t = getattr(e, "device_time", None)
+            if t is None:
+                t = getattr(e, "cuda_time", 0.0)
+            per[e.name][0] += 1
+            per[e.name][1] += t
+    return {k: (v[0] / calls, v[1] / calls) for k, v in per.items()}
+
+
+def wall_us(fn, iters: int) -> float:
+    torch.cuda.synchronize()
+    dist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / iters * 1e6
+
+
+def copy_us(nbytes: int, iters: int) -> float:
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    dst.copy_(src)
+    start.record()
+    for _ in range(iters):
+        dst.copy_(src)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / iters * 1e3
+
+
+def main():
+    args = parse_args()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    dist.init_process_group("nccl" if torch.cuda.device_count() >= world else "gloo")
+    import uccl.ep as ep
+    ll = args.mode == "ll"
+    T = args.num_tokens or (128 if ll else 4096)
+    E = args.num_experts or (288 if ll else 256)
+    H, K = args.hidden, args.num_topk
+    g = torch.Generator(device="cuda").manual_seed(rank)
+    x = torch.randn((T, H), dtype=torch.bfloat16, device="cuda", generator=g)
+    scores = torch.rand((T, E), device="cuda", generator=g)
+    topk_idx = torch.topk(scores, K, dim=-1).indices.to(torch.int64)
+    topk_weights = torch.rand((T, K), dtype=torch.float32, device="cuda", generator=g)
+    if ll:
+        buf = ep.Buffer(dist.group.WORLD, 0, ep.Buffer.get_low_latency_rdma_size_hint(T, H, world, E),
+                        low_latency_mode=True, num_qps_per_rank=E // world)
+        y = torch.ones((E // world, world * T, H), dtype=torch.bfloat16, device="cuda")  # expert outputs
+
+        def step():
+            _, _, handle, _, _ = buf.low_latency_dispatch(x, topk_idx, T, E, use_fp8=True)
+            buf.low_latency_combine(y, topk_idx, topk_weights, handle)
+        moved = T * K * (H + H // 128 * 4) + T * K * H * 2  # FP8 rows out, BF16 rows back
+    else:
+        buf = ep.Buffer(dist.group.WORLD, int(1e9), 0)
+        cache = {}
+
+        def step():
+            per_rank, per_rdma, per_expert, in_rank, _ = buf.get_dispatch_layout(topk_idx, E)
+            recv_x, _, recv_w, _, handle, _ = buf.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
+                                                           num_tokens_per_expert=per_expert, topk_idx=topk_idx,
+                                                           topk_weights=topk_weights)
+            cache["rows"] = recv_x.size(0)
+            buf.combine(recv_x, handle)
+        step()
+        moved = cache["rows"] * H * 2 * 2  # BF16 rows in, BF16 rows back
+    for _ in range(args.warmup):
+        step()
+    call_us = wall_us(step, args.iters)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(args.iters):
+            step()
+        torch.cuda.synchronize()
+    table = kernel_table(prof, args.iters)
+    ref_us = copy_us(moved, args.iters)
+    rows = [None] * world
+    dist.all_gather_object(rows, (call_us, table))
+    if rank == 0:
+        what = "low-latency dispatch+combine (FP8 out, BF16 back)" if ll else "normal dispatch+combine (BF16)"
+        print(f"== {args.label} {what}: {world} ranks, {T} tokens, hidden {H}, top-{K} of {E} experts")
+        walls = [r[0] for r in rows]
+        print(f"wall per dispatch+combine: {sum(walls) / world:.1f} us (ranks {min(walls):.1f}..{max(walls):.1f}); "
+              f"reference: device copy of the {moved / 1e6:.2f} MB one call moves per rank {ref_us:.1f} us; "
+              f"ratio {sum(walls) / world / ref_us:.2f}")
+        print(f"{'kernel':64s} {'launches/call':>13s} {'GPU us/call (rank mean)':>24s}")
+        names = sorted(set().union(*[r[1].keys() for r in rows]), key=lambda n: -rows[0][1].get(n, (0, 0))[1])
+        for n in names:
+            vals = [r[1].get(n, (0, 0.0)) for r in rows]
+            print(f"{n[:64]:64s} {vals[0][0]:13.1f} {sum(v[1] for v in vals) / world:24.1f}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
