@@ -120,6 +120,9 @@ void bindLowLatency(py::class_<Runtime>& c) {
 void bindNormal(py::class_<Runtime>& c) {
   using py::arg;
   c.def(
+       "check_dispatch_layout", [](const Runtime& r, const in::LayoutArgs& a) { r.b().checkDispatchLayout(a); },
+       arg("args"), "the checks of get_dispatch_layout, before the outputs are sized (the launch then skips them)")
+      .def(
        "get_dispatch_layout",
        [](const Runtime& r, const in::LayoutArgs& a, uintptr_t stream) {
          nogil(r, [&](runtime::Buffer& b) { b.getDispatchLayout(a, stream); });

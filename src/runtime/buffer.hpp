@@ -117,6 +117,9 @@ class Buffer {
   void lowLatencyCleanMaskBuffer(uintptr_t stream);
 
   // --- normal mode within one NVLink domain (buffer_normal.cpp, kernels/intranode.hpp) ------------------------
+  // The checks of get_dispatch_layout, made before the caller sizes its outputs by num_experts; the launch then skips
+  // them for the same sizes (each check once per call).
+  void checkDispatchLayout(const kernels::intranode::LayoutArgs& args);
   void getDispatchLayout(kernels::intranode::LayoutArgs args, uintptr_t stream);
   // Steps 1-3 of a dispatch. Keeps the call's arguments and layout for dispatchRecv.
   void dispatchSend(kernels::intranode::DispatchArgs args, bool cached, const NormalConfig& config, uintptr_t stream);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -62,6 +63,8 @@ struct Buffer::Impl {
   // Normal mode: the CPU-wait counts, and the dispatch whose receive half has yet to run.
   std::unique_ptr<Mapped<kernels::intranode::HostCounts>> host_counts;
   std::optional<kernels::intranode::DispatchArgs> pending_dispatch;
+  // The (num_tokens, num_topk, num_experts) checkDispatchLayout passed last.
+  std::optional<std::tuple<int, int, int>> checked_layout;
 
   PeerInfo self;  // what localInfo() reports, minus the proxy blob (taken when asked)
 

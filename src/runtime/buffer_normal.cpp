@@ -53,12 +53,18 @@ intranode::Context Buffer::Impl::normalContext(const char* call, const NormalCon
   return c;
 }
 
+void Buffer::checkDispatchLayout(const intranode::LayoutArgs& a) {
+  Impl& m = *impl_;
+  m.requireConnected("get_dispatch_layout");
+  runtime::checkDispatchLayout(m.cfg.num_ranks, a);
+  m.checked_layout = std::make_tuple(a.num_tokens, a.num_topk, a.num_experts);
+}
+
 void Buffer::getDispatchLayout(intranode::LayoutArgs a, uintptr_t stream) {
   Impl& m = *impl_;
   const char* call = "get_dispatch_layout";
   checkErrors();
-  m.requireConnected(call);
-  checkDispatchLayout(m.cfg.num_ranks, a);
+  if (m.checked_layout != std::make_tuple(a.num_tokens, a.num_topk, a.num_experts)) checkDispatchLayout(a);
   a.num_ranks = m.cfg.num_ranks;
   a.ranks_per_node = m.topo.ranks_per_node;
   UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "{}: selecting device {}", call, m.cfg.device);

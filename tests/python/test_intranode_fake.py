@@ -200,9 +200,16 @@ class FakeNormalRuntime:
                                           f"bytes")
 
     # -- layout -------------------------------------------------------------------------------------------
+    def check_dispatch_layout(self, *, args):
+        """As the runtime: the checks once, before the outputs are sized; the launch skips them for these sizes."""
+        self._log("check_dispatch_layout", args=args)
+        self._C().normal_layout_check(num_ranks=self.R, args=args)
+        self._checked_layout = (args.num_tokens, args.num_topk, args.num_experts)
+
     def get_dispatch_layout(self, *, args, stream):
         self._log("get_dispatch_layout", args=args, stream=stream)
-        self._C().normal_layout_check(num_ranks=self.R, args=args)
+        if getattr(self, "_checked_layout", None) != (args.num_tokens, args.num_topk, args.num_experts):
+            self.check_dispatch_layout(args=args)
         R, T, E = self.R, args.num_tokens, args.num_experts
         epr = E // R
         idx = memory(args.topk_idx, torch.int64, (T, args.num_topk))

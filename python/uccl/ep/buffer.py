@@ -419,8 +419,8 @@ class Buffer:
         _C = native()
         args = _C.DispatchLayoutArgs(topk_idx=topk_idx.data_ptr(), num_tokens=num_tokens, num_topk=num_topk,
                                      num_experts=num_experts)
-        # The runtime's own check, before num_experts sizes an allocation (the launch runs it again).
-        _C.normal_layout_check(num_ranks=R, args=args)
+        # The runtime's check, before num_experts sizes an allocation (the launch does not repeat it).
+        rt.check_dispatch_layout(args=args)
         self._check_expert_ids(call, topk_idx, num_experts)
         topology = rt.topology()
 
