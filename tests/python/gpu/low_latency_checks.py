@@ -437,12 +437,14 @@ def start(args, purpose: str):
         raise ValueError(f"--num-experts {args.num_experts} is not a multiple of the {d.world} ranks")
     ep = import_ep()
     R, E, M, H = d.world, args.num_experts, args.num_tokens, args.hidden
-    ranks_per_node = int(os.environ.get("UCCL_EP_RANKS_PER_NODE", d.local_world))
-    log0(d, f"uccl.ep low-latency {purpose}: {R} ranks ({ranks_per_node} per node), backend {backend}, tokens {M}, "
-            f"hidden {H}, topk {args.num_topk}, experts {E}")
     num_rdma_bytes = ep.Buffer.get_low_latency_rdma_size_hint(M, H, R, E)
     buffer = ep.Buffer(dist.group.WORLD, num_rdma_bytes=num_rdma_bytes, low_latency_mode=True,
                        num_qps_per_rank=E // R, allow_nvlink_for_low_latency_mode=True)
+    # The runtime decides the node size; a CPU stand-in of the Buffer may have no topology: the launcher's then.
+    topology = getattr(buffer, "topology", None)
+    ranks_per_node = topology.ranks_per_node if topology is not None else d.local_world
+    log0(d, f"uccl.ep low-latency {purpose}: {R} ranks ({ranks_per_node} per node), backend {backend}, tokens {M}, "
+            f"hidden {H}, topk {args.num_topk}, experts {E}")
     log0(d, topology_line(buffer))
     return d, Checker(args, ep, buffer, d, device), ranks_per_node
 
