@@ -189,9 +189,6 @@ void bindRuntime(py::module_& m) {
           },
           arg("infos"), "infos[r] = rank r's local_info(); blocks until connected")
       .def("destroy", &Runtime::destroy, "idempotent")
-      .def("is_connected", [](const Runtime& r) { return r.b().connected(); })
-      .def("uses_proxy", [](const Runtime& r) { return r.b().usesProxy(); })
-      .def("transport_name", [](const Runtime& r) { return r.b().transportName(); })
       .def("topology", [](const Runtime& r) { return r.b().topology(); }, "the runtime's topology (a copy)")
       .def("rdma_buffer_ptr", [](const Runtime& r) { return r.b().rdmaBufferPtr(); })
       .def("nvl_buffer_ptr", [](const Runtime& r) { return r.b().nvlBufferPtr(); })

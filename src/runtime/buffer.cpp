@@ -235,18 +235,10 @@ std::string Buffer::localInfo() const {
   return std::string(b.begin(), b.end());
 }
 
-bool Buffer::connected() const { return impl_->connected; }
-
 void Buffer::destroy() { impl_->release(); }
 
 const Topology& Buffer::topology() const { return impl_->topo; }
 
-bool Buffer::isLowLatencyNvlPeer(int peer) const {
-  UCCL_EP_CHECK(peer >= 0 && peer < impl_->cfg.num_ranks, "rank {} is not in [0, {})", peer, impl_->cfg.num_ranks);
-  return impl_->isLowLatencyNvlPeer(peer);
-}
-bool Buffer::usesProxy() const { return impl_->uses_proxy; }
-std::string Buffer::transportName() const { return impl_->transport_name; }
 
 uintptr_t Buffer::nvlBufferPtr() const { return reinterpret_cast<uintptr_t>(impl_->nvlBuffer()); }
 uintptr_t Buffer::rdmaBufferPtr() const { return reinterpret_cast<uintptr_t>(impl_->gpuBuffer()); }

@@ -83,15 +83,10 @@ class Buffer {
   std::string localInfo() const;
   // infos[r] = rank r's localInfo(). Throws naming the peer whose info is malformed or cannot be opened.
   void connect(const std::vector<std::string>& infos);
-  bool connected() const;
   void destroy();  // idempotent
 
   // Final after connect(): a group whose GPUs all report one NVLink fabric domain becomes one NVLink domain.
   const Topology& topology() const;
-  // True when low-latency traffic to `peer` is written directly (same node and NVLink allowed, or self).
-  bool isLowLatencyNvlPeer(int peer) const;
-  bool usesProxy() const;
-  std::string transportName() const;  // "" without proxies
 
   uintptr_t nvlBufferPtr() const;   // device pointer of this rank's nvl buffer (0 when num_nvl_bytes == 0)
   uintptr_t rdmaBufferPtr() const;  // device pointer of this rank's gpu buffer (get_local_buffer_tensor)
