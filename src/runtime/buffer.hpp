@@ -130,6 +130,9 @@ class Buffer {
   void checkErrors() const;
 
  private:
+  // The send half (and the receive half unless return_recv_hook) of a low-latency call on the current half.
+  LowLatencyPending lowLatencySend(LowLatencyPending pending, bool return_recv_hook, uintptr_t stream);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -98,6 +98,8 @@ struct Buffer::Impl {
 
   // buffer_low_latency.cpp / buffer_normal.cpp
   kernels::ll::Context lowLatencyContext(const kernels::ll::Layout& layout, int half) const;
+  void launchLowLatency(const kernels::ll::Layout& layout, const LowLatencyPending& p, kernels::ll::Phase phase,
+                        uintptr_t stream) const;
   kernels::intranode::Context normalContext(const char* call, const NormalConfig& config) const;
 
   // kernel_errors.cpp: the message of a recorded kernel failure; sets *timeout when it is a stall.

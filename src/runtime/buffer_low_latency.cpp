@@ -2,6 +2,7 @@
 // launches of kernels/low_latency.hpp, the clean and the shrink mask.
 #include <atomic>
 #include <cstring>
+#include <utility>
 
 #include "runtime/buffer_impl.hpp"
 #include "runtime/call_checks.hpp"
@@ -63,44 +64,54 @@ ll::Context Buffer::Impl::lowLatencyContext(const ll::Layout& layout, int half) 
   return c;
 }
 
-LowLatencyPending Buffer::lowLatencyDispatch(const LowLatencyShape& shape, const ll::DispatchArgs& args,
-                                             bool return_recv_hook, uintptr_t stream) {
+void Buffer::Impl::launchLowLatency(const ll::Layout& layout, const LowLatencyPending& p, ll::Phase phase,
+                                    uintptr_t stream) const {
+  const ll::Context c = lowLatencyContext(layout, p.half);
+  if (p.combine) {
+    ll::launchCombine(c, p.combine_args, phase, reinterpret_cast<void*>(stream));
+  } else {
+    ll::launchDispatch(c, p.dispatch, phase, reinterpret_cast<void*>(stream));
+  }
+}
+
+LowLatencyPending Buffer::lowLatencySend(LowLatencyPending p, bool return_recv_hook, uintptr_t stream) {
   Impl& m = *impl_;
   checkErrors();
-  m.requireConnected("low_latency_dispatch");
-  const ll::Layout& layout = lowLatencyLayout(shape);
-  checkLowLatencyDispatch(layout, args);
-  LowLatencyPending p{shape, m.ll_half, false, args, {}};
-  ll::launchDispatch(m.lowLatencyContext(layout, p.half), args,
-                     return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth, reinterpret_cast<void*>(stream));
+  m.requireConnected(p.combine ? "low_latency_combine" : "low_latency_dispatch");
+  const ll::Layout& layout = lowLatencyLayout(p.shape);
+  if (p.combine) {
+    checkLowLatencyCombine(layout, p.combine_args);
+  } else {
+    checkLowLatencyDispatch(layout, p.dispatch);
+  }
+  p.half = m.ll_half;
+  m.launchLowLatency(layout, p, return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth, stream);
   m.ll_half ^= 1;  // only once the launch went through: every rank flips in step
   return p;
 }
 
+LowLatencyPending Buffer::lowLatencyDispatch(const LowLatencyShape& shape, const ll::DispatchArgs& args,
+                                             bool return_recv_hook, uintptr_t stream) {
+  LowLatencyPending p;
+  p.shape = shape;
+  p.dispatch = args;
+  return lowLatencySend(std::move(p), return_recv_hook, stream);
+}
+
 LowLatencyPending Buffer::lowLatencyCombine(const LowLatencyShape& shape, const ll::CombineArgs& args,
                                             bool return_recv_hook, uintptr_t stream) {
-  Impl& m = *impl_;
-  checkErrors();
-  m.requireConnected("low_latency_combine");
-  const ll::Layout& layout = lowLatencyLayout(shape);
-  checkLowLatencyCombine(layout, args);
-  LowLatencyPending p{shape, m.ll_half, true, {}, args};
-  ll::launchCombine(m.lowLatencyContext(layout, p.half), args, return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth,
-                    reinterpret_cast<void*>(stream));
-  m.ll_half ^= 1;
-  return p;
+  LowLatencyPending p;
+  p.shape = shape;
+  p.combine = true;
+  p.combine_args = args;
+  return lowLatencySend(std::move(p), return_recv_hook, stream);
 }
 
 void Buffer::lowLatencyReceive(const LowLatencyPending& p, uintptr_t stream) {
   Impl& m = *impl_;
   checkErrors();
   m.requireConnected("a low-latency receive hook");
-  const ll::Context c = m.lowLatencyContext(lowLatencyLayout(p.shape), p.half);
-  if (p.combine) {
-    ll::launchCombine(c, p.combine_args, ll::Phase::kRecv, reinterpret_cast<void*>(stream));
-  } else {
-    ll::launchDispatch(c, p.dispatch, ll::Phase::kRecv, reinterpret_cast<void*>(stream));
-  }
+  m.launchLowLatency(lowLatencyLayout(p.shape), p, ll::Phase::kRecv, stream);
 }
 
 uintptr_t Buffer::nextLowLatencyCombineBuffer(const LowLatencyShape& shape) {
