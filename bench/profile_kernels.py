@@ -27,6 +27,7 @@ def parse_args():
     p.add_argument("--num-experts", type=int, default=0, help="default: 288 for ll, 256 for normal")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--num-sms", type=int, default=0, help="Buffer.set_num_sms before the calls (0: the default)")
     p.add_argument("--label", default="", help="printed with the table (e.g. before / after)")
     return p.parse_args()
 
@@ -73,6 +74,8 @@ def main():
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     dist.init_process_group("nccl" if torch.cuda.device_count() >= world else "gloo")
     import uccl.ep as ep
+    if args.num_sms:
+        ep.Buffer.set_num_sms(args.num_sms)
     ll = args.mode == "ll"
     T = args.num_tokens or (128 if ll else 4096)
     E = args.num_experts or (288 if ll else 256)
@@ -117,7 +120,8 @@ def main():
     dist.all_gather_object(rows, (call_us, table))
     if rank == 0:
         what = "low-latency dispatch+combine (FP8 out, BF16 back)" if ll else "normal dispatch+combine (BF16)"
-        print(f"== {args.label} {what}: {world} ranks, {T} tokens, hidden {H}, top-{K} of {E} experts")
+        print(f"== {args.label} {what}: {world} ranks, {T} tokens, hidden {H}, top-{K} of {E} experts, "
+              f"{ep.Buffer.num_sms} SMs")
         walls = [r[0] for r in rows]
         print(f"wall per dispatch+combine: {sum(walls) / world:.1f} us (ranks {min(walls):.1f}..{max(walls):.1f}); "
               f"reference: device copy of the {moved / 1e6:.2f} MB one call moves per rank {ref_us:.1f} us; "

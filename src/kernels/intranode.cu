@@ -2,13 +2,16 @@
 //
 // layout       blocks over tokens; per-block shared-memory histograms of experts, ranks and nodes, flushed with
 //              one atomic per nonzero bin.
-// reuse        1 block: seq += 1, then wait for every reader's done word to reach the previous epoch.
-// pack         grid: warps copy own tokens into the own buffer; blocks scan is_token_in_rank per destination
-//              (ballot prefix sums) into the ordered lists and send_pos.
-// publish      1 block: ready = epoch; wait for every source's ready; dispatch: prefix matrix and counts.
-// pull         grid: dispatch copies rows (work items of send_tokens rows per warp); combine sums, per token,
-//              the rows of every rank it went to, in rank order (deterministic).
-// finish       1 block: done[self] = epoch at every source.
+// reuse        1 block: seq += 1, then wait for every peer's done word to reach the previous epoch.
+// plan         grid: blocks scan is_token_in_rank per destination (ballot prefix sums) into the ordered lists and
+//              send_pos; counts per destination and per expert into the own header area.
+// publish      1 block: ready = epoch; wait for every source's ready; the prefix matrix and the counts.
+// push         grid: dispatch: warps store own tokens into each destination's staging (work items of send_tokens
+//              rows per warp); combine: warps store received rows back into their sources' buffers.
+// arrive       1 block: pushed[self] = epoch at every peer; wait for every source's pushed word.
+// unpack       grid: dispatch: own staging -> the outputs, rows already in receive order.
+// reduce       grid: combine: per own token, the sum of the rows every rank sent back, in rank order.
+// finish       1 block: done[self] = epoch at every peer.
 #include "kernels/intranode.hpp"
 
 #include "kernels/launch.hpp"
@@ -37,6 +40,16 @@ __device__ __forceinline__ uint64_t epochOf(const Context& ctx) {
   return platform::loadRelaxed<Scope::kDevice>(word(ctx.self, kSeqOff));
 }
 __device__ __forceinline__ bool failed(const Context& ctx) { return errorRecorded(ctx.error); }
+// The error record is host-mapped: every read of it crosses PCIe. A block reads it once (thread 0) and shares the
+// answer; read by every thread of a grid, it cost more than the copy (hundreds of us for 24 x 512 reads, growing
+// with the grid). All threads of the block must call it. A failure is never cleared, so a thread that reads a
+// later call's value sees the same or a newer answer.
+__device__ __forceinline__ bool blockFailed(const Context& ctx) {
+  __shared__ int stop;
+  if (threadIdx.x == 0) stop = failed(ctx) ? 1 : 0;
+  __syncthreads();
+  return stop != 0;
+}
 
 // Threads of the block share out the ranks and wait until rank r's word `peer_word(r)` reaches
 // `target`. A timeout records the rank and returns false for the whole block.
@@ -59,7 +72,7 @@ __device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target,
     }
   }
   __syncthreads();
-  return any_timeout == 0 && !failed(ctx);
+  return any_timeout == 0 && !blockFailed(ctx);
 }
 
 // ---- get_dispatch_layout ----------------------------------------------------------------------------------
@@ -114,7 +127,7 @@ __global__ void reuseKernel(Context ctx) {
     platform::storeRelaxed<Scope::kDevice>(word(ctx.self, kSeqOff), epoch);
   }
   __syncthreads();
-  if (failed(ctx)) return;
+  if (blockFailed(ctx)) return;
   const uint64_t target = epoch - 1;
   waitAll(
       ctx, [&](int r) { return word(ctx.self, kHeaderBytes + size_t(r) * 8); }, target, kOpReuse);
@@ -127,7 +140,7 @@ __global__ void publishKernel(Context ctx, Layout l, bool count, bool report_to_
   __threadfence_system();
   __syncthreads();
   if (threadIdx.x == 0) platform::storeRelease<Scope::kSystem>(word(ctx.self, kReadyOff), e);
-  if (failed(ctx)) return;
+  if (blockFailed(ctx)) return;
   if (!waitAll(
           ctx, [&](int r) { return word(ctx.peers[r], kReadyOff); }, e, kOpReady))
     return;
@@ -173,6 +186,19 @@ __global__ void finishKernel(Context ctx) {
   }
 }
 
+__global__ void arriveKernel(Context ctx, size_t pushed_off) {
+  const uint64_t e = epochOf(ctx);
+  // The push kernel's remote stores completed with it; the fence orders them before the pushed words at system scope.
+  __threadfence_system();
+  __syncthreads();
+  for (int p = threadIdx.x; p < ctx.num_ranks; p += blockDim.x) {
+    platform::storeRelease<Scope::kSystem>(word(ctx.peers[p], pushed_off + size_t(ctx.rank) * 8), e);
+  }
+  if (blockFailed(ctx)) return;
+  waitAll(
+      ctx, [&](int s) { return word(ctx.self, pushed_off + size_t(s) * 8); }, e, kOpArrive);
+}
+
 // ---- dispatch -----------------------------------------------------------------------------------------------
 __device__ __forceinline__ void copyWarp(uint8_t* dst, const uint8_t* src, size_t bytes) {
   // bytes is a multiple of 16 and both ends are 16-byte aligned (checked by the launcher)
@@ -191,27 +217,12 @@ __device__ __forceinline__ void copyWarp(uint8_t* dst, const uint8_t* src, size_
   for (; i < n; i += kWarpSize) d[i] = s[i];
 }
 
-__global__ void __launch_bounds__(kThreads) dispatchPackKernel(Context ctx, DispatchArgs a) {
+__global__ void __launch_bounds__(kThreads) dispatchPlanKernel(Context ctx, DispatchArgs a) {
   extern __shared__ int32_t warp_sums[];
-  if (failed(ctx)) return;
+  if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
-  const int T = a.num_tokens, R = ctx.num_ranks, K = l.num_topk;
+  const int T = a.num_tokens, R = ctx.num_ranks;
   const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
-  uint8_t* payload = ctx.self + l.payloadOff(T);
-  // tokens: one warp each
-  for (int t = blockIdx.x * nwarps + warp; t < T; t += gridDim.x * nwarps) {
-    uint8_t* dst = payload + static_cast<size_t>(t) * l.token_stride;
-    copyWarp(dst, static_cast<const uint8_t*>(a.x) + static_cast<size_t>(t) * a.x_row_stride, l.hidden_bytes);
-    for (int k = lane; k < K; k += kWarpSize) {
-      reinterpret_cast<int64_t*>(dst + l.idxOff())[k] = a.topk_idx[static_cast<size_t>(t) * K + k];
-      reinterpret_cast<float*>(dst + l.weightsOff())[k] =
-          a.topk_weights ? a.topk_weights[static_cast<size_t>(t) * K + k] : 0.0f;
-    }
-    const int32_t* sc = static_cast<const int32_t*>(a.x_scales);
-    for (int c = lane; c < a.num_scales; c += kWarpSize) {
-      reinterpret_cast<int32_t*>(dst + l.scalesOff())[c] = sc[t * a.x_scales_token_stride + c * a.x_scales_col_stride];
-    }
-  }
   // per-destination lists: block b scans destinations b, b + grid, ...
   int32_t* lists = reinterpret_cast<int32_t*>(ctx.self + l.listsOff());
   for (int r = blockIdx.x; r < R; r += gridDim.x) {
@@ -243,41 +254,81 @@ __global__ void __launch_bounds__(kThreads) dispatchPackKernel(Context ctx, Disp
   }
 }
 
-__global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
-  extern __shared__ int32_t smem[];  // [R] inclusive receive prefix of this rank's column, [R] source num_tokens
-  if (failed(ctx)) return;
+// Rows `first`..`last` of work list `count` for warp `global_warp` of `warps`, in items of `step` rows.
+#define UCCL_EP_FOR_ITEMS(first, count, step, global_warp, warps) \
+  for (int64_t first = (global_warp) * (step); first < (count); first += (warps) * (step))
+
+__global__ void __launch_bounds__(kThreads) dispatchPushKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+  extern __shared__ int64_t push_smem[];  // [R] byte offset of this rank's first row in r's buffer, [R] rows to r
+  if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
-  const int R = ctx.num_ranks, K = l.num_topk, me = ctx.rank;
-  int32_t* col = smem;
-  int32_t* src_tokens = smem + R;
-  for (int s = threadIdx.x; s < R; s += blockDim.x) {
-    col[s] = prefix[s * R + me];
-    // Written by source s's pack kernel before its release of ready, acquired by this rank's publish kernel earlier
-    // on the stream. System scope: the word is in peer GPU memory.
-    src_tokens[s] = platform::loadRelaxed<Scope::kSystem>(ints(ctx.peers[s], kNumTokensOff));
+  const int R = ctx.num_ranks, K = l.num_topk, me = ctx.rank, T = a.num_tokens;
+  int64_t* base = push_smem;
+  int64_t* cnt = push_smem + R;
+  for (int r = threadIdx.x; r < R; r += blockDim.x) {
+    const int32_t before = me > 0 ? prefix[(me - 1) * R + r] : 0;
+    cnt[r] = prefix[me * R + r] - before;
+    // Written by r's plan kernel before its release of ready, acquired by this rank's publish kernel earlier on the
+    // stream. System scope: the word is in peer GPU memory.
+    const int Tr = platform::loadRelaxed<Scope::kSystem>(ints(ctx.peers[r], kNumTokensOff));
+    const size_t need = l.dispatchBytes(Tr, prefix[(R - 1) * R + r]);
+    if (need > ctx.buffer_bytes) {
+      recordError(ctx.error, kSlotOverflow, kOpNvlOverflow, r, -1, need);
+      cnt[r] = 0;
+    }
+    base[r] = static_cast<int64_t>(l.stagingOff(Tr) + static_cast<size_t>(before) * l.token_stride);
   }
   __syncthreads();
-  int total = col[R - 1];
+  const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
+  const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
+  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * nwarps + warp;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * nwarps;
+  const int32_t* lists = ints(ctx.self, l.listsOff());
+  const int32_t* sc = static_cast<const int32_t*>(a.x_scales);
+  for (int r = 0; r < R; ++r) {
+    uint8_t* dst_base = ctx.peers[r] + base[r];
+    UCCL_EP_FOR_ITEMS(first, cnt[r], step, global_warp, warps) {
+      const int64_t last = first + step < cnt[r] ? first + step : cnt[r];
+      for (int64_t j = first; j < last; ++j) {
+        const int t = lists[static_cast<size_t>(r) * T + j];
+        uint8_t* dst = dst_base + j * l.token_stride;
+        copyWarp(dst, static_cast<const uint8_t*>(a.x) + static_cast<size_t>(t) * a.x_row_stride, l.hidden_bytes);
+        for (int k = lane; k < K; k += kWarpSize) {
+          reinterpret_cast<int64_t*>(dst + l.idxOff())[k] = a.topk_idx[static_cast<size_t>(t) * K + k];
+          reinterpret_cast<float*>(dst + l.weightsOff())[k] =
+              a.topk_weights ? a.topk_weights[static_cast<size_t>(t) * K + k] : 0.0f;
+        }
+        for (int c = lane; c < a.num_scales; c += kWarpSize) {
+          reinterpret_cast<int32_t*>(dst + l.scalesOff())[c] =
+              sc[t * a.x_scales_token_stride + c * a.x_scales_col_stride];
+        }
+        if (lane == 0) *reinterpret_cast<int32_t*>(dst + l.srcIdxOff()) = t;
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) dispatchUnpackKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+  if (blockFailed(ctx)) return;
+  const Layout& l = a.layout;
+  const int R = ctx.num_ranks, K = l.num_topk, me = ctx.rank;
+  int64_t total = prefix[(R - 1) * R + me];
+  const size_t need = l.dispatchBytes(a.num_tokens, total);
+  if (need > ctx.buffer_bytes) {  // the sources stored nothing here
+    if (blockIdx.x == 0 && threadIdx.x == 0) recordError(ctx.error, kSlotOverflow, kOpNvlOverflow, me, -1, need);
+    return;
+  }
   if ((a.num_worst_tokens > 0) && total > a.out.num_recv_tokens) {
     if (blockIdx.x == 0 && threadIdx.x == 0) recordError(ctx.error, kSlotOverflow, kOpWorstOverflow, me, -1, total);
     total = a.out.num_recv_tokens;
   }
+  const uint8_t* staging = ctx.self + l.stagingOff(a.num_tokens);
   const int per_rank = l.num_experts / R;
   const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
   const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
   const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * nwarps + warp;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * nwarps;
-  for (int64_t first = global_warp * step; first < a.out.num_recv_tokens; first += warps * step) {
-    // the source of `first`: the first s with col[s] > first (binary search over the inclusive prefix)
-    int lo = 0, hi = R - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi) / 2;
-      if (col[mid] > first)
-        hi = mid;
-      else
-        lo = mid + 1;
-    }
-    int s = lo;
+  UCCL_EP_FOR_ITEMS(first, a.out.num_recv_tokens, step, global_warp, warps) {
     const int64_t last = first + step < a.out.num_recv_tokens ? first + step : a.out.num_recv_tokens;
     for (int64_t g = first; g < last; ++g) {
       if (g >= total) {  // num_worst_tokens padding
@@ -288,12 +339,7 @@ __global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, Disp
         if (lane == 0 && a.out.recv_src_idx) a.out.recv_src_idx[g] = -1;
         continue;
       }
-      while (col[s] <= g) ++s;
-      const int j = static_cast<int>(g - (s > 0 ? col[s - 1] : 0));
-      const int Ts = src_tokens[s];
-      const uint8_t* src_base = ctx.peers[s];
-      const int t = reinterpret_cast<const int32_t*>(src_base + l.listsOff())[static_cast<size_t>(me) * Ts + j];
-      const uint8_t* tok = src_base + l.payloadOff(Ts) + static_cast<size_t>(t) * l.token_stride;
+      const uint8_t* tok = staging + g * l.token_stride;
       copyWarp(static_cast<uint8_t*>(a.out.recv_x) + g * l.hidden_bytes, tok, l.hidden_bytes);
       for (int k = lane; k < K; k += kWarpSize) {
         const int64_t e = reinterpret_cast<const int64_t*>(tok + l.idxOff())[k];
@@ -308,24 +354,67 @@ __global__ void __launch_bounds__(kThreads) dispatchPullKernel(Context ctx, Disp
         int32_t* out = reinterpret_cast<int32_t*>(a.out.recv_x_scales) + g * a.num_scales;
         for (int c = lane; c < a.num_scales; c += kWarpSize) out[c] = sc[c];
       }
-      if (lane == 0 && a.out.recv_src_idx) a.out.recv_src_idx[g] = t;
+      if (lane == 0 && a.out.recv_src_idx) a.out.recv_src_idx[g] = *reinterpret_cast<const int32_t*>(tok + l.srcIdxOff());
     }
   }
 }
 
 // ---- combine ------------------------------------------------------------------------------------------------
-__global__ void __launch_bounds__(kThreads) combinePackKernel(Context ctx, CombineArgs a) {
-  if (failed(ctx)) return;
+// Rows a rank sends back to source s land in s's buffer in blocks by rank: the block of rank r starts after the rows
+// of the ranks before r, count(s -> r') = prefix[s][r'] - prefix[s-1][r'] (the handle's inclusive prefix matrix).
+__device__ __forceinline__ int32_t countOf(const int32_t* prefix, int R, int s, int r) {
+  return prefix[s * R + r] - (s > 0 ? prefix[(s - 1) * R + r] : 0);
+}
+
+__global__ void __launch_bounds__(kThreads) combinePushKernel(Context ctx, CombineArgs a) {
+  extern __shared__ int64_t comb_smem[];  // [R] inclusive rows held from sources <= s, [R] byte offset at source s
+  if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
+  const int R = ctx.num_ranks, me = ctx.rank;
+  const int32_t* prefix = a.rank_prefix_matrix;
+  int64_t* col = comb_smem;
+  int64_t* base = comb_smem + R;
+  for (int s = threadIdx.x; s < R; s += blockDim.x) {
+    col[s] = prefix[s * R + me];
+    int64_t before = 0, rows = 0;
+    for (int r = 0; r < R; ++r) {
+      const int32_t c = countOf(prefix, R, s, r);
+      before += r < me ? c : 0;
+      rows += c;
+    }
+    const size_t need = l.combineBytes(static_cast<int>(rows));
+    base[s] = need > ctx.buffer_bytes ? -1 : static_cast<int64_t>(l.data_off + before * l.combine_row_stride);
+    if (need > ctx.buffer_bytes) recordError(ctx.error, kSlotOverflow, kOpNvlOverflow, s, -1, need);
+  }
+  __syncthreads();
   const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
   const size_t row_bytes = static_cast<size_t>(a.hidden) * 2;
-  uint8_t* rows = ctx.self + l.data_off;
-  for (int g = blockIdx.x * nwarps + warp; g < a.num_recv_tokens; g += gridDim.x * nwarps) {
-    uint8_t* dst = rows + static_cast<size_t>(g) * l.combine_row_stride;
-    copyWarp(dst, static_cast<const uint8_t*>(a.x) + g * row_bytes, row_bytes);
-    if (a.topk_weights) {
-      for (int k = lane; k < a.num_topk; k += kWarpSize) {
-        reinterpret_cast<float*>(dst + row_bytes)[k] = a.topk_weights[static_cast<size_t>(g) * a.num_topk + k];
+  const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
+  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * nwarps + warp;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * nwarps;
+  UCCL_EP_FOR_ITEMS(first, a.num_recv_tokens, step, global_warp, warps) {
+    // the source of `first`: the first s with col[s] > first (binary search over the inclusive prefix)
+    int lo = 0, hi = R - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (col[mid] > first)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    int s = lo;
+    const int64_t last = first + step < a.num_recv_tokens ? first + step : a.num_recv_tokens;
+    for (int64_t g = first; g < last; ++g) {
+      if (g >= col[R - 1]) break;  // num_worst_tokens padding rows go nowhere
+      while (col[s] <= g) ++s;
+      if (base[s] < 0) continue;
+      const int64_t j = g - (s > 0 ? col[s - 1] : 0);
+      uint8_t* dst = ctx.peers[s] + base[s] + j * l.combine_row_stride;
+      copyWarp(dst, static_cast<const uint8_t*>(a.x) + g * row_bytes, row_bytes);
+      if (a.topk_weights) {
+        for (int k = lane; k < a.num_topk; k += kWarpSize) {
+          reinterpret_cast<float*>(dst + row_bytes)[k] = a.topk_weights[static_cast<size_t>(g) * a.num_topk + k];
+        }
       }
     }
   }
@@ -338,17 +427,30 @@ __device__ __forceinline__ void addBf16x8(float* acc, int4 raw) {
 }
 
 // One warp per token. The warp first lists the rows to add (one per rank the token went to, in rank order) in
-// its shared-memory slice, then each lane sums 8 channels at a time over that list.
-__global__ void __launch_bounds__(kThreads) combinePullKernel(Context ctx, CombineArgs a) {
-  extern __shared__ const uint8_t* rows_of[];  // [warps][R]
-  if (failed(ctx)) return;
+// its shared-memory slice, then each lane sums 8 channels at a time over that list. Every row is in this rank's own
+// buffer (the ranks pushed them): local reads.
+__global__ void __launch_bounds__(kThreads) combineReduceKernel(Context ctx, CombineArgs a, int warps_per_block) {
+  extern __shared__ int64_t reduce_smem[];  // [R] byte offset of rank r's block here, then [warps][R] row pointers
+  if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
   const int R = ctx.num_ranks, me = ctx.rank, K = a.num_topk;
-  const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
+  int64_t* block_of = reduce_smem;
+  const uint8_t** rows_of = reinterpret_cast<const uint8_t**>(reduce_smem + R);
+  if (threadIdx.x == 0) {
+    int64_t rows = 0;
+    for (int r = 0; r < R; ++r) {
+      block_of[r] = static_cast<int64_t>(l.data_off + rows * l.combine_row_stride);
+      rows += countOf(a.rank_prefix_matrix, R, me, r);
+    }
+    if (l.combineBytes(static_cast<int>(rows)) > ctx.buffer_bytes) block_of[0] = -1;  // the ranks stored nothing
+  }
+  __syncthreads();
+  if (block_of[0] < 0) return;
+  const int lane = platform::laneId(), warp = platform::warpId();
   const uint8_t** mine = rows_of + static_cast<size_t>(warp) * R;
   const int vecs = a.hidden / 8;
   const size_t row_bytes = static_cast<size_t>(a.hidden) * 2;
-  for (int t = blockIdx.x * nwarps + warp; t < a.num_tokens; t += gridDim.x * nwarps) {
+  for (int t = blockIdx.x * warps_per_block + warp; t < a.num_tokens; t += gridDim.x * warps_per_block) {
     int n = 0;
     for (int base = 0; base < R; base += kWarpSize) {
       const int r = base + lane;
@@ -356,8 +458,7 @@ __global__ void __launch_bounds__(kThreads) combinePullKernel(Context ctx, Combi
       const uint64_t bits = platform::ballot(pos >= 0);
       if (pos >= 0) {
         const int before = platform::popcount64(bits & ((uint64_t{1} << lane) - 1));
-        const int row = (me > 0 ? a.rank_prefix_matrix[(me - 1) * R + r] : 0) + pos;
-        mine[n + before] = ctx.peers[r] + l.data_off + static_cast<size_t>(row) * l.combine_row_stride;
+        mine[n + before] = ctx.self + block_of[r] + static_cast<size_t>(pos) * l.combine_row_stride;
       }
       n += platform::popcount64(bits);
     }
@@ -399,8 +500,9 @@ void setCarveout() {
     preferMaxShared(
         {reinterpret_cast<const void*>(&layoutKernel), reinterpret_cast<const void*>(&reuseKernel),
          reinterpret_cast<const void*>(&publishKernel), reinterpret_cast<const void*>(&finishKernel),
-         reinterpret_cast<const void*>(&dispatchPackKernel), reinterpret_cast<const void*>(&dispatchPullKernel),
-         reinterpret_cast<const void*>(&combinePackKernel), reinterpret_cast<const void*>(&combinePullKernel)});
+         reinterpret_cast<const void*>(&arriveKernel), reinterpret_cast<const void*>(&dispatchPlanKernel),
+         reinterpret_cast<const void*>(&dispatchPushKernel), reinterpret_cast<const void*>(&dispatchUnpackKernel),
+         reinterpret_cast<const void*>(&combinePushKernel), reinterpret_cast<const void*>(&combineReduceKernel)});
     return true;
   }();
   (void)once;
@@ -433,21 +535,25 @@ void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, 
   setCarveout();
   reuseKernel<<<1, kWaitThreads, 0, s>>>(ctx);
   checkLaunch(gpuGetLastError(), "dispatch (reuse wait)");
-  const size_t pack_shm = sizeof(int32_t) * (kThreads / kWarpSize);
-  dispatchPackKernel<<<grid(ctx), kThreads, pack_shm, s>>>(ctx, a);
-  checkLaunch(gpuGetLastError(), "dispatch (pack)");
+  const size_t plan_shm = sizeof(int32_t) * (kThreads / kWarpSize);
+  dispatchPlanKernel<<<grid(ctx), kThreads, plan_shm, s>>>(ctx, a);
+  checkLaunch(gpuGetLastError(), "dispatch (plan)");
   publishKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout, !cached, a.report_to_host && !cached, a.rank_prefix_matrix,
                                            a.num_tokens_per_expert != nullptr);
   checkLaunch(gpuGetLastError(), "dispatch (publish)");
+  const size_t push_shm = sizeof(int64_t) * 2 * static_cast<size_t>(ctx.num_ranks);
+  dispatchPushKernel<<<grid(ctx), kThreads, push_shm, s>>>(ctx, a, a.rank_prefix_matrix);
+  checkLaunch(gpuGetLastError(), "dispatch (push)");
+  arriveKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout.pushed_off);
+  checkLaunch(gpuGetLastError(), "dispatch (arrive)");
 }
 
 void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
-  const size_t shm = sizeof(int32_t) * 2 * static_cast<size_t>(ctx.num_ranks);
   if (a.out.num_recv_tokens > 0) {
-    dispatchPullKernel<<<grid(ctx), kThreads, shm, s>>>(ctx, a, a.rank_prefix_matrix);
-    checkLaunch(gpuGetLastError(), "dispatch (pull)");
+    dispatchUnpackKernel<<<grid(ctx), kThreads, 0, s>>>(ctx, a, a.rank_prefix_matrix);
+    checkLaunch(gpuGetLastError(), "dispatch (unpack)");
   }
   finishKernel<<<1, kWaitThreads, 0, s>>>(ctx);
   checkLaunch(gpuGetLastError(), "dispatch (finish)");
@@ -456,21 +562,22 @@ void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream)
 void launchCombine(const Context& ctx, const CombineArgs& a, void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
+  const size_t R = static_cast<size_t>(ctx.num_ranks);
   reuseKernel<<<1, kWaitThreads, 0, s>>>(ctx);
   checkLaunch(gpuGetLastError(), "combine (reuse wait)");
   if (a.num_recv_tokens > 0) {
-    combinePackKernel<<<grid(ctx), kThreads, 0, s>>>(ctx, a);
-    checkLaunch(gpuGetLastError(), "combine (pack)");
+    combinePushKernel<<<grid(ctx), kThreads, sizeof(int64_t) * 2 * R, s>>>(ctx, a);
+    checkLaunch(gpuGetLastError(), "combine (push)");
   }
-  publishKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout, false, false, nullptr, false);
-  checkLaunch(gpuGetLastError(), "combine (publish)");
+  arriveKernel<<<1, kWaitThreads, 0, s>>>(ctx, a.layout.pushed_off);
+  checkLaunch(gpuGetLastError(), "combine (arrive)");
   if (a.num_tokens > 0) {
     // as many warps per block as keep the per-warp row lists within 32 KiB of shared memory
-    int warps = static_cast<int>(32768 / (sizeof(void*) * static_cast<size_t>(ctx.num_ranks)));
+    int warps = static_cast<int>(32768 / (sizeof(void*) * R));
     warps = warps < 1 ? 1 : (warps > kThreads / kWarpSize ? kThreads / kWarpSize : warps);
-    const size_t shm = sizeof(void*) * static_cast<size_t>(ctx.num_ranks) * warps;
-    combinePullKernel<<<grid(ctx), warps * kWarpSize, shm, s>>>(ctx, a);
-    checkLaunch(gpuGetLastError(), "combine (pull)");
+    const size_t shm = sizeof(int64_t) * R + sizeof(void*) * R * warps;
+    combineReduceKernel<<<grid(ctx), warps * kWarpSize, shm, s>>>(ctx, a, warps);
+    checkLaunch(gpuGetLastError(), "combine (reduce)");
   }
   finishKernel<<<1, kWaitThreads, 0, s>>>(ctx);
   checkLaunch(gpuGetLastError(), "combine (finish)");

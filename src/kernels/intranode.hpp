@@ -1,25 +1,37 @@
 // Normal-mode (training, prefill) kernels for ranks that share one memory domain: one host, or a multi-node
 // NVLink domain. Raw pointers and a stream; no torch. Compiled for CUDA (intranode.cu) and HIP (same source).
 //
-// Design: pull, not push. Every rank exposes its nvl buffer to every peer (CUDA IPC, POSIX-FD or fabric
-// handles). A call runs as a short sequence of kernels on one stream:
-//   1. reuse     (1 block)  seq += 1 (epoch e); wait until every reader has marked done >= e-1 in this buffer,
-//                           i.e. nobody still reads what the previous call left here.
-//   2. pack      (grid)     dispatch: this rank's tokens (row, scales, top-k) into its own buffer, plus per
-//                           destination the ordered list of tokens it receives; combine: this rank's received
-//                           rows (and weights) in receive order.
-//   3. publish   (1 block)  fence, ready = e; wait until every source's ready >= e. Dispatch: read every
-//                           source's per-destination counts -> rank prefix matrix, receive count, per-expert
-//                           counts (device, and host-mapped for the CPU wait).
-//   4. pull      (grid)     dispatch: copy rows from every source's buffer into the outputs; combine: sum the
-//                           copies of each own token from every rank it went to.
-//   5. finish    (1 block)  done[self] = e in every source's buffer.
+// Design: push, one pass over NVLink. Every rank exposes its nvl buffer to every peer (CUDA IPC, POSIX-FD or fabric
+// handles). Rows cross NVLink once, as remote stores from the rank that holds them into the rank that needs them:
+// a remote store is posted (the SM moves on), a remote load is a round trip that stalls its warp, so writing into
+// the peer beats reading from it, and no local staging copy precedes the transfer. A call runs as a short sequence
+// of kernels on one stream:
+//   dispatch send half
+//   1. reuse     (1 block)  seq += 1 (epoch e); wait until every peer has marked done >= e-1 in this buffer, i.e.
+//                           finished reading what this rank's previous call left in its buffer and in theirs.
+//   2. plan      (grid)     per destination the ordered list of own tokens it receives (ballot prefix scans),
+//                           send_pos, the per-destination counts and per-expert counts into the own header area.
+//   3. publish   (1 block)  fence, ready = e; wait until every source's ready >= e; read every source's counts ->
+//                           rank prefix matrix, receive count, per-expert counts (device, and host-mapped for the
+//                           CPU wait). A cached dispatch takes the prefix matrix from its handle.
+//   4. push      (grid)     every own token goes to each destination's staging area, at the row the receiver will
+//                           output it (prefix of earlier sources + position): row, top-k ids and weights, scales and
+//                           the source index, as 16-byte remote stores.
+//   5. arrive    (1 block)  fence; pushed[self] = e in every peer's buffer; wait until every source's pushed >= e.
+//   dispatch receive half (after the CPU wait, once the outputs exist)
+//   6. unpack    (grid)     own staging -> recv_x / scales / local top-k ids / weights / src idx: a local copy, rows
+//                           already in receive order.
+//   7. finish    (1 block)  done[self] = e in every peer's buffer.
+//   combine: reuse; push (every received row back into its source's buffer, in the block of this rank, at its
+//   position: no publish is needed, the prefix matrix of the handle says where); arrive; reduce (grid: per own token
+//   the sum of the copies from every rank it went to, local reads, in rank order: deterministic); finish.
 // Only the 1-block kernels wait, so at most one spinning block per rank exists at any time and no kernel needs
 // another rank's grid to be resident: N ranks sharing one GPU (MPS) progress with any num_sms. No thread layout
-// depends on the rank count: warps loop over peers and rows.
+// depends on the rank count: warps loop over peers and rows. A receiver's staging that would overflow its
+// num_nvl_bytes is caught on both sides before any store (kSlotOverflow, kOpNvlOverflow).
 //
-// Each token is copied once into its owner's buffer and read once per destination (dispatch); each received
-// row is copied once and read once by its source (combine).
+// Not yet: pipelining the receive half into the send half (the unpack waits for every source's whole push; a
+// per-channel queue drained while it fills would overlap them) and TMA bulk copies.
 #pragma once
 
 #include <cstddef>
@@ -42,23 +54,29 @@ UCCL_EP_HOST_DEVICE inline constexpr size_t alignUp(size_t v, size_t a = kAlign)
 // on the owner's num_tokens (read from its header).
 struct Layout {
   int num_ranks = 0, num_experts = 0;
-  size_t done_off = kHeaderBytes;   // int64 [R]: done[r] written by reader r
+  size_t done_off = kHeaderBytes;   // int64 [R]: done[r] written by peer r once it is done with this call
+  size_t pushed_off = 0;            // int64 [R]: pushed[s] written by source s once its rows are in this buffer
   size_t counts_off = 0;            // int32 [R]: tokens this rank sends to each rank (dispatch)
   size_t expert_counts_off = 0;     // int32 [E]: tokens per global expert (dispatch, when counted)
   size_t data_off = 0;              // start of the per-call area
-  // dispatch payload: one token = row bytes (a multiple of 16), top-k ids (int64), weights (float), scales
+  // dispatch token record: row bytes (a multiple of 16), top-k ids (int64), weights (float), scales, source index
   size_t hidden_bytes = 0, scale_bytes = 0;
   int num_topk = 0;
   size_t token_stride = 0;
   UCCL_EP_HOST_DEVICE size_t idxOff() const { return hidden_bytes; }
   UCCL_EP_HOST_DEVICE size_t weightsOff() const { return hidden_bytes + size_t(num_topk) * 8; }
   UCCL_EP_HOST_DEVICE size_t scalesOff() const { return hidden_bytes + size_t(num_topk) * 12; }
+  UCCL_EP_HOST_DEVICE size_t srcIdxOff() const { return scalesOff() + scale_bytes; }
   // combine rows: BF16 row then top-k weights (float)
   size_t combine_row_stride = 0;
 
   UCCL_EP_HOST_DEVICE size_t listsOff() const { return data_off; }  // int32 [R][num_tokens]
-  UCCL_EP_HOST_DEVICE size_t payloadOff(int num_tokens) const { return alignUp(data_off + size_t(num_ranks) * num_tokens * 4); }
-  UCCL_EP_HOST_DEVICE size_t dispatchBytes(int num_tokens) const { return payloadOff(num_tokens) + size_t(num_tokens) * token_stride; }
+  // The staging area of a receiver with num_tokens own tokens: [received rows] token records, in receive order.
+  UCCL_EP_HOST_DEVICE size_t stagingOff(int num_tokens) const { return alignUp(data_off + size_t(num_ranks) * num_tokens * 4); }
+  // Bytes of a dispatch on a rank with num_tokens own tokens receiving num_recv rows.
+  UCCL_EP_HOST_DEVICE size_t dispatchBytes(int num_tokens, int64_t num_recv) const {
+    return stagingOff(num_tokens) + size_t(num_recv) * token_stride;
+  }
   UCCL_EP_HOST_DEVICE size_t combineBytes(int num_recv_rows) const { return data_off + size_t(num_recv_rows) * combine_row_stride; }
 };
 
@@ -68,13 +86,14 @@ inline Layout makeLayout(int num_ranks, int num_experts, size_t hidden_bytes, si
   l.num_ranks = num_ranks;
   l.num_experts = num_experts;
   l.done_off = kHeaderBytes;
-  l.counts_off = alignUp(l.done_off + size_t(num_ranks) * 8);
+  l.pushed_off = alignUp(l.done_off + size_t(num_ranks) * 8);
+  l.counts_off = alignUp(l.pushed_off + size_t(num_ranks) * 8);
   l.expert_counts_off = alignUp(l.counts_off + size_t(num_ranks) * 4);
   l.data_off = alignUp(l.expert_counts_off + size_t(num_experts) * 4);
   l.hidden_bytes = hidden_bytes;
   l.scale_bytes = scale_bytes;
   l.num_topk = num_topk;
-  l.token_stride = alignUp(hidden_bytes + scale_bytes + size_t(num_topk) * 12, 16);
+  l.token_stride = alignUp(hidden_bytes + scale_bytes + size_t(num_topk) * 12 + 4, 16);
   l.combine_row_stride = alignUp(combine_hidden_bytes + size_t(num_topk) * 4, 16);
   return l;
 }
@@ -106,7 +125,8 @@ struct Context {
   uint64_t timeout_ns = 0;
   HostCounts* host_counts = nullptr;     // host-mapped
   int num_sms = 20;                      // blocks of the grid kernels
-  int send_tokens = 6;                   // rows per warp work item in the pull kernels
+  int send_tokens = 6;                   // rows per warp work item in the push and unpack kernels
+  size_t buffer_bytes = 0;               // num_nvl_bytes, the same on every rank: what a peer's staging may hold
 };
 
 // get_dispatch_layout. Outputs are written whole (the kernel zeroes them first). Field names are the Python

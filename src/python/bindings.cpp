@@ -56,7 +56,7 @@ void bindHostCalls(py::module_& m) {
   m.def(
       "normal_dispatch_bytes",
       [](int num_ranks, const kernels::intranode::DispatchArgs& a, bool cached) {
-        return rt::dispatchLayout(num_ranks, a, cached).dispatchBytes(a.num_tokens);
+        return rt::dispatchLayout(num_ranks, a, cached).dispatchBytes(a.num_tokens, a.num_tokens);
       },
       py::kw_only(), arg("num_ranks"), arg("args"), arg("cached"),
       "the checks of a dispatch, and the nvl-buffer bytes it needs on this rank");

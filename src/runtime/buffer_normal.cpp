@@ -48,6 +48,7 @@ intranode::Context Buffer::Impl::normalContext(const char* call, const NormalCon
   c.timeout_ns = env().timeoutNs();
   c.host_counts = host_counts->device();
   c.num_sms = config.num_sms > 0 ? config.num_sms : num_sms;
+  c.buffer_bytes = static_cast<size_t>(cfg.num_nvl_bytes);
   if (config.num_max_nvl_chunked_send_tokens > 0) c.send_tokens = config.num_max_nvl_chunked_send_tokens;
   UCCL_EP_CUDA_OR_THROW(cudaSetDevice(cfg.device), "{}: selecting device {}", call, cfg.device);
   return c;
@@ -77,7 +78,7 @@ void Buffer::dispatchSend(intranode::DispatchArgs a, bool cached, const NormalCo
   checkErrors();
   const intranode::Context c = m.normalContext(call, config);
   a.layout = dispatchLayout(m.cfg.num_ranks, a, cached);
-  checkFits(a.layout.dispatchBytes(a.num_tokens), m.cfg.num_nvl_bytes, call,
+  checkFits(a.layout.dispatchBytes(a.num_tokens, a.num_tokens), m.cfg.num_nvl_bytes, call,
             fmt::format("dispatching {} tokens of {} bytes ({} scales, top-{})", a.num_tokens, a.hidden_bytes,
                         a.num_scales, a.num_topk));
   a.report_to_host = !cached && a.num_worst_tokens == 0;

@@ -20,8 +20,9 @@ void checkLowLatencyCombine(const kernels::ll::Layout& layout, const kernels::ll
 
 // --- normal mode -----------------------------------------------------------------------------------------------
 void checkDispatchLayout(int num_ranks, const kernels::intranode::LayoutArgs& a);
-// The nvl-buffer layout of a dispatch (cached: the handle's layout, nothing counted, num_experts 0); the bytes it
-// needs on this rank are layout.dispatchBytes(a.num_tokens).
+// The nvl-buffer layout of a dispatch (cached: the handle's layout, nothing counted, num_experts 0). The bytes it
+// needs on this rank depend on the rows it receives, known only on the GPU (the kernels check them exactly); before
+// the call the runtime checks dispatchBytes(num_tokens, num_tokens), a rank receiving as many rows as it sends.
 kernels::intranode::Layout dispatchLayout(int num_ranks, const kernels::intranode::DispatchArgs& a, bool cached);
 // Checks the receive half's outputs against the send half's arguments.
 void checkDispatchOutputs(const kernels::intranode::DispatchArgs& sent, const kernels::intranode::DispatchOutputs& out);

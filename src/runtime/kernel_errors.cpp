@@ -22,6 +22,8 @@ const char* stepName(int32_t op) {
     case k::kOpReuse: return "normal-mode dispatch/combine (waiting to reuse the nvl buffer)";
     case k::kOpReady: return "normal-mode dispatch/combine (waiting for the peers' data)";
     case k::kOpWorstOverflow: return "normal-mode dispatch (num_worst_tokens)";
+    case k::kOpNvlOverflow: return "normal-mode dispatch/combine (the rows a rank receives)";
+    case k::kOpArrive: return "normal-mode dispatch/combine (waiting for the peers' rows)";
     default: return "kernel (unknown step)";
   }
 }
@@ -55,6 +57,11 @@ std::string Buffer::Impl::describeKernelError(const k::ErrorRecord& rec, bool* t
                            "dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s (it never joined that call, or failed)",
                            step, cfg.rank, peer, secs);
       }
+      if (op == k::kOpArrive) {
+        return fmt::format("{} on rank {}: rank {} did not push its rows for this dispatch/combine within "
+                           "UCCL_EP_TIMEOUT_SECS={}s",
+                           step, cfg.rank, peer, secs);
+      }
       if (op == k::kOpReady) {
         return fmt::format("{} on rank {}: rank {} did not join this dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s",
                            step, cfg.rank, peer, secs);
@@ -77,6 +84,11 @@ std::string Buffer::Impl::describeKernelError(const k::ErrorRecord& rec, bool* t
                          *timeout ? fmt::format(" within UCCL_EP_TIMEOUT_SECS={}s", secs) : std::string());
     }
     case k::kSlotOverflow:
+      if (op == k::kOpNvlOverflow) {
+        return fmt::format("{} on rank {}: the rows rank {} receives need {} bytes of nvl buffer, num_nvl_bytes is {}; "
+                           "build the Buffer with a larger num_nvl_bytes (Config.get_nvl_buffer_size_hint)",
+                           step, cfg.rank, peer, rec.detail, cfg.num_nvl_bytes);
+      }
       if (op == k::kOpWorstOverflow) {
         return fmt::format("{} on rank {}: {} rows arrived but num_worst_tokens leaves room for fewer; rows beyond it "
                            "were dropped",

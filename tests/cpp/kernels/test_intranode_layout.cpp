@@ -1,5 +1,6 @@
 // The normal-mode nvl buffer layout (kernels/intranode.hpp): every region is aligned, the regions are disjoint
-// and in order, a token's fields stay inside its stride, and the sizes grow as the kernels index them.
+// and in order, a token's fields stay inside its stride, and the sizes grow as the kernels index them. The pushed
+// words and the staging offset are where a peer's kernels store: identical formulas on both sides.
 #include <gtest/gtest.h>
 
 #include "kernels/intranode.hpp"
@@ -13,19 +14,23 @@ TEST(IntranodeLayout, RegionsAreAlignedDisjointAndOrdered) {
       for (size_t scales : {size_t{0}, size_t{4} * 56, size_t{4} * 14}) {
         const Layout l = makeLayout(ranks, 256 * ranks, 7168, scales, topk, 7168 * 2);
         EXPECT_EQ(l.done_off, kHeaderBytes);
-        EXPECT_GE(l.counts_off, l.done_off + size_t(ranks) * 8) << ranks;
+        EXPECT_GE(l.pushed_off, l.done_off + size_t(ranks) * 8) << ranks;
+        EXPECT_GE(l.counts_off, l.pushed_off + size_t(ranks) * 8) << ranks;
         EXPECT_GE(l.expert_counts_off, l.counts_off + size_t(ranks) * 4);
         EXPECT_GE(l.data_off, l.expert_counts_off + size_t(256) * ranks * 4);
-        for (size_t off : {l.counts_off, l.expert_counts_off, l.data_off}) EXPECT_EQ(off % kAlign, 0u);
+        for (size_t off : {l.pushed_off, l.counts_off, l.expert_counts_off, l.data_off}) EXPECT_EQ(off % kAlign, 0u);
         EXPECT_EQ(l.token_stride % 16, 0u);
         EXPECT_EQ(l.idxOff() % 8, 0u);
-        EXPECT_GE(l.token_stride, l.scalesOff() + scales);
+        EXPECT_EQ(l.srcIdxOff(), l.scalesOff() + scales);
+        EXPECT_GE(l.token_stride, l.srcIdxOff() + 4);
         EXPECT_EQ(l.combine_row_stride % 16, 0u);
         EXPECT_GE(l.combine_row_stride, size_t(7168) * 2 + size_t(topk) * 4);
         for (int tokens : {0, 1, 4096}) {
-          EXPECT_EQ(l.payloadOff(tokens) % kAlign, 0u);
-          EXPECT_GE(l.payloadOff(tokens), l.listsOff() + size_t(ranks) * tokens * 4);
-          EXPECT_EQ(l.dispatchBytes(tokens), l.payloadOff(tokens) + size_t(tokens) * l.token_stride);
+          EXPECT_EQ(l.stagingOff(tokens) % kAlign, 0u);
+          EXPECT_GE(l.stagingOff(tokens), l.listsOff() + size_t(ranks) * tokens * 4);
+          for (int64_t received : {int64_t{0}, int64_t{3}, int64_t{8} * 4096}) {
+            EXPECT_EQ(l.dispatchBytes(tokens, received), l.stagingOff(tokens) + size_t(received) * l.token_stride);
+          }
         }
         EXPECT_EQ(l.combineBytes(10), l.data_off + 10 * l.combine_row_stride);
       }
