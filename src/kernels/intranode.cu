@@ -200,6 +200,11 @@ __global__ void arriveKernel(Context ctx, size_t pushed_off) {
 }
 
 // ---- dispatch -----------------------------------------------------------------------------------------------
+// Rows are copied 16 bytes per lane, kCopyUnroll loads in flight per lane before their stores: a row is a few
+// hundred vectors, and the copy is bound by how many loads each warp keeps in flight. 8 measured slower than 4 for
+// the dispatch push (2026-11-29, two H200s).
+constexpr int kCopyUnroll = 4;
+
 __device__ __forceinline__ void copyWarp(uint8_t* dst, const uint8_t* src, size_t bytes) {
   // bytes is a multiple of 16 and both ends are 16-byte aligned (checked by the launcher)
   const int lane = platform::laneId();
@@ -207,12 +212,12 @@ __device__ __forceinline__ void copyWarp(uint8_t* dst, const uint8_t* src, size_
   const int4* s = reinterpret_cast<const int4*>(src);
   int4* d = reinterpret_cast<int4*>(dst);
   size_t i = lane;
-  for (; i + 3 * kWarpSize < n; i += 4 * kWarpSize) {
-    const int4 a = s[i], b = s[i + kWarpSize], c = s[i + 2 * kWarpSize], q = s[i + 3 * kWarpSize];
-    d[i] = a;
-    d[i + kWarpSize] = b;
-    d[i + 2 * kWarpSize] = c;
-    d[i + 3 * kWarpSize] = q;
+  for (; i + (kCopyUnroll - 1) * kWarpSize < n; i += kCopyUnroll * kWarpSize) {
+    int4 v[kCopyUnroll];
+#pragma unroll
+    for (int u = 0; u < kCopyUnroll; ++u) v[u] = s[i + u * kWarpSize];
+#pragma unroll
+    for (int u = 0; u < kCopyUnroll; ++u) d[i + u * kWarpSize] = v[u];
   }
   for (; i < n; i += kWarpSize) d[i] = s[i];
 }
@@ -420,6 +425,8 @@ __global__ void __launch_bounds__(kThreads) combinePushKernel(Context ctx, Combi
   }
 }
 
+constexpr int kSumUnroll = 4;
+
 __device__ __forceinline__ void addBf16x8(float* acc, int4 raw) {
   const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
 #pragma unroll
@@ -472,16 +479,32 @@ __global__ void __launch_bounds__(kThreads) combineReduceKernel(Context ctx, Com
             ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias_1) + static_cast<size_t>(t) * a.hidden)
             : nullptr;
     int4* out = reinterpret_cast<int4*>(static_cast<uint16_t*>(a.combined_x) + static_cast<size_t>(t) * a.hidden);
-    for (int v = lane; v < vecs; v += kWarpSize) {
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int i = 0; i < n; ++i) addBf16x8(acc, reinterpret_cast<const int4*>(mine[i])[v]);
-      if (b0) addBf16x8(acc, b0[v]);
-      if (b1) addBf16x8(acc, b1[v]);
-      int4 packed;
-      uint16_t* o = reinterpret_cast<uint16_t*>(&packed);
+    // kSumUnroll vectors per lane at a time, so each row contributes that many loads in flight.
+    for (int v0 = lane; v0 < vecs; v0 += kSumUnroll * kWarpSize) {
+      float acc[kSumUnroll][8] = {};
+      for (int i = 0; i < n; ++i) {
+        const int4* row = reinterpret_cast<const int4*>(mine[i]);
+        int4 raw[kSumUnroll];
 #pragma unroll
-      for (int c = 0; c < 8; ++c) o[c] = platform::floatToBf16(acc[c]);
-      out[v] = packed;
+        for (int u = 0; u < kSumUnroll; ++u) {
+          const int v = v0 + u * kWarpSize;
+          raw[u] = v < vecs ? row[v] : int4{0, 0, 0, 0};
+        }
+#pragma unroll
+        for (int u = 0; u < kSumUnroll; ++u) addBf16x8(acc[u], raw[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kSumUnroll; ++u) {
+        const int v = v0 + u * kWarpSize;
+        if (v >= vecs) break;
+        if (b0) addBf16x8(acc[u], b0[v]);
+        if (b1) addBf16x8(acc[u], b1[v]);
+        int4 packed;
+        uint16_t* o = reinterpret_cast<uint16_t*>(&packed);
+#pragma unroll
+        for (int c = 0; c < 8; ++c) o[c] = platform::floatToBf16(acc[u][c]);
+        out[v] = packed;
+      }
     }
     if (a.combined_topk_weights) {
       for (int k = lane; k < K; k += kWarpSize) {
