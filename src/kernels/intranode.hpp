@@ -50,7 +50,7 @@ constexpr size_t kSeqOff = 0, kReadyOff = 64, kNumTokensOff = 128;
 
 UCCL_EP_HOST_DEVICE inline constexpr size_t alignUp(size_t v, size_t a = kAlign) { return (v + a - 1) / a * a; }
 
-// Offsets inside every rank's nvl buffer. Identical on all ranks except the dispatch lists/payload, which depend
+// Offsets inside every rank's nvl buffer. Identical on all ranks except the dispatch lists/staging, which depend
 // on the owner's num_tokens (read from its header).
 struct Layout {
   int num_ranks = 0, num_experts = 0;

@@ -69,7 +69,7 @@ struct LowLatencyPending {
 // Normal-mode knobs of one call (uccl.ep.Config).
 struct NormalConfig {
   int num_sms = 0;                          // 0: every SM of the device
-  int num_max_nvl_chunked_send_tokens = 0;  // rows per warp work item in the pull kernels; 0: the kernels' default
+  int num_max_nvl_chunked_send_tokens = 0;  // rows per warp work item (push, unpack); 0: the kernels' default
 };
 
 class Buffer {

@@ -5,11 +5,12 @@ moves up to "send tokens" per step. Config checks its own knobs; everything else
 formula) is the runtime's.
 
 The intranode kernels (src/kernels/intranode.hpp) use the config this way: `num_sms` is the grid of their
-pack and pull kernels, "send tokens" the rows one warp copies per work item. They keep no rings: the nvl buffer
-holds this rank's own tokens during a dispatch (about num_tokens * token_bytes) and the rows it received during
-a combine (about received rows * (hidden * 2 + 64)). The hint, channels * peers * recv_tokens tokens, covers
-typical calls (8 ranks, defaults: 20480 tokens or rows); a call that needs more raises ArgumentError before any
-kernel and names the num_nvl_bytes it needs.
+push, unpack and reduce kernels, "send tokens" the rows one warp copies per work item. They keep no rings: during a
+dispatch the nvl buffer holds the rows this rank receives (about received rows * token_bytes), during a combine the
+copies of its own tokens that come back (about the same rows * (hidden * 2 + 64)). The hint, channels * peers *
+recv_tokens tokens, covers typical calls (8 ranks, defaults: 20480 tokens or rows). A call whose own sizes need more
+raises ArgumentError before any kernel and names the num_nvl_bytes it needs; the rows a rank receives are known only
+on the GPU, which checks them before any row is stored and fails the call naming the bytes needed.
 
 The size hints come from uccl.ep._C (the source of truth is src/runtime/size_hints.hpp); they are upper bounds
 that hold for every kernel version, not tuned to the byte:
