@@ -14,8 +14,6 @@ namespace {
 constexpr int kDefaultRanksPerNode = 8;  // DeepEP's node size, where nothing says otherwise
 constexpr size_t kRingCounterBytes = 64;
 
-size_t alignUnit(size_t v) { return (v + kernels::kBufferSizeUnit - 1) / kernels::kBufferSizeUnit * kernels::kBufferSizeUnit; }
-
 void check(const SizeHintArgs& a, const char* call) {
   if (a.hidden_bytes <= 0) UCCL_EP_THROW_ARG("{}: hidden_bytes must be positive, got {}", call, a.hidden_bytes);
   if (a.num_ranks <= 0) UCCL_EP_THROW_ARG("{}: num_ranks must be positive, got {}", call, a.num_ranks);
@@ -38,8 +36,26 @@ int ranksPerNode(const SizeHintArgs& a, const Env& e) {
   return ranksPerNodeFromEnv(a.num_ranks, std::min(kDefaultRanksPerNode, a.num_ranks), e);
 }
 
-size_t perRing(const SizeHintArgs& a) {
-  return static_cast<size_t>(a.recv_tokens) * tokenBytes(static_cast<size_t>(a.hidden_bytes)) + kRingCounterBytes;
+// a * b + c, or InvalidArgument naming the call when it does not fit a size_t (a hint never wraps).
+size_t mulAdd(size_t a, size_t b, size_t c, const char* call) {
+  size_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r) || __builtin_add_overflow(r, c, &r)) {
+    UCCL_EP_THROW_ARG("{}: the size overflows 64 bits ({} x {} + {}); the arguments are out of range", call, a, b, c);
+  }
+  return r;
+}
+
+size_t perRing(const SizeHintArgs& a, const char* call) {
+  // hidden_bytes < 2^63, so one token's bytes (about 1.03 x hidden_bytes) still fit; the products may not.
+  return mulAdd(static_cast<size_t>(a.recv_tokens), tokenBytes(static_cast<size_t>(a.hidden_bytes)), kRingCounterBytes,
+                call);
+}
+
+// channels * count * per_ring * copies, rounded up to kBufferSizeUnit, without wrapping.
+size_t total(const SizeHintArgs& a, size_t count, size_t copies, const char* call) {
+  const size_t v = mulAdd(mulAdd(mulAdd(static_cast<size_t>(a.num_sms / 2), count, 0, call), perRing(a, call), 0, call),
+                          copies, kernels::kBufferSizeUnit - 1, call);
+  return v / kernels::kBufferSizeUnit * kernels::kBufferSizeUnit;
 }
 
 }  // namespace
@@ -48,7 +64,7 @@ size_t nvlBufferSizeHint(const SizeHintArgs& a) {
   check(a, "get_nvl_buffer_size_hint");
   const Env e = readEnv();
   const int peers = e.normal_mnnvl ? a.num_ranks : ranksPerNode(a, e);
-  return alignUnit(static_cast<size_t>(a.num_sms / 2) * peers * perRing(a));
+  return total(a, static_cast<size_t>(peers), 1, "get_nvl_buffer_size_hint");
 }
 
 size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
@@ -57,7 +73,7 @@ size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
   const int rpn = ranksPerNode(a, e);
   if (e.normal_mnnvl || rpn >= a.num_ranks) return 0;
   const int nodes = (a.num_ranks + rpn - 1) / rpn;
-  return alignUnit(static_cast<size_t>(a.num_sms / 2) * nodes * perRing(a) * 2);
+  return total(a, static_cast<size_t>(nodes), 2, "get_rdma_buffer_size_hint");
 }
 
 }  // namespace uccl::ep::runtime

@@ -238,3 +238,40 @@ def test_static_helpers_without_gpu(native):
     assert Buffer.get_low_latency_rdma_size_hint(128, 7168, 8, 256) == native.get_low_latency_rdma_size_hint(
         num_max_dispatch_tokens_per_rank=128, hidden=7168, num_ranks=8, num_experts=256)
     assert Buffer.is_sm90_compiled() == native.has_cuda()
+
+
+class _QuietRuntime:
+    """A runtime stand-in that records nothing and has nothing recorded."""
+
+    def check_errors(self):
+        pass
+
+    def nvl_buffer_ptr(self):
+        raise AssertionError("the offset was not checked before the buffer was touched")
+
+
+def _quiet_buffer(**attrs) -> Buffer:
+    b = Buffer.__new__(Buffer)
+    b.__dict__.update(dict(_runtime=_QuietRuntime(), num_nvl_bytes=1 << 20, num_rdma_bytes=0,
+                           device=torch.device("cpu")), **attrs)
+    return b
+
+
+@pytest.mark.parametrize("dtype, offset", [(torch.float32, 2), (torch.int64, 4), (torch.bfloat16, 1)])
+def test_local_buffer_tensor_refuses_misaligned_offsets(dtype, offset):
+    with pytest.raises(ValueError, match=f"offset {offset} is not a multiple"):
+        _quiet_buffer().get_local_buffer_tensor(dtype, (4,), offset=offset)
+
+
+def test_receive_hook_runs_once(monkeypatch):
+    class Stream:
+        cuda_stream = 77
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    ran = []
+    hook = buffer_module._RecvHook(_quiet_buffer(), ran.append, (torch.zeros(1),))
+    hook()
+    assert ran == [77]
+    with pytest.raises(RuntimeError, match="already ran"):
+        hook()
+    assert ran == [77]  # the native receive half was not launched again

@@ -82,3 +82,14 @@ def test_limits_come_from_native_only(native):
         assert getattr(native, name) == value, name
         for module in (V, C):  # Python defines no limit: a second definition could drift from the kernels'
             assert not hasattr(module, name), (module.__name__, name)
+
+
+@pytest.mark.parametrize("fn, kwargs", [
+    ("get_nvl_buffer_size_hint", dict(num_sms=20, num_max_nvl_chunked_recv_tokens=256, hidden_bytes=2 ** 62,
+                                      num_ranks=8)),
+    ("get_rdma_buffer_size_hint", dict(num_sms=2 ** 30, num_max_rdma_chunked_recv_tokens=2 ** 30,
+                                       hidden_bytes=2 ** 40, num_ranks=2 ** 20, num_ranks_per_node=1)),
+])
+def test_size_hints_raise_instead_of_wrapping(native, fn, kwargs):
+    with pytest.raises(native.ArgumentError, match="overflows 64 bits"):
+        getattr(native, fn)(**kwargs)

@@ -215,6 +215,9 @@ class Buffer:
         total = self.num_rdma_bytes if use_rdma_buffer else self.num_nvl_bytes
         elem = torch.empty(0, dtype=dtype).element_size()
         V.check_int("get_local_buffer_tensor", "offset", offset, 0, total)
+        if offset % elem:
+            raise ValueError(f"get_local_buffer_tensor: offset {offset} is not a multiple of the {elem}-byte element "
+                             f"size of {dtype}: the tensor would be misaligned")
         if size is None:
             size = ((total - offset) // elem,)
         size = torch.Size(size)
@@ -594,10 +597,15 @@ class _RecvHook:
 
     def __init__(self, buffer: Buffer, native_hook, tensors: tuple):
         self._buffer, self._native_hook, self._tensors = buffer, native_hook, tensors
+        self._ran = False
 
     def __call__(self) -> None:
+        # A second run would read the half again after a later call may have reused it: refuse it.
+        if self._ran:
+            raise RuntimeError("low-latency receive hook: this hook already ran; each call's hook runs once")
         self._buffer._rt("hook")  # raises what the send half recorded
         self._native_hook(torch.cuda.current_stream(self._buffer.device).cuda_stream)
+        self._ran = True
 
 
 def initialize_uccl(scratch, num_rdma_bytes: int, rank: int, num_ranks: int, group=None, num_experts: int = 0):
