@@ -41,6 +41,49 @@ void closeFd(int fd) {
   if (fd >= 0) ::close(fd);
 }
 
+// The exporter's pid randomName() put in the name, or 0 when the name does not carry one.
+pid_t namedPid(const std::string& name) {
+  const std::string prefix = "uccl-ep-fd-";
+  if (name.compare(0, prefix.size(), prefix) != 0) return 0;
+  const size_t end = name.find('-', prefix.size());
+  if (end == std::string::npos || end == prefix.size()) return 0;
+  pid_t pid = 0;
+  for (size_t i = prefix.size(); i < end; ++i) {
+    if (name[i] < '0' || name[i] > '9' || pid > 100000000) return 0;
+    pid = pid * 10 + (name[i] - '0');
+  }
+  return pid;
+}
+
+// True when `pid` runs in this process's pid namespace: then its pid here is the pid it put in its socket name.
+bool inOurPidNamespace(pid_t pid) {
+  char ours[128] = {}, theirs[128] = {};
+  const std::string path = fmt::format("/proc/{}/ns/pid", static_cast<int>(pid));
+  const ssize_t a = ::readlink("/proc/self/ns/pid", ours, sizeof(ours) - 1);
+  const ssize_t b = ::readlink(path.c_str(), theirs, sizeof(theirs) - 1);
+  return a > 0 && b > 0 && std::strcmp(ours, theirs) == 0;
+}
+
+// Who holds the socket the importer reached: the same user, and the exporter the name says where that can be known.
+void checkExporter(int sock, const std::string& name, int peer_rank) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    UCCL_EP_THROW("fd of rank {}: SO_PEERCRED on @{} failed: {}", peer_rank, name, std::strerror(errno));
+  }
+  if (cred.uid != ::getuid()) {
+    UCCL_EP_THROW("fd of rank {}: socket @{} is held by pid {} of uid {}, this process runs as uid {}: another user's "
+                  "process squats the name; refusing its memory",
+                  peer_rank, name, cred.pid, cred.uid, ::getuid());
+  }
+  const pid_t named = namedPid(name);
+  if (named > 0 && cred.pid > 0 && cred.pid != named && inOurPidNamespace(cred.pid)) {
+    UCCL_EP_THROW("fd of rank {}: socket @{} is held by pid {}, not by pid {} that exported it: another process "
+                  "squats the name; refusing its memory",
+                  peer_rank, name, cred.pid, named);
+  }
+}
+
 }  // namespace
 
 FdServer::FdServer(int fd, std::string what) : fd_(fd), what_(std::move(what)) {
@@ -103,8 +146,20 @@ void FdServer::serveOne(int conn) noexcept {
   ucred cred{};
   socklen_t cred_len = sizeof(cred);
   if (::getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0 || cred.uid != ::getuid()) {
-    log().warn("fd server for {} on @{}: refusing pid {} (uid {}; this process runs as uid {})", what_, name_, cred.pid,
-               cred.uid, ::getuid());
+    const uint64_t n = refused_.fetch_add(1, std::memory_order_relaxed) + 1;
+    const auto now = Clock::now();
+    if (n <= kRefusalsLoggedInFull) {
+      log().warn("fd server for {} on @{}: refusing pid {} (uid {}; this process runs as uid {})", what_, name_,
+                 cred.pid, cred.uid, ::getuid());
+      refusal_warnings_.fetch_add(1, std::memory_order_relaxed);
+      last_summary_ = now;
+    } else if (++refused_unlogged_, now - last_summary_ >= std::chrono::seconds(kRefusalLogPeriodSec)) {
+      log().warn("fd server for {} on @{}: refused {} more connections from other users (latest pid {}, uid {})",
+                 what_, name_, refused_unlogged_, cred.pid, cred.uid);
+      refusal_warnings_.fetch_add(1, std::memory_order_relaxed);
+      refused_unlogged_ = 0;
+      last_summary_ = now;
+    }
     return;
   }
   char data[sizeof(kTag)];
@@ -172,6 +227,7 @@ int receiveFd(const std::string& name, int peer_rank, uint64_t timeout_ns) {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{sock};
+  checkExporter(sock, name, peer_rank);
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) timeout("connected, no fd received", 0);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -31,8 +32,14 @@ class FdServer {
   // The abstract socket name, without the leading NUL: "uccl-ep-fd-<pid>-<random>". What the blob carries.
   const std::string& name() const { return name_; }
   uint64_t served() const { return served_.load(std::memory_order_relaxed); }
+  // Connections refused (another user), and the warnings logged about them: the first kRefusalsLoggedInFull each,
+  // then one line per kRefusalLogPeriodSec summing up, so another user cannot flood the log.
+  uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+  uint64_t refusalWarnings() const { return refusal_warnings_.load(std::memory_order_relaxed); }
 
   static constexpr int kPollMs = 20;
+  static constexpr uint64_t kRefusalsLoggedInFull = 3;
+  static constexpr int kRefusalLogPeriodSec = 10;
 
  private:
   void run() noexcept;
@@ -44,12 +51,18 @@ class FdServer {
   std::string name_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> served_{0};
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> refusal_warnings_{0};
+  uint64_t refused_unlogged_ = 0;                       // server thread only
+  std::chrono::steady_clock::time_point last_summary_;  // server thread only
   std::thread thread_;
 };
 
 // Connects to the FdServer named `name` and returns the fd it hands over (CLOEXEC; the caller closes it).
-// Retries the connection while the server is not up yet. Throws uccl::ep::TimeoutError naming peer_rank and
-// the socket when no fd arrived within timeout_ns, and uccl::ep::Error on a bad name or a refused handshake.
+// Retries the connection while the server is not up yet. Before taking anything it checks who holds the socket
+// (SO_PEERCRED): the same user, and, where the exporter's process is visible in this pid namespace, the pid the name
+// carries; anyone else squats the name. Throws uccl::ep::TimeoutError naming peer_rank and the socket when no fd
+// arrived within timeout_ns, and uccl::ep::Error on a bad name, a squatted socket or a refused handshake.
 int receiveFd(const std::string& name, int peer_rank, uint64_t timeout_ns);
 
 }  // namespace uccl::ep::runtime

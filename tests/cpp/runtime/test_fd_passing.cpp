@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -189,6 +190,106 @@ TEST(FdPassing, StoppedServerIsGoneAtOnce) {
   EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(10 * FdServer::kPollMs))
       << "the destructor must not linger";
   EXPECT_THROW(receiveFd(name, 0, 100 * kMs), TimeoutError);
+}
+
+// A listening abstract socket under `name`, held by this process, that never answers.
+int listenOn(const std::string& name) {
+  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  if (::bind(s, reinterpret_cast<sockaddr*>(&addr), offsetof(sockaddr_un, sun_path) + 1 + name.size()) != 0 ||
+      ::listen(s, 4) != 0) {
+    ::close(s);
+    return -1;
+  }
+  return s;
+}
+
+TEST(FdPassing, ASquatterOfAnotherProcessesNameIsRefusedAtOnce) {
+  // The name says pid 1 exported it (alive in every pid namespace); this process holds the socket instead.
+  const std::string name = "uccl-ep-fd-0000000001-squat" + std::to_string(::getpid());
+  const int s = listenOn(name);
+  ASSERT_GE(s, 0);
+  const auto start = Clock::now();
+  EXPECT_TRUE(mentions(messageOf<Error>([&] { receiveFd(name, 5, 2000 * kMs); }),
+                       {"rank 5", "@" + name, "not by pid 1", "squats"}));
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(500)) << "refused before waiting for an fd";
+  ::close(s);
+}
+
+// Runs `body` in a child process as uid 65534 (nobody); returns the child's exit status. Needs root.
+int asAnotherUser(const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(90);
+    _exit(body());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+TEST(FdPassing, AnotherUsersServerIsRefused) {
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to run a process as another user (CI runs as root)";
+  int ready[2];
+  int done[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const std::string name = "uccl-ep-fd-other-user-" + std::to_string(::getpid());
+  std::thread other([&] {
+    asAnotherUser([&] {
+      ::close(done[1]);  // the child's copy: its poll sees EOF once the parent closes its own
+      const int s = listenOn(name);
+      const char c = s >= 0 ? 1 : 0;
+      if (::write(ready[1], &c, 1) != 1 || s < 0) return 2;
+      pollfd p{done[0], POLLIN, 0};
+      ::poll(&p, 1, 10000);
+      return 0;
+    });
+  });
+  char c = 0;
+  pollfd p{ready[0], POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1);
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(c, 1);
+  EXPECT_TRUE(mentions(messageOf<Error>([&] { receiveFd(name, 6, 2000 * kMs); }),
+                       {"rank 6", "uid 65534", "another user", "squats"}));
+  ::close(done[1]);
+  other.join();
+  for (int fd : {ready[0], ready[1], done[0]}) ::close(fd);
+}
+
+TEST(FdPassing, RefusalsOfAFloodAreCountedAndTheirWarningsCapped) {
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to run a process as another user (CI runs as root)";
+  FdServer server(makeMemfd(), "a memfd another user floods");
+  const std::string name = server.name();
+  constexpr int kFlood = 60;
+  const int status = asAnotherUser([&] {
+    for (int i = 0; i < kFlood; ++i) {
+      const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      std::memcpy(addr.sun_path + 1, name.data(), name.size());
+      if (::connect(s, reinterpret_cast<sockaddr*>(&addr), offsetof(sockaddr_un, sun_path) + 1 + name.size()) != 0) {
+        return 3;
+      }
+      char b;
+      pollfd p{s, POLLIN, 0};
+      ::poll(&p, 1, 2000);  // the server closes without sending: EOF
+      if (::recv(s, &b, 1, 0) != 0) return 4;
+      ::close(s);
+    }
+    return 0;
+  });
+  EXPECT_EQ(status, 0);
+  for (int i = 0; i < 1000 && server.refused() < kFlood; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(server.refused(), static_cast<uint64_t>(kFlood));
+  EXPECT_EQ(server.served(), 0u);
+  EXPECT_LE(server.refusalWarnings(), FdServer::kRefusalsLoggedInFull + 1) << "one summary line per period at most";
+  const int fd = receiveFd(name, 0, 2000 * kMs);  // the owner's own user is still served
+  EXPECT_TRUE(holdsPattern(fd));
+  ::close(fd);
 }
 
 TEST(FdPassing, BadNamesAndNonServersAreErrors) {
