@@ -84,14 +84,18 @@ double envTimeoutSecs(const char* name, double fallback) {
   return x;
 }
 
+// An integer variable within [lo, hi] (README's table gives each range), else InvalidArgument naming it.
+template <typename T>
+T inRange(const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  const int64_t v = envInt(name, fallback);
+  if (v < lo || v > hi) UCCL_EP_THROW_ARG("environment variable {}={} is outside [{}, {}]", name, v, lo, hi);
+  return static_cast<T>(v);
+}
+
 template <typename T>
 T nonNegative(const char* name, int64_t fallback) {
-  const int64_t v = envInt(name, fallback);
-  if (v < 0) UCCL_EP_THROW_ARG("environment variable {}={} must not be negative", name, v);
-  if (static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
-    UCCL_EP_THROW_ARG("environment variable {}={} is above {}", name, v, std::numeric_limits<T>::max());
-  }
-  return static_cast<T>(v);
+  return inRange<T>(name, fallback, 0, static_cast<int64_t>(std::min<uint64_t>(std::numeric_limits<T>::max(),
+                                                                              std::numeric_limits<int64_t>::max())));
 }
 
 // 0 when unset; otherwise a positive int (a launcher that sets it to 0 or garbage is misconfigured, not "unset").
@@ -111,10 +115,10 @@ int positiveOrUnset(const char* name) {
 Env readEnv() {
   Env e;
   e.socket_ifname = envString("UCCL_SOCKET_IFNAME").value_or("");
-  e.gid_index = static_cast<int>(envInt("UCCL_IB_GID_INDEX", -1));
+  e.gid_index = inRange<int>("UCCL_IB_GID_INDEX", -1, -1, 255);
   e.ib_hca = envString("UCCL_IB_HCA").value_or("");
-  e.ib_sl = nonNegative<int>("UCCL_IB_SL", 0);
-  e.ib_tc = nonNegative<int>("UCCL_IB_TC", 0);
+  e.ib_sl = inRange<int>("UCCL_IB_SL", 0, 0, 15);    // 4-bit InfiniBand service level
+  e.ib_tc = inRange<int>("UCCL_IB_TC", 0, 0, 255);   // 8-bit traffic class
   e.max_inflight_bytes = nonNegative<uint64_t>("UCCL_IB_MAX_INFLIGHT_BYTES", 0);
   e.max_inflight_normal = nonNegative<uint32_t>("UCCL_IB_MAX_INFLIGHT_NORMAL", 0);
   e.max_inflight_low_latency = nonNegative<uint32_t>("UCCL_IB_MAX_INFLIGHT_LOW_LATENCY", 0);
@@ -123,11 +127,8 @@ Env readEnv() {
       e.transport != "shm") {
     UCCL_EP_THROW_ARG("UCCL_EP_TRANSPORT='{}' is not one of verbs, efa, tcp, shm, auto", e.transport);
   }
-  e.num_proxy_threads = static_cast<int>(envInt("UCCL_EP_NUM_PROXY_THREADS", 4));
-  if (e.num_proxy_threads < 1 || e.num_proxy_threads > 64) {
-    UCCL_EP_THROW_ARG("UCCL_EP_NUM_PROXY_THREADS={} must be between 1 and 64", e.num_proxy_threads);
-  }
-  e.ranks_per_node = nonNegative<int>("UCCL_EP_RANKS_PER_NODE", 0);
+  e.num_proxy_threads = inRange<int>("UCCL_EP_NUM_PROXY_THREADS", 4, 1, 64);
+  e.ranks_per_node = inRange<int>("UCCL_EP_RANKS_PER_NODE", 0, 0, std::numeric_limits<int>::max());
   e.local_world_size = positiveOrUnset("LOCAL_WORLD_SIZE");
   // Both are parsed, so a typo in either is reported even when the other one is set.
   for (const char* name : {"UCCL_EP_NORMAL_MNNVL", "DEEP_EP_NORMAL_MNNVL"}) {

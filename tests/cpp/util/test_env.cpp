@@ -217,5 +217,31 @@ TEST(EnvFields, RanksPerNodeIsZeroWhenUnsetAndMustNotBeNegative) {
   EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {"UCCL_EP_RANKS_PER_NODE"}));
 }
 
+// Every integer variable has a documented range (README): its ends are accepted, one past either end is an error
+// naming the variable and the range, and so are values that overflow 64 bits.
+TEST(EnvFields, IntegerVariablesAcceptTheirRangeAndNameAnythingOutside) {
+  struct Case {
+    const char* name;
+    const char* lo;
+    const char* hi;
+    const char* below;
+    const char* above;
+  };
+  for (const Case& c : {Case{"UCCL_IB_GID_INDEX", "-1", "255", "-2", "256"}, Case{"UCCL_IB_SL", "0", "15", "-1", "16"},
+                        Case{"UCCL_IB_TC", "0", "255", "-1", "256"},
+                        Case{"UCCL_EP_NUM_PROXY_THREADS", "1", "64", "0", "65"},
+                        Case{"UCCL_IB_MAX_INFLIGHT_NORMAL", "0", "4294967295", "-1", "4294967296"},
+                        Case{"UCCL_IB_MAX_INFLIGHT_BYTES", "0", "9223372036854775807", "-1", "99999999999999999999"}}) {
+    for (const char* ok : {c.lo, c.hi}) {
+      ScopedEnv e({{c.name, ok}});
+      EXPECT_NO_THROW(readEnv()) << c.name << "=" << ok;
+    }
+    for (const char* bad : {c.below, c.above}) {
+      ScopedEnv e({{c.name, bad}});
+      EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {c.name})) << c.name << "=" << bad;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace uccl::ep
