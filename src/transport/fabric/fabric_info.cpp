@@ -1,12 +1,16 @@
 // fi_getinfo for the libfabric backend: optional features, their fallback order, and the tcp domain choice.
 #include "transport/fabric/fabric_info.hpp"
 
+#include <dirent.h>
 #include <fmt/format.h>
 #include <rdma/fi_endpoint.h>
-
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -36,6 +40,12 @@ std::string tostr(const void* data, enum fi_type type) {
 // tag, with no "fi_shm://" prefix so that shm takes the name as it is. The width is fixed because every rank's
 // address must have the same length (the default names grow a digit with the pid and the endpoint count).
 void setShmName(fi_info& hints) {
+  // A rank that died (SIGKILL) never closed its endpoints: its regions would stay in /dev/shm for good.
+  static std::once_flag swept;
+  std::call_once(swept, [] {
+    const size_t removed = removeStaleShmRegions("/dev/shm");
+    if (removed > 0) log().info("fabric/shm: removed {} region(s) left in /dev/shm by dead processes", removed);
+  });
   static thread_local std::mt19937_64 gen{std::random_device{}()};
   const std::string name = fmt::format("uccl_ep_{:010d}_{:016x}", static_cast<long>(getpid()), gen());
   hints.addr_format = FI_ADDR_STR;
@@ -167,6 +177,34 @@ std::string describeInfo(const fi_info& i) {
       tostr(&i.tx_attr->op_flags, FI_TYPE_OP_FLAGS), tostr(&i.tx_attr->msg_order, FI_TYPE_MSG_ORDER),
       i.ep_attr->max_order_waw_size, i.domain_attr->cq_data_size, i.tx_attr->size, i.tx_attr->inject_size,
       i.rx_attr->size, tostr(&i.domain_attr->data_progress, FI_TYPE_PROGRESS));
+}
+
+size_t removeStaleShmRegions(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return 0;
+  size_t removed = 0;
+  const std::string prefix = "uccl_ep_";
+  while (const dirent* e = ::readdir(d)) {
+    // uccl_ep_<10-digit pid>_<16 hex digits>, as setShmName writes it.
+    const std::string name = e->d_name;
+    if (name.size() != prefix.size() + 10 + 1 + 16 || name.compare(0, prefix.size(), prefix) != 0 ||
+        name[prefix.size() + 10] != '_') {
+      continue;
+    }
+    const std::string digits = name.substr(prefix.size(), 10);
+    if (digits.find_first_not_of("0123456789") != std::string::npos ||
+        name.find_first_not_of("0123456789abcdef", prefix.size() + 11) != std::string::npos) {
+      continue;
+    }
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge (EPERM)
+    const std::string path = dir + "/" + name;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::getuid()) continue;
+    if (::unlink(path.c_str()) == 0) ++removed;
+  }
+  ::closedir(d);
+  return removed;
 }
 
 }  // namespace uccl::ep::transport::fabric

@@ -46,4 +46,9 @@ bool orderedDelivery(const fi_info& info);
 // One line for the setup log: provider, domain, mr_mode, modes, orders, sizes.
 std::string describeInfo(const fi_info& info);
 
+// Removes the shm regions under `dir` that a dead process of this user left: files named as our shm endpoints
+// (uccl_ep_<pid>_<tag>) whose pid no longer runs. Files of live pids, of other users and of other names stay. The
+// shm transport runs it over /dev/shm once per process, before its first endpoint. Returns how many it removed.
+size_t removeStaleShmRegions(const std::string& dir);
+
 }  // namespace uccl::ep::transport::fabric

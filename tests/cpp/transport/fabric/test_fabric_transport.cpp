@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "transport/backends.hpp"
+#include "transport/fabric/fabric_info.hpp"
 #include "uccl_ep/util/error.hpp"
 
 namespace uccl::ep::transport {
@@ -426,6 +428,41 @@ TEST(FabricShmNames, FilesLeftUnderThisPidsDefaultNamesDoNotBlockOpening) {
   for (const std::string& f : planted) std::remove(f.c_str());
   ASSERT_EQ(error, "");
   for (const auto& t : more) EXPECT_EQ(t->address().size(), a.size());
+}
+
+// A rank killed before closing its shm endpoints leaves its regions in /dev/shm. The next shm transport of this user
+// removes those of dead pids, and only those: a live pid's region, another name, a directory stay.
+TEST(FabricShmNames, RegionsOfDeadProcessesAreRemovedAndNoOthers) {
+  char dir_template[] = "/tmp/uccl-ep-shm-sweep-XXXXXX";
+  const char* dir = ::mkdtemp(dir_template);
+  ASSERT_NE(dir, nullptr);
+  const pid_t dead = ::fork();
+  if (dead == 0) _exit(0);
+  ASSERT_GT(dead, 0);
+  ::waitpid(dead, nullptr, 0);  // reaped: the pid no longer runs
+  auto region = [](pid_t pid, const char* tag) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "uccl_ep_%010d_%s", static_cast<int>(pid), tag);
+    return std::string(name);
+  };
+  const std::string gone = region(dead, "0123456789abcdef");
+  const std::vector<std::string> kept = {region(::getpid(), "0123456789abcdef"), region(dead, "0123456789ABCDEF"),
+                                         "uccl_ep_short", std::to_string(dead) + ":0:0"};
+  for (const std::string& f : kept) std::fclose(std::fopen((std::string(dir) + "/" + f).c_str(), "w"));
+  std::fclose(std::fopen((std::string(dir) + "/" + gone).c_str(), "w"));
+  const std::string subdir = std::string(dir) + "/" + region(dead, "fedcba9876543210");
+  ASSERT_EQ(::mkdir(subdir.c_str(), 0700), 0);
+
+  EXPECT_EQ(fabric::removeStaleShmRegions(dir), 1u);
+  EXPECT_NE(::access((std::string(dir) + "/" + gone).c_str(), F_OK), 0) << gone << " should be gone";
+  for (const std::string& f : kept) {
+    const std::string path = std::string(dir) + "/" + f;
+    EXPECT_EQ(::access(path.c_str(), F_OK), 0) << f << " should stay";
+    std::remove(path.c_str());
+  }
+  EXPECT_EQ(::access(subdir.c_str(), F_OK), 0) << "a directory is not a region";
+  ::rmdir(subdir.c_str());
+  ::rmdir(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, FabricTransportTest, ::testing::Values("tcp", "shm"),
