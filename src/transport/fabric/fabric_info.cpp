@@ -66,7 +66,10 @@ InfoPtr makeHints(const std::string& prov, uint32_t dropped) {
   // Modes we can live with: every op carries a fi_context2 from our pool, and remote CQ data may consume a
   // posted receive.
   hints->mode = FI_CONTEXT | FI_CONTEXT2 | FI_RX_CQ_DATA;
-  hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+  // Provider keys only where the provider needs them (efa's come from the NIC): tcp and shm then take the random
+  // keys we request instead of their own, which count up from 1.
+  hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_ENDPOINT;
+  if (prov == "efa") hints->domain_attr->mr_mode |= FI_MR_PROV_KEY;
   hints->domain_attr->threading = FI_THREAD_DOMAIN;  // one proxy thread per Transport
   hints->domain_attr->av_type = FI_AV_TABLE;
   if (!(dropped & kDropDelivery)) hints->tx_attr->op_flags = FI_DELIVERY_COMPLETE;
@@ -224,7 +227,10 @@ bool fabricProviderAvailable(const std::string& provider) {
   hints->ep_attr->type = FI_EP_RDM;
   hints->caps = FI_RMA | FI_REMOTE_WRITE;
   hints->mode = FI_CONTEXT | FI_CONTEXT2 | FI_RX_CQ_DATA;
-  hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+  // Provider keys only where the provider needs them (efa's come from the NIC): tcp and shm then take the random
+  // keys we request instead of their own, which count up from 1.
+  hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_ENDPOINT;
+  if (prov == "efa") hints->domain_attr->mr_mode |= FI_MR_PROV_KEY;
   fi_info* raw = nullptr;
   const int rc = fi_getinfo(fabric::kApiVersion, nullptr, nullptr, 0, hints.get(), &raw);
   fi_freeinfo(raw);

@@ -17,7 +17,9 @@ namespace {
 
 constexpr size_t kMaxTxDepth = 4096;   // bounds the op pool when a provider advertises a huge queue
 constexpr size_t kRxCqDataPool = 256;  // zero-length receives kept posted under FI_RX_CQ_DATA
-constexpr uint64_t kMrAccess = FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
+// Local use as the source of writes and atomics; remotely only what the protocol does to a region: writes (data,
+// signals) and, where the provider offers only fetching atomics, the read half of those. Never plain remote reads.
+constexpr uint64_t kMrLocalAccess = FI_READ | FI_WRITE;
 
 void checkFi(int rc, const std::string& prov, const char* what) {
   if (rc != 0) UCCL_EP_THROW("fabric/{}: {} failed: {} ({})", prov, what, fi_strerror(-rc), rc);
@@ -50,6 +52,8 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   mrLocal_ = mrMode & FI_MR_LOCAL;
   virtAddr_ = mrMode & FI_MR_VIRT_ADDR;
   provKey_ = mrMode & FI_MR_PROV_KEY;
+  const size_t key_bytes = info->domain_attr->mr_key_size;
+  if (key_bytes > 0 && key_bytes < sizeof(uint64_t)) keyMask_ = (uint64_t{1} << (8 * key_bytes)) - 1;
   mrEndpoint_ = mrMode & FI_MR_ENDPOINT;
   rxCqData_ = info->mode & FI_RX_CQ_DATA;
   // shm 1.17 mishandles FI_DELIVERY_COMPLETE outside writes with data: a zero-length write never completes, and
@@ -121,7 +125,8 @@ void FabricTransport::setupAtomics() {
   if ((caps_ & kNativeAtomics) && mrLocal_) {
     fid_mr* mr = nullptr;
     checkFi(
-        fi_mr_reg(domain_, ops_.data(), ops_.size() * sizeof(Op), FI_READ | FI_WRITE, 0, nextKey_++, 0, &mr, nullptr),
+        fi_mr_reg(domain_, ops_.data(), ops_.size() * sizeof(Op), kMrLocalAccess, 0, provKey_ ? 0 : newKey(), 0, &mr,
+                  nullptr),
         prov_, "fi_mr_reg(atomic operand pool)");
     opsMr_ = mr;
     if (mrEndpoint_) {
@@ -197,8 +202,12 @@ LocalMemory FabricTransport::registerMemory(void* base, size_t size, MemoryKind 
                 base);
   UCCL_EP_CHECK(base != nullptr && size > 0, "{}: cannot register region at {} of {} bytes", name_, base, size);
   fid_mr* mr = nullptr;
-  const uint64_t requested = provKey_ ? 0 : nextKey_++;
-  checkFi(fi_mr_reg(domain_, base, size, kMrAccess, 0, requested, 0, &mr, nullptr), prov_, "fi_mr_reg");
+  const uint64_t access = kMrLocalAccess | FI_REMOTE_WRITE | (fetchOnly_ ? FI_REMOTE_READ : 0);
+  int rc = -FI_ENOKEY;
+  for (int attempt = 0; attempt < 8 && rc == -FI_ENOKEY; ++attempt) {  // a random key may be taken: draw again
+    rc = fi_mr_reg(domain_, base, size, access, 0, provKey_ ? 0 : newKey(), 0, &mr, nullptr);
+  }
+  checkFi(rc, prov_, "fi_mr_reg");
   if (mrEndpoint_) {
     const int rc = fi_mr_bind(mr, &ep_->fid, 0);
     const int en = rc == 0 ? fi_mr_enable(mr) : rc;

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -104,7 +105,11 @@ class FabricTransport final : public Transport {
   bool fetchOnly_ = false;    // the provider validates FI_SUM/FI_INT64 only as a fetching atomic
   uint64_t txFlags_ = 0;      // writes with data: FI_COMPLETION, plus FI_DELIVERY_COMPLETE when granted
   uint64_t txFlagsBare_ = 0;  // zero-length writes and atomics (no FI_DELIVERY_COMPLETE where it is broken)
-  uint64_t nextKey_ = 1;      // requested keys when the provider does not pick them (no FI_MR_PROV_KEY)
+  // Keys we request when the provider does not pick them (no FI_MR_PROV_KEY): random, so a process without the job's
+  // connect blobs cannot guess one (sequential keys from 1 were), within the provider's mr_key_size.
+  std::mt19937_64 keyGen_{std::random_device{}()};
+  uint64_t keyMask_ = ~uint64_t{0};
+  uint64_t newKey() { return keyGen_() & keyMask_; }
   bool connected_ = false;
 
   std::vector<Region> regions_;  // index = LocalMemory::id; mr == nullptr once deregistered

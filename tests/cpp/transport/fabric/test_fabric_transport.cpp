@@ -136,6 +136,22 @@ TEST_P(FabricTransportTest, RegistrationBlobRoundTrip) {
   EXPECT_THROW(t_[1]->registerMemory(buf.data(), buf.size(), MemoryKind::kDevice), Error);
 }
 
+// Keys are the only thing that names a region to a peer: they must not be guessable from one another (they counted
+// up from 1). Random 64-bit keys: eight of them all below 2^32, or any two consecutive, has odds below 2^-250.
+TEST_P(FabricTransportTest, RegionKeysAreRandomNotCounted) {
+  std::vector<std::vector<uint8_t>> bufs(8, std::vector<uint8_t>(4096));
+  std::vector<uint64_t> keys;
+  for (auto& b : bufs) keys.push_back(t_[1]->registerMemory(b.data(), b.size(), MemoryKind::kHost).remote.key);
+  bool all_small = true;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    all_small = all_small && keys[i] < (uint64_t{1} << 32);
+    for (size_t j = 0; j < keys.size(); ++j) {
+      if (i != j) EXPECT_GT(keys[i] > keys[j] ? keys[i] - keys[j] : keys[j] - keys[i], 1u) << i << " " << j;
+    }
+  }
+  EXPECT_FALSE(all_small) << "keys look counted, not drawn";
+}
+
 TEST_P(FabricTransportTest, WritesOfEverySizeArriveByteForByte) {
   constexpr size_t kMax = 1 << 20;
   std::vector<uint8_t> src(kMax), dst(kMax), self(kMax);
