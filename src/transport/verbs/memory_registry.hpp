@@ -16,8 +16,9 @@
 
 namespace uccl::ep::transport::verbs {
 
+// Exactly the remote access the protocol uses: RDMA writes and fetch-adds (signals). Nothing reads a peer's region.
 constexpr int kMrAccess =
-    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
+    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC;
 
 class MemoryRegistry {
  public:

@@ -22,8 +22,9 @@ constexpr uint8_t kQpRnrRetry = 7;
 constexpr uint8_t kQpMinRnrTimer = 12;  // 0.64 ms
 constexpr uint8_t kMaxRdAtomic = 16;    // clamped to the device's max_qp_(init_)rd_atom
 constexpr uint8_t kHopLimit = 255;
+// As kMrAccess (memory_registry.hpp): remote writes and atomics, no remote reads.
 constexpr int kQpAccess =
-    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
+    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC;
 
 constexpr int kInitMask = IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS;
 constexpr int kRtrMask = IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |

@@ -220,6 +220,7 @@ void FakeVerbs::bind() {
   a.deallocPd = [this](ibv_pd* pd) { return pds_.erase(pd) == 1 ? 0 : EINVAL; };
   a.regMr = [this](ibv_pd* pd, void* addr, size_t length, int access) -> ibv_mr* {
     reg_mr_addrs.push_back(addr);
+    reg_mr_access.push_back(access);
     if (reg_mr_fails) {
       errno = EFAULT;
       return nullptr;
@@ -227,12 +228,12 @@ void FakeVerbs::bind() {
     auto rec = std::make_unique<MrRec>();
     rec->mr = ibv_mr{pd->context, pd, addr, length, 0, next_key_, next_key_ + 1};
     next_key_ += 2;
-    (void)access;
     ibv_mr* raw = &rec->mr;
     mrs_[raw] = std::move(rec);
     return raw;
   };
-  a.regDmabufMr = [this](ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd, int) -> ibv_mr* {
+  a.regDmabufMr = [this](ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd, int access) -> ibv_mr* {
+    reg_mr_access.push_back(access);
     dmabuf_calls.push_back(DmabufCall{offset, length, iova, fd, last_aligned_base_, last_aligned_size_});
     if (dmabuf_reg_fails) {
       errno = EOPNOTSUPP;

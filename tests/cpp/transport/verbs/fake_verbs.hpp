@@ -120,6 +120,7 @@ class FakeVerbs {
   };
   std::vector<DmabufCall> dmabuf_calls;
   std::vector<void*> reg_mr_addrs;
+  std::vector<int> reg_mr_access;  // access flags of every registration (plain and dma-buf)
 
  private:
   struct MrRec {

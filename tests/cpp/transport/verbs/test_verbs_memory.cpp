@@ -21,6 +21,8 @@ TEST(VerbsMemory, HostMemoryUsesRegMrAndPublishesAddressAndRkey) {
   EXPECT_EQ(m.remote.size, sizeof(buf));
   EXPECT_NE(m.remote.key, 0u);
   EXPECT_EQ(f.reg_mr_addrs.back(), static_cast<void*>(buf));
+  // Exactly the remote access the protocol uses: writes and fetch-adds, never remote reads.
+  EXPECT_EQ(f.reg_mr_access.back(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC);
   EXPECT_TRUE(f.dmabuf_calls.empty());
   const RemoteMemory back = decodeRemote(encodeRemote(m.remote));
   EXPECT_EQ(back.key, m.remote.key);

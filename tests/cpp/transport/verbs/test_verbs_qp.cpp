@@ -24,6 +24,7 @@ TEST(VerbsQp, CreatedPerPeerInInitWithSelectiveSignalling) {
     EXPECT_EQ(init.attr.pkey_index, 0);
     EXPECT_TRUE(init.attr.qp_access_flags & IBV_ACCESS_REMOTE_WRITE);
     EXPECT_TRUE(init.attr.qp_access_flags & IBV_ACCESS_REMOTE_ATOMIC);
+    EXPECT_FALSE(init.attr.qp_access_flags & IBV_ACCESS_REMOTE_READ) << "nothing reads a peer's memory";
     EXPECT_EQ(q->state, IBV_QPS_INIT);
     EXPECT_EQ(q->recvs.size(), 128u);  // the receive pool is posted before the peer can send
   }
