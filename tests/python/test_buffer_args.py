@@ -275,3 +275,39 @@ def test_receive_hook_runs_once(monkeypatch):
     with pytest.raises(RuntimeError, match="already ran"):
         hook()
     assert ran == [77]  # the native receive half was not launched again
+
+
+def test_a_second_thread_inside_a_call_raises_instead_of_racing():
+    """One thread is held inside get_local_buffer_tensor (in the runtime); another thread's call on the same Buffer
+    raises at once, and works again once the first call has returned."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    class HeldRuntime(_QuietRuntime):
+        def nvl_buffer_ptr(self):
+            entered.set()
+            release.wait(10)
+            raise RuntimeError("held call ends")  # no device memory on the CPU: the first call ends here
+
+    b = _quiet_buffer(_runtime=HeldRuntime(), _call_lock=threading.Lock())
+    first = []
+
+    def hold():
+        try:
+            b.get_local_buffer_tensor(torch.float32, (4,))
+        except RuntimeError as e:
+            first.append(str(e))
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert entered.wait(10)
+    with pytest.raises(RuntimeError, match="another thread is inside a call on this Buffer"):
+        b.get_local_buffer_tensor(torch.float32, (4,))
+    with pytest.raises(RuntimeError, match="another thread is inside a call"):
+        buffer_module._RecvHook(b, lambda stream: None, ())()
+    release.set()
+    t.join(10)
+    assert first == ["held call ends"]
+    with pytest.raises(ValueError, match="not a multiple"):  # the lock is free again: the call runs (and checks)
+        b.get_local_buffer_tensor(torch.float32, (4,), offset=2)

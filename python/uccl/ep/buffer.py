@@ -13,9 +13,13 @@ the send phase runs now; hook() runs the receive phase on the stream current at 
 
 Low-latency halves: the RDMA buffer has two halves; the runtime picks the half of each dispatch and combine and
 flips it, so two calls may be outstanding.
+
+Threads: a Buffer serves one thread at a time. A call that starts while another thread is inside a call on the same
+Buffer raises RuntimeError instead of racing it (the two would interleave their launches and the halves they use).
 """
 import contextlib
 import functools
+import threading
 from typing import Callable, Optional, Tuple, Union
 
 import torch
@@ -24,6 +28,25 @@ from . import _validate as V
 from ._native import limit, native
 from .config import Config, default_combine_config, default_dispatch_config
 from .utils import EventHandle, EventOverlap
+
+def _one_thread(method):
+    """Runs `method` with the Buffer's call lock held; a second thread that arrives meanwhile gets RuntimeError."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        lock = self.__dict__.get("_call_lock")
+        if lock is None:  # a Buffer whose constructor did not get that far
+            return method(self, *args, **kwargs)
+        if not lock.acquire(blocking=False):
+            raise RuntimeError(f"Buffer.{method.__name__}: another thread is inside a call on this Buffer; a Buffer "
+                               f"serves one thread at a time (serialize the calls, or use one Buffer per thread)")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            lock.release()
+
+    return call
+
 
 _CTOR_ARGS = ("group", "num_nvl_bytes", "num_rdma_bytes", "low_latency_mode", "num_qps_per_rank",
               "allow_nvlink_for_low_latency_mode", "allow_mnnvl", "use_fabric", "explicitly_destroy",
@@ -76,6 +99,7 @@ class Buffer:
                  allow_mnnvl: bool = False, use_fabric: bool = False, explicitly_destroy: bool = False,
                  enable_shrink: bool = False, comm=None, **unknown):
         self._runtime = None
+        self._call_lock = threading.Lock()
         # ---- the type checks come before anything touches CUDA or the group; the values are the runtime's ----
         if unknown:
             raise TypeError(f"Buffer() got unexpected keyword argument(s) {sorted(unknown)}; accepted: "
@@ -144,6 +168,7 @@ class Buffer:
         self._runtime.check_errors()
         return self._runtime
 
+    @_one_thread
     def destroy(self) -> None:
         """Collective: frees the buffer on every rank. Required (and only allowed) with explicitly_destroy=True."""
         if not self.explicitly_destroy:
@@ -207,6 +232,7 @@ class Buffer:
     def get_comm_stream(self) -> torch.cuda.Stream:
         return self._comm_stream
 
+    @_one_thread
     def get_local_buffer_tensor(self, dtype: torch.dtype, size: Optional[Union[torch.Size, tuple]] = None,
                                 offset: int = 0, use_rdma_buffer: bool = False) -> torch.Tensor:
         """This rank's NVLink buffer (or RDMA buffer) from byte `offset` as a tensor of `dtype` and `size`
@@ -259,6 +285,7 @@ class Buffer:
             event = EventOverlap(None)
         return event, (_RecvHook(self, native_hook, keep_alive) if return_recv_hook else None)
 
+    @_one_thread
     def low_latency_dispatch(self, x: torch.Tensor, topk_idx: torch.Tensor, num_max_dispatch_tokens_per_rank: int,
                              num_experts: int, cumulative_local_expert_recv_stats: Optional[torch.Tensor] = None,
                              dispatch_wait_recv_cost_stats: Optional[torch.Tensor] = None, use_fp8: bool = True,
@@ -312,6 +339,7 @@ class Buffer:
         handle = (src_info, layout_range, M, hidden, num_experts)
         return (recv_x, scales) if use_fp8 else recv_x, recv_count, handle, event, hook
 
+    @_one_thread
     def low_latency_combine(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tensor, handle: tuple,
                             use_logfmt: bool = False, zero_copy: bool = False, async_finish: bool = False,
                             return_recv_hook: bool = False, out: Optional[torch.Tensor] = None,
@@ -349,6 +377,7 @@ class Buffer:
         event, hook = self._launch(launch, return_recv_hook, async_finish, tuple(t for t in keep if t is not None))
         return combined, event, hook
 
+    @_one_thread
     def get_next_low_latency_combine_buffer(self, handle: tuple) -> torch.Tensor:
         """The send area the next low_latency_combine reads with zero_copy=True: BF16 [E_local, R*M, hidden]
         (rows strided by the layout's row size). Write expert outputs here, then combine with zero_copy=True."""
@@ -365,6 +394,7 @@ class Buffer:
         row_elems = row_bytes // 2
         return raw.view(torch.bfloat16).as_strided((E_local, R * M, hidden), (R * M * row_elems, row_elems, 1))
 
+    @_one_thread
     def clean_low_latency_buffer(self, num_max_dispatch_tokens_per_rank: int, hidden: int, num_experts: int) -> None:
         """Collective: resets the low-latency signal words and scratch (both halves) on the current stream."""
         call = "clean_low_latency_buffer"
@@ -406,6 +436,7 @@ class Buffer:
         current.wait_stream(comm)
         return EventOverlap(None)
 
+    @_one_thread
     def get_dispatch_layout(self, topk_idx: torch.Tensor, num_experts: int,
                             previous_event: Optional[EventOverlap] = None, async_finish: bool = False,
                             allocate_on_comm_stream: bool = False):
@@ -445,6 +476,7 @@ class Buffer:
                                     (per_rank, per_node, per_expert, in_rank), (topk_idx,))
         return per_rank, per_node, per_expert, in_rank, event
 
+    @_one_thread
     def dispatch(self, x: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]], handle: Optional[tuple] = None,
                  num_tokens_per_rank: Optional[torch.Tensor] = None,
                  num_tokens_per_rdma_rank: Optional[torch.Tensor] = None,
@@ -530,6 +562,7 @@ class Buffer:
         handle = (prefix, send_pos, rows, recv_src_idx, a.is_token_in_rank, worst)
         return recv, recv_topk_idx, recv_topk_weights, per_expert_list, handle, event
 
+    @_one_thread
     def combine(self, x: torch.Tensor, handle: tuple, topk_weights: Optional[torch.Tensor] = None,
                 bias: Union[torch.Tensor, Tuple[Optional[torch.Tensor], Optional[torch.Tensor]], None] = None,
                 config: Optional[Config] = None, previous_event: Optional[EventOverlap] = None,
@@ -569,6 +602,12 @@ class Buffer:
         return combined, combined_weights, event
 
     # ---- elastic (enable_shrink; the runtime raises UcclError without it) -----------------------------------
+    @_one_thread
+    def _run_receive_hook(self, hook: "_RecvHook") -> None:
+        """A receive hook runs under the Buffer's call lock like any call."""
+        hook.run()
+
+    @_one_thread
     def low_latency_update_mask_buffer(self, rank_to_mask: int, mask: bool = False) -> None:
         """mask=True masks `rank_to_mask` (its experts are skipped); mask=False unmasks it."""
         call = "low_latency_update_mask_buffer"
@@ -577,6 +616,7 @@ class Buffer:
         rt.low_latency_update_mask_buffer(rank_to_mask=rank_to_mask, mask=bool(mask),
                                           stream=torch.cuda.current_stream(self.device).cuda_stream)
 
+    @_one_thread
     def low_latency_query_mask_buffer(self, mask_status: torch.Tensor) -> None:
         """Copies the mask into `mask_status` (int32 [R], 1 = masked) on the current stream."""
         call = "low_latency_query_mask_buffer"
@@ -586,6 +626,7 @@ class Buffer:
         rt.low_latency_query_mask_buffer(mask_status=mask_status.data_ptr(),
                                          stream=torch.cuda.current_stream(self.device).cuda_stream)
 
+    @_one_thread
     def low_latency_clean_mask_buffer(self) -> None:
         call = "low_latency_clean_mask_buffer"
         self._rt(call).low_latency_clean_mask_buffer(stream=torch.cuda.current_stream(self.device).cuda_stream)
@@ -600,6 +641,9 @@ class _RecvHook:
         self._ran = False
 
     def __call__(self) -> None:
+        self._buffer._run_receive_hook(self)
+
+    def run(self) -> None:
         # A second run would read the half again after a later call may have reused it: refuse it.
         if self._ran:
             raise RuntimeError("low-latency receive hook: this hook already ran; each call's hook runs once")
