@@ -83,22 +83,22 @@ class Config:
     def get_nvl_buffer_size_hint(self, hidden_bytes: int, num_ranks: int, num_ranks_per_node: int = 0) -> int:
         """Bytes of NVLink buffer (num_nvl_bytes) this config needs; see the module docstring for the formula.
         num_ranks_per_node 0 (or None): the node size the runtime reads from the environment."""
-        num_ranks_per_node = 0 if num_ranks_per_node is None else num_ranks_per_node
-        _check_hint_types("get_nvl_buffer_size_hint", hidden_bytes=hidden_bytes, num_ranks=num_ranks,
-                          num_ranks_per_node=num_ranks_per_node)
-        return int(native().get_nvl_buffer_size_hint(
-            num_sms=self.num_sms, num_max_nvl_chunked_recv_tokens=self.num_max_nvl_chunked_recv_tokens,
-            hidden_bytes=hidden_bytes, num_ranks=num_ranks, num_ranks_per_node=num_ranks_per_node))
+        return self._hint("get_nvl_buffer_size_hint", "num_max_nvl_chunked_recv_tokens", hidden_bytes, num_ranks,
+                          num_ranks_per_node)
 
     def get_rdma_buffer_size_hint(self, hidden_bytes: int, num_ranks: int, num_ranks_per_node: int = 0) -> int:
         """Bytes of RDMA buffer (num_rdma_bytes) this config needs in normal mode; 0 when every rank is an NVLink
         peer."""
+        return self._hint("get_rdma_buffer_size_hint", "num_max_rdma_chunked_recv_tokens", hidden_bytes, num_ranks,
+                          num_ranks_per_node)
+
+    def _hint(self, call: str, recv_tokens: str, hidden_bytes, num_ranks, num_ranks_per_node) -> int:
+        """The runtime's size hint `call` (same name in uccl.ep._C) for this config's `recv_tokens` knob."""
         num_ranks_per_node = 0 if num_ranks_per_node is None else num_ranks_per_node
-        _check_hint_types("get_rdma_buffer_size_hint", hidden_bytes=hidden_bytes, num_ranks=num_ranks,
-                          num_ranks_per_node=num_ranks_per_node)
-        return int(native().get_rdma_buffer_size_hint(
-            num_sms=self.num_sms, num_max_rdma_chunked_recv_tokens=self.num_max_rdma_chunked_recv_tokens,
-            hidden_bytes=hidden_bytes, num_ranks=num_ranks, num_ranks_per_node=num_ranks_per_node))
+        _check_hint_types(call, hidden_bytes=hidden_bytes, num_ranks=num_ranks, num_ranks_per_node=num_ranks_per_node)
+        return int(getattr(native(), call)(num_sms=self.num_sms, hidden_bytes=hidden_bytes, num_ranks=num_ranks,
+                                           num_ranks_per_node=num_ranks_per_node,
+                                           **{recv_tokens: getattr(self, recv_tokens)}))
 
     def __repr__(self) -> str:
         return (f"Config(num_sms={self.num_sms}, num_max_nvl_chunked_send_tokens={self.num_max_nvl_chunked_send_tokens}, "
