@@ -1,6 +1,9 @@
 """Builds uccl.ep._C through the project's CMake and packages python/ (uccl, uccl.ep, deep_ep).
 
 Environment:
+  UCCL_EP_WHEEL_TARGET         cu12, cu13 or cpu (rocm: not buildable yet); the version says it (0.1.0+cu13).
+                               Unset: the CUDA major of the nvcc found (CUDACXX, PATH, $CUDA_HOME/bin, /usr/local/cuda/bin);
+                               no nvcc is an error, never a silent CPU-only package: ask for cpu by name.
   CMAKE_ARGS                   extra CMake configure arguments (split like a shell would)
   UCCL_EP_SPDLOG_INCLUDE_DIR   folder with spdlog/ and fmt/ headers, for machines without libspdlog/libfmt
                                (sets -DUCCL_EP_SPDLOG_HEADER_ONLY=ON)
@@ -9,6 +12,7 @@ The module is built for the interpreter running this script (-DUCCL_EP_PYTHON_EX
 """
 import glob
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -18,6 +22,52 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 REPO = os.path.dirname(os.path.abspath(__file__))
+BASE_VERSION = "0.1.0"
+TARGETS = ("cu12", "cu13", "rocm", "cpu")
+
+
+def find_nvcc():
+    """The nvcc CMake would find: CUDACXX, nvcc on PATH, $CUDA_HOME/bin/nvcc, /usr/local/cuda/bin/nvcc; or None."""
+    candidates = [os.environ.get("CUDACXX", ""), shutil.which("nvcc") or "",
+                  os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")]
+    if "CUDA_HOME" not in os.environ:
+        candidates.append("/usr/local/cuda/bin/nvcc")
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def nvcc_major(nvcc: str) -> int:
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"release (\d+)\.", out)
+    if not match:
+        raise RuntimeError(f"uccl-ep: cannot read the CUDA release from `{nvcc} --version`:\n{out}")
+    return int(match.group(1))
+
+
+def wheel_target() -> tuple:
+    """(target, CMake arguments for it). Raises with what to do when the build cannot give what was asked."""
+    target = os.environ.get("UCCL_EP_WHEEL_TARGET", "").strip()
+    if target and target not in TARGETS:
+        raise RuntimeError(f"UCCL_EP_WHEEL_TARGET={target!r}: expected one of {', '.join(TARGETS)}")
+    if target == "cpu":
+        return "cpu", ["-DUCCL_EP_CUDA=OFF"]
+    if target == "rocm":
+        raise RuntimeError("UCCL_EP_WHEEL_TARGET=rocm: the runtime and the Python module do not build for HIP yet "
+                           "(only the kernels are compile-checked); build cu12, cu13 or cpu")
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise RuntimeError("uccl-ep: no CUDA compiler (nvcc) found in CUDACXX, on PATH, in $CUDA_HOME/bin or "
+                           "/usr/local/cuda/bin. A package without it has no Buffer; to build one anyway, ask for it "
+                           "by name: UCCL_EP_WHEEL_TARGET=cpu")
+    found = f"cu{nvcc_major(nvcc)}"
+    if target and target != found:
+        raise RuntimeError(f"UCCL_EP_WHEEL_TARGET={target} but {nvcc} is CUDA {found[2:]}: point CUDACXX at a "
+                           f"CUDA {target[2:]} nvcc")
+    if found not in TARGETS:
+        raise RuntimeError(f"uccl-ep: {nvcc} is CUDA {found[2:]}; wheels are built for CUDA 12 and 13")
+    return found, ["-DUCCL_EP_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
+
+
+TARGET, TARGET_CMAKE_ARGS = wheel_target()
 
 
 class CMakeExtension(Extension):
@@ -36,7 +86,7 @@ class CMakeBuild(build_ext):
             "-DUCCL_EP_BUILD_PYTHON=ON",
             f"-DUCCL_EP_PYTHON_EXECUTABLE={sys.executable}",
             f"-DPython_EXECUTABLE={sys.executable}",
-        ]
+        ] + TARGET_CMAKE_ARGS
         spdlog_dir = os.environ.get("UCCL_EP_SPDLOG_INCLUDE_DIR", "")
         if spdlog_dir:
             configure += ["-DUCCL_EP_SPDLOG_HEADER_ONLY=ON", f"-DUCCL_EP_SPDLOG_INCLUDE_DIR={spdlog_dir}"]
@@ -54,6 +104,7 @@ class CMakeBuild(build_ext):
 
 
 setup(
+    version=f"{BASE_VERSION}+{TARGET}",
     package_dir={"": "python"},
     packages=["uccl", "uccl.ep", "deep_ep"],
     ext_modules=[CMakeExtension("uccl.ep._C")],

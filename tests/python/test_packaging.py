@@ -1,0 +1,59 @@
+"""setup.py's build target: the version names it (0.1.0+cu13), it follows the nvcc that CMake would use, and a
+machine without nvcc fails with a clear message instead of silently packaging a module without Buffer, unless
+UCCL_EP_WHEEL_TARGET=cpu asks for that by name. Runs `setup.py --version`, which decides the target but builds
+nothing; a fake nvcc on a private PATH stands in for each CUDA release."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def version(tmp_path, target=None, cuda_release=None):
+    """(exit status, output) of setup.py --version on a PATH holding only a fake nvcc of `cuda_release` (or none)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if cuda_release:
+        nvcc = bin_dir / "nvcc"
+        nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {cuda_release}, V{cuda_release}.1'\n")
+        nvcc.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "UCCL_EP_WHEEL_TARGET")}
+    env.update(PATH=str(bin_dir), CUDA_HOME=str(tmp_path / "no-cuda"))
+    if target is not None:
+        env["UCCL_EP_WHEEL_TARGET"] = target
+    r = subprocess.run([sys.executable, "setup.py", "--version"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+@pytest.mark.parametrize("release, expected", [("12.4", "0.1.0+cu12"), ("13.0", "0.1.0+cu13")])
+def test_the_version_names_the_cuda_of_the_nvcc_found(tmp_path, release, expected):
+    rc, out = version(tmp_path, cuda_release=release)
+    assert rc == 0, out
+    assert out.splitlines()[-1] == expected
+
+
+def test_no_nvcc_is_an_error_that_says_how_to_ask_for_cpu(tmp_path):
+    rc, out = version(tmp_path)
+    assert rc != 0
+    assert "no CUDA compiler (nvcc) found" in out and "UCCL_EP_WHEEL_TARGET=cpu" in out
+
+
+def test_a_cpu_package_is_built_only_by_name(tmp_path):
+    rc, out = version(tmp_path, target="cpu")
+    assert rc == 0, out
+    assert out.splitlines()[-1] == "0.1.0+cpu"
+
+
+@pytest.mark.parametrize("target, release, words", [
+    ("cu13", "12.4", ["UCCL_EP_WHEEL_TARGET=cu13", "CUDA 12"]),
+    ("rocm", None, ["rocm", "do not build for HIP yet"]),
+    ("cuda", None, ["UCCL_EP_WHEEL_TARGET='cuda'", "cu12, cu13, rocm, cpu"]),
+])
+def test_a_target_the_machine_cannot_build_is_named(tmp_path, target, release, words):
+    rc, out = version(tmp_path, target=target, cuda_release=release)
+    assert rc != 0
+    for w in words:
+        assert w in out, (w, out)
