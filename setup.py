@@ -2,6 +2,9 @@
 
 Environment:
   UCCL_EP_WHEEL_TARGET         cu12, cu13 or cpu (rocm: not buildable yet); the version says it (0.1.0+cu13).
+  UCCL_EP_CUDA_ARCHS           GPU architectures, CMake style ("80;90;100", "90a"); else TORCH_CUDA_ARCH_LIST in
+                               torch's style ("8.0;9.0+PTX", "9.0a 10.0"); else sm_80 and sm_90, plus sm_100 where
+                               the CUDA release has it (12.8 and later). `python3 setup.py show_target` prints the choice.
                                Unset: the CUDA major of the nvcc found (CUDACXX, PATH, $CUDA_HOME/bin, /usr/local/cuda/bin);
                                no nvcc is an error, never a silent CPU-only package: ask for cpu by name.
   CMAKE_ARGS                   extra CMake configure arguments (split like a shell would)
@@ -18,7 +21,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Command, Extension, setup
 from setuptools.command.build_ext import build_ext
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -35,12 +38,31 @@ def find_nvcc():
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
-def nvcc_major(nvcc: str) -> int:
+def nvcc_release(nvcc: str) -> tuple:
+    """(major, minor) of `nvcc --version`."""
     out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"release (\d+)\.", out)
+    match = re.search(r"release (\d+)\.(\d+)", out)
     if not match:
         raise RuntimeError(f"uccl-ep: cannot read the CUDA release from `{nvcc} --version`:\n{out}")
-    return int(match.group(1))
+    return int(match.group(1)), int(match.group(2))
+
+
+def cuda_archs(release: tuple) -> list:
+    """CMake CUDA architectures: UCCL_EP_CUDA_ARCHS, else TORCH_CUDA_ARCH_LIST, else the defaults for `release`."""
+    if os.environ.get("UCCL_EP_CUDA_ARCHS", "").strip():
+        name, raw = "UCCL_EP_CUDA_ARCHS", os.environ["UCCL_EP_CUDA_ARCHS"]
+        archs = [a for a in re.split(r"[;,\s]+", raw.strip()) if a]
+    elif os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
+        name, raw = "TORCH_CUDA_ARCH_LIST", os.environ["TORCH_CUDA_ARCH_LIST"]
+        # torch's spelling: "8.0;9.0a 10.0+PTX" -> 80, 90a, 100 (this package ships no PTX)
+        archs = [a.replace("+PTX", "").replace(".", "") for a in re.split(r"[;\s]+", raw.strip()) if a]
+    else:
+        return ["80", "90"] + (["100"] if release >= (12, 8) else [])
+    bad = [a for a in archs if not re.fullmatch(r"\d{2,3}a?", a)]
+    if bad or not archs:
+        raise RuntimeError(f"{name}={raw!r}: expected architectures like 80;90;100 (UCCL_EP_CUDA_ARCHS) or "
+                           f"8.0;9.0+PTX (TORCH_CUDA_ARCH_LIST), got {bad or 'none'}")
+    return archs
 
 
 def wheel_target() -> tuple:
@@ -58,13 +80,15 @@ def wheel_target() -> tuple:
         raise RuntimeError("uccl-ep: no CUDA compiler (nvcc) found in CUDACXX, on PATH, in $CUDA_HOME/bin or "
                            "/usr/local/cuda/bin. A package without it has no Buffer; to build one anyway, ask for it "
                            "by name: UCCL_EP_WHEEL_TARGET=cpu")
-    found = f"cu{nvcc_major(nvcc)}"
+    release = nvcc_release(nvcc)
+    found = f"cu{release[0]}"
     if target and target != found:
         raise RuntimeError(f"UCCL_EP_WHEEL_TARGET={target} but {nvcc} is CUDA {found[2:]}: point CUDACXX at a "
                            f"CUDA {target[2:]} nvcc")
     if found not in TARGETS:
         raise RuntimeError(f"uccl-ep: {nvcc} is CUDA {found[2:]}; wheels are built for CUDA 12 and 13")
-    return found, ["-DUCCL_EP_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
+    return found, ["-DUCCL_EP_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}",
+                   f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(cuda_archs(release))}"]
 
 
 TARGET, TARGET_CMAKE_ARGS = wheel_target()
@@ -103,11 +127,28 @@ class CMakeBuild(build_ext):
         shutil.copyfile(built[0], target)
 
 
+class ShowTarget(Command):
+    """`python3 setup.py show_target`: the target and the CMake arguments it adds, without building."""
+
+    description = "print the build target and its CMake arguments"
+    user_options = []
+
+    def initialize_options(self):
+        pass
+
+    def finalize_options(self):
+        pass
+
+    def run(self):
+        print(f"target {TARGET}")
+        print("cmake " + " ".join(TARGET_CMAKE_ARGS))
+
+
 setup(
     version=f"{BASE_VERSION}+{TARGET}",
     package_dir={"": "python"},
     packages=["uccl", "uccl.ep", "deep_ep"],
     ext_modules=[CMakeExtension("uccl.ep._C")],
-    cmdclass={"build_ext": CMakeBuild},
+    cmdclass={"build_ext": CMakeBuild, "show_target": ShowTarget},
     zip_safe=False,
 )

@@ -11,19 +11,20 @@ import pytest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def version(tmp_path, target=None, cuda_release=None):
-    """(exit status, output) of setup.py --version on a PATH holding only a fake nvcc of `cuda_release` (or none)."""
+def version(tmp_path, target=None, cuda_release=None, command="--version", **env_vars):
+    """(exit status, output) of `setup.py <command>` on a PATH holding only a fake nvcc of `cuda_release` (or none)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     if cuda_release:
         nvcc = bin_dir / "nvcc"
         nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {cuda_release}, V{cuda_release}.1'\n")
         nvcc.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "UCCL_EP_WHEEL_TARGET")}
-    env.update(PATH=str(bin_dir), CUDA_HOME=str(tmp_path / "no-cuda"))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CUDACXX", "UCCL_EP_WHEEL_TARGET", "UCCL_EP_CUDA_ARCHS", "TORCH_CUDA_ARCH_LIST")}
+    env.update(PATH=str(bin_dir), CUDA_HOME=str(tmp_path / "no-cuda"), **env_vars)
     if target is not None:
         env["UCCL_EP_WHEEL_TARGET"] = target
-    r = subprocess.run([sys.executable, "setup.py", "--version"], cwd=REPO, env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "setup.py", "-q", command], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=120)
     return r.returncode, (r.stdout + r.stderr).strip()
 
@@ -57,3 +58,27 @@ def test_a_target_the_machine_cannot_build_is_named(tmp_path, target, release, w
     assert rc != 0
     for w in words:
         assert w in out, (w, out)
+
+
+def archs_of(tmp_path, release, **env_vars):
+    rc, out = version(tmp_path, cuda_release=release, command="show_target", **env_vars)
+    assert rc == 0, out
+    line = [l for l in out.splitlines() if l.startswith("cmake ")][-1]
+    return line.split("-DCMAKE_CUDA_ARCHITECTURES=")[1].split()[0]
+
+
+@pytest.mark.parametrize("release, env_vars, expected", [
+    ("12.4", {}, "80;90"),                                      # sm_100 arrived in CUDA 12.8
+    ("12.8", {}, "80;90;100"),
+    ("13.0", {}, "80;90;100"),
+    ("13.0", dict(TORCH_CUDA_ARCH_LIST="8.0;9.0a 10.0+PTX"), "80;90a;100"),
+    ("13.0", dict(TORCH_CUDA_ARCH_LIST="8.0", UCCL_EP_CUDA_ARCHS="90,100"), "90;100"),  # ours wins
+])
+def test_gpu_architectures_follow_the_variables_and_the_release(tmp_path, release, env_vars, expected):
+    assert archs_of(tmp_path, release, **env_vars) == expected
+
+
+def test_a_bad_architecture_list_is_named(tmp_path):
+    rc, out = version(tmp_path, cuda_release="13.0", command="show_target", UCCL_EP_CUDA_ARCHS="sm_90")
+    assert rc != 0
+    assert "UCCL_EP_CUDA_ARCHS='sm_90'" in out and "80;90;100" in out
