@@ -196,8 +196,7 @@ struct TcpRendezvous::Impl {
                       their_seq, seq);
         UCCL_EP_CHECK(len <= detail::kMaxBlobBytes, "rendezvous at {}: rank {} announced a {}-byte blob (max {})",
                       root_name, r, len, detail::kMaxBlobBytes);
-        all[r].resize(len);
-        res = detail::recvAll(peers[r].fd(), all[r].data(), len, deadline);
+        res = detail::recvBlob(peers[r].fd(), &all[r], len, deadline);
         if (res.status == IoStatus::kClosed) throwPeerGone(r, res);
         if (res.status == IoStatus::kTimeout) throwRootTimeout({r}, "to finish sending their blobs");
         have[r] = true;
@@ -285,8 +284,7 @@ struct TcpRendezvous::Impl {
       check(detail::recvAll(fd, len_bytes, sizeof(len_bytes), deadline), "waiting for the gathered blobs from");
       const uint64_t len = detail::getU64(len_bytes);
       UCCL_EP_CHECK(len <= detail::kMaxBlobBytes, "rendezvous: rank 0 at {} sent a {}-byte blob", root_name, len);
-      b.resize(len);
-      check(detail::recvAll(fd, b.data(), len, deadline), "waiting for the gathered blobs from");
+      check(detail::recvBlob(fd, &b, len, deadline), "waiting for the gathered blobs from");
     }
     return all;
   }

@@ -102,6 +102,19 @@ IoResult sendAll(int fd, const void* data, size_t len, Deadline deadline) {
   return {};
 }
 
+IoResult recvBlob(int fd, std::vector<uint8_t>* out, uint64_t len, Deadline deadline) {
+  constexpr uint64_t kChunk = uint64_t{1} << 20;
+  out->clear();
+  while (out->size() < len) {
+    const size_t have = out->size();
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, len - have));
+    out->resize(have + n);
+    const IoResult r = recvAll(fd, out->data() + have, n, deadline);
+    if (r.status != IoStatus::kOk) return r;
+  }
+  return {};
+}
+
 IoResult recvAll(int fd, void* data, size_t len, Deadline deadline) {
   auto* p = static_cast<uint8_t*>(data);
   while (len > 0) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <string>
+#include <vector>
 
 namespace uccl::ep::bootstrap::detail {
 
@@ -47,6 +48,9 @@ bool waitFor(int fd, short events, Deadline deadline);
 // Moves exactly `len` bytes, however the kernel splits them; never raises SIGPIPE.
 IoResult sendAll(int fd, const void* data, size_t len, Deadline deadline);
 IoResult recvAll(int fd, void* data, size_t len, Deadline deadline);
+// `len` bytes into `out`, grown a chunk at a time as they arrive: a peer that announces a large length and sends
+// little makes us hold only what it sent.
+IoResult recvBlob(int fd, std::vector<uint8_t>* out, uint64_t len, Deadline deadline);
 
 // IPv4 address of `host` (a dotted quad or a name); throws uccl::ep::Error naming the host.
 sockaddr_in resolveIpv4(const std::string& host, int port);

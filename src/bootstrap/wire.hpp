@@ -27,7 +27,9 @@ constexpr size_t kHeaderBytes = 16;
 // Bounds on lengths read from the wire, so a corrupt or hostile length cannot make us allocate gigabytes.
 // The token bound applies before the token is checked; the blob bound only to authenticated ranks.
 constexpr size_t kMaxTokenBytes = 4096;
-constexpr uint64_t kMaxBlobBytes = 1ull << 32;
+// What the protocol needs: a rank's blob is its addresses, keys and handles (kilobytes). Blobs are also read in
+// chunks as they arrive (recvBlob), so an announced length costs memory only once its bytes came.
+constexpr uint64_t kMaxBlobBytes = uint64_t{64} << 20;
 
 enum class Verdict : uint32_t {
   kAccepted = 0,

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <random>
@@ -215,6 +216,67 @@ TEST(Rendezvous, IntrudersAreRefusedWhileRealRanksComplete) {
   close(silent);
   close(garbage);
   for (int r = 0; r < world; ++r) EXPECT_FALSE(t.errors[r]) << "rank " << r << ": " << messageOf(t.errors[r]);
+}
+
+// Resident set size of this process, from /proc/self/statm.
+size_t residentBytes() {
+  long pages_total = 0, pages_resident = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  const int got = std::fscanf(f, "%ld %ld", &pages_total, &pages_resident);
+  std::fclose(f);
+  return got == 2 ? static_cast<size_t>(pages_resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+void putLe(std::vector<uint8_t>& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+// A rank that knows the token announces the largest blob allowed and sends 10 bytes of it: rank 0 must hold only
+// what arrived (not zero-fill the announced length), and name the rank when it leaves. A length above the bound
+// is refused outright.
+TEST(Rendezvous, AHugeAnnouncedBlobCostsOnlyTheBytesThatCame) {
+  for (const bool over_bound : {false, true}) {
+    TcpRendezvous root(options(0, 2, 0, 20000));
+    std::exception_ptr error;
+    std::thread rank0([&] {
+      try {
+        root.allGather(Blob{1, 2, 3});
+      } catch (...) {
+        error = std::current_exception();
+      }
+    });
+    const int fd = rawConnect(root.port());
+    std::vector<uint8_t> hello;
+    putLe(hello, 0x52504555, 4);  // magic "UEPR"
+    putLe(hello, 1, 4);           // protocol version
+    putLe(hello, 1, 4);           // rank
+    putLe(hello, 2, 4);           // world
+    putLe(hello, sizeof(kToken) - 1, 4);
+    hello.insert(hello.end(), kToken, kToken + sizeof(kToken) - 1);
+    ASSERT_EQ(send(fd, hello.data(), hello.size(), 0), static_cast<ssize_t>(hello.size()));
+    uint8_t verdict[8];
+    ASSERT_EQ(recv(fd, verdict, sizeof(verdict), MSG_WAITALL), 8);
+    ASSERT_EQ(verdict[4], 0) << "the handshake was refused";
+    const size_t before = residentBytes();
+    std::vector<uint8_t> header;
+    putLe(header, 1, 8);                                                       // the first collective, #1
+    putLe(header, (uint64_t{64} << 20) + (over_bound ? 1 : 0), 8);             // the bound, or one byte above it
+    header.insert(header.end(), 10, 0xab);
+    ASSERT_EQ(send(fd, header.data(), header.size(), 0), static_cast<ssize_t>(header.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 0 reads what came and waits for more
+    const size_t grew = residentBytes() - std::min(before, residentBytes());
+    EXPECT_LT(grew, size_t{32} << 20) << "rank 0 allocated the announced length up front";
+    close(fd);
+    rank0.join();
+    ASSERT_TRUE(error);
+    const std::string msg = messageOf(error);
+    if (over_bound) {
+      EXPECT_NE(msg.find("announced a 67108865-byte blob"), std::string::npos) << msg;
+    } else {
+      EXPECT_NE(msg.find("rank 1 closed"), std::string::npos) << msg;
+    }
+  }
 }
 
 TEST(Rendezvous, DuplicateRankIsRefused) {
