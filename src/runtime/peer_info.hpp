@@ -11,7 +11,7 @@
 namespace uccl::ep::runtime {
 
 inline constexpr uint64_t kPeerInfoMagic = 0x4f464e4950455055ull;  // "UPEPINFO" read little-endian
-inline constexpr uint32_t kPeerInfoVersion = 2;
+inline constexpr uint32_t kPeerInfoVersion = 3;  // 3: the gpu buffer travels as a SharedAllocation blob
 
 struct PeerInfo {
   uint32_t version = kPeerInfoVersion;
@@ -23,7 +23,7 @@ struct PeerInfo {
   std::string hostname;
   std::string boot_id;          // /proc/sys/kernel/random/boot_id: unique per host and boot
   std::string pci_bus_id;       // this rank's GPU
-  std::string gpu_ipc_handle;   // cudaIpcMemHandle_t bytes of the gpu buffer
+  std::string gpu_ipc_handle;   // SharedAllocation::exportBlob() of the gpu buffer (always a CUDA IPC handle)
   std::string nvl_ipc_handle;   // SharedAllocation::exportBlob() of the nvl buffer (ipc, fd or fabric handle);
                                 // empty when num_nvl_bytes == 0
   bool uses_proxy = false;
