@@ -47,6 +47,21 @@ void Buffer::Impl::mapPeers(const std::vector<PeerInfo>& peers) {
     }
     return static_cast<uint8_t*>(peer_maps.back()->ptr());
   };
+  const bool fabric = nvl_alloc && nvl_alloc->kind() == HandleKind::kFabric;
+  for (int p = 0; p < world; ++p) {
+    if (p == rank || !topo.inNvlDomain(rank, p)) continue;
+    // CUDA IPC and POSIX fds reach this host only; across hosts only fabric handles map (an MNNVL domain).
+    if (!sameHost(peers[p], self) && (topo.sameNode(rank, p) || (cfg.num_nvl_bytes > 0 && !fabric))) {
+      UCCL_EP_THROW("rank {} runs on host {} and rank {} on host {}, but {}: set UCCL_EP_RANKS_PER_NODE (or the "
+                    "launcher's local world size) to the ranks per host, and share the nvl buffer through fabric "
+                    "handles across hosts (UCCL_EP_MEM_HANDLE=fabric, IMEX channels)",
+                    p, describeHost(peers[p]), rank, describeHost(self),
+                    topo.sameNode(rank, p) ? fmt::format("the node layout puts both on node {}", topo.nodeOf(rank))
+                                           : fmt::format("the nvl buffer is shared through {} handles, which reach "
+                                                         "one host only",
+                                                         toString(nvl_alloc ? nvl_alloc->kind() : HandleKind::kCudaIpc)));
+    }
+  }
   for (int p = 0; p < world; ++p) {
     if (p == rank) continue;
     if (topo.sameNode(rank, p)) gpu_base[p] = map(peers[p].gpu_ipc_handle, p, "gpu buffer");
