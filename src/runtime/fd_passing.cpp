@@ -153,12 +153,15 @@ void FdServer::serveOne(int conn) noexcept {
                  cred.pid, cred.uid, ::getuid());
       refusal_warnings_.fetch_add(1, std::memory_order_relaxed);
       last_summary_ = now;
-    } else if (++refused_unlogged_, now - last_summary_ >= std::chrono::seconds(kRefusalLogPeriodSec)) {
-      log().warn("fd server for {} on @{}: refused {} more connections from other users (latest pid {}, uid {})",
-                 what_, name_, refused_unlogged_, cred.pid, cred.uid);
-      refusal_warnings_.fetch_add(1, std::memory_order_relaxed);
-      refused_unlogged_ = 0;
-      last_summary_ = now;
+    } else {
+      ++refused_unlogged_;
+      if (now - last_summary_ >= std::chrono::seconds(kRefusalLogPeriodSec)) {
+        log().warn("fd server for {} on @{}: refused {} more connections from other users (latest pid {}, uid {})",
+                   what_, name_, refused_unlogged_, cred.pid, cred.uid);
+        refusal_warnings_.fetch_add(1, std::memory_order_relaxed);
+        refused_unlogged_ = 0;
+        last_summary_ = now;
+      }
     }
     return;
   }
