@@ -62,6 +62,18 @@ py::object hookOf(py::object self, runtime::LowLatencyPending pending, bool retu
       py::arg("stream"), "runs the receive half on `stream` (the same buffer half as the send)");
 }
 
+// low_latency_dispatch / low_latency_combine: the send half (and the receive half unless return_recv_hook), then
+// None or the hook.
+template <typename Args>
+auto lowLatencyCall(runtime::LowLatencyPending (runtime::Buffer::*send)(const LowLatencyShape&, const Args&, bool,
+                                                                         uintptr_t)) {
+  return [send](py::object self, const Args& a, int m, int hidden, int e, bool hook, uintptr_t stream) {
+    auto p = nogil(self.cast<const Runtime&>(),
+                   [&](runtime::Buffer& b) { return (b.*send)(LowLatencyShape{m, hidden, e}, a, hook, stream); });
+    return hookOf(self, std::move(p), hook);
+  };
+}
+
 void bindLowLatency(py::class_<Runtime>& c) {
   using py::arg;
   c.def(
@@ -69,26 +81,12 @@ void bindLowLatency(py::class_<Runtime>& c) {
        [](const Runtime& r, int m, int hidden, int e) { return r.b().lowLatencyLayout(LowLatencyShape{m, hidden, e}); },
        py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"),
        "the layout for these sizes, checked against the limits and num_rdma_bytes (kept per size triple)")
-      .def(
-          "low_latency_dispatch",
-          [](py::object self, const ll::DispatchArgs& a, int m, int hidden, int e, bool hook, uintptr_t stream) {
-            auto p = nogil(self.cast<const Runtime&>(), [&](runtime::Buffer& b) {
-              return b.lowLatencyDispatch(LowLatencyShape{m, hidden, e}, a, hook, stream);
-            });
-            return hookOf(self, std::move(p), hook);
-          },
-          arg("args"), py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"),
-          arg("return_recv_hook"), arg("stream"), "None, or hook(stream) when return_recv_hook")
-      .def(
-          "low_latency_combine",
-          [](py::object self, const ll::CombineArgs& a, int m, int hidden, int e, bool hook, uintptr_t stream) {
-            auto p = nogil(self.cast<const Runtime&>(), [&](runtime::Buffer& b) {
-              return b.lowLatencyCombine(LowLatencyShape{m, hidden, e}, a, hook, stream);
-            });
-            return hookOf(self, std::move(p), hook);
-          },
-          arg("args"), py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"),
-          arg("return_recv_hook"), arg("stream"), "None, or hook(stream) when return_recv_hook")
+      .def("low_latency_dispatch", lowLatencyCall(&runtime::Buffer::lowLatencyDispatch), arg("args"), py::kw_only(),
+           arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"), arg("return_recv_hook"),
+           arg("stream"), "None, or hook(stream) when return_recv_hook")
+      .def("low_latency_combine", lowLatencyCall(&runtime::Buffer::lowLatencyCombine), arg("args"), py::kw_only(),
+           arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"), arg("return_recv_hook"),
+           arg("stream"), "None, or hook(stream) when return_recv_hook")
       .def(
           "get_next_low_latency_combine_buffer",
           [](const Runtime& r, int m, int hidden, int e) {
