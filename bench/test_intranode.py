@@ -16,8 +16,10 @@ also given as a fraction of it. Rank 0 prints one summary row per (call, dtype) 
 
 Process group and GPU choice: tests/python/gpu/rank_group.py (gloo when ranks share a GPU).
 """
+import json
 import os
 import statistics
+import subprocess
 import sys
 from typing import List
 
@@ -38,12 +40,13 @@ from rank_group import Dist, fail, log0  # noqa: E402
 def summary_lines(rows: List[dict]) -> List[str]:
     """A Markdown table (header, separator, one row per (call, dtype)) for bench/RESULTS.md."""
     head = ("| call | dtype | ranks | tokens x hidden, top-k of experts | best config | GB/s per rank mean / min | "
-            "us (slowest rank) | copy GB/s | of copy |")
-    out = [head, "|" + "---|" * 9]
+            "us (slowest rank) | copy GB/s | of copy | GPU-to-GPU GB/s | of GPU-to-GPU |")
+    out = [head, "|" + "---|" * 11]
     for r in rows:
         out.append(f"| {r['call']} | {r['dtype']} | {r['ranks']} | {r['shape']} | SMs {r['sms']}, chunk {r['chunk']} "
                    f"| {r['gbs_mean']:.2f} / {r['gbs_min']:.2f} | {r['us']:.1f} | {r['copy_gbs']:.1f} | "
-                   f"{r['gbs_mean'] / r['copy_gbs']:.3f} |")
+                   f"{r['gbs_mean'] / r['copy_gbs']:.3f} | " +
+                   (f"{r['peer_gbs']:.1f} | {r['gbs_mean'] / r['peer_gbs']:.3f} |" if r.get("peer_gbs") else "- | - |"))
     return out
 
 
@@ -80,12 +83,34 @@ def copy_rate(args, device) -> float:
     return n / t / 1e9
 
 
+def peer_copy_rate(args, d: Dist) -> float:
+    """Rank 0: GB/s each GPU sends in a plain torch copy_ to the next GPU, all GPUs at once (bench/peer_copy.py,
+    run as a child that sees every GPU of the ranks). 0.0 when the ranks share one GPU or the child fails (said)."""
+    gpus = os.environ.get("UCCL_EP_GPU_IDS", "")  # scripts/launch.py: the GPUs its ranks were spread over
+    ids = [g for g in gpus.split(",") if g]
+    if d.rank != 0 or len(ids) < 2:
+        return 0.0
+    env = dict(os.environ)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(ids[:d.world])
+    cmd = [sys.executable, os.path.join(HERE, "peer_copy.py"), "--mb", str(args.copy_mb)]
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+        return float(json.loads(out.strip().splitlines()[-1])["gbs_per_gpu"])
+    except (subprocess.SubprocessError, ValueError, KeyError, IndexError) as e:
+        print(f"[copy] the GPU-to-GPU reference failed ({e}); figures are given against the local copy only",
+              flush=True)
+        return 0.0
+
+
 def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
     buf, ep = chk.buffer, chk.ep
     buf.validate_expert_ids = False  # run_all's layout call checked the ids; the check is a host read per call
     per_rank, per_expert, in_rank = chk.layout
     configs = {(s, c): ep.Config(s, c, 256) for s in args.num_sms for c in args.chunks}
     res = {"copy_gbs": copy_rate(args, chk.device)}
+    dist.barrier()
+    res["peer_copy_gbs"] = peer_copy_rate(args, d)
+    dist.barrier()
     dtypes = (("FP8", "fp8"), ("BF16", "bf16")) if checks.FP8_DTYPE is not None else (("BF16", "bf16"),)
     for name, mode in dtypes:
         v = chk.variant(mode)
@@ -114,22 +139,26 @@ def report(args, results: List[dict], d: Dist) -> List[str]:
     """Rank 0's tuning lines and summary table from every rank's run_bench result."""
     lines, rows = [], []
     copy_gbs = statistics.fmean(r["copy_gbs"] for r in results)
+    peer_gbs = results[0]["peer_copy_gbs"]
     lines.append(f"[copy] device-to-device copy_: {copy_gbs:.1f} GB/s per rank (mean, all ranks copying at once)")
-    for key in [k for k in results[0] if k != "copy_gbs"]:
+    if peer_gbs > 0:
+        lines.append(f"[copy] GPU-to-GPU copy_ (each GPU to the next, all at once): {peer_gbs:.1f} GB/s per GPU")
+    for key in [k for k in results[0] if k not in ("copy_gbs", "peer_copy_gbs")]:
         call, dtype = key
         per_rank = [r[key] for r in results]
         for cfg in per_rank[0]:
             gbs = [p[cfg][1] / p[cfg][0] / 1e9 for p in per_rank]
             slow = max(p[cfg][0] for p in per_rank)
             label = "default config" if cfg == "default" else f"SMs {cfg[0]}, chunk {cfg[1]}"
+            peer = f", {statistics.fmean(gbs) / peer_gbs:.3f} of GPU-to-GPU copy" if peer_gbs > 0 else ""
             lines.append(f"[tuning] {call} {dtype} {label}: {statistics.fmean(gbs):.2f} GB/s per rank (mean, "
-                         f"{statistics.fmean(gbs) / copy_gbs:.3f} of copy), slowest rank {slow * 1e6:.1f} us")
+                         f"{statistics.fmean(gbs) / copy_gbs:.3f} of copy{peer}), slowest rank {slow * 1e6:.1f} us")
         best = best_config(per_rank)
         gbs = [p[best][1] / p[best][0] / 1e9 for p in per_rank]
         rows.append(dict(call=call, dtype=dtype, ranks=d.world,
                          shape=f"{args.num_tokens} x {args.hidden}, top-{args.num_topk} of {args.num_experts}",
                          sms=best[0], chunk=best[1], gbs_mean=statistics.fmean(gbs), gbs_min=min(gbs),
-                         us=max(p[best][0] for p in per_rank) * 1e6, copy_gbs=copy_gbs))
+                         us=max(p[best][0] for p in per_rank) * 1e6, copy_gbs=copy_gbs, peer_gbs=peer_gbs))
         lines.append(f"[tuning] best {call} {dtype}: SMs {best[0]}, chunk {best[1]}: {rows[-1]['gbs_mean']:.2f} GB/s "
                      f"per rank, {rows[-1]['gbs_mean'] / copy_gbs:.3f} of the copy rate")
     return lines + summary_lines(rows)
@@ -140,6 +169,7 @@ def run_all(args, d: Dist, chk: checks.Checker):
     """The inputs and the layout (checked: a cheap sanity check, and the sweep needs it), then (unless
     --skip-bench) the tuning sweep and rank 0's report."""
     chk.ep.Buffer.set_num_sms(args.num_sms[0])
+    log0(d, f"normal path: {chk.buffer.normal_path}")
     chk.setup(args.seed)
     chk.check_layout()
     if args.skip_bench:

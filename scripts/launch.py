@@ -7,7 +7,7 @@
 Every rank runs `sys.executable script.py args...` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE (= K),
 MASTER_ADDR=127.0.0.1, MASTER_PORT, UCCL_EP_RANKS_PER_NODE=K (K defaults to N: one node; a smaller K emulates
 N/K nodes on this host, whose ranks then talk through the proxies), UCCL_EP_LAUNCHER=1, and
-UCCL_EP_NUM_GPUS=G, UCCL_EP_SHARED_GPU=0|1 (1 when several ranks share one GPU, so a script knows that NCCL
+UCCL_EP_NUM_GPUS=G, UCCL_EP_GPU_IDS=the GPU ids, UCCL_EP_SHARED_GPU=0|1 (1 when several ranks share one GPU, so a script knows that NCCL
 cannot be used between them).
 
 GPUs: G comes from --gpus, else CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`. Each rank sees one GPU:
@@ -196,6 +196,7 @@ def rank_env(args, rank, gpus, port, shared, mps_env):
         "UCCL_EP_RANKS_PER_NODE": str(k),
         "UCCL_EP_LAUNCHER": "1",
         "UCCL_EP_NUM_GPUS": str(len(gpus)),
+        "UCCL_EP_GPU_IDS": ",".join(gpus),
         "UCCL_EP_SHARED_GPU": "1" if shared else "0",
         "PYTHONUNBUFFERED": "1",
     })

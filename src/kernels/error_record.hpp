@@ -37,7 +37,7 @@ static_assert(offsetof(ErrorRecord, code) == 0 && offsetof(ErrorRecord, peer) ==
 
 enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3 };
 
-// The step that failed. 1..4: low-latency kernels; 5..9: normal-mode kernels within one memory domain.
+// The step that failed. 1..4: low-latency kernels; 5..10: normal-mode kernels within one memory domain.
 enum Op : int32_t {
   kOpDispatchSend = 1,
   kOpDispatchRecv = 2,
@@ -48,6 +48,7 @@ enum Op : int32_t {
   kOpWorstOverflow = 7,  // more rows received than num_worst_tokens
   kOpNvlOverflow = 8,    // the rows a rank receives do not fit its nvl buffer (peer: that rank, detail: bytes needed)
   kOpArrive = 9,         // waiting for every source to push its rows into this rank's nvl buffer
+  kOpChunk = 10,         // waiting for one chunk of rows a source pushes (pipelined path; detail: the chunk)
 };
 
 // Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work

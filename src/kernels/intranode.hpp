@@ -4,8 +4,21 @@
 // Design: push, one pass over NVLink. Every rank exposes its nvl buffer to every peer (CUDA IPC, POSIX-FD or fabric
 // handles). Rows cross NVLink once, as remote stores from the rank that holds them into the rank that needs them:
 // a remote store is posted (the SM moves on), a remote load is a round trip that stalls its warp, so writing into
-// the peer beats reading from it, and no local staging copy precedes the transfer. A call runs as a short sequence
-// of kernels on one stream:
+// the peer beats reading from it, and no local staging copy precedes the transfer. Rows a rank sends to itself never
+// enter the buffer: they are copied from x (dispatch) or read from the combine input (combine) straight into the
+// outputs. Every copy is then bound by the loads each warp keeps in flight, local or remote alike, so the design
+// keeps every warp loading all the time rather than splitting SMs into senders and receivers.
+//
+// Two paths, chosen per Buffer at connect() (Context::pipelined, Buffer.normal_path in Python):
+//  * pipelined (one rank per GPU): the transfer is ONE grid kernel per call whose warps first push their rows to the
+//    peers chunk by chunk, each chunk published by a flag word (the call's epoch) in the receiver's header, while
+//    the warps that drew rows for themselves copy them into the outputs; then the same warps drain the chunks the
+//    peers pushed here, each after its flag. A receiving warp spins on another rank's kernel, which is safe only
+//    when that kernel surely runs: every rank has its own GPU.
+//  * staged (ranks share a GPU, e.g. under MPS): the push and the drain are separate kernels with a 1-block wait
+//    between them, so no grid kernel waits for another rank's blocks and ranks sharing a GPU progress with any
+//    num_sms.
+// A call runs as a short sequence of kernels on one stream:
 //   dispatch send half
 //   1. reuse     (1 block)  seq += 1 (epoch e); wait until every peer has marked done >= e-1 in this buffer, i.e.
 //                           finished reading what this rank's previous call left in its buffer and in theirs.
@@ -14,24 +27,28 @@
 //   3. publish   (1 block)  fence, ready = e; wait until every source's ready >= e; read every source's counts ->
 //                           rank prefix matrix, receive count, per-expert counts (device, and host-mapped for the
 //                           CPU wait). A cached dispatch takes the prefix matrix from its handle.
-//   4. push      (grid)     every own token goes to each destination's staging area, at the row the receiver will
-//                           output it (prefix of earlier sources + position): row, top-k ids and weights, scales and
-//                           the source index, as 16-byte remote stores.
+//   staged only:
+//   4. push      (grid)     every own token goes to each other destination's staging area, at the row the receiver
+//                           will output it (prefix of earlier sources + position): row, top-k ids and weights,
+//                           scales and the source index, as 16-byte remote stores.
 //   5. arrive    (1 block)  fence; pushed[self] = e in every peer's buffer; wait until every source's pushed >= e.
 //   dispatch receive half (after the CPU wait, once the outputs exist)
-//   6. unpack    (grid)     own staging -> recv_x / scales / local top-k ids / weights / src idx: a local copy, rows
-//                           already in receive order.
+//   6. staged: unpack (grid): own staging -> recv_x / scales / local top-k ids / weights / src idx, and own rows
+//      from x; pipelined: transfer (grid): steps 4 and 6 in one kernel, chunk flags instead of step 5.
 //   7. finish    (1 block)  done[self] = e in every peer's buffer.
-//   combine: reuse; push (every received row back into its source's buffer, in the block of this rank, at its
-//   position: no publish is needed, the prefix matrix of the handle says where); arrive; reduce (grid: per own token
-//   the sum of the copies from every rank it went to, local reads, in rank order: deterministic); finish.
-// Only the 1-block kernels wait, so at most one spinning block per rank exists at any time and no kernel needs
-// another rank's grid to be resident: N ranks sharing one GPU (MPS) progress with any num_sms. No thread layout
-// depends on the rank count: warps loop over peers and rows. A receiver's staging that would overflow its
-// num_nvl_bytes is caught on both sides before any store (kSlotOverflow, kOpNvlOverflow).
+//   combine: reuse; staged: push (every received row of another source back into that source's buffer, in the
+//   block of this rank, at its position: no publish is needed, the prefix matrix of the handle says where), arrive,
+//   reduce (grid: per own token the sum of the copies from every rank it went to, in rank order: deterministic);
+//   pipelined: one transfer kernel (push with chunk flags, then reduce, each token after the flags of its rows);
+//   finish.
+// The 1-block kernels are the only waits of the staged path, so at most one spinning block per rank exists at any
+// time. No thread layout depends on the rank count: warps loop over peers and rows. A receiver's staging that would
+// overflow its num_nvl_bytes is caught on both sides before any store (kSlotOverflow, kOpNvlOverflow).
 //
-// Not yet: pipelining the receive half into the send half (the unpack waits for every source's whole push; a
-// per-channel queue drained while it fills would overlap them) and TMA bulk copies.
+// Chunks (pipelined path): a sender's rows for one receiver are cut into chunks of `send_tokens` rows (the config's
+// num_max_nvl_chunked_send_tokens), more when the receiver's kChunkFlags flag words would not cover them; chunk i of
+// source s has flag kChunkFlags-index sum_{s'<s} ceil(rows(s')/chunk) + i at the receiver, which both sides compute
+// from the prefix matrix. The flags hold epochs, so no call clears them, and their words are never row data.
 #pragma once
 
 #include <cstddef>
@@ -47,6 +64,7 @@ using kernels::kMaxTopk;
 constexpr size_t kAlign = 128;
 constexpr size_t kHeaderBytes = 4096;    // seq, ready, num_tokens, each on its own 64-byte line
 constexpr size_t kSeqOff = 0, kReadyOff = 64, kNumTokensOff = 128;
+constexpr int kChunkFlags = 8192;        // chunk flag words per receiver (pipelined path)
 
 UCCL_EP_HOST_DEVICE inline constexpr size_t alignUp(size_t v, size_t a = kAlign) { return (v + a - 1) / a * a; }
 
@@ -57,6 +75,8 @@ struct Layout {
   size_t done_off = kHeaderBytes;   // int64 [R]: done[r] written by peer r once it is done with this call
   size_t pushed_off = 0;            // int64 [R]: pushed[s] written by source s once its rows are in this buffer
   size_t counts_off = 0;            // int32 [R]: tokens this rank sends to each rank (dispatch)
+  size_t flags_off = 0;             // int64 [kChunkFlags]: chunk c holds the epoch once its rows are here; at the
+                                    // same offset in every layout of a buffer, so its words only ever hold epochs
   size_t expert_counts_off = 0;     // int32 [E]: tokens per global expert (dispatch, when counted)
   size_t data_off = 0;              // start of the per-call area
   // dispatch token record: row bytes (a multiple of 16), top-k ids (int64), weights (float), scales, source index
@@ -88,7 +108,8 @@ inline Layout makeLayout(int num_ranks, int num_experts, size_t hidden_bytes, si
   l.done_off = kHeaderBytes;
   l.pushed_off = alignUp(l.done_off + size_t(num_ranks) * 8);
   l.counts_off = alignUp(l.pushed_off + size_t(num_ranks) * 8);
-  l.expert_counts_off = alignUp(l.counts_off + size_t(num_ranks) * 4);
+  l.flags_off = alignUp(l.counts_off + size_t(num_ranks) * 4);
+  l.expert_counts_off = alignUp(l.flags_off + size_t(kChunkFlags) * 8);
   l.data_off = alignUp(l.expert_counts_off + size_t(num_experts) * 4);
   l.hidden_bytes = hidden_bytes;
   l.scale_bytes = scale_bytes;
@@ -125,7 +146,8 @@ struct Context {
   uint64_t timeout_ns = 0;
   HostCounts* host_counts = nullptr;     // host-mapped
   int num_sms = 20;                      // blocks of the grid kernels
-  int send_tokens = 6;                   // rows per warp work item in the push and unpack kernels
+  int send_tokens = 6;                   // rows per warp work item (and per chunk of the pipelined path)
+  bool pipelined = false;                // one rank per GPU: one transfer kernel per call (see the design above)
   size_t buffer_bytes = 0;               // num_nvl_bytes, the same on every rank: what a peer's staging may hold
 };
 
@@ -177,9 +199,9 @@ struct DispatchArgs {
   Layout layout;
   bool report_to_host = false;           // write HostCounts (a non-cached dispatch without num_worst_tokens)
 };
-// Steps 1-3. cached: rank_prefix_matrix is an input and nothing is counted.
+// Steps 1-3 (and 4-5 on the staged path). cached: rank_prefix_matrix is an input and nothing is counted.
 void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, void* stream);
-// Steps 4-5.
+// Steps 6-7.
 void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream);
 
 struct CombineArgs {

@@ -2,6 +2,7 @@
 // carveout for every kernel.
 #pragma once
 
+#include <cstddef>
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
@@ -25,6 +26,18 @@ inline void preferMaxShared(std::initializer_list<const void*> kernels) {
   }
 #else
   (void)kernels;
+#endif
+}
+
+// Lets `kernel` take `bytes` of dynamic shared memory (above the default 48 KiB a launch may ask for).
+inline void allowDynamicShared(const void* kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+#if defined(UCCL_EP_CUDA)
+  checkLaunch(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+              "raising the dynamic shared memory limit");
+#else
+  checkLaunch(hipFuncSetAttribute(kernel, hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+              "raising the dynamic shared memory limit");
 #endif
 }
 

@@ -188,6 +188,8 @@ void bindRuntime(py::module_& m) {
           arg("infos"), "infos[r] = rank r's local_info(); blocks until connected")
       .def("destroy", &Runtime::destroy, "idempotent")
       .def("topology", [](const Runtime& r) { return r.b().topology(); }, "the runtime's topology (a copy)")
+      .def("normal_path", [](const Runtime& r) { return r.b().normalPath(); },
+           "the normal-mode path after connect() and why, e.g. 'pipelined (one GPU per rank)'")
       .def("rdma_buffer_ptr", [](const Runtime& r) { return r.b().rdmaBufferPtr(); })
       .def("nvl_buffer_ptr", [](const Runtime& r) { return r.b().nvlBufferPtr(); })
       .def("check_errors", [](const Runtime& r) { r.b().checkErrors(); },

@@ -239,6 +239,11 @@ void Buffer::destroy() { impl_->release(); }
 
 const Topology& Buffer::topology() const { return impl_->topo; }
 
+std::string Buffer::normalPath() const {
+  impl_->requireConnected("normal_path");
+  return impl_->normal_path.why;
+}
+
 
 uintptr_t Buffer::nvlBufferPtr() const { return reinterpret_cast<uintptr_t>(impl_->nvlBuffer()); }
 uintptr_t Buffer::rdmaBufferPtr() const { return reinterpret_cast<uintptr_t>(impl_->gpuBuffer()); }

@@ -87,6 +87,9 @@ class Buffer {
 
   // Final after connect(): a group whose GPUs all report one NVLink fabric domain becomes one NVLink domain.
   const Topology& topology() const;
+  // After connect(): which normal-mode path runs and why, e.g. "pipelined (one GPU per rank)" or "staged (ranks 0
+  // and 1 share GPU 0000:1a:00.0)" (peer_info.hpp decideNormalPath; kernels/intranode.hpp).
+  std::string normalPath() const;
 
   uintptr_t nvlBufferPtr() const;   // device pointer of this rank's nvl buffer (0 when num_nvl_bytes == 0)
   uintptr_t rdmaBufferPtr() const;  // device pointer of this rank's gpu buffer (get_local_buffer_tensor)

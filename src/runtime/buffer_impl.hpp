@@ -65,6 +65,7 @@ struct Buffer::Impl {
   std::optional<kernels::intranode::DispatchArgs> pending_dispatch;
   // The (num_tokens, num_topk, num_experts) checkDispatchLayout passed last.
   std::optional<std::tuple<int, int, int>> checked_layout;
+  NormalPath normal_path;  // decided at connect()
 
   PeerInfo self;  // what localInfo() reports, minus the proxy blob (taken when asked)
 

@@ -49,6 +49,7 @@ intranode::Context Buffer::Impl::normalContext(const char* call, const NormalCon
   c.host_counts = host_counts->device();
   c.num_sms = config.num_sms > 0 ? config.num_sms : num_sms;
   c.buffer_bytes = static_cast<size_t>(cfg.num_nvl_bytes);
+  c.pipelined = normal_path.pipelined;
   if (config.num_max_nvl_chunked_send_tokens > 0) c.send_tokens = config.num_max_nvl_chunked_send_tokens;
   UCCL_EP_CUDA_OR_THROW(cudaSetDevice(cfg.device), "{}: selecting device {}", call, cfg.device);
   return c;

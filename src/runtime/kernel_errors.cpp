@@ -24,6 +24,7 @@ const char* stepName(int32_t op) {
     case k::kOpWorstOverflow: return "normal-mode dispatch (num_worst_tokens)";
     case k::kOpNvlOverflow: return "normal-mode dispatch/combine (the rows a rank receives)";
     case k::kOpArrive: return "normal-mode dispatch/combine (waiting for the peers' rows)";
+    case k::kOpChunk: return "normal-mode dispatch/combine (waiting for a chunk of a peer's rows)";
     default: return "kernel (unknown step)";
   }
 }
@@ -61,6 +62,11 @@ std::string Buffer::Impl::describeKernelError(const k::ErrorRecord& rec, bool* t
         return fmt::format("{} on rank {}: rank {} did not push its rows for this dispatch/combine within "
                            "UCCL_EP_TIMEOUT_SECS={}s",
                            step, cfg.rank, peer, secs);
+      }
+      if (op == k::kOpChunk) {
+        return fmt::format("{} on rank {}: rank {} did not push chunk {} of its rows for this dispatch/combine within "
+                           "UCCL_EP_TIMEOUT_SECS={}s",
+                           step, cfg.rank, peer, rec.detail, secs);
       }
       if (op == k::kOpReady) {
         return fmt::format("{} on rank {}: rank {} did not join this dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s",

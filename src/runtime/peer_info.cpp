@@ -137,6 +137,23 @@ bool sameHost(const PeerInfo& a, const PeerInfo& b) {
   return a.hostname == b.hostname;
 }
 
+NormalPath decideNormalPath(const std::vector<PeerInfo>& peers, const std::string& setting) {
+  if (setting == "staged") return {false, "staged (UCCL_EP_NORMAL_PATH=staged)"};
+  for (size_t a = 0; a < peers.size(); ++a) {
+    for (size_t b = a + 1; b < peers.size(); ++b) {
+      if (!sameHost(peers[a], peers[b]) || peers[a].pci_bus_id != peers[b].pci_bus_id) continue;
+      if (setting == "pipelined") {
+        UCCL_EP_THROW_ARG("UCCL_EP_NORMAL_PATH=pipelined, but ranks {} and {} share GPU {} on host {}: the pipelined "
+                          "kernels need one GPU per rank (unset it, or set auto or staged)",
+                          peers[a].rank, peers[b].rank, peers[a].pci_bus_id, describeHost(peers[a]));
+      }
+      return {false, fmt::format("staged (ranks {} and {} share GPU {})", peers[a].rank, peers[b].rank,
+                                 peers[a].pci_bus_id)};
+    }
+  }
+  return {true, setting == "pipelined" ? "pipelined (UCCL_EP_NORMAL_PATH=pipelined)" : "pipelined (one GPU per rank)"};
+}
+
 std::string describeHost(const PeerInfo& info) {
   return fmt::format("'{}' (boot id {})", info.hostname, info.boot_id.empty() ? "unknown" : info.boot_id);
 }

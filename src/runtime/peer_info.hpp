@@ -50,6 +50,17 @@ bool sameHost(const PeerInfo& a, const PeerInfo& b);
 // "host (boot id ...)", for messages.
 std::string describeHost(const PeerInfo& info);
 
+// The normal-mode path within the NVLink domain (kernels/intranode.hpp). `peers` are the ranks this rank exchanges
+// rows with (itself included). Pipelined when no two of them run on one GPU (same host, same PCI bus id), staged
+// otherwise: the pipelined kernels wait for other ranks' blocks, which ranks sharing a GPU (MPS) cannot promise.
+// `setting` is UCCL_EP_NORMAL_PATH: "auto", "staged" (always allowed) or "pipelined" (refused, naming the two
+// ranks, where a GPU is shared). `why` says what decided, for Buffer.normal_path and the benches.
+struct NormalPath {
+  bool pipelined = false;
+  std::string why;
+};
+NormalPath decideNormalPath(const std::vector<PeerInfo>& peers, const std::string& setting);
+
 // This machine's identity, as localInfo() reports it.
 std::string localHostname();
 std::string localBootId();  // empty when /proc does not have it

@@ -108,6 +108,11 @@ void Buffer::connect(const std::vector<std::string>& infos) {
     m.topo.nvl_domain_spans_nodes = true;
     m.topo.nvl_domain_source = "NVLink fabric domain " + m.self.fabric_domain;
   }
+  std::vector<PeerInfo> domain;  // the ranks this one exchanges normal-mode rows with
+  for (int p = 0; p < world; ++p) {
+    if (m.topo.inNvlDomain(rank, p)) domain.push_back(peers[p]);
+  }
+  const NormalPath path = decideNormalPath(domain, env().normal_path);
   try {
     m.mapPeers(peers);
     if (m.proxies) {
@@ -123,6 +128,7 @@ void Buffer::connect(const std::vector<std::string>& infos) {
     m.topo = decided;
     throw;
   }
+  m.normal_path = path;
   m.connected = true;
 }
 

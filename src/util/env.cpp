@@ -137,6 +137,10 @@ Env readEnv() {
       e.normal_mnnvl_source = name;
     }
   }
+  e.normal_path = envString("UCCL_EP_NORMAL_PATH").value_or("auto");
+  if (e.normal_path != "auto" && e.normal_path != "pipelined" && e.normal_path != "staged") {
+    UCCL_EP_THROW_ARG("UCCL_EP_NORMAL_PATH='{}' is not one of auto, pipelined, staged", e.normal_path);
+  }
   e.timeout_secs = envTimeoutSecs("UCCL_EP_TIMEOUT_SECS", 100.0);
   e.log_level = parseLogLevel("UCCL_LOG_LEVEL", envString("UCCL_LOG_LEVEL").value_or("info"));
   return e;

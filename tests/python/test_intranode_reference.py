@@ -242,18 +242,27 @@ def test_bench_report():
     args = import_checks().parse_args(["--num-tokens", "64", "--hidden", "256", "--num-topk", "2", "--num-experts", "8"])
     d = Dist(rank=0, world=2, local_rank=0, local_world=2)
 
-    def result(scale):
+    def result(scale, peer=0.0):
         times = {(24, 4): (2e-3 * scale, 1e6), (24, 8): (1e-3 * scale, 1e6), "default": (4e-3, 1e6)}
-        return {"copy_gbs": 100.0, ("dispatch", "BF16"): times, ("combine", "BF16"): dict(times)}
+        return {"copy_gbs": 100.0, "peer_copy_gbs": peer, ("dispatch", "BF16"): times, ("combine", "BF16"): dict(times)}
+
+    # With the GPU-to-GPU reference (rank 0's figure), every figure is also given as a fraction of it.
+    lines = bench.report(args, [result(1.0, peer=2.5), result(2.0)], d)
+    assert "[copy] GPU-to-GPU copy_ (each GPU to the next, all at once): 2.5 GB/s per GPU" in lines
+    assert "[tuning] dispatch BF16 SMs 24, chunk 4: 0.38 GB/s per rank (mean, 0.004 of copy, 0.150 of GPU-to-GPU " \
+        "copy), slowest rank 4000.0 us" in lines
+    assert lines[-2].endswith("| 100.0 | 0.007 | 2.5 | 0.300 |")
 
     lines = bench.report(args, [result(1.0), result(2.0)], d)
+    assert not any("GPU-to-GPU" in line for line in lines[:-4])
     assert "[copy] device-to-device copy_: 100.0 GB/s per rank" in lines[0]
     assert "[tuning] dispatch BF16 SMs 24, chunk 4: 0.38 GB/s per rank (mean, 0.004 of copy), slowest rank 4000.0 us" \
         in lines
     assert "[tuning] best dispatch BF16: SMs 24, chunk 8: 0.75 GB/s per rank, 0.007 of the copy rate" in lines
     head, sep, row = lines[-4:-1]
     assert head.count("|") == sep.count("|") == row.count("|")
-    assert row == "| dispatch | BF16 | 2 | 64 x 256, top-2 of 8 | SMs 24, chunk 8 | 0.75 / 0.50 | 2000.0 | 100.0 | 0.007 |"
+    assert row == ("| dispatch | BF16 | 2 | 64 x 256, top-2 of 8 | SMs 24, chunk 8 | 0.75 / 0.50 | 2000.0 | 100.0 | 0.007 | "
+                   "- | - |")
     assert lines[-1].startswith("| combine | BF16 | 2 |")
     assert bench.best_config([{(2, 4): (3, 1), (2, 8): (1, 1), "default": (0, 1)},
                               {(2, 4): (3, 1), (2, 8): (5, 1), "default": (0, 1)}]) == (2, 4)

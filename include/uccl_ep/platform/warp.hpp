@@ -33,6 +33,16 @@ UCCL_EP_DEVICE UCCL_EP_FORCEINLINE T shflXor(T v, int mask) {
 #endif
 }
 
+// Lane `src`'s value (all lanes of the warp must call).
+template <typename T>
+UCCL_EP_DEVICE UCCL_EP_FORCEINLINE T shfl(T v, int src) {
+#if defined(UCCL_EP_HIP)
+  return __shfl(v, src);
+#else
+  return __shfl_sync(0xffffffffu, v, src);
+#endif
+}
+
 UCCL_EP_DEVICE UCCL_EP_FORCEINLINE void syncWarp() {
 #if defined(UCCL_EP_HIP)
   __builtin_amdgcn_wave_barrier();

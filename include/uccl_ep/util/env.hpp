@@ -40,6 +40,7 @@ struct Env {
   int local_world_size = 0;               // LOCAL_WORLD_SIZE, torchrun's ranks on this host (0: unset)
   bool normal_mnnvl = false;              // UCCL_EP_NORMAL_MNNVL or DEEP_EP_NORMAL_MNNVL true
   std::string normal_mnnvl_source;        // the variable that made normal_mnnvl true ("" when false), for messages
+  std::string normal_path = "auto";       // UCCL_EP_NORMAL_PATH: auto | pipelined | staged (kernels/intranode.hpp)
   double timeout_secs = 100.0;            // UCCL_EP_TIMEOUT_SECS, in (0, kMaxTimeoutSecs]
   std::string log_level = "info";         // UCCL_LOG_LEVEL, canonical (parseLogLevel)
 

@@ -194,6 +194,12 @@ class Buffer:
         """The runtime's `_C.Topology`: node size and count, the NVLink domain, and where each came from."""
         return self._rt("topology").topology()
 
+    @property
+    def normal_path(self) -> str:
+        """Which normal-mode kernels run and why: 'pipelined (one GPU per rank)', or 'staged (...)' where ranks
+        share a GPU or UCCL_EP_NORMAL_PATH=staged (src/kernels/intranode.hpp)."""
+        return self._rt("normal_path").normal_path()
+
     # ---- static helpers ---------------------------------------------------------------------------------------
     @classmethod
     def set_num_sms(cls, new_num_sms: int) -> None:

@@ -16,9 +16,10 @@ TEST(IntranodeLayout, RegionsAreAlignedDisjointAndOrdered) {
         EXPECT_EQ(l.done_off, kHeaderBytes);
         EXPECT_GE(l.pushed_off, l.done_off + size_t(ranks) * 8) << ranks;
         EXPECT_GE(l.counts_off, l.pushed_off + size_t(ranks) * 8) << ranks;
-        EXPECT_GE(l.expert_counts_off, l.counts_off + size_t(ranks) * 4);
+        EXPECT_GE(l.flags_off, l.counts_off + size_t(ranks) * 4);
+        EXPECT_GE(l.expert_counts_off, l.flags_off + size_t(kChunkFlags) * 8);
         EXPECT_GE(l.data_off, l.expert_counts_off + size_t(256) * ranks * 4);
-        for (size_t off : {l.pushed_off, l.counts_off, l.expert_counts_off, l.data_off}) EXPECT_EQ(off % kAlign, 0u);
+        for (size_t off : {l.pushed_off, l.counts_off, l.flags_off, l.expert_counts_off, l.data_off}) EXPECT_EQ(off % kAlign, 0u);
         EXPECT_EQ(l.token_stride % 16, 0u);
         EXPECT_EQ(l.idxOff() % 8, 0u);
         EXPECT_EQ(l.srcIdxOff(), l.scalesOff() + scales);
@@ -46,6 +47,19 @@ TEST(IntranodeLayout, NoExpertCountsLeaveNoArea) {
   EXPECT_LT(without.data_off, with.data_off);
   EXPECT_EQ(without.combine_row_stride, with.combine_row_stride);
   EXPECT_EQ(without.token_stride, with.token_stride);
+}
+
+// The chunk flags hold only epochs: dispatch (experts counted) and combine layouts put them at one offset, so no
+// row or count of another call's layout ever lands on a flag word.
+TEST(IntranodeLayout, ChunkFlagsSitAtOneOffsetForEveryLayout) {
+  for (int ranks : {2, 8, 72}) {
+    const Layout dispatch = makeLayout(ranks, 256 * ranks, 7168, 224, 8, 7168 * 2);
+    const Layout cached = makeLayout(ranks, 0, 7168, 0, 8, 7168 * 2);
+    const Layout combine = makeLayout(ranks, 0, 4096 * 2, 0, 0, 4096 * 2);
+    EXPECT_EQ(dispatch.flags_off, cached.flags_off);
+    EXPECT_EQ(dispatch.flags_off, combine.flags_off);
+    for (const Layout* l : {&dispatch, &cached, &combine}) EXPECT_GE(l->data_off, l->flags_off + kChunkFlags * 8u);
+  }
 }
 
 TEST(IntranodeLayout, HeaderWordsSitOnTheirOwnLines) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "runtime/peer_info.hpp"
 #include "uccl_ep/util/error.hpp"
@@ -153,6 +154,27 @@ TEST(PeerInfo, SameHost) {
   b.hostname = a.hostname;
   EXPECT_TRUE(sameHost(a, b));
   EXPECT_NE(describeHost(a).find("node-a"), std::string::npos);
+}
+
+TEST(PeerInfo, NormalPathIsPipelinedOnlyWithOneGpuPerRank) {
+  std::vector<PeerInfo> peers = {sample(0), sample(1), sample(2)};
+  peers[1].pci_bus_id = "0000:2b:00.0";
+  peers[2].pci_bus_id = "0000:3c:00.0";
+  NormalPath p = decideNormalPath(peers, "auto");
+  EXPECT_TRUE(p.pipelined);
+  EXPECT_NE(p.why.find("one GPU per rank"), std::string::npos) << p.why;
+  EXPECT_FALSE(decideNormalPath(peers, "staged").pipelined);
+  EXPECT_TRUE(decideNormalPath(peers, "pipelined").pipelined);
+  // Another host's GPU with the same bus id is another GPU.
+  peers[2].pci_bus_id = peers[0].pci_bus_id;
+  peers[2].boot_id = "another-boot";
+  EXPECT_TRUE(decideNormalPath(peers, "auto").pipelined);
+  // Two ranks on one GPU of one host: staged, and a forced pipelined path is refused naming both ranks.
+  peers[2].boot_id = peers[0].boot_id;
+  p = decideNormalPath(peers, "auto");
+  EXPECT_FALSE(p.pipelined);
+  EXPECT_NE(p.why.find("ranks 0 and 2 share GPU 0000:1a:00.0"), std::string::npos) << p.why;
+  expectError([&] { decideNormalPath(peers, "pipelined"); }, {"UCCL_EP_NORMAL_PATH=pipelined", "ranks 0 and 2"});
 }
 
 TEST(PeerInfo, LocalIdentity) {

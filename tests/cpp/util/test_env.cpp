@@ -243,5 +243,18 @@ TEST(EnvFields, IntegerVariablesAcceptTheirRangeAndNameAnythingOutside) {
   }
 }
 
+TEST(EnvNormalPath, DefaultsToAutoAcceptsTheThreePathsAndNamesAnythingElse) {
+  {
+    ScopedEnv e({{"UCCL_EP_NORMAL_PATH", nullptr}});
+    EXPECT_EQ(readEnv().normal_path, "auto");
+  }
+  for (const char* v : {"auto", "pipelined", "staged"}) {
+    ScopedEnv e({{"UCCL_EP_NORMAL_PATH", v}});
+    EXPECT_EQ(readEnv().normal_path, v);
+  }
+  ScopedEnv e({{"UCCL_EP_NORMAL_PATH", "fast"}});
+  EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {"UCCL_EP_NORMAL_PATH", "'fast'", "staged"}));
+}
+
 }  // namespace
 }  // namespace uccl::ep

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""The NVLink reference for the normal-mode bench: a plain torch copy_ between GPUs, every GPU sending to the next
+one at once (GPU i -> GPU (i + 1) % G on its own stream, so with two GPUs both directions of the link carry data, as
+a dispatch between two ranks does). Prints one JSON line: {"gpus": G, "mb": ..., "gbs_per_gpu": ...} where
+gbs_per_gpu = bytes each GPU sent / time (median of --iters rounds).
+
+The bench ranks each see one GPU (CUDA_VISIBLE_DEVICES), so bench/test_intranode.py runs this as a child process
+that sees them all:  python bench/peer_copy.py --mb 256 --devices 0,1
+"""
+import argparse
+import json
+import statistics
+
+import torch
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mb", type=int, default=256, help="MiB each GPU sends per round")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--devices", default="", help="comma-separated CUDA device indices (default: every visible GPU)")
+    a = p.parse_args(argv)
+    devs = [int(x) for x in a.devices.split(",") if x] or list(range(torch.cuda.device_count()))
+    if len(devs) < 2:
+        raise SystemExit(f"peer_copy needs two GPUs or more, got {devs}")
+    n = a.mb << 20
+    src = [torch.empty(n, dtype=torch.uint8, device=f"cuda:{d}") for d in devs]
+    dst = [torch.empty(n, dtype=torch.uint8, device=f"cuda:{devs[(i + 1) % len(devs)]}") for i in range(len(devs))]
+    streams = [torch.cuda.Stream(device=f"cuda:{d}") for d in devs]
+
+    def round_trip() -> float:
+        for d in devs:
+            torch.cuda.synchronize(d)
+        starts = [torch.cuda.Event(enable_timing=True) for _ in devs]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in devs]
+        for i, s in enumerate(streams):
+            with torch.cuda.stream(s):
+                starts[i].record(s)
+                dst[i].copy_(src[i], non_blocking=True)
+                ends[i].record(s)
+        for d in devs:
+            torch.cuda.synchronize(d)
+        return max(st.elapsed_time(en) for st, en in zip(starts, ends)) / 1e3
+
+    round_trip()  # warm-up (peer access set-up)
+    t = statistics.median(round_trip() for _ in range(a.iters))
+    print(json.dumps({"gpus": len(devs), "mb": a.mb, "gbs_per_gpu": n / t / 1e9}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+// Device pieces shared by the normal-mode kernel files (intranode_*.cu): the call's epoch, the error record, the
+// waits, the warp row copy and the chunk flags of the pipelined path. See intranode.hpp for the protocol.
+#pragma once
+
+#include "kernels/intranode.hpp"
+#include "uccl_ep/platform/atomics.hpp"
+#include "uccl_ep/platform/cache_hints.hpp"
+#include "uccl_ep/platform/clock.hpp"
+#include "uccl_ep/platform/warp.hpp"
+
+namespace uccl::ep::kernels::intranode::dev {
+
+using platform::kWarpSize;
+using platform::Scope;
+
+constexpr int kThreads = 512;      // the grid kernels
+constexpr int kWaitThreads = 256;  // the 1-block kernels
+// Rows are copied 16 bytes per lane with kCopyUnroll loads in flight per lane before their stores: a row is a few
+// hundred vectors, and a copy is bound by how many loads each warp keeps in flight. 8 measured slower than 4 for
+// the dispatch push (2026-11-29, two H200s).
+constexpr int kCopyUnroll = 4;
+
+__device__ __forceinline__ uint64_t* word(uint8_t* base, size_t off) { return reinterpret_cast<uint64_t*>(base + off); }
+__device__ __forceinline__ const int32_t* ints(const uint8_t* base, size_t off) {
+  return reinterpret_cast<const int32_t*>(base + off);
+}
+// seq is this rank's own word, written only by its reuse kernel; later kernels on the stream read it. Device scope,
+// relaxed: the kernel boundary orders the write before the reads, and no other agent writes it.
+__device__ __forceinline__ uint64_t epochOf(const Context& ctx) {
+  return platform::loadRelaxed<Scope::kDevice>(word(ctx.self, kSeqOff));
+}
+__device__ __forceinline__ bool failed(const Context& ctx) { return errorRecorded(ctx.error); }
+// The error record is host-mapped: every read of it crosses PCIe. A block reads it once (thread 0) and shares the
+// answer; read by every thread of a grid, it cost more than the copy (hundreds of us for 24 x 512 reads, growing
+// with the grid). All threads of the block must call it. A failure is never cleared, so a thread that reads a
+// later call's value sees the same or a newer answer.
+__device__ __forceinline__ bool blockFailed(const Context& ctx) {
+  __shared__ int stop;
+  if (threadIdx.x == 0) stop = failed(ctx) ? 1 : 0;
+  __syncthreads();
+  return stop != 0;
+}
+
+// Threads of the block share out the ranks and wait until rank r's word `peer_word(r)` reaches `target`. A timeout
+// records the rank and returns false for the whole block.
+template <typename PeerWord>
+__device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target, int32_t op) {
+  __shared__ int any_timeout;
+  if (threadIdx.x == 0) any_timeout = 0;
+  __syncthreads();
+  const uint64_t start = platform::nowNs();
+  for (int r = threadIdx.x; r < ctx.num_ranks; r += blockDim.x) {
+    uint64_t* w = peer_word(r);
+    uint64_t v;
+    while ((v = platform::loadAcquire<Scope::kSystem>(w)) < target) {
+      if (platform::nowNs() - start > ctx.timeout_ns) {
+        recordError(ctx.error, kTimeout, op, r, -1, (target << 8) | (v & 0xff));
+        any_timeout = 1;
+        break;
+      }
+      if (failed(ctx)) break;  // another thread already timed out: stop waiting for the rest
+    }
+  }
+  __syncthreads();
+  return any_timeout == 0 && !blockFailed(ctx);
+}
+
+// A whole warp waits until the word reaches `target` (every lane acquires it, so every lane's later loads see what
+// the writer published before its release). The host-mapped error record and the clock are read every 1024 polls.
+// A timeout records kTimeout with `op`, the peer and the chunk; false (for every lane) on timeout or failure.
+__device__ inline bool warpWait(const Context& ctx, const uint64_t* w, uint64_t target, int32_t op, int peer,
+                                int64_t chunk) {
+  const uint64_t all = platform::ballot(true);
+  if (platform::ballot(platform::loadAcquire<Scope::kSystem>(w) >= target) == all) return true;
+  const uint64_t start = platform::nowNs();
+  for (uint32_t spins = 1;; ++spins) {
+    if (platform::ballot(platform::loadAcquire<Scope::kSystem>(w) >= target) == all) return true;
+    if ((spins & 1023) == 0) {
+      const bool late = platform::nowNs() - start > ctx.timeout_ns;
+      bool stop = late;
+      if (platform::laneId() == 0) {
+        if (late) recordError(ctx.error, kTimeout, op, peer, -1, static_cast<uint64_t>(chunk));
+        stop = stop || failed(ctx);
+      }
+      if (platform::ballot(stop) != 0) return false;
+    }
+  }
+}
+
+// Copies `bytes` (a multiple of 16; both ends 16-byte aligned, checked by the launcher) with the warp. Fresh: the
+// source is written by a peer during this kernel (loadFresh); otherwise it is the caller's input (loadInput).
+template <bool kFresh>
+__device__ __forceinline__ void copyWarp(uint8_t* dst, const uint8_t* src, size_t bytes) {
+  const int lane = platform::laneId();
+  const size_t n = bytes / 16;
+  const int4* s = reinterpret_cast<const int4*>(src);
+  int4* d = reinterpret_cast<int4*>(dst);
+  auto load = [](const int4* p) { return kFresh ? platform::loadFresh(p) : platform::loadInput(p); };
+  size_t i = lane;
+  for (; i + (kCopyUnroll - 1) * kWarpSize < n; i += kCopyUnroll * kWarpSize) {
+    int4 v[kCopyUnroll];
+#pragma unroll
+    for (int u = 0; u < kCopyUnroll; ++u) v[u] = load(s + i + u * kWarpSize);
+#pragma unroll
+    for (int u = 0; u < kCopyUnroll; ++u) d[i + u * kWarpSize] = v[u];
+  }
+  for (; i < n; i += kWarpSize) d[i] = load(s + i);
+}
+
+// Scalars of a row record: loadFresh for records peers write during the kernel, plain loads otherwise.
+template <bool kFresh, typename T>
+__device__ __forceinline__ T loadScalar(const T* p) {
+  if constexpr (kFresh) {
+    return platform::loadFresh(p);
+  } else {
+    return *p;
+  }
+}
+
+// A warp stores its rows of a chunk into a peer, then publishes the chunk: every lane fences its stores at system
+// scope, the warp converges, lane 0 stores the epoch into the chunk's flag with release semantics.
+__device__ __forceinline__ void publishChunk(uint64_t* flag, uint64_t epoch) {
+  platform::fenceAcqRel<Scope::kSystem>();
+  platform::syncWarp();
+  if (platform::laneId() == 0) platform::storeRelease<Scope::kSystem>(flag, epoch);
+}
+
+// Rows per chunk of the pipelined path for a receiver that gets `total` rows: `step` rows (the config's chunk), or
+// more when the flags would not suffice (every source may leave one partial chunk).
+__device__ __forceinline__ int64_t chunkRows(int64_t total, int step, int num_ranks) {
+  const int64_t flags = kChunkFlags - num_ranks;
+  const int64_t need = (total + flags - 1) / flags;
+  return need > step ? need : (step > 0 ? step : 1);
+}
+__device__ __forceinline__ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Work items of `count` rows in items of `step` rows, dealt to the warps of the grid: item i goes to warp i % warps.
+#define UCCL_EP_FOR_ITEMS(first, count, step, global_warp, warps) \
+  for (int64_t first = (global_warp) * (step); first < (count); first += (warps) * (step))
+
+}  // namespace uccl::ep::kernels::intranode::dev

@@ -1,0 +1,378 @@
+// Normal-mode dispatch within one memory domain: the grid kernels and the launchers (intranode.hpp has the
+// protocol; intranode.cu the shared 1-block steps).
+//
+// plan      grid: blocks scan is_token_in_rank per destination (ballot prefix sums) into the ordered lists and
+//           send_pos; counts per destination and per expert into the own header area.
+// push      staged path: warps store own tokens into each other destination's staging (items of send_tokens rows).
+// unpack    staged path: own staging -> the outputs (rows already in receive order); own rows straight from x.
+// transfer  pipelined path: push (chunks published by flags) interleaved with the own rows, then the drain of the
+//           chunks the peers pushed here.
+#include "kernels/intranode_device.cuh"
+#include "kernels/intranode_steps.hpp"
+#include "kernels/launch.hpp"
+#include "uccl_ep/platform/gpu_runtime.hpp"
+
+namespace uccl::ep::kernels::intranode {
+namespace {
+
+using namespace dev;
+
+__global__ void __launch_bounds__(kThreads) dispatchPlanKernel(Context ctx, DispatchArgs a) {
+  extern __shared__ int32_t warp_sums[];
+  if (blockFailed(ctx)) return;
+  const Layout& l = a.layout;
+  const int T = a.num_tokens, R = ctx.num_ranks;
+  const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
+  // per-destination lists: block b scans destinations b, b + grid, ...
+  int32_t* lists = reinterpret_cast<int32_t*>(ctx.self + l.listsOff());
+  for (int r = blockIdx.x; r < R; r += gridDim.x) {
+    int total = 0;
+    for (int base = 0; base < T; base += blockDim.x) {
+      const int t = base + static_cast<int>(threadIdx.x);
+      const bool hit = t < T && a.is_token_in_rank[static_cast<size_t>(t) * R + r];
+      const uint64_t bits = platform::ballot(hit);
+      const int before = platform::popcount64(bits & ((uint64_t{1} << lane) - 1));
+      if (lane == 0) warp_sums[warp] = platform::popcount64(bits);
+      __syncthreads();
+      int offset = 0, chunk = 0;
+      for (int i = 0; i < nwarps; ++i) {
+        offset += i < warp ? warp_sums[i] : 0;
+        chunk += warp_sums[i];
+      }
+      if (hit) lists[static_cast<size_t>(r) * T + total + offset + before] = t;
+      if (a.send_pos && t < T) a.send_pos[static_cast<size_t>(t) * R + r] = hit ? total + offset + before : -1;
+      total += chunk;
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) reinterpret_cast<int32_t*>(ctx.self + l.counts_off)[r] = total;
+  }
+  if (blockIdx.x == 0) {
+    int32_t* ec = reinterpret_cast<int32_t*>(ctx.self + l.expert_counts_off);
+    for (int i = threadIdx.x; i < l.num_experts; i += blockDim.x)
+      ec[i] = a.num_tokens_per_expert ? a.num_tokens_per_expert[i] : 0;
+    if (threadIdx.x == 0) *reinterpret_cast<int32_t*>(ctx.self + kNumTokensOff) = T;
+  }
+}
+
+// ---- one row ------------------------------------------------------------------------------------------------
+// Own token t into destination r's staging record `dst`: row, top-k ids and weights, scales, source index.
+__device__ __forceinline__ void storeRecord(const DispatchArgs& a, int t, uint8_t* dst) {
+  const Layout& l = a.layout;
+  const int lane = platform::laneId(), K = l.num_topk;
+  copyWarp<false>(dst, static_cast<const uint8_t*>(a.x) + static_cast<size_t>(t) * a.x_row_stride, l.hidden_bytes);
+  for (int k = lane; k < K; k += kWarpSize) {
+    reinterpret_cast<int64_t*>(dst + l.idxOff())[k] = a.topk_idx[static_cast<size_t>(t) * K + k];
+    reinterpret_cast<float*>(dst + l.weightsOff())[k] = a.topk_weights ? a.topk_weights[static_cast<size_t>(t) * K + k] : 0.0f;
+  }
+  const int32_t* sc = static_cast<const int32_t*>(a.x_scales);
+  for (int c = lane; c < a.num_scales; c += kWarpSize) {
+    reinterpret_cast<int32_t*>(dst + l.scalesOff())[c] = sc[t * a.x_scales_token_stride + c * a.x_scales_col_stride];
+  }
+  if (lane == 0) *reinterpret_cast<int32_t*>(dst + l.srcIdxOff()) = t;
+}
+
+// Where output row g comes from: a staging record, or an own token of x.
+struct RowSource {
+  const uint8_t* row;
+  const int64_t* ids;        // K top-k ids (global expert ids)
+  const float* weights;      // K weights, or null
+  const int32_t* scales;     // num_scales 4-byte scales, scale_stride elements apart
+  int64_t scale_stride;
+  int32_t src;               // the token's index on its source rank
+};
+
+__device__ __forceinline__ RowSource fromRecord(const Layout& l, const uint8_t* tok, bool fresh) {
+  const int32_t* src = reinterpret_cast<const int32_t*>(tok + l.srcIdxOff());
+  return {tok, reinterpret_cast<const int64_t*>(tok + l.idxOff()), reinterpret_cast<const float*>(tok + l.weightsOff()),
+          reinterpret_cast<const int32_t*>(tok + l.scalesOff()), 1, fresh ? loadScalar<true>(src) : *src};
+}
+
+__device__ __forceinline__ RowSource fromInput(const DispatchArgs& a, int t) {
+  const size_t K = static_cast<size_t>(a.layout.num_topk);
+  return {static_cast<const uint8_t*>(a.x) + static_cast<size_t>(t) * a.x_row_stride,
+          a.topk_idx ? a.topk_idx + t * K : nullptr, a.topk_weights ? a.topk_weights + t * K : nullptr,
+          static_cast<const int32_t*>(a.x_scales) + t * a.x_scales_token_stride, a.x_scales_col_stride, t};
+}
+
+// Output row g: the row, this rank's top-k ids (local expert ids, -1 for other ranks' experts) and weights (0 for
+// other ranks' experts), the scales and the source index. kFresh: the record was pushed during this kernel.
+template <bool kFresh>
+__device__ __forceinline__ void emitRow(const DispatchArgs& a, int me, int64_t g, const RowSource& src) {
+  const Layout& l = a.layout;
+  const int lane = platform::laneId(), K = l.num_topk;
+  copyWarp<kFresh>(static_cast<uint8_t*>(a.out.recv_x) + g * l.hidden_bytes, src.row, l.hidden_bytes);
+  const int64_t per_rank = l.num_ranks > 0 ? l.num_experts / l.num_ranks : 0;
+  const int64_t lo = static_cast<int64_t>(me) * per_rank;
+  for (int k = lane; k < K; k += kWarpSize) {
+    const int64_t e = loadScalar<kFresh>(src.ids + k);
+    const bool mine = e >= lo && e < lo + per_rank;
+    if (a.out.recv_topk_idx) a.out.recv_topk_idx[g * K + k] = mine ? e - lo : -1;
+    if (a.out.recv_topk_weights) {
+      a.out.recv_topk_weights[g * K + k] = mine && src.weights ? loadScalar<kFresh>(src.weights + k) : 0.0f;
+    }
+  }
+  if (a.out.recv_x_scales) {
+    int32_t* out = static_cast<int32_t*>(a.out.recv_x_scales) + g * a.num_scales;
+    for (int c = lane; c < a.num_scales; c += kWarpSize) out[c] = loadScalar<kFresh>(src.scales + c * src.scale_stride);
+  }
+  if (lane == 0 && a.out.recv_src_idx) a.out.recv_src_idx[g] = src.src;
+}
+
+// num_worst_tokens padding: ids -1, weights 0, source -1.
+__device__ __forceinline__ void emitPadding(const DispatchArgs& a, int64_t g) {
+  const int lane = platform::laneId(), K = a.layout.num_topk;
+  for (int k = lane; k < K; k += kWarpSize) {
+    if (a.out.recv_topk_idx) a.out.recv_topk_idx[g * K + k] = -1;
+    if (a.out.recv_topk_weights) a.out.recv_topk_weights[g * K + k] = 0.0f;
+  }
+  if (lane == 0 && a.out.recv_src_idx) a.out.recv_src_idx[g] = -1;
+}
+
+// What a receiver holds: its rows (the prefix matrix's total) bounded by the outputs, and whether its staging fits.
+// Block 0 records the failures once.
+struct Receive {
+  int64_t total, limit;
+  bool fits;
+};
+__device__ __forceinline__ Receive receiveOf(const Context& ctx, const DispatchArgs& a, const int32_t* prefix) {
+  const int R = ctx.num_ranks, me = ctx.rank;
+  Receive r;
+  r.total = prefix[(R - 1) * R + me];
+  const size_t need = a.layout.dispatchBytes(a.num_tokens, r.total);
+  r.fits = need <= ctx.buffer_bytes;  // otherwise the sources stored nothing here
+  r.limit = r.total < a.out.num_recv_tokens ? r.total : a.out.num_recv_tokens;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (!r.fits) recordError(ctx.error, kSlotOverflow, kOpNvlOverflow, me, -1, need);
+    if (a.num_worst_tokens > 0 && r.total > a.out.num_recv_tokens) {
+      recordError(ctx.error, kSlotOverflow, kOpWorstOverflow, me, -1, r.total);
+    }
+  }
+  return r;
+}
+
+// Rows this rank sends to r: [before, before + count) of the rows r receives from every source. A destination whose
+// staging would overflow gets nothing (recorded; the receiver sees the same and stores nothing either).
+struct Destination {
+  int64_t count, base;  // rows; byte offset of this rank's first record in r's staging
+  int64_t total;        // rows r receives
+};
+__device__ __forceinline__ Destination destinationOf(const Context& ctx, const Layout& l, const int32_t* prefix, int r) {
+  const int R = ctx.num_ranks, me = ctx.rank;
+  const int32_t before = me > 0 ? prefix[(me - 1) * R + r] : 0;
+  Destination d;
+  d.count = prefix[me * R + r] - before;
+  d.total = prefix[(R - 1) * R + r];
+  // Written by r's plan kernel before its release of ready, acquired by this rank's publish kernel earlier on the
+  // stream. System scope: the word is in peer GPU memory.
+  const int Tr = platform::loadRelaxed<Scope::kSystem>(ints(ctx.peers[r], kNumTokensOff));
+  const size_t need = l.dispatchBytes(Tr, d.total);
+  if (need > ctx.buffer_bytes) {
+    recordError(ctx.error, kSlotOverflow, kOpNvlOverflow, r, -1, need);
+    d.count = 0;
+  }
+  d.base = static_cast<int64_t>(l.stagingOff(Tr) + static_cast<size_t>(before) * l.token_stride);
+  return d;
+}
+
+// ---- staged path --------------------------------------------------------------------------------------------
+__global__ void __launch_bounds__(kThreads) dispatchPushKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+  extern __shared__ int64_t push_smem[];  // [R] byte offset of this rank's first row in r's buffer, [R] rows to r
+  if (blockFailed(ctx)) return;
+  const Layout& l = a.layout;
+  const int R = ctx.num_ranks, me = ctx.rank, T = a.num_tokens;
+  int64_t* base = push_smem;
+  int64_t* cnt = push_smem + R;
+  for (int r = threadIdx.x; r < R; r += blockDim.x) {
+    const Destination d = r == me ? Destination{0, 0, 0} : destinationOf(ctx, l, prefix, r);
+    cnt[r] = d.count;
+    base[r] = d.base;
+  }
+  __syncthreads();
+  const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
+  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * platform::numWarps() + platform::warpId();
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * platform::numWarps();
+  const int32_t* lists = ints(ctx.self, l.listsOff());
+  // Destinations in the order me+1, me+2, ...: at any moment the ranks write to different receivers.
+  for (int k = 1; k < R; ++k) {
+    const int r = (me + k) % R;
+    uint8_t* dst_base = ctx.peers[r] + base[r];
+    UCCL_EP_FOR_ITEMS(first, cnt[r], step, global_warp, warps) {
+      const int64_t last = first + step < cnt[r] ? first + step : cnt[r];
+      for (int64_t j = first; j < last; ++j) storeRecord(a, lists[static_cast<size_t>(r) * T + j], dst_base + j * l.token_stride);
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) dispatchUnpackKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+  if (blockFailed(ctx)) return;
+  const Layout& l = a.layout;
+  const int R = ctx.num_ranks, me = ctx.rank, T = a.num_tokens;
+  const Receive rc = receiveOf(ctx, a, prefix);
+  if (!rc.fits) return;
+  const int64_t self_lo = me > 0 ? prefix[(me - 1) * R + me] : 0, self_hi = prefix[me * R + me];
+  const int32_t* own = ints(ctx.self, l.listsOff()) + static_cast<size_t>(me) * T;
+  const uint8_t* staging = ctx.self + l.stagingOff(T);
+  const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
+  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * platform::numWarps() + platform::warpId();
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * platform::numWarps();
+  UCCL_EP_FOR_ITEMS(first, a.out.num_recv_tokens, step, global_warp, warps) {
+    const int64_t last = first + step < a.out.num_recv_tokens ? first + step : a.out.num_recv_tokens;
+    for (int64_t g = first; g < last; ++g) {
+      if (g >= rc.total) {
+        emitPadding(a, g);
+      } else if (g >= self_lo && g < self_hi) {
+        emitRow<false>(a, me, g, fromInput(a, own[g - self_lo]));
+      } else {
+        emitRow<false>(a, me, g, fromRecord(l, staging + g * l.token_stride, false));
+      }
+    }
+  }
+}
+
+// ---- pipelined path -----------------------------------------------------------------------------------------
+// Shared memory of the transfer kernel, [R] int64 each. Send side, by k = 1..R-1 (destination (me + k) % R) at
+// index k - 1: rows, staging byte offset, first flag index, rows per chunk, inclusive prefix of chunk counts.
+// Receive side, by source s: first receive row, first flag index, inclusive prefix of chunk counts (0 for self).
+constexpr int kTransferArrays = 8;
+
+__device__ __forceinline__ int upperBound(const int64_t* inclusive_end, int n, int64_t item) {
+  int lo = 0, hi = n - 1;  // the first i with inclusive_end[i] > item; item < inclusive_end[n - 1]
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (inclusive_end[mid] > item)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+__global__ void __launch_bounds__(kThreads) dispatchTransferKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+  extern __shared__ int64_t xfer[];
+  if (blockFailed(ctx)) return;
+  const Layout& l = a.layout;
+  const int R = ctx.num_ranks, me = ctx.rank, T = a.num_tokens;
+  const uint64_t epoch = epochOf(ctx);
+  const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
+  int64_t *cnt = xfer, *base = xfer + R, *flag0 = xfer + 2 * R, *crows = xfer + 3 * R, *send_end = xfer + 4 * R;
+  int64_t *src_lo = xfer + 5 * R, *fbase = xfer + 6 * R, *recv_end = xfer + 7 * R;
+  const Receive rc = receiveOf(ctx, a, prefix);
+  const int64_t my_crows = chunkRows(rc.total, step, R);
+  for (int i = threadIdx.x; i < R; i += blockDim.x) {
+    if (i < R - 1) {
+      const int r = (me + i + 1) % R;
+      const Destination d = destinationOf(ctx, l, prefix, r);
+      cnt[i] = d.count;
+      base[i] = d.base;
+      crows[i] = chunkRows(d.total, step, R);
+      int64_t f = 0;  // chunks of the sources before this rank at r, r's own block included
+      for (int s = 0; s < me; ++s) f += ceilDiv(prefix[s * R + r] - (s > 0 ? prefix[(s - 1) * R + r] : 0), crows[i]);
+      flag0[i] = f;
+    }
+    src_lo[i] = i > 0 ? prefix[(i - 1) * R + me] : 0;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t sent = 0, recv = 0, flags = 0;
+    for (int i = 0; i < R; ++i) {
+      if (i < R - 1) send_end[i] = (sent += ceilDiv(cnt[i], crows[i]));
+      const int64_t rows = prefix[i * R + me] - src_lo[i];
+      fbase[i] = flags;
+      flags += ceilDiv(rows, my_crows);
+      recv_end[i] = (recv += (i == me || !rc.fits) ? 0 : ceilDiv(rows, my_crows));
+    }
+  }
+  __syncthreads();
+
+  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * platform::numWarps() + platform::warpId();
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * platform::numWarps();
+  const int32_t* lists = ints(ctx.self, l.listsOff());
+  const int64_t self_lo = src_lo[me], n_self = prefix[me * R + me] - self_lo;
+  // 1. Chunks to the peers and own rows, alternating so that NVLink stores and local copies run at once.
+  const int64_t n_send = R > 1 ? send_end[R - 2] : 0, n_own = ceilDiv(n_self, step);
+  const int64_t pairs = n_send < n_own ? n_send : n_own;
+  for (int64_t c = global_warp; c < n_send + n_own; c += warps) {
+    const bool to_peer = c < 2 * pairs ? (c & 1) == 0 : n_send > n_own;
+    const int64_t item = c < 2 * pairs ? c >> 1 : pairs + (c - 2 * pairs);
+    if (to_peer) {
+      const int i = upperBound(send_end, R - 1, item);
+      const int r = (me + i + 1) % R;
+      const int64_t chunk = item - (i > 0 ? send_end[i - 1] : 0);
+      const int64_t first = chunk * crows[i], last = first + crows[i] < cnt[i] ? first + crows[i] : cnt[i];
+      uint8_t* dst_base = ctx.peers[r] + base[i];
+      for (int64_t j = first; j < last; ++j) storeRecord(a, lists[static_cast<size_t>(r) * T + j], dst_base + j * l.token_stride);
+      publishChunk(word(ctx.peers[r], l.flags_off + static_cast<size_t>(flag0[i] + chunk) * 8), epoch);
+    } else {
+      const int64_t first = item * step, last = first + step < n_self ? first + step : n_self;
+      for (int64_t j = first; j < last && self_lo + j < rc.limit; ++j) {
+        emitRow<false>(a, me, self_lo + j, fromInput(a, lists[static_cast<size_t>(me) * T + j]));
+      }
+    }
+  }
+  // 2. num_worst_tokens padding.
+  for (int64_t g = rc.total + global_warp; g < a.out.num_recv_tokens; g += warps) emitPadding(a, g);
+  // 3. The chunks the peers pushed here, each after its flag.
+  const uint8_t* staging = ctx.self + l.stagingOff(T);
+  for (int64_t d = global_warp; d < recv_end[R - 1]; d += warps) {
+    const int s = upperBound(recv_end, R, d);
+    const int64_t chunk = d - (s > 0 ? recv_end[s - 1] : 0);
+    const int64_t rows = prefix[s * R + me] - src_lo[s];
+    const int64_t g0 = src_lo[s] + chunk * my_crows;
+    if (g0 >= rc.limit) continue;  // beyond num_worst_tokens (recorded): nothing to wait for
+    if (!warpWait(ctx, word(ctx.self, l.flags_off + static_cast<size_t>(fbase[s] + chunk) * 8), epoch, kOpChunk, s,
+                  chunk)) {
+      return;
+    }
+    const int64_t g1 = src_lo[s] + (chunk * my_crows + my_crows < rows ? chunk * my_crows + my_crows : rows);
+    for (int64_t g = g0; g < g1 && g < rc.limit; ++g) emitRow<true>(a, me, g, fromRecord(l, staging + g * l.token_stride, true));
+  }
+}
+
+// One carveout for every kernel, low-latency and normal alike (launch.hpp says why).
+void setCarveout() {
+  static const bool once = [] {
+    preferMaxShared({reinterpret_cast<const void*>(&dispatchPlanKernel), reinterpret_cast<const void*>(&dispatchPushKernel),
+                     reinterpret_cast<const void*>(&dispatchUnpackKernel),
+                     reinterpret_cast<const void*>(&dispatchTransferKernel)});
+    return true;
+  }();
+  (void)once;
+}
+
+int grid(const Context& ctx) { return ctx.num_sms > 0 ? ctx.num_sms : 1; }
+
+}  // namespace
+
+void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, void* stream) {
+  auto s = static_cast<gpuStream_t>(stream);
+  setCarveout();
+  launchReuse(ctx, s, "dispatch (reuse wait)");
+  const size_t plan_shm = sizeof(int32_t) * (kThreads / kWarpSize);
+  dispatchPlanKernel<<<grid(ctx), kThreads, plan_shm, s>>>(ctx, a);
+  checkLaunch(gpuGetLastError(), "dispatch (plan)");
+  launchPublish(ctx, a.layout, !cached, a.report_to_host && !cached, a.rank_prefix_matrix,
+                a.num_tokens_per_expert != nullptr, s);
+  if (ctx.pipelined) return;
+  const size_t push_shm = sizeof(int64_t) * 2 * static_cast<size_t>(ctx.num_ranks);
+  dispatchPushKernel<<<grid(ctx), kThreads, push_shm, s>>>(ctx, a, a.rank_prefix_matrix);
+  checkLaunch(gpuGetLastError(), "dispatch (push)");
+  launchArrive(ctx, a.layout.pushed_off, s, "dispatch (arrive)");
+}
+
+void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream) {
+  auto s = static_cast<gpuStream_t>(stream);
+  setCarveout();
+  if (ctx.pipelined) {
+    // Runs even with no rows to output: the peers wait for this rank's chunks.
+    const size_t shm = sizeof(int64_t) * kTransferArrays * static_cast<size_t>(ctx.num_ranks);
+    allowDynamicShared(reinterpret_cast<const void*>(&dispatchTransferKernel), shm);
+    dispatchTransferKernel<<<grid(ctx), kThreads, shm, s>>>(ctx, a, a.rank_prefix_matrix);
+    checkLaunch(gpuGetLastError(), "dispatch (transfer)");
+  } else if (a.out.num_recv_tokens > 0) {
+    dispatchUnpackKernel<<<grid(ctx), kThreads, 0, s>>>(ctx, a, a.rank_prefix_matrix);
+    checkLaunch(gpuGetLastError(), "dispatch (unpack)");
+  }
+  launchFinish(ctx, s, "dispatch (finish)");
+}
+
+}  // namespace uccl::ep::kernels::intranode
