@@ -54,14 +54,15 @@ __device__ __forceinline__ Source sourceOf(const Context& ctx, const CombineArgs
 }
 
 // Received row g (of source s) into s's buffer: the BF16 row, then its top-k weights.
+// The weights are loaded before the row's copy starts, so their round trip overlaps it.
+static_assert(kMaxTopk <= kWarpSize, "one top-k weight per lane");
 __device__ __forceinline__ void storeBack(const CombineArgs& a, int64_t g, uint8_t* dst) {
   const size_t row_bytes = static_cast<size_t>(a.hidden) * 2;
+  const int lane = platform::laneId();
+  const bool has_weight = a.topk_weights && lane < a.num_topk;
+  const float w = has_weight ? platform::loadInput(a.topk_weights + static_cast<size_t>(g) * a.num_topk + lane) : 0.0f;
   copyWarp<false>(dst, static_cast<const uint8_t*>(a.x) + g * row_bytes, row_bytes);
-  if (a.topk_weights) {
-    for (int k = platform::laneId(); k < a.num_topk; k += kWarpSize) {
-      reinterpret_cast<float*>(dst + row_bytes)[k] = a.topk_weights[static_cast<size_t>(g) * a.num_topk + k];
-    }
-  }
+  if (has_weight) reinterpret_cast<float*>(dst + row_bytes)[lane] = w;
 }
 
 // What this rank gets back: the byte offset of each rank's block here (block_of[r]), and whether they fit.
@@ -74,7 +75,9 @@ __device__ __forceinline__ bool blocksHere(const Context& ctx, const CombineArgs
   return a.layout.combineBytes(static_cast<int>(rows)) <= ctx.buffer_bytes;  // otherwise the ranks stored nothing
 }
 
+// kSumUnroll vectors per lane of kSumRows rows at a time: that many loads in flight per lane per round trip.
 constexpr int kSumUnroll = 4;
+constexpr int kSumRows = 2;
 
 __device__ __forceinline__ void addBf16x8(float* acc, int4 raw) {
   const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
@@ -99,16 +102,23 @@ __device__ void reduceToken(const CombineArgs& a, int t, const uint8_t* const* r
   // kSumUnroll vectors per lane at a time, so each row contributes that many loads in flight.
   for (int v0 = lane; v0 < vecs; v0 += kSumUnroll * kWarpSize) {
     float acc[kSumUnroll][8] = {};
-    for (int i = 0; i < n; ++i) {
-      const int4* row = reinterpret_cast<const int4*>(rows[i]);
-      int4 raw[kSumUnroll];
+    for (int i = 0; i < n; i += kSumRows) {
+      int4 raw[kSumRows][kSumUnroll];
 #pragma unroll
-      for (int u = 0; u < kSumUnroll; ++u) {
-        const int v = v0 + u * kWarpSize;
-        raw[u] = v < vecs ? (kFresh ? platform::loadFresh(row + v) : platform::loadInput(row + v)) : int4{0, 0, 0, 0};
+      for (int q = 0; q < kSumRows; ++q) {
+        const int4* row = reinterpret_cast<const int4*>(rows[i + q < n ? i + q : i]);
+#pragma unroll
+        for (int u = 0; u < kSumUnroll; ++u) {
+          const int v = v0 + u * kWarpSize;
+          raw[q][u] = v < vecs && i + q < n ? (kFresh ? platform::loadFresh(row + v) : platform::loadInput(row + v))
+                                            : int4{0, 0, 0, 0};
+        }
       }
 #pragma unroll
-      for (int u = 0; u < kSumUnroll; ++u) addBf16x8(acc[u], raw[u]);
+      for (int q = 0; q < kSumRows; ++q) {
+#pragma unroll
+        for (int u = 0; u < kSumUnroll; ++u) addBf16x8(acc[u], raw[q][u]);
+      }
     }
 #pragma unroll
     for (int u = 0; u < kSumUnroll; ++u) {

@@ -8,6 +8,10 @@
 #include "uccl_ep/platform/clock.hpp"
 #include "uccl_ep/platform/warp.hpp"
 
+#ifndef UCCL_EP_INTRANODE_COPY_UNROLL
+#define UCCL_EP_INTRANODE_COPY_UNROLL 8
+#endif
+
 namespace uccl::ep::kernels::intranode::dev {
 
 using platform::kWarpSize;
@@ -16,9 +20,9 @@ using platform::Scope;
 constexpr int kThreads = 512;      // the grid kernels
 constexpr int kWaitThreads = 256;  // the 1-block kernels
 // Rows are copied 16 bytes per lane with kCopyUnroll loads in flight per lane before their stores: a row is a few
-// hundred vectors, and a copy is bound by how many loads each warp keeps in flight. 8 measured slower than 4 for
-// the dispatch push (2026-11-29, two H200s).
-constexpr int kCopyUnroll = 4;
+// hundred vectors, and a warp's copy is a chain of round trips, one per batch, so the batch is as wide as the
+// registers allow and the last batch is predicated rather than copied vector by vector.
+constexpr int kCopyUnroll = UCCL_EP_INTRANODE_COPY_UNROLL;
 
 __device__ __forceinline__ uint64_t* word(uint8_t* base, size_t off) { return reinterpret_cast<uint64_t*>(base + off); }
 __device__ __forceinline__ const int32_t* ints(const uint8_t* base, size_t off) {
@@ -91,20 +95,22 @@ __device__ inline bool warpWait(const Context& ctx, const uint64_t* w, uint64_t 
 // source is written by a peer during this kernel (loadFresh); otherwise it is the caller's input (loadInput).
 template <bool kFresh>
 __device__ __forceinline__ void copyWarp(uint8_t* dst, const uint8_t* src, size_t bytes) {
-  const int lane = platform::laneId();
   const size_t n = bytes / 16;
   const int4* s = reinterpret_cast<const int4*>(src);
   int4* d = reinterpret_cast<int4*>(dst);
-  auto load = [](const int4* p) { return kFresh ? platform::loadFresh(p) : platform::loadInput(p); };
-  size_t i = lane;
-  for (; i + (kCopyUnroll - 1) * kWarpSize < n; i += kCopyUnroll * kWarpSize) {
+  for (size_t i = platform::laneId(); i < n; i += kCopyUnroll * kWarpSize) {
     int4 v[kCopyUnroll];
 #pragma unroll
-    for (int u = 0; u < kCopyUnroll; ++u) v[u] = load(s + i + u * kWarpSize);
+    for (int u = 0; u < kCopyUnroll; ++u) {
+      const size_t j = i + u * kWarpSize;
+      if (j < n) v[u] = kFresh ? platform::loadFresh(s + j) : platform::loadInput(s + j);
+    }
 #pragma unroll
-    for (int u = 0; u < kCopyUnroll; ++u) d[i + u * kWarpSize] = v[u];
+    for (int u = 0; u < kCopyUnroll; ++u) {
+      const size_t j = i + u * kWarpSize;
+      if (j < n) d[j] = v[u];
+    }
   }
-  for (; i < n; i += kWarpSize) d[i] = load(s + i);
 }
 
 // Scalars of a row record: loadFresh for records peers write during the kernel, plain loads otherwise.
