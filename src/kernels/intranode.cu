@@ -68,6 +68,8 @@ __global__ void reuseKernel(Context ctx) {
   if (threadIdx.x == 0) {
     epoch = epochOf(ctx) + 1;
     platform::storeRelaxed<Scope::kDevice>(word(ctx.self, kSeqOff), epoch);
+    platform::storeRelaxed<Scope::kDevice>(word(ctx.self, kClaimSendOff), 0);
+    platform::storeRelaxed<Scope::kDevice>(word(ctx.self, kClaimRecvOff), 0);
   }
   __syncthreads();
   if (blockFailed(ctx)) return;

@@ -20,7 +20,7 @@
 //    num_sms.
 // A call runs as a short sequence of kernels on one stream:
 //   dispatch send half
-//   1. reuse     (1 block)  seq += 1 (epoch e); wait until every peer has marked done >= e-1 in this buffer, i.e.
+//   1. reuse     (1 block)  seq += 1 (epoch e), zero the work counters; wait until every peer has marked done >= e-1 in this buffer, i.e.
 //                           finished reading what this rank's previous call left in its buffer and in theirs.
 //   2. plan      (grid)     per destination the ordered list of own tokens it receives (ballot prefix scans),
 //                           send_pos, the per-destination counts and per-expert counts into the own header area.
@@ -64,6 +64,9 @@ using kernels::kMaxTopk;
 constexpr size_t kAlign = 128;
 constexpr size_t kHeaderBytes = 4096;    // seq, ready, num_tokens, each on its own 64-byte line
 constexpr size_t kSeqOff = 0, kReadyOff = 64, kNumTokensOff = 128;
+// Work counters of the pipelined transfer kernel (own buffer, zeroed by the reuse step): warps claim their next item
+// with one atomic add, so every warp stays busy to the end whatever the SM count.
+constexpr size_t kClaimSendOff = 192, kClaimRecvOff = 256;
 constexpr int kChunkFlags = 8192;        // chunk flag words per receiver (pipelined path)
 
 UCCL_EP_HOST_DEVICE inline constexpr size_t alignUp(size_t v, size_t a = kAlign) { return (v + a - 1) / a * a; }

@@ -308,11 +308,9 @@ __global__ void __launch_bounds__(kThreads) combineTransferKernel(Context ctx, C
     for (int i = 0; i < R - 1; ++i) send_end[i] = (sent += ceilDiv(count_of[i], crows[i]));
   }
   __syncthreads();
-  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * platform::numWarps() + platform::warpId();
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * platform::numWarps();
   // 1. Chunks back to their sources, each published by its flag.
   const int64_t n_send = R > 1 ? send_end[R - 2] : 0;
-  for (int64_t item = global_warp; item < n_send; item += warps) {
+  for (int64_t item = claim(ctx, kClaimSendOff); item < n_send; item = claim(ctx, kClaimSendOff)) {
     const int i = upperBound(send_end, R - 1, item);
     const int s = (me + i + 1) % R;
     const int64_t chunk = item - (i > 0 ? send_end[i - 1] : 0);
@@ -324,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) combineTransferKernel(Context ctx, C
   // 2. Own tokens, each once the chunks holding its rows are here.
   if (!fits) return;
   const uint8_t** mine = rows_of + static_cast<size_t>(platform::warpId()) * R;
-  for (int64_t t = global_warp; t < a.num_tokens; t += warps) {
+  for (int64_t t = claim(ctx, kClaimRecvOff); t < a.num_tokens; t = claim(ctx, kClaimRecvOff)) {
     int n = 0, self_slot = -1;
     int64_t self_row = 0;
     if (!listRows<true>(ctx, a, static_cast<int>(t), block_of, mine, &n, &self_slot, &self_row, fbase, my_crows, epoch)) {

@@ -131,6 +131,13 @@ __device__ __forceinline__ void publishChunk(uint64_t* flag, uint64_t epoch) {
   if (platform::laneId() == 0) platform::storeRelease<Scope::kSystem>(flag, epoch);
 }
 
+// The warp's next work item from the counter at `off` of the own buffer (lane 0 claims, every lane gets it).
+__device__ __forceinline__ int64_t claim(const Context& ctx, size_t off) {
+  uint64_t item = 0;
+  if (platform::laneId() == 0) item = platform::fetchAddRelaxed<Scope::kDevice>(word(ctx.self, off), uint64_t{1});
+  return static_cast<int64_t>(platform::shfl(item, 0));
+}
+
 // Rows per chunk of the pipelined path for a receiver that gets `total` rows: `step` rows (the config's chunk), or
 // more when the flags would not suffice (every source may leave one partial chunk).
 __device__ __forceinline__ int64_t chunkRows(int64_t total, int step, int num_ranks) {

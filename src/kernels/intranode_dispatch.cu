@@ -17,31 +17,55 @@ namespace {
 
 using namespace dev;
 
+// Block b scans destinations b, b + grid, ...; each thread takes kPlanTokens consecutive tokens per pass (one pass
+// covers kThreads * kPlanTokens tokens), so a destination's list costs a few block-wide scans, not one per
+// kThreads tokens.
+constexpr int kPlanTokens = 8;
+
 __global__ void __launch_bounds__(kThreads) dispatchPlanKernel(Context ctx, DispatchArgs a) {
-  extern __shared__ int32_t warp_sums[];
+  extern __shared__ int32_t warp_sums[];  // [warps + 1]: exclusive prefix of the warps' hits, then the pass total
   if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
   const int T = a.num_tokens, R = ctx.num_ranks;
   const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
-  // per-destination lists: block b scans destinations b, b + grid, ...
   int32_t* lists = reinterpret_cast<int32_t*>(ctx.self + l.listsOff());
   for (int r = blockIdx.x; r < R; r += gridDim.x) {
     int total = 0;
-    for (int base = 0; base < T; base += blockDim.x) {
-      const int t = base + static_cast<int>(threadIdx.x);
-      const bool hit = t < T && a.is_token_in_rank[static_cast<size_t>(t) * R + r];
-      const uint64_t bits = platform::ballot(hit);
-      const int before = platform::popcount64(bits & ((uint64_t{1} << lane) - 1));
-      if (lane == 0) warp_sums[warp] = platform::popcount64(bits);
-      __syncthreads();
-      int offset = 0, chunk = 0;
-      for (int i = 0; i < nwarps; ++i) {
-        offset += i < warp ? warp_sums[i] : 0;
-        chunk += warp_sums[i];
+    for (int base = 0; base < T; base += blockDim.x * kPlanTokens) {
+      const int t0 = base + static_cast<int>(threadIdx.x) * kPlanTokens;
+      bool hit[kPlanTokens];
+      int mine = 0;
+#pragma unroll
+      for (int i = 0; i < kPlanTokens; ++i) {
+        hit[i] = t0 + i < T && a.is_token_in_rank[static_cast<size_t>(t0 + i) * R + r];
+        mine += hit[i] ? 1 : 0;
       }
-      if (hit) lists[static_cast<size_t>(r) * T + total + offset + before] = t;
-      if (a.send_pos && t < T) a.send_pos[static_cast<size_t>(t) * R + r] = hit ? total + offset + before : -1;
-      total += chunk;
+      int incl = mine;  // inclusive scan over the warp
+      for (int d = 1; d < kWarpSize; d *= 2) {
+        const int up = platform::shflUp(incl, d);
+        if (lane >= d) incl += up;
+      }
+      if (lane == kWarpSize - 1) warp_sums[warp] = incl;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        int acc = 0;
+        for (int w = 0; w < nwarps; ++w) {
+          const int v = warp_sums[w];
+          warp_sums[w] = acc;
+          acc += v;
+        }
+        warp_sums[nwarps] = acc;
+      }
+      __syncthreads();
+      int pos = total + warp_sums[warp] + incl - mine;
+#pragma unroll
+      for (int i = 0; i < kPlanTokens; ++i) {
+        const int t = t0 + i;
+        if (hit[i]) lists[static_cast<size_t>(r) * T + pos] = t;
+        if (a.send_pos && t < T) a.send_pos[static_cast<size_t>(t) * R + r] = hit[i] ? pos : -1;
+        pos += hit[i] ? 1 : 0;
+      }
+      total += warp_sums[nwarps];
       __syncthreads();
     }
     if (threadIdx.x == 0) reinterpret_cast<int32_t*>(ctx.self + l.counts_off)[r] = total;
@@ -274,6 +298,7 @@ __global__ void __launch_bounds__(kThreads) dispatchUnpackKernel(Context ctx, Di
 // index k - 1: rows, staging byte offset, first flag index, rows per chunk, inclusive prefix of chunk counts.
 // Receive side, by source s: first receive row, first flag index, inclusive prefix of chunk counts (0 for self).
 constexpr int kTransferArrays = 8;
+constexpr int kOwnRows = 2;
 
 __device__ __forceinline__ int upperBound(const int64_t* inclusive_end, int n, int64_t item) {
   int lo = 0, hi = n - 1;  // the first i with inclusive_end[i] > item; item < inclusive_end[n - 1]
@@ -329,9 +354,10 @@ __global__ void __launch_bounds__(kThreads) dispatchTransferKernel(Context ctx, 
   const int32_t* lists = ints(ctx.self, l.listsOff());
   const int64_t self_lo = src_lo[me], n_self = prefix[me * R + me] - self_lo;
   // 1. Chunks to the peers and own rows, alternating so that NVLink stores and local copies run at once.
-  const int64_t n_send = R > 1 ? send_end[R - 2] : 0, n_own = ceilDiv(n_self, step);
+  // Own rows go in items of kOwnRows (no flag to publish, so small items only even out the warps' shares).
+  const int64_t n_send = R > 1 ? send_end[R - 2] : 0, n_own = ceilDiv(n_self, kOwnRows);
   const int64_t pairs = n_send < n_own ? n_send : n_own;
-  for (int64_t c = global_warp; c < n_send + n_own; c += warps) {
+  for (int64_t c = claim(ctx, kClaimSendOff); c < n_send + n_own; c = claim(ctx, kClaimSendOff)) {
     const bool to_peer = c < 2 * pairs ? (c & 1) == 0 : n_send > n_own;
     const int64_t item = c < 2 * pairs ? c >> 1 : pairs + (c - 2 * pairs);
     if (to_peer) {
@@ -343,7 +369,7 @@ __global__ void __launch_bounds__(kThreads) dispatchTransferKernel(Context ctx, 
       for (int64_t j = first; j < last; ++j) storeRecord(a, lists[static_cast<size_t>(r) * T + j], dst_base + j * l.token_stride);
       publishChunk(word(ctx.peers[r], l.flags_off + static_cast<size_t>(flag0[i] + chunk) * 8), epoch);
     } else {
-      const int64_t first = item * step, last = first + step < n_self ? first + step : n_self;
+      const int64_t first = item * kOwnRows, last = first + kOwnRows < n_self ? first + kOwnRows : n_self;
       for (int64_t j = first; j < last && self_lo + j < rc.limit; ++j) {
         emitRow<false>(a, me, self_lo + j, fromInput(a, lists[static_cast<size_t>(me) * T + j]));
       }
@@ -353,7 +379,7 @@ __global__ void __launch_bounds__(kThreads) dispatchTransferKernel(Context ctx, 
   for (int64_t g = rc.total + global_warp; g < a.out.num_recv_tokens; g += warps) emitPadding(a, g);
   // 3. The chunks the peers pushed here, each after its flag.
   const uint8_t* staging = ctx.self + l.stagingOff(T);
-  for (int64_t d = global_warp; d < recv_end[R - 1]; d += warps) {
+  for (int64_t d = claim(ctx, kClaimRecvOff); d < recv_end[R - 1]; d = claim(ctx, kClaimRecvOff)) {
     const int s = upperBound(recv_end, R, d);
     const int64_t chunk = d - (s > 0 ? recv_end[s - 1] : 0);
     const int64_t rows = prefix[s * R + me] - src_lo[s];
@@ -387,7 +413,7 @@ void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, 
   auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
   launchReuse(ctx, s, "dispatch (reuse wait)");
-  const size_t plan_shm = sizeof(int32_t) * (kThreads / kWarpSize);
+  const size_t plan_shm = sizeof(int32_t) * (kThreads / kWarpSize + 1);
   dispatchPlanKernel<<<grid(ctx), kThreads, plan_shm, s>>>(ctx, a);
   checkLaunch(gpuGetLastError(), "dispatch (plan)");
   launchPublish(ctx, a.layout, !cached, a.report_to_host && !cached, a.rank_prefix_matrix,

@@ -33,6 +33,16 @@ UCCL_EP_DEVICE UCCL_EP_FORCEINLINE T shflXor(T v, int mask) {
 #endif
 }
 
+// Lane (lane - delta)'s value, own value for lanes below delta (all lanes of the warp must call).
+template <typename T>
+UCCL_EP_DEVICE UCCL_EP_FORCEINLINE T shflUp(T v, int delta) {
+#if defined(UCCL_EP_HIP)
+  return __shfl_up(v, delta);
+#else
+  return __shfl_up_sync(0xffffffffu, v, delta);
+#endif
+}
+
 // Lane `src`'s value (all lanes of the warp must call).
 template <typename T>
 UCCL_EP_DEVICE UCCL_EP_FORCEINLINE T shfl(T v, int src) {

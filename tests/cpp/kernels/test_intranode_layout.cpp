@@ -65,7 +65,9 @@ TEST(IntranodeLayout, ChunkFlagsSitAtOneOffsetForEveryLayout) {
 TEST(IntranodeLayout, HeaderWordsSitOnTheirOwnLines) {
   EXPECT_GE(kReadyOff - kSeqOff, 64u);
   EXPECT_GE(kNumTokensOff - kReadyOff, 64u);
-  EXPECT_LE(kNumTokensOff + 4, kHeaderBytes);
+  EXPECT_GE(kClaimSendOff - kNumTokensOff, 64u);
+  EXPECT_GE(kClaimRecvOff - kClaimSendOff, 64u);
+  EXPECT_LE(kClaimRecvOff + 8, kHeaderBytes);
 }
 
 }  // namespace

@@ -457,6 +457,51 @@ class Checker:
                       f"{cw[t].tolist()}, expected {want_w[t].tolist()})")
         return diff
 
+    # -- CUDA graph ------------------------------------------------------------------------------------------
+    def check_cuda_graph(self) -> str:
+        """A dispatch with num_worst_tokens (no host wait) and the combine of its rows, captured in one CUDA graph and
+        replayed twice: every replay gives the rows, top-k and sums the same calls give when run eagerly."""
+        ctx = "CUDA graph of dispatch(num_worst_tokens) + combine"
+        per_rank, per_expert, in_rank = self.layout
+        v = self.variant("bf16")
+        kw = dict(num_tokens_per_rank=per_rank, is_token_in_rank=in_rank, num_tokens_per_expert=per_expert,
+                  topk_idx=self.topk_idx, topk_weights=self.topk_weights, num_worst_tokens=self.worst_rows)
+        x = v.arg.clone()
+
+        def step():
+            recv, ridx, rw, _, handle, _ = self.buffer.dispatch(x, **kw)
+            combined, cw, _ = self.buffer.combine(recv, handle, topk_weights=rw)
+            return recv, ridx, rw, combined, cw
+
+        eager = [t.clone() for t in step()]
+        torch.cuda.synchronize()
+        dist.barrier()
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # capture on a side stream, as torch.cuda.graph does
+            step()  # warm-up on the capture stream (allocations of the caching allocator)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        dist.barrier()
+        with torch.cuda.graph(graph):
+            captured = step()
+        for replay in range(2):
+            x.copy_(v.arg)
+            torch.cuda.synchronize()
+            dist.barrier()  # every rank replays the same calls together
+            graph.replay()
+            torch.cuda.synchronize()
+            n = self.expected.num_recv  # recv_x rows beyond it are padding nobody writes
+            for name, got, want in zip(("recv_x", "recv_topk_idx", "recv_topk_weights", "combined_x",
+                                        "combined_topk_weights"), (captured[0][:n],) + captured[1:],
+                                       (eager[0][:n],) + tuple(eager[1:])):
+                if not torch.equal(got, want):
+                    bad = (got != want).nonzero()[0].tolist()
+                    fail(ctx, f"replay {replay}: {name}{bad} = {got[tuple(bad)].item()}, eager gave "
+                              f"{want[tuple(bad)].item()}")
+        return f"  ok {ctx}: {eager[0].size(0)} rows (num_worst_tokens), 2 replays equal the eager calls"
+
     def run_case(self, i: int, case: Case) -> str:
         ctx = f"case {i} ({case})"
         v = self.variant(case.x_mode)
@@ -477,6 +522,7 @@ def run_checks(args, chk: Checker, d: Dist):
     log0(d, f"checks: {len(todo)} cases")
     for i, case in enumerate(todo):
         log0(d, chk.run_case(i, case))
+    log0(d, chk.check_cuda_graph())
 
 
 def check_topology(args, d: Dist, buffer):
