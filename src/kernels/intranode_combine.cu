@@ -310,7 +310,8 @@ __global__ void __launch_bounds__(kThreads) combineTransferKernel(Context ctx, C
   __syncthreads();
   // 1. Chunks back to their sources, each published by its flag.
   const int64_t n_send = R > 1 ? send_end[R - 2] : 0;
-  for (int64_t item = claim(ctx, kClaimSendOff); item < n_send; item = claim(ctx, kClaimSendOff)) {
+  Claims sends(ctx, kClaimSendOff);
+  for (int64_t item = sends.next(); item < n_send; item = sends.next()) {
     const int i = upperBound(send_end, R - 1, item);
     const int s = (me + i + 1) % R;
     const int64_t chunk = item - (i > 0 ? send_end[i - 1] : 0);
@@ -322,7 +323,8 @@ __global__ void __launch_bounds__(kThreads) combineTransferKernel(Context ctx, C
   // 2. Own tokens, each once the chunks holding its rows are here.
   if (!fits) return;
   const uint8_t** mine = rows_of + static_cast<size_t>(platform::warpId()) * R;
-  for (int64_t t = claim(ctx, kClaimRecvOff); t < a.num_tokens; t = claim(ctx, kClaimRecvOff)) {
+  Claims tokens(ctx, kClaimRecvOff);
+  for (int64_t t = tokens.next(); t < a.num_tokens; t = tokens.next()) {
     int n = 0, self_slot = -1;
     int64_t self_row = 0;
     if (!listRows<true>(ctx, a, static_cast<int>(t), block_of, mine, &n, &self_slot, &self_row, fbase, my_crows, epoch)) {

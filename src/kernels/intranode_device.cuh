@@ -131,12 +131,25 @@ __device__ __forceinline__ void publishChunk(uint64_t* flag, uint64_t epoch) {
   if (platform::laneId() == 0) platform::storeRelease<Scope::kSystem>(flag, epoch);
 }
 
-// The warp's next work item from the counter at `off` of the own buffer (lane 0 claims, every lane gets it).
-__device__ __forceinline__ int64_t claim(const Context& ctx, size_t off) {
-  uint64_t item = 0;
-  if (platform::laneId() == 0) item = platform::fetchAddRelaxed<Scope::kDevice>(word(ctx.self, off), uint64_t{1});
-  return static_cast<int64_t>(platform::shfl(item, 0));
-}
+// A warp's work items, claimed from the counter at `off` of the own buffer one item ahead: next() hands out the item
+// claimed earlier and issues the claim of the one after, whose atomic round trip then overlaps the work of this one
+// (lane 0 claims, every lane gets the item). The last claim of each warp goes unused.
+class Claims {
+ public:
+  __device__ Claims(const Context& ctx, size_t off) : counter_(word(ctx.self, off)) { issue(); }
+  __device__ int64_t next() {
+    const int64_t item = static_cast<int64_t>(platform::shfl(pending_, 0));
+    issue();
+    return item;
+  }
+
+ private:
+  __device__ void issue() {
+    pending_ = platform::laneId() == 0 ? platform::fetchAddRelaxed<Scope::kDevice>(counter_, uint64_t{1}) : 0;
+  }
+  uint64_t* counter_;
+  uint64_t pending_ = 0;
+};
 
 // Rows per chunk of the pipelined path for a receiver that gets `total` rows: `step` rows (the config's chunk), or
 // more when the flags would not suffice (every source may leave one partial chunk).

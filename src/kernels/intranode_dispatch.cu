@@ -357,7 +357,8 @@ __global__ void __launch_bounds__(kThreads) dispatchTransferKernel(Context ctx, 
   // Own rows go in items of kOwnRows (no flag to publish, so small items only even out the warps' shares).
   const int64_t n_send = R > 1 ? send_end[R - 2] : 0, n_own = ceilDiv(n_self, kOwnRows);
   const int64_t pairs = n_send < n_own ? n_send : n_own;
-  for (int64_t c = claim(ctx, kClaimSendOff); c < n_send + n_own; c = claim(ctx, kClaimSendOff)) {
+  Claims sends(ctx, kClaimSendOff);
+  for (int64_t c = sends.next(); c < n_send + n_own; c = sends.next()) {
     const bool to_peer = c < 2 * pairs ? (c & 1) == 0 : n_send > n_own;
     const int64_t item = c < 2 * pairs ? c >> 1 : pairs + (c - 2 * pairs);
     if (to_peer) {
@@ -379,7 +380,8 @@ __global__ void __launch_bounds__(kThreads) dispatchTransferKernel(Context ctx, 
   for (int64_t g = rc.total + global_warp; g < a.out.num_recv_tokens; g += warps) emitPadding(a, g);
   // 3. The chunks the peers pushed here, each after its flag.
   const uint8_t* staging = ctx.self + l.stagingOff(T);
-  for (int64_t d = claim(ctx, kClaimRecvOff); d < recv_end[R - 1]; d = claim(ctx, kClaimRecvOff)) {
+  Claims drains(ctx, kClaimRecvOff);
+  for (int64_t d = drains.next(); d < recv_end[R - 1]; d = drains.next()) {
     const int s = upperBound(recv_end, R, d);
     const int64_t chunk = d - (s > 0 ? recv_end[s - 1] : 0);
     const int64_t rows = prefix[s * R + me] - src_lo[s];
