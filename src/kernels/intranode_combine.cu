@@ -46,7 +46,7 @@ __device__ __forceinline__ Source sourceOf(const Context& ctx, const CombineArgs
   }
   const size_t need = a.layout.combineBytes(static_cast<int>(src.held));
   if (need > ctx.buffer_bytes) {
-    recordError(ctx.error, kSlotOverflow, kOpNvlOverflow, s, -1, need);
+    fail(ctx, kSlotOverflow, kOpNvlOverflow, s, -1, need);
     src.count = 0;
   }
   src.base = static_cast<int64_t>(a.layout.data_off + before * a.layout.combine_row_stride);
@@ -172,7 +172,7 @@ __device__ bool listRows(const Context& ctx, const CombineArgs& a, int t, const 
         const uint64_t start = platform::nowNs();
         for (uint32_t spins = 1; platform::loadAcquire<Scope::kSystem>(flag) < epoch; ++spins) {
           if ((spins & 1023) == 0 && (platform::nowNs() - start > ctx.timeout_ns || failed(ctx))) {
-            if (platform::nowNs() - start > ctx.timeout_ns) recordError(ctx.error, kTimeout, kOpChunk, r, -1, chunk);
+            if (platform::nowNs() - start > ctx.timeout_ns) fail(ctx, kTimeout, kOpChunk, r, -1, chunk);
             ok = false;
             break;
           }

@@ -33,11 +33,18 @@ __device__ __forceinline__ const int32_t* ints(const uint8_t* base, size_t off) 
 __device__ __forceinline__ uint64_t epochOf(const Context& ctx) {
   return platform::loadRelaxed<Scope::kDevice>(word(ctx.self, kSeqOff));
 }
-__device__ __forceinline__ bool failed(const Context& ctx) { return errorRecorded(ctx.error); }
-// The error record is host-mapped: every read of it crosses PCIe. A block reads it once (thread 0) and shares the
-// answer; read by every thread of a grid, it cost more than the copy (hundreds of us for 24 x 512 reads, growing
-// with the grid). All threads of the block must call it. A failure is never cleared, so a thread that reads a
-// later call's value sees the same or a newer answer.
+// A failure of this rank's normal-mode kernels: the host-mapped record for the host (first failure wins), and the
+// failed word in this GPU's memory for the kernels (intranode.hpp kFailedOff).
+__device__ __forceinline__ void fail(const Context& ctx, int32_t code, int32_t op, int32_t peer, int32_t expert,
+                                     uint64_t detail) {
+  recordError(ctx.error, code, op, peer, expert, detail);
+  platform::storeRelaxed<Scope::kDevice>(word(ctx.self, kFailedOff), uint64_t{1});
+}
+__device__ __forceinline__ bool failed(const Context& ctx) {
+  return platform::loadRelaxed<Scope::kDevice>(word(ctx.self, kFailedOff)) != 0;
+}
+// A block reads the failed word once (thread 0) and shares the answer. All threads of the block must call it. A
+// failure is never cleared, so a thread that reads a later call's value sees the same or a newer answer.
 __device__ __forceinline__ bool blockFailed(const Context& ctx) {
   __shared__ int stop;
   if (threadIdx.x == 0) stop = failed(ctx) ? 1 : 0;
@@ -58,7 +65,7 @@ __device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target,
     uint64_t v;
     while ((v = platform::loadAcquire<Scope::kSystem>(w)) < target) {
       if (platform::nowNs() - start > ctx.timeout_ns) {
-        recordError(ctx.error, kTimeout, op, r, -1, (target << 8) | (v & 0xff));
+        fail(ctx, kTimeout, op, r, -1, (target << 8) | (v & 0xff));
         any_timeout = 1;
         break;
       }
@@ -83,7 +90,7 @@ __device__ inline bool warpWait(const Context& ctx, const uint64_t* w, uint64_t 
       const bool late = platform::nowNs() - start > ctx.timeout_ns;
       bool stop = late;
       if (platform::laneId() == 0) {
-        if (late) recordError(ctx.error, kTimeout, op, peer, -1, static_cast<uint64_t>(chunk));
+        if (late) fail(ctx, kTimeout, op, peer, -1, static_cast<uint64_t>(chunk));
         stop = stop || failed(ctx);
       }
       if (platform::ballot(stop) != 0) return false;

@@ -206,9 +206,9 @@ __device__ __forceinline__ Receive receiveOf(const Context& ctx, const DispatchA
   r.fits = need <= ctx.buffer_bytes;  // otherwise the sources stored nothing here
   r.limit = r.total < a.out.num_recv_tokens ? r.total : a.out.num_recv_tokens;
   if (blockIdx.x == 0 && threadIdx.x == 0) {
-    if (!r.fits) recordError(ctx.error, kSlotOverflow, kOpNvlOverflow, me, -1, need);
+    if (!r.fits) fail(ctx, kSlotOverflow, kOpNvlOverflow, me, -1, need);
     if (a.num_worst_tokens > 0 && r.total > a.out.num_recv_tokens) {
-      recordError(ctx.error, kSlotOverflow, kOpWorstOverflow, me, -1, r.total);
+      fail(ctx, kSlotOverflow, kOpWorstOverflow, me, -1, r.total);
     }
   }
   return r;
@@ -231,7 +231,7 @@ __device__ __forceinline__ Destination destinationOf(const Context& ctx, const L
   const int Tr = platform::loadRelaxed<Scope::kSystem>(ints(ctx.peers[r], kNumTokensOff));
   const size_t need = l.dispatchBytes(Tr, d.total);
   if (need > ctx.buffer_bytes) {
-    recordError(ctx.error, kSlotOverflow, kOpNvlOverflow, r, -1, need);
+    fail(ctx, kSlotOverflow, kOpNvlOverflow, r, -1, need);
     d.count = 0;
   }
   d.base = static_cast<int64_t>(l.stagingOff(Tr) + static_cast<size_t>(before) * l.token_stride);

@@ -67,7 +67,8 @@ TEST(IntranodeLayout, HeaderWordsSitOnTheirOwnLines) {
   EXPECT_GE(kNumTokensOff - kReadyOff, 64u);
   EXPECT_GE(kClaimSendOff - kNumTokensOff, 64u);
   EXPECT_GE(kClaimRecvOff - kClaimSendOff, 64u);
-  EXPECT_LE(kClaimRecvOff + 8, kHeaderBytes);
+  EXPECT_GE(kFailedOff - kClaimRecvOff, 64u);
+  EXPECT_LE(kFailedOff + 8, kHeaderBytes);
 }
 
 }  // namespace
