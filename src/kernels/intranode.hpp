@@ -62,15 +62,15 @@ namespace uccl::ep::kernels::intranode {
 
 using kernels::kMaxTopk;
 constexpr size_t kAlign = 128;
-constexpr size_t kHeaderBytes = 4096;    // seq, ready, num_tokens, each on its own 64-byte line
-constexpr size_t kSeqOff = 0, kReadyOff = 64, kNumTokensOff = 128;
+constexpr size_t kHeaderBytes = 4096;    // the words below, each on its own 128-byte line (an L2 line)
+constexpr size_t kSeqOff = 0, kReadyOff = 128, kNumTokensOff = 256;
 // Work counters of the pipelined transfer kernel (own buffer, zeroed by the reuse step): warps claim their next item
 // with one atomic add, so every warp stays busy to the end whatever the SM count.
-constexpr size_t kClaimSendOff = 192, kClaimRecvOff = 256;
+constexpr size_t kClaimSendOff = 384, kClaimRecvOff = 512;
 // Set (never cleared, like the error record) when a normal-mode kernel of this rank records a failure: the kernels
 // poll this word in their own GPU memory instead of the host-mapped record, whose reads from many blocks at once
 // queue on PCIe (24 blocks reading it at kernel start took 15-30 us on an H200, ncu 2026-11-29).
-constexpr size_t kFailedOff = 320;
+constexpr size_t kFailedOff = 640;
 constexpr int kChunkFlags = 8192;        // chunk flag words per receiver (pipelined path)
 
 UCCL_EP_HOST_DEVICE inline constexpr size_t alignUp(size_t v, size_t a = kAlign) { return (v + a - 1) / a * a; }

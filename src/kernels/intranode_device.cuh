@@ -8,6 +8,12 @@
 #include "uccl_ep/platform/clock.hpp"
 #include "uccl_ep/platform/warp.hpp"
 
+#ifndef UCCL_EP_EXP_HOST_FAILED
+#define UCCL_EP_EXP_HOST_FAILED 0
+#endif
+#ifndef UCCL_EP_EXP_BACKOFF_NS
+#define UCCL_EP_EXP_BACKOFF_NS 0
+#endif
 #ifndef UCCL_EP_INTRANODE_COPY_UNROLL
 #define UCCL_EP_INTRANODE_COPY_UNROLL 8
 #endif
@@ -41,7 +47,16 @@ __device__ __forceinline__ void fail(const Context& ctx, int32_t code, int32_t o
   platform::storeRelaxed<Scope::kDevice>(word(ctx.self, kFailedOff), uint64_t{1});
 }
 __device__ __forceinline__ bool failed(const Context& ctx) {
+#if UCCL_EP_EXP_HOST_FAILED
+  return errorRecorded(ctx.error);
+#else
   return platform::loadRelaxed<Scope::kDevice>(word(ctx.self, kFailedOff)) != 0;
+#endif
+}
+__device__ __forceinline__ void pollPause() {
+#if UCCL_EP_EXP_BACKOFF_NS > 0 && defined(UCCL_EP_CUDA)
+  __nanosleep(UCCL_EP_EXP_BACKOFF_NS);
+#endif
 }
 // A block reads the failed word once (thread 0) and shares the answer. All threads of the block must call it. A
 // failure is never cleared, so a thread that reads a later call's value sees the same or a newer answer.
@@ -85,6 +100,7 @@ __device__ inline bool warpWait(const Context& ctx, const uint64_t* w, uint64_t 
   if (platform::ballot(platform::loadAcquire<Scope::kSystem>(w) >= target) == all) return true;
   const uint64_t start = platform::nowNs();
   for (uint32_t spins = 1;; ++spins) {
+    pollPause();
     if (platform::ballot(platform::loadAcquire<Scope::kSystem>(w) >= target) == all) return true;
     if ((spins & 1023) == 0) {
       const bool late = platform::nowNs() - start > ctx.timeout_ns;

@@ -62,12 +62,12 @@ TEST(IntranodeLayout, ChunkFlagsSitAtOneOffsetForEveryLayout) {
   }
 }
 
-TEST(IntranodeLayout, HeaderWordsSitOnTheirOwnLines) {
-  EXPECT_GE(kReadyOff - kSeqOff, 64u);
-  EXPECT_GE(kNumTokensOff - kReadyOff, 64u);
-  EXPECT_GE(kClaimSendOff - kNumTokensOff, 64u);
-  EXPECT_GE(kClaimRecvOff - kClaimSendOff, 64u);
-  EXPECT_GE(kFailedOff - kClaimRecvOff, 64u);
+TEST(IntranodeLayout, HeaderWordsSitOnTheirOwnL2Lines) {
+  EXPECT_GE(kReadyOff - kSeqOff, 128u);
+  EXPECT_GE(kNumTokensOff - kReadyOff, 128u);
+  EXPECT_GE(kClaimSendOff - kNumTokensOff, 128u);
+  EXPECT_GE(kClaimRecvOff - kClaimSendOff, 128u);
+  EXPECT_GE(kFailedOff - kClaimRecvOff, 128u);
   EXPECT_LE(kFailedOff + 8, kHeaderBytes);
 }
 
