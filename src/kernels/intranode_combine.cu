@@ -204,7 +204,7 @@ __device__ bool listRows(const Context& ctx, const CombineArgs& a, int t, const 
 }
 
 // ---- staged path --------------------------------------------------------------------------------------------
-__global__ void __launch_bounds__(kThreads) combinePushKernel(Context ctx, CombineArgs a) {
+__global__ void __launch_bounds__(kCopyThreads) combinePushKernel(Context ctx, CombineArgs a) {
   extern __shared__ int64_t comb_smem[];  // [R] first row, [R] rows, [R] byte offset at source s
   if (blockFailed(ctx)) return;
   const int R = ctx.num_ranks, me = ctx.rank;
@@ -230,7 +230,7 @@ __global__ void __launch_bounds__(kThreads) combinePushKernel(Context ctx, Combi
 }
 
 // One warp per token; its row list lives in shared memory ([warps][R] pointers after the [R] block offsets).
-__global__ void __launch_bounds__(kThreads) combineReduceKernel(Context ctx, CombineArgs a) {
+__global__ void __launch_bounds__(kCopyThreads) combineReduceKernel(Context ctx, CombineArgs a) {
   extern __shared__ int64_t reduce_smem[];
   if (blockFailed(ctx)) return;
   const int R = ctx.num_ranks;
@@ -269,7 +269,7 @@ __device__ __forceinline__ int upperBound(const int64_t* inclusive_end, int n, i
   return lo;
 }
 
-__global__ void __launch_bounds__(kThreads) combineTransferKernel(Context ctx, CombineArgs a) {
+__global__ void __launch_bounds__(kCopyThreads) combineTransferKernel(Context ctx, CombineArgs a) {
   extern __shared__ int64_t xfer[];
   if (blockFailed(ctx)) return;
   const int R = ctx.num_ranks, me = ctx.rank;
@@ -351,7 +351,7 @@ int grid(const Context& ctx) { return ctx.num_sms > 0 ? ctx.num_sms : 1; }
 // As many warps per block as keep the per-warp row lists within 32 KiB of shared memory.
 int listWarps(size_t R) {
   int warps = static_cast<int>(32768 / (sizeof(void*) * R));
-  return warps < 1 ? 1 : (warps > kThreads / kWarpSize ? kThreads / kWarpSize : warps);
+  return warps < 1 ? 1 : (warps > kCopyThreads / kWarpSize ? kCopyThreads / kWarpSize : warps);
 }
 
 }  // namespace
@@ -370,7 +370,7 @@ void launchCombine(const Context& ctx, const CombineArgs& a, void* stream) {
     checkLaunch(gpuGetLastError(), "combine (transfer)");
   } else {
     if (a.num_recv_tokens > 0) {
-      combinePushKernel<<<grid(ctx), kThreads, sizeof(int64_t) * 3 * R, s>>>(ctx, a);
+      combinePushKernel<<<grid(ctx), kCopyThreads, sizeof(int64_t) * 3 * R, s>>>(ctx, a);
       checkLaunch(gpuGetLastError(), "combine (push)");
     }
     launchArrive(ctx, a.layout.pushed_off, s, "combine (arrive)");

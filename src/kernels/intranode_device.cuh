@@ -23,7 +23,13 @@ namespace uccl::ep::kernels::intranode::dev {
 using platform::kWarpSize;
 using platform::Scope;
 
-constexpr int kThreads = 512;      // the grid kernels
+constexpr int kThreads = 512;      // the grid kernels that scan (plan)
+// The copy kernels (push, unpack, reduce, transfer): every resident warp keeps loads in flight, so an SM holds as
+// many as the registers allow; launch bounds make the compiler fit the kernels into kCopyThreads threads per SM.
+#ifndef UCCL_EP_INTRANODE_COPY_THREADS
+#define UCCL_EP_INTRANODE_COPY_THREADS 768
+#endif
+constexpr int kCopyThreads = UCCL_EP_INTRANODE_COPY_THREADS;
 constexpr int kWaitThreads = 256;  // the 1-block kernels
 // Rows are copied 16 bytes per lane with kCopyUnroll loads in flight per lane before their stores: a row is a few
 // hundred vectors, and a warp's copy is a chain of round trips, one per batch, so the batch is as wide as the

@@ -239,7 +239,7 @@ __device__ __forceinline__ Destination destinationOf(const Context& ctx, const L
 }
 
 // ---- staged path --------------------------------------------------------------------------------------------
-__global__ void __launch_bounds__(kThreads) dispatchPushKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+__global__ void __launch_bounds__(kCopyThreads) dispatchPushKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
   extern __shared__ int64_t push_smem[];  // [R] byte offset of this rank's first row in r's buffer, [R] rows to r
   if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(kThreads) dispatchPushKernel(Context ctx, Disp
   }
 }
 
-__global__ void __launch_bounds__(kThreads) dispatchUnpackKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+__global__ void __launch_bounds__(kCopyThreads) dispatchUnpackKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
   if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
   const int R = ctx.num_ranks, me = ctx.rank, T = a.num_tokens;
@@ -312,7 +312,7 @@ __device__ __forceinline__ int upperBound(const int64_t* inclusive_end, int n, i
   return lo;
 }
 
-__global__ void __launch_bounds__(kThreads) dispatchTransferKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
+__global__ void __launch_bounds__(kCopyThreads) dispatchTransferKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
   extern __shared__ int64_t xfer[];
   if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
@@ -422,7 +422,7 @@ void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, 
                 a.num_tokens_per_expert != nullptr, s);
   if (ctx.pipelined) return;
   const size_t push_shm = sizeof(int64_t) * 2 * static_cast<size_t>(ctx.num_ranks);
-  dispatchPushKernel<<<grid(ctx), kThreads, push_shm, s>>>(ctx, a, a.rank_prefix_matrix);
+  dispatchPushKernel<<<grid(ctx), kCopyThreads, push_shm, s>>>(ctx, a, a.rank_prefix_matrix);
   checkLaunch(gpuGetLastError(), "dispatch (push)");
   launchArrive(ctx, a.layout.pushed_off, s, "dispatch (arrive)");
 }
@@ -434,10 +434,10 @@ void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream)
     // Runs even with no rows to output: the peers wait for this rank's chunks.
     const size_t shm = sizeof(int64_t) * kTransferArrays * static_cast<size_t>(ctx.num_ranks);
     allowDynamicShared(reinterpret_cast<const void*>(&dispatchTransferKernel), shm);
-    dispatchTransferKernel<<<grid(ctx), kThreads, shm, s>>>(ctx, a, a.rank_prefix_matrix);
+    dispatchTransferKernel<<<grid(ctx), kCopyThreads, shm, s>>>(ctx, a, a.rank_prefix_matrix);
     checkLaunch(gpuGetLastError(), "dispatch (transfer)");
   } else if (a.out.num_recv_tokens > 0) {
-    dispatchUnpackKernel<<<grid(ctx), kThreads, 0, s>>>(ctx, a, a.rank_prefix_matrix);
+    dispatchUnpackKernel<<<grid(ctx), kCopyThreads, 0, s>>>(ctx, a, a.rank_prefix_matrix);
     checkLaunch(gpuGetLastError(), "dispatch (unpack)");
   }
   launchFinish(ctx, s, "dispatch (finish)");
