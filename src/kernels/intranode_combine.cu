@@ -171,7 +171,6 @@ __device__ bool listRows(const Context& ctx, const CombineArgs& a, int t, const 
         const uint64_t* flag = word(ctx.self, a.layout.flags_off + static_cast<size_t>(fbase[r] + chunk) * 8);
         const uint64_t start = platform::nowNs();
         for (uint32_t spins = 1; platform::loadAcquire<Scope::kSystem>(flag) < epoch; ++spins) {
-          pollPause();
           if ((spins & 1023) == 0 && (platform::nowNs() - start > ctx.timeout_ns || failed(ctx))) {
             if (platform::nowNs() - start > ctx.timeout_ns) fail(ctx, kTimeout, kOpChunk, r, -1, chunk);
             ok = false;
