@@ -5,10 +5,10 @@
 // The record lives in host-mapped memory, one per Buffer, zeroed by the runtime. Publication order:
 //   1. claim:   a failing thread compare-exchanges `op` from 0 to its op; only the winner goes on, so the first
 //               failure is the one reported and no two writers mix their fields.
-//   2. fields:  the winner writes peer, expert and detail with plain stores.
+//   2. fields:  the winner writes peer, expert, detail, token and topk_col with plain stores.
 //   3. commit:  the winner stores `code` last, with a release store at system scope: whoever reads `code` != 0
 //               with acquire (the host, or a GPU thread polling errorRecorded) sees the fields of step 2.
-// The host reads `code` with acquire and only then the rest: peer, expert and detail with plain loads (nobody
+// The host reads `code` with acquire and only then the rest: the fields of step 2 with plain loads (nobody
 // writes them after the commit), `op` with an atomic load (threads that lost the claim may still be
 // compare-exchanging it; a failed exchange writes nothing, but C++ and ThreadSanitizer count it as an access). A
 // record with op != 0 and code == 0 is a claim in progress: the host treats it as no error yet.
@@ -23,21 +23,27 @@
 namespace uccl::ep::kernels {
 
 struct ErrorRecord {
-  int32_t code;     // ErrorCode; kNoError until step 3 above
-  int32_t peer;     // the rank waited on or written to, -1 when not about one peer
-  int32_t expert;   // global expert id, -1 when not about one expert
-  int32_t op;       // Op; the claim (step 1)
-  uint64_t detail;  // per code: ring id << 32 | ring status, target epoch << 8 | last value seen, a row count
+  int32_t code;      // ErrorCode; kNoError until step 3 above
+  int32_t peer;      // the rank waited on or written to, -1 when not about one peer
+  int32_t expert;    // global expert id, -1 when not about one expert
+  int32_t op;        // Op; the claim (step 1)
+  uint64_t detail;   // per code: ring id << 32 | ring status, target epoch << 8 | last value seen, a row count,
+                     // the rejected top-k entry (kBadExpertId: the int64 id as written)
+  int32_t token;     // the row of topk_idx the failure is about, -1 when not about one token
+  int32_t topk_col;  // the column of that row, -1 as above
 };
-static_assert(sizeof(ErrorRecord) == 24 && alignof(ErrorRecord) == 8, "ErrorRecord is shared with the host");
+static_assert(sizeof(ErrorRecord) == 32 && alignof(ErrorRecord) == 8, "ErrorRecord is shared with the host");
 static_assert(offsetof(ErrorRecord, code) == 0 && offsetof(ErrorRecord, peer) == 4 &&
                   offsetof(ErrorRecord, expert) == 8 && offsetof(ErrorRecord, op) == 12 &&
-                  offsetof(ErrorRecord, detail) == 16,
+                  offsetof(ErrorRecord, detail) == 16 && offsetof(ErrorRecord, token) == 24 &&
+                  offsetof(ErrorRecord, topk_col) == 28,
               "ErrorRecord field offsets are read by the host");
 
-enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3 };
+// kBadExpertId is the caller's mistake, not the buffer's: the kernel skipped the entry and finished the call, so
+// the host raises ArgumentError, clears the record and the Buffer stays usable. Every other code is fatal.
+enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3, kBadExpertId = 4 };
 
-// The step that failed. 1..4: low-latency kernels; 5..10: normal-mode kernels within one memory domain.
+// The step that failed. 1..4 and 11: low-latency kernels; 5..10: normal-mode kernels within one memory domain.
 enum Op : int32_t {
   kOpDispatchSend = 1,
   kOpDispatchRecv = 2,
@@ -49,18 +55,21 @@ enum Op : int32_t {
   kOpNvlOverflow = 8,    // the rows a rank receives do not fit its nvl buffer (peer: that rank, detail: bytes needed)
   kOpArrive = 9,         // waiting for every source to push its rows into this rank's nvl buffer
   kOpChunk = 10,         // waiting for one chunk of rows a source pushes (pipelined path; detail: the chunk)
+  kOpCombineSlots = 11,  // low-latency combine, send and receive in one grid: waiting for the grid's slot lists
 };
 
 // Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work
 // and lets the other threads notice through errorRecorded.
 UCCL_EP_HOST_DEVICE inline void recordError(ErrorRecord* rec, int32_t code, int32_t op, int32_t peer, int32_t expert,
-                                            uint64_t detail) {
+                                            uint64_t detail, int32_t token = -1, int32_t topk_col = -1) {
   using platform::Scope;
   // System scope: the host zeroes the record between calls, and threads of any kernel of this GPU may race.
   if (platform::compareExchangeRelaxed<Scope::kSystem>(&rec->op, int32_t{0}, op) != 0) return;
   rec->peer = peer;
   rec->expert = expert;
   rec->detail = detail;
+  rec->token = token;
+  rec->topk_col = topk_col;
   platform::storeRelease<Scope::kSystem>(&rec->code, code);
 }
 

@@ -1,18 +1,28 @@
 // Low-latency dispatch and combine (see low_latency.hpp and ll_layout.hpp for the contract and the layout).
 //
-// dispatch send   one block per global expert e: lists this rank's tokens that picked e in token order (their
-//                 slots), writes one message per token (FP8-cast on the fly) straight into the receiver's GPU
-//                 buffer (NVLink peer) or into the local staging run of e (proxy peer), then signals
-//                 count + 1: a system-scope add (NVLink) or WRITE + SIGNAL descriptors (one of each per expert).
-// dispatch recv   one block per local expert: waits for every source's count, lays rows out by source rank
-//                 (layout_range), copies them into recv_x / scales / src_info, resets the count words.
-// combine send    one block per (local expert, source rank) pair: sends that pair's rows back as one run into
-//                 combine_recv[e][slot] at the source (BF16 or logfmt); also block b recomputes this rank's
-//                 slots for expert b, which the receive half needs.
-// combine recv    blocks over tokens: wait for the flags of the experts they need, then one warp per token sums
-//                 the top-k weighted rows; the last block to finish resets the flags.
+// One kernel per call, `dispatch` and `combine`, so a profiler finds each by name; a Phase argument picks its
+// parts. The send part runs on blocks [0, send blocks), the receive part on the last receive-blocks of the grid
+// (all of it for Phase::kRecv, the hook's launch): a block that waits for its own grid's send part was scheduled
+// after the blocks it waits for.
+//
+// dispatch, send   one block per global expert e: lists this rank's tokens that picked e in token order (their
+//                  slots), writes one message per token (FP8-cast on the fly) straight into the receiver's GPU
+//                  buffer (NVLink peer) or into the local staging run of e (proxy peer), then signals
+//                  count + 1: a system-scope add (NVLink) or WRITE + SIGNAL descriptors (one of each per expert).
+// dispatch, recv   one block per local expert: waits for every source's count, lays rows out by source rank
+//                  (layout_range), copies them into recv_x / scales / src_info, resets the count words.
+// combine, send    one block per (local expert, source rank) pair: sends that pair's rows back as one run into
+//                  combine_recv[e][slot] at the source (BF16 or logfmt); also block b recomputes this rank's
+//                  slots for expert b, which the receive part needs (in one grid it waits for all of them).
+// combine, recv    blocks over tokens: wait for the flags of the experts they need, then one warp per token sums
+//                  the top-k weighted rows; the last block to finish resets the flags.
+//
+// Expert ids: block 0 of each send part checks every top-k entry and records the first one outside
+// [-1, num_experts) (kBadExpertId, error_record.hpp); every part skips such entries (they match no expert and are
+// never used as an index), so the call completes and the next call raises ArgumentError. No host read needed.
 #include "kernels/low_latency.hpp"
 
+#include <climits>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -150,14 +160,59 @@ __device__ bool pushOrRecord(const Context& ctx, const ring::RingView& r, ring::
   return true;
 }
 
+UCCL_EP_HOST_DEVICE inline bool hasSend(Phase p) { return static_cast<int>(p) & static_cast<int>(Phase::kSend); }
+UCCL_EP_HOST_DEVICE inline bool hasRecv(Phase p) { return static_cast<int>(p) & static_cast<int>(Phase::kRecv); }
+
+// The blocks of one launch: the send part on [0, send), the receive part on the last `recv` blocks.
+struct Parts {
+  int send = 0;
+  int recv = 0;
+  UCCL_EP_HOST_DEVICE int grid(Phase p) const {
+    const int s = hasSend(p) ? send : 0;
+    const int r = hasRecv(p) ? recv : 0;
+    return s > r ? s : r;
+  }
+};
+
+// This block's index in the receive part, or -1 when it has none.
+__device__ __forceinline__ int recvIndex(const Parts& parts, Phase p) {
+  if (!hasRecv(p)) return -1;
+  const int r = static_cast<int>(blockIdx.x) - (static_cast<int>(gridDim.x) - parts.recv);
+  return r >= 0 ? r : -1;
+}
+
+UCCL_EP_HOST_DEVICE inline bool validExpert(int64_t id, int num_experts) { return id >= -1 && id < num_experts; }
+
+// Block-wide, in one block per call: records the first top-k entry (row-major) outside [-1, num_experts) as
+// kBadExpertId, naming the id, its token and column. Costs one read of topk_idx; the record only on bad input.
+__device__ void checkExpertIds(const Context& ctx, const int64_t* topk, int num_tokens, int num_topk, int op) {
+  __shared__ int first_bad;
+  if (threadIdx.x == 0) first_bad = INT_MAX;
+  const int n = num_tokens * num_topk;
+  int mine = INT_MAX;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    if (!validExpert(topk[i], ctx.layout.num_experts)) {
+      mine = i;
+      break;  // a thread's entries rise with i: its first is its smallest
+    }
+  }
+  if (!__syncthreads_or(mine != INT_MAX)) return;  // also orders first_bad's initial value before the atomicMin
+  if (mine != INT_MAX) atomicMin(&first_bad, mine);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int i = first_bad;
+    recordError(ctx.error, kBadExpertId, op, -1, -1, static_cast<uint64_t>(topk[i]), i / num_topk, i % num_topk);
+  }
+}
+
 // ---- dispatch ---------------------------------------------------------------------------------------------
-__global__ void __launch_bounds__(kThreads) dispatchSend(Context ctx, DispatchArgs a) {
+__device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int e) {
   __shared__ int list[kMaxTokensPerRank];
   __shared__ int warp_sums[kMaxWarps];
   __shared__ bool staging_free;
   const Layout& L = ctx.layout;
-  const int e = blockIdx.x;
   const int dst = e / L.experts_per_rank, el = e % L.experts_per_rank;
+  if (e == 0) checkExpertIds(ctx, a.topk_idx, a.num_tokens, a.num_topk, kOpDispatchSend);  // masked or not
   if (masked(ctx, dst)) return;
   const int count = listTokens(a.topk_idx, a.num_tokens, a.num_topk, e, list, warp_sums);
 
@@ -196,14 +251,13 @@ __global__ void __launch_bounds__(kThreads) dispatchSend(Context ctx, DispatchAr
   pushOrRecord(ctx, r, ring::makeSignal(dst, static_cast<uint32_t>(sig), count + 1), kOpDispatchSend, dst, e);
 }
 
-__global__ void __launch_bounds__(kThreads) dispatchRecv(Context ctx, DispatchArgs a) {
+__device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int el) {
   extern __shared__ int shm[];  // counts[R], begins[R]
   const Layout& L = ctx.layout;
   const int R = L.num_ranks;
   int* counts = shm;
   int* begins = shm + R;
   __shared__ int total;
-  const int el = blockIdx.x;
   const int expert = ctx.rank * L.experts_per_rank + el;
   const size_t half_sig = static_cast<size_t>(ctx.half) * L.signals_per_half;
   for (int s = threadIdx.x; s < R; s += blockDim.x) {
@@ -276,6 +330,15 @@ __global__ void __launch_bounds__(kThreads) dispatchRecv(Context ctx, DispatchAr
   }
 }
 
+UCCL_EP_HOST_DEVICE Parts dispatchParts(const Layout& L) { return Parts{L.num_experts, L.experts_per_rank}; }
+
+__global__ void __launch_bounds__(kThreads) dispatch(Context ctx, DispatchArgs a, Phase phase) {
+  const Parts parts = dispatchParts(ctx.layout);
+  if (hasSend(phase) && static_cast<int>(blockIdx.x) < parts.send) dispatchSend(ctx, a, blockIdx.x);
+  const int r = recvIndex(parts, phase);
+  if (r >= 0) dispatchRecv(ctx, a, r);
+}
+
 // ---- combine ----------------------------------------------------------------------------------------------
 // One warp: a BF16 row (src) -> its logfmt encoding (dst). dst may alias src: groups are read before written
 // and encoded groups are never longer than the BF16 groups they replace.
@@ -318,13 +381,20 @@ __device__ void encodeLogfmtRow(const uint16_t* src, uint8_t* dst, int hidden) {
   }
 }
 
-__global__ void __launch_bounds__(kThreads) combineSend(Context ctx, CombineArgs a) {
+// The combine's two grid counters, in the scratch after the slots (low_latency.hpp).
+__device__ __forceinline__ unsigned int* scratchCounter(const Context& ctx, ScratchCounter c) {
+  return reinterpret_cast<unsigned int*>(ctx.scratch + static_cast<size_t>(ctx.layout.max_tokens) * kMaxTopk + c);
+}
+
+// b: global expert for the slots; (local expert, source rank) pair for the rows. announce_slots (send and receive in
+// one grid): count this block's slot list as done for the receive part (kSlotBlocksDone).
+__device__ void combineSend(const Context& ctx, const CombineArgs& a, int b, bool announce_slots) {
   __shared__ int list[kMaxTokensPerRank];
   __shared__ int warp_sums[kMaxWarps];
   __shared__ bool staging_free;
   const Layout& L = ctx.layout;
   const int R = L.num_ranks;
-  const int b = blockIdx.x;  // global expert for the slots; (local expert, source rank) pair for the rows
+  if (b == 0) checkExpertIds(ctx, a.topk_idx, a.num_tokens, a.num_topk, kOpCombineSend);
 
   // Slots of this rank's tokens at expert b, for the receive half.
   int* slots = ctx.scratch;
@@ -333,6 +403,15 @@ __global__ void __launch_bounds__(kThreads) combineSend(Context ctx, CombineArgs
     const int t = list[j];
     for (int k = 0; k < a.num_topk; ++k) {
       if (a.topk_idx[static_cast<size_t>(t) * a.num_topk + k] == b) slots[t * a.num_topk + k] = j;
+    }
+  }
+  if (announce_slots) {
+    // The barrier orders the block's slot writes before thread 0's fence; the fence orders them before the count
+    // a receive block of this grid reads with acquire.
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      atomicAdd(scratchCounter(ctx, kSlotBlocksDone), 1u);
     }
   }
 
@@ -383,20 +462,36 @@ __global__ void __launch_bounds__(kThreads) combineSend(Context ctx, CombineArgs
   pushOrRecord(ctx, r, ring::makeSignal(s, static_cast<uint32_t>(sig), 1), kOpCombineSend, s, expert);
 }
 
-__global__ void __launch_bounds__(kThreads) combineRecv(Context ctx, CombineArgs a) {
+// Thread 0 waits until every send block of this grid has listed its slots; false (error recorded) on timeout.
+__device__ bool waitSlots(const Context& ctx) {
+  const unsigned int* done = scratchCounter(ctx, kSlotBlocksDone);
+  const unsigned int want = static_cast<unsigned int>(ctx.layout.num_experts);
+  const uint64_t start = platform::nowNs();
+  while (platform::loadAcquire<Scope::kDevice>(done) < want) {
+    if (platform::nowNs() - start > ctx.timeout_ns) {
+      recordError(ctx.error, kTimeout, kOpCombineSlots, ctx.rank, -1, 0);
+      return false;
+    }
+  }
+  return true;
+}
+
+// b: this block's index among the G blocks of the receive part. wait_slots: send and receive in one grid.
+__device__ void combineRecv(const Context& ctx, const CombineArgs& a, int b, int G, bool wait_slots) {
   extern __shared__ uint8_t need[];  // [E]
+  __shared__ bool slots_ready;
   const Layout& L = ctx.layout;
   const int E = L.num_experts, K = a.num_topk;
-  const int b = blockIdx.x, G = gridDim.x;
   const int nwarps = platform::numWarps();
   const size_t half_sig = static_cast<size_t>(ctx.half) * L.signals_per_half;
+  if (threadIdx.x == 0) slots_ready = !wait_slots || waitSlots(ctx);
   for (int e = threadIdx.x; e < E; e += blockDim.x) need[e] = (e % G == b) ? 2 : 0;  // 2: this block's stats
   __syncthreads();
   for (int t = b * nwarps + platform::warpId(); t < a.num_tokens; t += G * nwarps) {
     const int lane = platform::laneId();
     if (lane < K) {
       const int64_t e = a.topk_idx[static_cast<size_t>(t) * K + lane];
-      if (e >= 0 && need[e] == 0) need[e] = 1;
+      if (e >= 0 && e < E && need[e] == 0) need[e] = 1;  // a bad id is skipped (send block 0 recorded it)
     }
   }
   __syncthreads();
@@ -429,7 +524,7 @@ __global__ void __launch_bounds__(kThreads) combineRecv(Context ctx, CombineArgs
     int n = 0;
     for (int k = 0; k < K; ++k) {
       const int64_t e = a.topk_idx[static_cast<size_t>(t) * K + k];
-      if (e < 0) continue;
+      if (e < 0 || e >= E || !slots_ready) continue;
       const int src = static_cast<int>(e / L.experts_per_rank);
       if (masked(ctx, src)) continue;
       rows[n] = (ctx.peer_gpu_base[src] ? ctx.gpu_base : ctx.rdma_base) + half_off +
@@ -471,32 +566,26 @@ __global__ void __launch_bounds__(kThreads) combineRecv(Context ctx, CombineArgs
 
   // The last block to finish resets every flag of this half: no block reads them any more, and no sender adds
   // to them again before this rank's next dispatch has been received (ll_layout.hpp).
+  // With wait_slots the same block also resets the slot count: every send block has added to it (the receive
+  // blocks waited for all of them) and every receive block is past its wait.
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();
-    unsigned int* done = reinterpret_cast<unsigned int*>(ctx.scratch + static_cast<size_t>(L.max_tokens) * kMaxTopk);
+    unsigned int* done = scratchCounter(ctx, kRecvBlocksDone);
     if (atomicAdd(done, 1u) == static_cast<unsigned int>(G - 1)) {
       for (int e = 0; e < E; ++e) {
         platform::storeRelease<Scope::kSystem>(word(ctx.gpu_signals + half_sig + L.combineFlag(e)), 0);
         if (ctx.rdma_signals)
           platform::storeRelease<Scope::kSystem>(word(ctx.rdma_signals + half_sig + L.combineFlag(e)), 0);
       }
+      if (wait_slots) atomicExch(scratchCounter(ctx, kSlotBlocksDone), 0u);
       atomicExch(done, 0u);
     }
   }
 }
 
-// One carveout for every kernel, low-latency and normal alike (launch.hpp says why).
-void setCarveout() {
-  static const bool once = [] {
-    preferMaxShared({reinterpret_cast<const void*>(&dispatchSend), reinterpret_cast<const void*>(&dispatchRecv),
-                     reinterpret_cast<const void*>(&combineSend), reinterpret_cast<const void*>(&combineRecv)});
-    return true;
-  }();
-  (void)once;
-}
-
-int recvGrid(const Context& ctx, int num_tokens) {
+// Blocks of the receive part: one warp per token, at most ctx.num_sms blocks.
+UCCL_EP_HOST_DEVICE inline int combineRecvBlocks(const Context& ctx, int num_tokens) {
   const int per_block = kThreads / kWarpSize;
   int blocks = (num_tokens + per_block - 1) / per_block;
   const int cap = ctx.num_sms > 0 ? ctx.num_sms : 1;
@@ -504,34 +593,45 @@ int recvGrid(const Context& ctx, int num_tokens) {
   return blocks < 1 ? 1 : blocks;
 }
 
+UCCL_EP_HOST_DEVICE Parts combineParts(const Context& ctx, int num_tokens) {
+  return Parts{ctx.layout.num_experts, combineRecvBlocks(ctx, num_tokens)};
+}
+
+__global__ void __launch_bounds__(kThreads) combine(Context ctx, CombineArgs a, Phase phase) {
+  const Parts parts = combineParts(ctx, a.num_tokens);
+  const bool one_grid = hasSend(phase) && hasRecv(phase);
+  if (hasSend(phase) && static_cast<int>(blockIdx.x) < parts.send) combineSend(ctx, a, blockIdx.x, one_grid);
+  const int r = recvIndex(parts, phase);
+  if (r >= 0) combineRecv(ctx, a, r, parts.recv, one_grid);
+}
+
+// One carveout for every kernel, low-latency and normal alike (launch.hpp says why).
+void setCarveout() {
+  static const bool once = [] {
+    preferMaxShared({reinterpret_cast<const void*>(&dispatch), reinterpret_cast<const void*>(&combine)});
+    return true;
+  }();
+  (void)once;
+}
+
 }  // namespace
 
 void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, void* stream) {
-  auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
-  if (static_cast<int>(phase) & static_cast<int>(Phase::kSend)) {
-    dispatchSend<<<ctx.layout.num_experts, kThreads, 0, s>>>(ctx, args);
-    checkLaunch(gpuGetLastError(), "low-latency dispatch (send)");
-  }
-  if (static_cast<int>(phase) & static_cast<int>(Phase::kRecv)) {
-    const size_t shm = sizeof(int) * 2 * static_cast<size_t>(ctx.layout.num_ranks);
-    dispatchRecv<<<ctx.layout.experts_per_rank, kThreads, shm, s>>>(ctx, args);
-    checkLaunch(gpuGetLastError(), "low-latency dispatch (receive)");
-  }
+  // Dynamic shared memory: the receive part's counts[R] and begins[R].
+  const size_t shm = hasRecv(phase) ? sizeof(int) * 2 * static_cast<size_t>(ctx.layout.num_ranks) : 0;
+  auto s = static_cast<gpuStream_t>(stream);
+  dispatch<<<dispatchParts(ctx.layout).grid(phase), kThreads, shm, s>>>(ctx, args, phase);
+  checkLaunch(gpuGetLastError(), "low-latency dispatch");
 }
 
 void launchCombine(const Context& ctx, const CombineArgs& args, Phase phase, void* stream) {
-  auto s = static_cast<gpuStream_t>(stream);
   setCarveout();
-  if (static_cast<int>(phase) & static_cast<int>(Phase::kSend)) {
-    combineSend<<<ctx.layout.num_experts, kThreads, 0, s>>>(ctx, args);
-    checkLaunch(gpuGetLastError(), "low-latency combine (send)");
-  }
-  if (static_cast<int>(phase) & static_cast<int>(Phase::kRecv)) {
-    combineRecv<<<recvGrid(ctx, args.num_tokens), kThreads, static_cast<size_t>(ctx.layout.num_experts), s>>>(ctx,
-                                                                                                              args);
-    checkLaunch(gpuGetLastError(), "low-latency combine (receive)");
-  }
+  // Dynamic shared memory: the receive part's need[E].
+  const size_t shm = hasRecv(phase) ? static_cast<size_t>(ctx.layout.num_experts) : 0;
+  auto s = static_cast<gpuStream_t>(stream);
+  combine<<<combineParts(ctx, args.num_tokens).grid(phase), kThreads, shm, s>>>(ctx, args, phase);
+  checkLaunch(gpuGetLastError(), "low-latency combine");
 }
 
 }  // namespace uccl::ep::kernels::ll

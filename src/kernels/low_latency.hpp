@@ -1,8 +1,12 @@
 // Low-latency dispatch and combine kernels (decode). Raw pointers and a stream; no torch, no transport.
 // Compiled for CUDA (low_latency.cu) and HIP (the same source through the platform layer).
 //
-// Each call runs as a send kernel and a receive kernel on the given stream. With return_recv_hook the caller
-// launches the receive kernel later (launch*(..., Phase::kRecv)); no block waits in between.
+// Each call is one kernel on the given stream (`dispatch` or `combine`, the names profilers look for) running its
+// send and receive parts (Phase::kBoth). With return_recv_hook the caller launches it with Phase::kSend now and
+// again with Phase::kRecv later (the hook); no block waits in between.
+//
+// Top-k entries outside [-1, num_experts) are skipped by every part and the first is recorded in the error record
+// (kBadExpertId): the call completes, and the runtime's next check raises ArgumentError naming the id and the rank.
 //
 // Peers: same-node peers (NVLink) are written directly through `peer_gpu_base` / `peer_gpu_signals` (null for
 // peers reached through the proxy). Every other peer gets its rows through descriptors in `rings`: one WRITE
@@ -43,10 +47,14 @@ struct Context {
   int num_sms = 0;                          // blocks to use for per-token work
 };
 
-// Scratch per half: per-(token, k) slots and per-expert counts.
-inline size_t scratchInts(const Layout& l) {
-  return static_cast<size_t>(l.max_tokens) * kMaxTopk + l.num_experts;
-}
+// Scratch per half: the combine's per-(token, k) slots [max_tokens * kMaxTopk], then its grid counters. Both
+// counters are zero between calls (the last receive block of a combine resets them).
+enum ScratchCounter : int {
+  kRecvBlocksDone = 0,  // receive blocks finished: the last one resets the combine flags
+  kSlotBlocksDone = 1,  // send and receive in one grid: send blocks whose slot lists the receive part may read
+  kScratchCounters = 2,
+};
+inline size_t scratchInts(const Layout& l) { return static_cast<size_t>(l.max_tokens) * kMaxTopk + kScratchCounters; }
 
 // Field names are the Python argument names (uccl.ep.Buffer.low_latency_dispatch / _combine and the handle);
 // the bindings fill these structs by name.

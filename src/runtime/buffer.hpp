@@ -104,6 +104,8 @@ class Buffer {
                                        bool return_recv_hook, uintptr_t stream);
   LowLatencyPending lowLatencyCombine(const LowLatencyShape& shape, const kernels::ll::CombineArgs& args,
                                       bool return_recv_hook, uintptr_t stream);
+  // Raises a fatal recorded error before it launches, and a rejected argument of the send half (InvalidArgument)
+  // after: the receive half runs either way, so the buffer half is consumed and stays usable.
   void lowLatencyReceive(const LowLatencyPending& pending, uintptr_t stream);
   // Device pointer of the send area the next combine reads with zero_copy (get_next_low_latency_combine_buffer):
   // [E_local, R*M, hidden] BF16 rows of layout.row_bytes.
@@ -128,8 +130,9 @@ class Buffer {
   void dispatchRecv(const kernels::intranode::DispatchOutputs& outputs, const NormalConfig& config, uintptr_t stream);
   void combine(kernels::intranode::CombineArgs args, const NormalConfig& config, uintptr_t stream);
 
-  // Throws the first recorded failure: a kernel's ErrorRecord (TimeoutError naming the peer and the step) or a
-  // proxy error. Called at the start of every call and by hooks.
+  // Throws the first recorded failure: a kernel's ErrorRecord (TimeoutError naming the peer and the step;
+  // InvalidArgument for a top-k entry a low-latency kernel rejected, after which the Buffer stays usable) or a proxy
+  // error. Called at the start of every call and by hooks.
   void checkErrors() const;
 
  private:

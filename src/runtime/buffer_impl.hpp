@@ -103,8 +103,9 @@ struct Buffer::Impl {
                         uintptr_t stream) const;
   kernels::intranode::Context normalContext(const char* call, const NormalConfig& config) const;
 
-  // kernel_errors.cpp: the message of a recorded kernel failure; sets *timeout when it is a stall.
-  std::string describeKernelError(const kernels::ErrorRecord& rec, bool* timeout) const;
+  // kernel_errors.cpp: throws what a kernel or a proxy recorded. A rejected argument (kBadExpertId) is cleared when
+  // thrown; with argument_errors false it stays recorded for a later call (a receive hook raises it after its launch).
+  void raiseRecordedErrors(bool argument_errors) const;
 };
 
 }  // namespace uccl::ep::runtime

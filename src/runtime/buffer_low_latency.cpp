@@ -109,9 +109,10 @@ LowLatencyPending Buffer::lowLatencyCombine(const LowLatencyShape& shape, const 
 
 void Buffer::lowLatencyReceive(const LowLatencyPending& p, uintptr_t stream) {
   Impl& m = *impl_;
-  checkErrors();
   m.requireConnected("a low-latency receive hook");
+  m.raiseRecordedErrors(/*argument_errors=*/false);
   m.launchLowLatency(lowLatencyLayout(p.shape), p, ll::Phase::kRecv, stream);
+  m.raiseRecordedErrors(/*argument_errors=*/true);
 }
 
 uintptr_t Buffer::nextLowLatencyCombineBuffer(const LowLatencyShape& shape) {

@@ -401,6 +401,29 @@ class FakeLowLatencyBuffer:
         # Two halves of the combine send area, rows padded as the real one's are (strided view).
         self.areas = [torch.zeros(self.epr, self.R * M, hidden + 64, dtype=torch.bfloat16) for _ in range(2)]
         self.half = 0
+        # As the real kernels do: the first top-k entry outside [-1, E) is recorded and skipped; the next call (or
+        # the hook, after its receive half) raises it. `kernels`: the kernel names a call "launches".
+        self.recorded, self.kernels = None, []
+
+    def raise_recorded(self):
+        error, self.recorded = self.recorded, None
+        if error is not None:
+            raise error
+
+    def accept_ids(self, topk_idx, step):
+        """topk_idx with entries outside [-1, E) as -1, the first recorded; raises what an earlier call recorded."""
+        self.raise_recorded()
+        bad = ((topk_idx < -1) | (topk_idx >= self.E)).nonzero()
+        if len(bad) and self.recorded is None and self.bug != "silent-id":
+            t, k = (int(v) for v in bad[0])
+            self.recorded = ValueError(f"{step} (send) on rank {self.rank}: topk_idx[{t}][{k}] holds expert id "
+                                       f"{int(topk_idx[t, k])}; expected -1 (no expert) or an id in [0, num_experts)")
+        return topk_idx.masked_fill((topk_idx < -1) | (topk_idx >= self.E), -1)
+
+    def kernels_during(self, run):
+        start = len(self.kernels)
+        run()
+        return self.kernels[start:]
 
     def gather(self, t):
         raw = t.contiguous().view(torch.uint8)
@@ -408,10 +431,15 @@ class FakeLowLatencyBuffer:
         self.dist.all_gather(outs, raw)
         return [o.view(t.dtype) for o in outs]
 
-    def finish(self, recv, async_finish, return_recv_hook):
+    def finish(self, recv, async_finish, return_recv_hook, kernel):
         assert not (async_finish and return_recv_hook)
+        self.kernels.append(kernel)
         if return_recv_hook:
-            return (FakeOverlap() if async_finish else None), recv
+            def hook():
+                self.kernels.append(kernel + (" recv" if self.bug == "two-kernels" else ""))
+                recv()
+                self.raise_recorded()
+            return (FakeOverlap() if async_finish else None), hook
         recv()
         return (FakeOverlap() if async_finish else None), None
 
@@ -420,6 +448,7 @@ class FakeLowLatencyBuffer:
                              async_finish=False, return_recv_hook=False):
         assert use_ue8m0 <= round_scale and x.dtype == torch.bfloat16
         R, epr, H = self.R, self.epr, self.H
+        topk_idx = self.accept_ids(topk_idx, "low-latency dispatch")
         all_x, all_idx = self.gather(x), self.gather(topk_idx)
         exp = ref.expected_layout(all_idx, num_experts, R, self.rank, M)
         shape = (epr, R * M, H)
@@ -458,7 +487,7 @@ class FakeLowLatencyBuffer:
             if dispatch_wait_recv_cost_stats is not None:
                 dispatch_wait_recv_cost_stats.add_(torch.randint(1, 100, (R,)))
 
-        event, hook = self.finish(recv, async_finish, return_recv_hook)
+        event, hook = self.finish(recv, async_finish, return_recv_hook, "fake::dispatch(Context, DispatchArgs, Phase)")
         handle = (src_info, layout_range, M, self.H, num_experts)
         return ((data, scales) if use_fp8 else data), recv_count, handle, event, hook
 
@@ -467,6 +496,7 @@ class FakeLowLatencyBuffer:
 
     def low_latency_combine(self, x, topk_idx, topk_weights, handle, use_logfmt=False, zero_copy=False,
                             async_finish=False, return_recv_hook=False, out=None, combine_wait_recv_cost_stats=None):
+        topk_idx = self.accept_ids(topk_idx, "low-latency combine")
         y = self.areas[self.half][:, :, :self.H] if zero_copy else x
         self.half ^= 1
         y = y.clone()
@@ -491,7 +521,7 @@ class FakeLowLatencyBuffer:
             if combine_wait_recv_cost_stats is not None:
                 combine_wait_recv_cost_stats.add_(torch.randint(1, 100, (self.R,)))
 
-        event, hook = self.finish(recv, async_finish, return_recv_hook)
+        event, hook = self.finish(recv, async_finish, return_recv_hook, "fake::combine(Context, CombineArgs, Phase)")
         return combined, event, hook
 
 
@@ -509,6 +539,7 @@ def fake_rank_main(argv):
     d = rank_group.dist_env()
     dist.init_process_group("gloo", init_method="env://", rank=d.rank, world_size=d.world)
     buf = FakeLowLatencyBuffer(args.num_experts, args.num_tokens, args.hidden, os.environ.get("FAKE_BUG", ""))
+    checks.launched_kernel_names = buf.kernels_during  # no profiler on the CPU: the names the stand-in "launched"
     chk = checks.Checker(args, None, buf, d, torch.device("cpu"))
     checks.run_all(args, d, chk)
     bench.run_all(args, d, chk, d.local_world)
@@ -531,6 +562,7 @@ def test_bench_flow_against_fake_buffer():
     assert "[rank 0] all checks passed" in r.stdout
     assert "[rank 0] checks: 24 dispatch x 8 combine option combinations" in r.stdout
     assert "ok two calls outstanding" in r.stdout and "ok CUDA graph: 2 replays" in r.stdout
+    assert "ok kernel names" in r.stdout and "ok bad expert ids" in r.stdout
     assert "[rank 1] rank 1/2: dispatch" in r.stdout
     assert "[rank 0] | 2 (2) | 8, 512, 3, 8 |" in r.stdout
 
@@ -539,6 +571,8 @@ def test_bench_flow_against_fake_buffer():
     ("swap", "[rank 1] dispatch(bf16) #0, local expert 1 (global 5): row 0: from (rank"),
     ("count", "[rank 1] dispatch(bf16) #0: recv_count"),
     ("combine", "[rank 0] dispatch(bf16) #0 + combine(plain): calc_diff"),
+    ("silent-id", "[rank 0] bad expert id 8 in dispatch: expected ArgumentError naming expert id 8 on rank 0"),
+    ("two-kernels", "kernel names: expected one kernel name holding 'dispatch'"),
 ])
 def test_bench_catches_a_wrong_buffer(bug, message):
     r = run_fake_bench(bug, "--no-bench")

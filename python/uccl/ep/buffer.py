@@ -89,9 +89,11 @@ class Buffer:
     """Communication buffers for expert-parallel dispatch and combine (DeepEP's `Buffer`, same signature)."""
 
     num_sms: int = 20
-    # Calls check that every expert id lies in [-1, num_experts). The check reads topk_idx on the host, which
-    # makes the CPU wait for the work queued before it; set False (on the class or an instance) to skip it once the
-    # caller's ids are known to be good. It is always skipped inside CUDA-graph capture.
+    # Normal-mode calls check that every expert id lies in [-1, num_experts). The check reads topk_idx on the host,
+    # which makes the CPU wait for the work queued before it; set False (on the class or an instance) to skip it once
+    # the caller's ids are known to be good. It is always skipped inside CUDA-graph capture. Low-latency calls never
+    # read device memory from the host: their kernels check the ids, skip a bad entry and record it, and the next
+    # call (or the receive hook) raises ArgumentError naming the id and the rank.
     validate_expert_ids: bool = True
 
     def __init__(self, group=None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0, low_latency_mode: bool = False,
@@ -263,6 +265,7 @@ class Buffer:
 
     # ---- low-latency mode ---------------------------------------------------------------------------------
     def _check_expert_ids(self, call: str, topk_idx: torch.Tensor, num_experts: int) -> None:
+        # Normal mode only: the low-latency kernels check the ids on the GPU (no host read on their call path).
         # A device-to-host read: skipped while a CUDA graph is being captured, and when the caller turned it off.
         if self.validate_expert_ids and not torch.cuda.is_current_stream_capturing():
             V.check_expert_ids(call, "topk_idx", topk_idx, num_experts)
@@ -311,7 +314,6 @@ class Buffer:
         layout = self._ll_layout(rt, M, hidden, num_experts)
         E_local = layout.experts_per_rank
         V.check_ll_dispatch_stats(call, E_local, R, cumulative_local_expert_recv_stats, dispatch_wait_recv_cost_stats)
-        self._check_expert_ids(call, topk_idx, num_experts)
 
         dev = self.device
         recv_x = torch.empty((E_local, R * M, hidden), dtype=torch.float8_e4m3fn if use_fp8 else torch.bfloat16,
@@ -362,7 +364,6 @@ class Buffer:
         self._check_devices(call, x=None if zero_copy else x, topk_idx=topk_idx, topk_weights=topk_weights,
                             src_info=src_info, layout_range=layout_range, out=out,
                             combine_wait_recv_cost_stats=combine_wait_recv_cost_stats)
-        self._check_expert_ids(call, topk_idx, num_experts)
 
         num_tokens, num_topk = topk_idx.shape
         combined = out if out is not None else torch.empty((num_tokens, hidden), dtype=torch.bfloat16,
@@ -653,9 +654,12 @@ class _RecvHook:
         # A second run would read the half again after a later call may have reused it: refuse it.
         if self._ran:
             raise RuntimeError("low-latency receive hook: this hook already ran; each call's hook runs once")
-        self._buffer._rt("hook")  # raises what the send half recorded
-        self._native_hook(torch.cuda.current_stream(self._buffer.device).cuda_stream)
+        if self._buffer._runtime is None:
+            raise RuntimeError("low-latency receive hook: the buffer was destroyed")
+        # The native hook raises what was recorded: a fatal error before the receive half launches, a top-k entry
+        # the send half rejected (ArgumentError) after it, so the half is consumed either way and runs only once.
         self._ran = True
+        self._native_hook(torch.cuda.current_stream(self._buffer.device).cuda_stream)
 
 
 def initialize_uccl(scratch, num_rdma_bytes: int, rank: int, num_ranks: int, group=None, num_experts: int = 0):

@@ -29,6 +29,24 @@ TEST(ErrorRecord, TheFirstFailureWinsAndLaterOnesChangeNothing) {
   EXPECT_EQ(rec.detail, 0x1234u);
 }
 
+TEST(ErrorRecord, ARejectedTopkEntryCarriesItsTokenColumnAndTheIdAsWritten) {
+  ErrorRecord rec{};
+  recordError(&rec, kBadExpertId, kOpDispatchSend, -1, -1, static_cast<uint64_t>(int64_t{-5}), /*token=*/17,
+              /*topk_col=*/3);
+  ASSERT_TRUE(errorRecorded(&rec));
+  EXPECT_EQ(rec.code, kBadExpertId);
+  EXPECT_EQ(static_cast<int64_t>(rec.detail), -5);
+  EXPECT_EQ(rec.token, 17);
+  EXPECT_EQ(rec.topk_col, 3);
+}
+
+TEST(ErrorRecord, OtherFailuresNameNoToken) {
+  ErrorRecord rec{};
+  recordError(&rec, kTimeout, kOpDispatchRecv, 2, 40, 0);
+  EXPECT_EQ(rec.token, -1);
+  EXPECT_EQ(rec.topk_col, -1);
+}
+
 // Racing failures: the host, polling code with acquire as the runtime does, sees one failure's fields whole,
 // never a mix of two.
 TEST(ErrorRecord, RacingFailuresPublishOneWholeRecord) {

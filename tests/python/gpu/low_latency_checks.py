@@ -47,6 +47,13 @@ FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz
 # ---------------------------------------------------------------------------------------------------------------
 # Arguments and options (CPU only; tested in tests/python/test_ll_reference.py)
 # ---------------------------------------------------------------------------------------------------------------
+ONLY = {
+    "kernel-names": "one kernel named *dispatch* and one named *combine*, launched again by the receive hooks",
+    "bad-expert-ids": "a top-k id outside [-1, num_experts) is skipped, the next call raises naming it and the "
+                      "rank, and the buffer works afterwards",
+}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="uccl.ep low-latency dispatch/combine: the checks "
                                 "(tests/python/gpu/low_latency_checks.py) and the figures (bench/test_low_latency.py) "
@@ -64,6 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--bench-warmup", type=int, default=10)
     p.add_argument("--bench-iters", type=int, default=50)
     p.add_argument("--graph-replays", type=int, default=4)
+    p.add_argument("--only", choices=ONLY, default=None,
+                   help="run one group of checks: " + "; ".join(f"{k}: {v}" for k, v in ONLY.items()))
     a = p.parse_args(argv)
     if a.hidden % 128 or a.hidden < 128:
         p.error(f"--hidden must be a positive multiple of 128, got {a.hidden}")
@@ -158,7 +167,10 @@ class Checker:
         a = self.args
         gen = torch.Generator().manual_seed(seed * 100003 + self.d.rank)
         x, idx, w = ref.make_inputs(self.d.rank, a.num_tokens, a.hidden, self.E, a.num_topk, gen, a.num_masked)
-        x, idx, w = x.to(self.device), idx.to(self.device), w.to(self.device)
+        return self.set_inputs(name, x.to(self.device), idx.to(self.device), w.to(self.device))
+
+    def set_inputs(self, name, x, idx, w):
+        """Collective: inputs `name` from this rank's x, topk_idx and topk_weights (on the GPU)."""
         all_x = torch.stack(all_gather_tensor(x)).float()  # [R, T, hidden]
         all_idx = [i.cpu() for i in all_gather_tensor(idx)]
         exp = ref.expected_layout(all_idx, self.E, self.R, self.d.rank, self.M)
@@ -381,6 +393,8 @@ def run_checks(args, chk: Checker, d: Dist):
     log0(d, "  ok two calls outstanding (hooks)")
 
     check_cuda_graph(args, chk, inp, d)
+    check_kernel_names(args, chk, d)
+    check_bad_expert_ids(args, chk, d)
 
 
 def capture_graph(fn):
@@ -425,6 +439,126 @@ def check_cuda_graph(args, chk: Checker, inp, d: Dist):
     log0(d, f"  ok CUDA graph: {args.graph_replays} replays")
 
 
+BF16_PLAIN = DispatchOptions(False, False, False, return_recv_hook=False, async_finish=False, with_stats=False)
+BF16_HOOK = DispatchOptions(False, False, False, return_recv_hook=True, async_finish=False, with_stats=False)
+PLAIN_COMBINE = CombineOptions(False, False, False)
+
+
+def launched_kernel_names(run) -> List[str]:
+    """The names of the GPU kernels run() launches, from the torch profiler (memory copies and sets left out)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events()
+            if str(getattr(e, "device_type", "")).endswith("CUDA") and e.name and not e.name.startswith("Mem")]
+
+
+def check_kernel_names(args, chk: Checker, d: Dist):
+    """Profilers find each call by name: among the kernels a dispatch and a combine launch, exactly one name holds
+    "dispatch" and one "combine" (never both), and with return_recv_hook the hook launches the same kernel again."""
+    inp = chk.add_inputs("kernel names", args.seed + 3)
+    torch.cuda.synchronize()
+    dist.barrier()
+
+    def calls():
+        for o in (BF16_PLAIN, BF16_HOOK):
+            out = chk.dispatch(inp, o)
+            chk.finish(o, out[3], out[4])
+            res = chk.combine(inp, out[0], out[2], o, PLAIN_COMBINE, False)
+            chk.finish(o, res[1], res[2])
+
+    names = launched_kernel_names(calls)
+    for word, other in (("dispatch", "combine"), ("combine", "dispatch")):
+        found = sorted({n for n in names if word in n})
+        if len(found) != 1 or other in found[0]:
+            fail("kernel names", f"expected one kernel name holding {word!r} (without {other!r}), got {found} "
+                                 f"among {sorted(set(names))}")
+        launches = sum(1 for n in names if n == found[0])
+        if launches != 3:  # once without the hook, twice (send, then the hook's receive) with it
+            fail("kernel names", f"{found[0]} launched {launches} times for a call without and one with "
+                                 f"return_recv_hook, expected 3")
+    dist.barrier()
+    log0(d, "  ok kernel names: one dispatch and one combine kernel, the hooks launch them again")
+
+
+def expect_rejected(chk: Checker, d: Dist, call, bad_id: int, token: int, step: str, ctx: str):
+    """call() must raise uccl.ep.ArgumentError naming the step, this rank, the entry and the id."""
+    try:
+        call()
+    except ValueError as e:  # uccl.ep.ArgumentError is a ValueError
+        if chk.ep is not None and not isinstance(e, chk.ep.ArgumentError):
+            fail(ctx, f"expected uccl.ep.ArgumentError, got {type(e).__name__}: {e}")
+        msg = str(e)
+        for want in (step, f"on rank {d.rank}:", f"topk_idx[{token}][0]", f"expert id {bad_id};"):
+            if want not in msg:
+                fail(ctx, f"the ArgumentError does not say {want!r}: {msg}")
+        return
+    fail(ctx, f"expected ArgumentError naming expert id {bad_id} on rank {d.rank}; nothing was raised")
+
+
+def check_bad_expert_ids(args, chk: Checker, d: Dist):
+    """Every rank plants one bad top-k entry (token rank % T, column 0) in a dispatch, in a combine, and in a
+    dispatch whose receive half runs through the hook. The kernel skips it: the call's results equal those with -1
+    in its place. The next call (or the hook) raises ArgumentError naming the id, the entry and the rank, before it
+    launches anything (the hook after its receive half), and the buffer then works: a clean dispatch and combine
+    are checked exactly."""
+    base = chk.add_inputs("bad ids", args.seed + 2)
+    token = d.rank % args.num_tokens
+    idx = base["topk_idx"].clone()
+    idx[token, 0] = -1
+    clean = chk.set_inputs("bad ids, clean", base["x"], idx, base["topk_weights"])
+    high, low = chk.E + d.rank, -2 - d.rank  # above and below [-1, num_experts)
+
+    def planted(bad_id):
+        t = clean["topk_idx"].clone()
+        t[token, 0] = bad_id
+        return dict(clean, topk_idx=t)
+
+    def clean_round_trip(ctx):
+        out = chk.dispatch(clean, BF16_PLAIN)
+        y = chk.check_dispatch(clean, BF16_PLAIN, out, f"{ctx}: dispatch")
+        res = chk.combine(clean, y, out[2], BF16_PLAIN, PLAIN_COMBINE, False)
+        chk.check_combine(clean, BF16_PLAIN, PLAIN_COMBINE, res, chk.combine_reference(clean, BF16_PLAIN), None,
+                          False, f"{ctx}: combine")
+        return y, out
+
+    def next_call_raises(bad_id, step, ctx):
+        torch.cuda.synchronize()  # the bad call's kernel has recorded the entry
+        dist.barrier()
+        expect_rejected(chk, d, lambda: chk.dispatch(clean, BF16_PLAIN), bad_id, token, step, ctx)
+        dist.barrier()
+
+    # 1. dispatch: the bad entry is skipped, the next call raises, the buffer works.
+    ctx = f"bad expert id {high} in dispatch"
+    out = chk.dispatch(planted(high), BF16_PLAIN)
+    chk.check_dispatch(clean, BF16_PLAIN, out, ctx)
+    next_call_raises(high, "low-latency dispatch", ctx)
+    clean_round_trip(f"{ctx}, then")
+
+    # 2. combine: likewise.
+    ctx = f"bad expert id {low} in combine"
+    y, out = clean_round_trip(f"{ctx}, before")
+    res = chk.combine(planted(low), y, out[2], BF16_PLAIN, PLAIN_COMBINE, False)
+    chk.check_combine(clean, BF16_PLAIN, PLAIN_COMBINE, res, chk.combine_reference(clean, BF16_PLAIN), None, False,
+                      ctx)
+    next_call_raises(low, "low-latency combine", ctx)
+    clean_round_trip(f"{ctx}, then")
+
+    # 3. dispatch with a hook: the hook raises after its receive half ran, whose results are right.
+    ctx = f"bad expert id {high} in dispatch, receive hook"
+    out = chk.dispatch(planted(high), BF16_HOOK)
+    torch.cuda.synchronize()
+    dist.barrier()
+    expect_rejected(chk, d, out[4], high, token, "low-latency dispatch", ctx)
+    y = chk.check_dispatch(clean, BF16_HOOK, out, ctx)
+    res = chk.combine(clean, y, out[2], BF16_PLAIN, PLAIN_COMBINE, False)
+    chk.check_combine(clean, BF16_PLAIN, PLAIN_COMBINE, res, chk.combine_reference(clean, BF16_PLAIN), None, False,
+                      f"{ctx}, then combine")
+    clean_round_trip(f"{ctx}, then")
+    dist.barrier()
+    log0(d, "  ok bad expert ids: skipped, raised at the next call naming the id and the rank, buffer usable")
+
+
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -450,8 +584,14 @@ def start(args, purpose: str):
 
 
 def run_all(args, d: Dist, chk: Checker):
-    """Every check, then rank 0's "all checks passed" once every rank got there."""
-    run_checks(args, chk, d)
+    """Every check (or the group --only names), then rank 0's "all checks passed" once every rank got there."""
+    only = getattr(args, "only", None)
+    if only == "kernel-names":
+        check_kernel_names(args, chk, d)
+    elif only == "bad-expert-ids":
+        check_bad_expert_ids(args, chk, d)
+    else:
+        run_checks(args, chk, d)
     dist.barrier()
     log0(d, "all checks passed")
 

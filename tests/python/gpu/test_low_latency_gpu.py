@@ -31,3 +31,20 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_low_latency_checks_pass(name):
     assert_passed(run_ranks("low_latency_checks.py", CASES[name]))
+
+
+# One group of checks on its own (low_latency_checks.py --only), on one node and through the proxy: what the full
+# runs above include too, here as a case of its own so a failure names it.
+ONLY_CASES = {
+    f"{group}_{where}": RankCase(2, rpn, SHAPE + ("--only", group), env=env)
+    for group in ("bad-expert-ids", "kernel-names")
+    for where, rpn, env in (("one_node", 2, {}), ("through_the_proxy", 1, PROXIED))
+}
+
+
+@pytest.mark.parametrize("name", list(ONLY_CASES))
+def test_low_latency_check_group_passes(name):
+    """bad-expert-ids: a top-k id outside [-1, num_experts) makes the next call raise ArgumentError naming the id
+    and the rank, and the buffer works afterwards. kernel-names: one kernel named *dispatch*, one *combine*."""
+    assert_passed(run_ranks("low_latency_checks.py", ONLY_CASES[name]))
+

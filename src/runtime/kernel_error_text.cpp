@@ -1,0 +1,137 @@
+// runtime::describeKernelError (kernel_error_text.hpp): one message per (code, op) of kernels/error_record.hpp.
+#include "runtime/kernel_error_text.hpp"
+
+#include <fmt/format.h>
+
+#include "uccl_ep/ring/ring.hpp"
+
+namespace uccl::ep::runtime {
+
+namespace k = kernels;
+
+namespace {
+
+const char* stepName(int32_t op) {
+  switch (op) {
+    case k::kOpDispatchSend: return "low-latency dispatch (send)";
+    case k::kOpDispatchRecv: return "low-latency dispatch (receive)";
+    case k::kOpCombineSend: return "low-latency combine (send)";
+    case k::kOpCombineRecv: return "low-latency combine (receive)";
+    case k::kOpCombineSlots: return "low-latency combine (receive, waiting for this rank's slot lists)";
+    case k::kOpReuse: return "normal-mode dispatch/combine (waiting to reuse the nvl buffer)";
+    case k::kOpReady: return "normal-mode dispatch/combine (waiting for the peers' data)";
+    case k::kOpWorstOverflow: return "normal-mode dispatch (num_worst_tokens)";
+    case k::kOpNvlOverflow: return "normal-mode dispatch/combine (the rows a rank receives)";
+    case k::kOpArrive: return "normal-mode dispatch/combine (waiting for the peers' rows)";
+    case k::kOpChunk: return "normal-mode dispatch/combine (waiting for a chunk of a peer's rows)";
+    default: return "kernel (unknown step)";
+  }
+}
+
+const char* ringStatusName(uint32_t status) {
+  switch (static_cast<ring::Status>(status)) {
+    case ring::Status::kOk: return "ok";
+    case ring::Status::kTimeout: return "timed out: the proxy did not take or complete the ring's descriptors";
+    case ring::Status::kConsumerError: return "the proxy consuming the ring failed";
+  }
+  return "unknown ring status";
+}
+
+std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, const std::string& step,
+                        const std::string& expert, const std::string& path) {
+  const int32_t op = rec.op;
+  const int32_t peer = rec.peer;
+  const double secs = site.timeout_secs;
+  switch (op) {
+    case k::kOpReuse:
+      return fmt::format("{} on rank {}: rank {} did not finish reading this rank's nvl buffer from the previous "
+                         "dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s (it never joined that call, or failed)",
+                         step, site.rank, peer, secs);
+    case k::kOpArrive:
+      return fmt::format("{} on rank {}: rank {} did not push its rows for this dispatch/combine within "
+                         "UCCL_EP_TIMEOUT_SECS={}s",
+                         step, site.rank, peer, secs);
+    case k::kOpChunk:
+      return fmt::format("{} on rank {}: rank {} did not push chunk {} of its rows for this dispatch/combine within "
+                         "UCCL_EP_TIMEOUT_SECS={}s",
+                         step, site.rank, peer, rec.detail, secs);
+    case k::kOpReady:
+      return fmt::format("{} on rank {}: rank {} did not join this dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s",
+                         step, site.rank, peer, secs);
+    case k::kOpCombineSlots:
+      return fmt::format("{} on rank {}: the send part of this rank's own combine grid did not list its slots within "
+                         "UCCL_EP_TIMEOUT_SECS={}s (its blocks could not all be scheduled on the GPU)",
+                         step, site.rank, secs);
+    case k::kOpDispatchRecv:
+    case k::kOpCombineRecv:
+      return fmt::format("{} on rank {}: rank {} did not deliver its {}{}{} within UCCL_EP_TIMEOUT_SECS={}s", step,
+                         site.rank, peer, op == k::kOpDispatchRecv ? "dispatched tokens" : "combined rows", expert,
+                         path, secs);
+    default:
+      return fmt::format("{} on rank {}: writing to rank {}{}{} did not complete within UCCL_EP_TIMEOUT_SECS={}s",
+                         step, site.rank, peer, expert, path, secs);
+  }
+}
+
+std::string slotOverflowText(const k::ErrorRecord& rec, const KernelErrorSite& site, const std::string& step,
+                             const std::string& expert) {
+  if (rec.op == k::kOpNvlOverflow) {
+    return fmt::format("{} on rank {}: the rows rank {} receives need {} bytes of nvl buffer, num_nvl_bytes is {}; "
+                       "build the Buffer with a larger num_nvl_bytes (Config.get_nvl_buffer_size_hint)",
+                       step, site.rank, rec.peer, rec.detail, site.num_nvl_bytes);
+  }
+  if (rec.op == k::kOpWorstOverflow) {
+    return fmt::format("{} on rank {}: {} rows arrived but num_worst_tokens leaves room for fewer; rows beyond it "
+                       "were dropped",
+                       step, site.rank, rec.detail);
+  }
+  return fmt::format("{} on rank {}: rank {}{} sent more tokens than num_max_dispatch_tokens_per_rank allows "
+                     "(slot {})",
+                     step, site.rank, rec.peer, expert, rec.detail);
+}
+
+}  // namespace
+
+KernelErrorText describeKernelError(const k::ErrorRecord& rec, const KernelErrorSite& site) {
+  const int32_t peer = rec.peer;
+  const std::string step = stepName(rec.op);
+  const std::string expert = rec.expert >= 0 ? fmt::format(" (expert {})", rec.expert) : std::string();
+  const std::string path =
+      peer < 0 || peer >= site.num_ranks || !site.path_to ? std::string() : site.path_to(peer);
+  KernelErrorText out;
+  switch (rec.code) {
+    case k::kTimeout:
+      out.kind = KernelErrorKind::kTimeout;
+      out.message = timeoutText(rec, site, step, expert, path);
+      return out;
+    case k::kRingError: {
+      // detail: ring id in the high half, ring::Status in the low half.
+      const uint32_t ring_id = static_cast<uint32_t>(rec.detail >> 32);
+      const uint32_t status = static_cast<uint32_t>(rec.detail);
+      const bool timeout = status == static_cast<uint32_t>(ring::Status::kTimeout);
+      const std::string target = peer >= 0 ? fmt::format(" carrying rows for rank {}{}", peer, expert) : "";
+      out.kind = timeout ? KernelErrorKind::kTimeout : KernelErrorKind::kFatal;
+      out.message = fmt::format("{} on rank {}: descriptor ring {}{} failed with status {} ({}){}", step, site.rank,
+                                ring_id, target, status, ringStatusName(status),
+                                timeout ? fmt::format(" within UCCL_EP_TIMEOUT_SECS={}s", site.timeout_secs)
+                                        : std::string());
+      return out;
+    }
+    case k::kSlotOverflow:
+      out.message = slotOverflowText(rec, site, step, expert);
+      return out;
+    case k::kBadExpertId:
+      // detail: the entry as the caller wrote it (int64). The kernel skipped it: the token went to its other experts.
+      out.kind = KernelErrorKind::kArgument;
+      out.message = fmt::format("{} on rank {}: topk_idx[{}][{}] holds expert id {}; expected -1 (no expert) or an "
+                                "id in [0, num_experts). The call skipped that entry and went on",
+                                step, site.rank, rec.token, rec.topk_col, static_cast<int64_t>(rec.detail));
+      return out;
+    default:
+      out.message = fmt::format("{} on rank {}: error code {} about rank {}{} (detail {})", step, site.rank, rec.code,
+                                peer, expert, rec.detail);
+      return out;
+  }
+}
+
+}  // namespace uccl::ep::runtime

@@ -1,0 +1,90 @@
+// The words of a kernel's error record (runtime/kernel_error_text.hpp), from hand-made records: which exception each
+// code becomes, and that each message names the step, the rank and what went wrong.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "message_of.hpp"
+#include "runtime/kernel_error_text.hpp"
+
+namespace uccl::ep::runtime {
+namespace {
+
+namespace k = kernels;
+
+KernelErrorSite site(int rank = 3) {
+  KernelErrorSite s;
+  s.rank = rank;
+  s.num_ranks = 8;
+  s.timeout_secs = 100;
+  s.num_nvl_bytes = 1 << 20;
+  s.path_to = [](int peer) {
+    return peer < 4 ? std::string(" over NVLink") : std::string(" through the proxies (shm)");
+  };
+  return s;
+}
+
+k::ErrorRecord recorded(int32_t code, int32_t op, int32_t peer, int32_t expert, uint64_t detail, int32_t token = -1,
+                        int32_t topk_col = -1) {
+  k::ErrorRecord rec{};
+  k::recordError(&rec, code, op, peer, expert, detail, token, topk_col);
+  return rec;
+}
+
+TEST(KernelErrorText, ABadExpertIdIsTheCallersArgumentNamingTheIdTheEntryAndTheRank) {
+  const KernelErrorText t =
+      describeKernelError(recorded(k::kBadExpertId, k::kOpDispatchSend, -1, -1, 291, /*token=*/5, /*col=*/2), site());
+  EXPECT_EQ(t.kind, KernelErrorKind::kArgument);
+  EXPECT_TRUE(mentions(t.message, {"low-latency dispatch (send)", "on rank 3:", "topk_idx[5][2]", "expert id 291;",
+                                   "[0, num_experts)", "skipped"}));
+  EXPECT_EQ(t.message.find("unusable"), std::string::npos);
+}
+
+TEST(KernelErrorText, ANegativeOrHugeBadIdIsPrintedAsTheInt64TheCallerWrote) {
+  const KernelErrorText neg = describeKernelError(
+      recorded(k::kBadExpertId, k::kOpCombineSend, -1, -1, static_cast<uint64_t>(int64_t{-7}), 0, 0), site(1));
+  EXPECT_TRUE(mentions(neg.message, {"low-latency combine (send)", "on rank 1:", "topk_idx[0][0]", "expert id -7;"}));
+  const KernelErrorText huge =
+      describeKernelError(recorded(k::kBadExpertId, k::kOpDispatchSend, -1, -1, uint64_t{1} << 40, 127, 7), site());
+  EXPECT_TRUE(mentions(huge.message, {"topk_idx[127][7]", "expert id 1099511627776;"}));
+}
+
+TEST(KernelErrorText, StallsAreTimeoutsNamingThePeerAndThePath) {
+  const KernelErrorText t = describeKernelError(recorded(k::kTimeout, k::kOpDispatchRecv, 5, 40, 0), site());
+  EXPECT_EQ(t.kind, KernelErrorKind::kTimeout);
+  EXPECT_TRUE(mentions(t.message, {"low-latency dispatch (receive) on rank 3", "rank 5 did not deliver", "(expert 40)",
+                                   "through the proxies (shm)", "UCCL_EP_TIMEOUT_SECS=100s"}));
+}
+
+TEST(KernelErrorText, TheCombinesWaitForItsOwnSlotListsNamesTheRankAndNoPeer) {
+  const KernelErrorText t = describeKernelError(recorded(k::kTimeout, k::kOpCombineSlots, 3, -1, 0), site());
+  EXPECT_EQ(t.kind, KernelErrorKind::kTimeout);
+  EXPECT_TRUE(mentions(t.message, {"low-latency combine (receive", "on rank 3:", "slot", "UCCL_EP_TIMEOUT_SECS"}));
+}
+
+TEST(KernelErrorText, AMissingChunkOfTheNormalPipelineNamesThePeerAndTheChunk) {
+  const KernelErrorText t = describeKernelError(recorded(k::kTimeout, k::kOpChunk, 1, -1, 17), site());
+  EXPECT_EQ(t.kind, KernelErrorKind::kTimeout);
+  EXPECT_TRUE(mentions(t.message, {"waiting for a chunk", "on rank 3:", "rank 1 did not push chunk 17",
+                                   "UCCL_EP_TIMEOUT_SECS=100s"}));
+}
+
+TEST(KernelErrorText, ARingFailureIsFatalUnlessItTimedOut) {
+  const uint64_t consumer_error = (uint64_t{2} << 32) | 2u;  // ring 2, ring::Status::kConsumerError
+  const KernelErrorText t =
+      describeKernelError(recorded(k::kRingError, k::kOpCombineSend, 6, 9, consumer_error), site());
+  EXPECT_EQ(t.kind, KernelErrorKind::kFatal);
+  EXPECT_TRUE(mentions(t.message, {"descriptor ring 2", "carrying rows for rank 6 (expert 9)", "proxy consuming"}));
+  const uint64_t timed_out = (uint64_t{2} << 32) | 1u;  // ring::Status::kTimeout
+  EXPECT_EQ(describeKernelError(recorded(k::kRingError, k::kOpCombineSend, 6, 9, timed_out), site()).kind,
+            KernelErrorKind::kTimeout);
+}
+
+TEST(KernelErrorText, NormalModeOverflowsAreFatalAndSayWhatToResize) {
+  const KernelErrorText t = describeKernelError(recorded(k::kSlotOverflow, k::kOpNvlOverflow, 2, -1, 4096), site());
+  EXPECT_EQ(t.kind, KernelErrorKind::kFatal);
+  EXPECT_TRUE(mentions(t.message, {"rank 2 receives need 4096 bytes", "num_nvl_bytes is 1048576"}));
+}
+
+}  // namespace
+}  // namespace uccl::ep::runtime
