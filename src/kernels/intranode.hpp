@@ -6,8 +6,16 @@
 // a remote store is posted (the SM moves on), a remote load is a round trip that stalls its warp, so writing into
 // the peer beats reading from it, and no local staging copy precedes the transfer. Rows a rank sends to itself never
 // enter the buffer: they are copied from x (dispatch) or read from the combine input (combine) straight into the
-// outputs. Every copy is then bound by the loads each warp keeps in flight, local or remote alike, so the design
-// keeps every warp loading all the time rather than splitting SMs into senders and receivers.
+// outputs. Every copy is then bound by the loads each warp keeps in flight, local or remote alike (a row is a chain
+// of round trips, one per batch of loads), so the design keeps every warp loading all the time rather than splitting
+// SMs into senders and receivers, and makes each round trip carry as much as the registers allow: 768 threads per
+// block (launch bounds fit the copy kernels in 80 registers), 8 vectors per lane per batch, a row's small fields
+// loaded before its copy, two rows per reduce batch. Warps claim work items from a counter, one item ahead, so the
+// claim's atomic overlaps the work and no warp idles at the tail. The kernels poll a failed word in their own GPU
+// memory (kFailedOff), never the host-mapped error record at kernel start. A DeepEP-style channel design (sender SMs
+// filling per-channel queues that receiver SMs drain) splits the SMs between the two sides; since both sides are
+// bound by the same load latency, every warp here does both (a split was not measured; bench/RESULTS.md, issue 10).
+// TMA bulk copies are the next lever (no registers per byte in flight) and are not used yet.
 //
 // Two paths, chosen per Buffer at connect() (Context::pipelined, Buffer.normal_path in Python):
 //  * pipelined (one rank per GPU): the transfer is ONE grid kernel per call whose warps first push their rows to the
@@ -20,8 +28,9 @@
 //    num_sms.
 // A call runs as a short sequence of kernels on one stream:
 //   dispatch send half
-//   1. reuse     (1 block)  seq += 1 (epoch e), zero the work counters; wait until every peer has marked done >= e-1 in this buffer, i.e.
-//                           finished reading what this rank's previous call left in its buffer and in theirs.
+//   1. reuse     (1 block)  seq += 1 (epoch e), zero the work counters; wait until every peer has marked
+//                           done >= e-1 in this buffer, i.e. finished reading what this rank's previous call left
+//                           in its buffer and in theirs.
 //   2. plan      (grid)     per destination the ordered list of own tokens it receives (ballot prefix scans),
 //                           send_pos, the per-destination counts and per-expert counts into the own header area.
 //   3. publish   (1 block)  fence, ready = e; wait until every source's ready >= e; read every source's counts ->
