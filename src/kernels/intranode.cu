@@ -33,7 +33,11 @@ __global__ void layoutKernel(LayoutArgs a) {
     const int64_t* row = a.topk_idx + static_cast<size_t>(t) * a.num_topk;
     for (int k = 0; k < a.num_topk; ++k) {
       const int64_t e = row[k];
-      if (e < 0 || e >= a.num_experts) continue;
+      if (e < -1 || e >= a.num_experts) {
+        if (a.error) recordError(a.error, kBadExpertId, kOpLayout, -1, -1, static_cast<uint64_t>(e), t, k);
+        continue;
+      }
+      if (e < 0) continue;
       bool seen_expert = false, seen_rank = false, seen_node = false;
       const int r = static_cast<int>(e / per_rank);
       for (int j = 0; j < k; ++j) {

@@ -176,8 +176,10 @@ struct LayoutArgs {
   int32_t* num_tokens_per_rdma_rank = nullptr;   // [nodes], or null when every rank is an NVLink peer
   int32_t* num_tokens_per_expert = nullptr;      // [E]
   bool* is_token_in_rank = nullptr;              // [T, R]
-  // Filled by the runtime from its topology.
+  // Filled by the runtime: its topology, and the error record where an entry outside [-1, num_experts) is reported
+  // (kBadExpertId, naming the token and column; the kernel skips the entry, the next call raises ArgumentError).
   int num_ranks = 0, ranks_per_node = 1;
+  ErrorRecord* error = nullptr;
 };
 void launchLayout(const LayoutArgs& a, void* stream);
 

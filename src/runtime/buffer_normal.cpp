@@ -69,6 +69,7 @@ void Buffer::getDispatchLayout(intranode::LayoutArgs a, uintptr_t stream) {
   if (m.checked_layout != std::make_tuple(a.num_tokens, a.num_topk, a.num_experts)) checkDispatchLayout(a);
   a.num_ranks = m.cfg.num_ranks;
   a.ranks_per_node = m.topo.ranks_per_node;
+  a.error = m.error->device();
   UCCL_EP_CUDA_OR_THROW(cudaSetDevice(m.cfg.device), "{}: selecting device {}", call, m.cfg.device);
   intranode::launchLayout(a, reinterpret_cast<void*>(stream));
 }

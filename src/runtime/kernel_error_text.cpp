@@ -24,6 +24,7 @@ const char* stepName(int32_t op) {
     case k::kOpNvlOverflow: return "normal-mode dispatch/combine (the rows a rank receives)";
     case k::kOpArrive: return "normal-mode dispatch/combine (waiting for the peers' rows)";
     case k::kOpChunk: return "normal-mode dispatch/combine (waiting for a chunk of a peer's rows)";
+    case k::kOpLayout: return "get_dispatch_layout";
     default: return "kernel (unknown step)";
   }
 }

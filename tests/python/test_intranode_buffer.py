@@ -554,8 +554,9 @@ def test_buffer_too_small_is_the_runtimes_and_the_buffer_stays_usable(fc, native
     assert launched(rt)[-2:] == ["dispatch_recv", "combine"]
 
 
-def test_expert_ids_checked_on_the_host_before_launch(fc):
+def test_expert_ids_checked_on_the_host_before_launch_when_asked(fc):
     buf, rt = twin_buffer(R=2, E=8)
+    buf.validate_expert_ids = True  # opt-in: a host read before each call that takes topk_idx
     x, idx, w = inputs()
     lay = layout_args(buf, idx, 8)
     bad = idx.clone()
@@ -568,6 +569,26 @@ def test_expert_ids_checked_on_the_host_before_launch(fc):
     assert not launched(rt)
     buf.validate_expert_ids = False  # the caller vouches for the ids: no host read
     buf.get_dispatch_layout(idx, 8)
+
+
+def test_a_bad_expert_id_is_found_by_the_layout_kernel_and_raised_by_the_next_call(fc):
+    """By default no host read: get_dispatch_layout launches, its kernel records the first entry out of range and
+    skips it, and the next call raises ArgumentError naming the entry and the id before it launches anything; the
+    call after that runs."""
+    from uccl.ep import Buffer
+    assert Buffer.validate_expert_ids is False
+    buf, rt = twin_buffer(R=2, E=8)
+    x, idx, w = inputs()
+    bad = idx.clone()
+    bad[2, 1] = 8
+    rt.calls.clear()
+    buf.get_dispatch_layout(bad, 8)  # no host check: the layout is launched
+    assert launched(rt) == ["get_dispatch_layout"]
+    with pytest.raises(ValueError, match=r"topk_idx\[2\]\[1\] holds expert id 8"):
+        buf.get_dispatch_layout(idx, 8)
+    assert launched(rt) == ["get_dispatch_layout"]  # the raising call launched nothing
+    lay = layout_args(buf, idx, 8)
+    buf.dispatch(x, topk_idx=idx, topk_weights=w, **lay)
 
 
 def test_bad_call_leaves_the_buffer_usable(fc):

@@ -177,7 +177,14 @@ class FakeNormalRuntime:
 
     # -- queries ------------------------------------------------------------------------------------------
     def check_errors(self):
+        """As the runtime: a bad expert id the layout kernel recorded raises ArgumentError once, then clears."""
         self._log("check_errors")
+        bad, self._bad_expert = getattr(self, "_bad_expert", None), None
+        if bad is not None:
+            t, k, e = bad
+            raise self._C().ArgumentError(f"get_dispatch_layout on rank {self.rank}: topk_idx[{t}][{k}] holds expert "
+                                          f"id {e}; expected -1 (no expert) or an id in [0, num_experts). The call "
+                                          f"skipped that entry and went on")
 
     def destroy(self):
         pass
@@ -207,6 +214,7 @@ class FakeNormalRuntime:
         self._checked_layout = (args.num_tokens, args.num_topk, args.num_experts)
 
     def get_dispatch_layout(self, *, args, stream):
+        self.check_errors()  # as the runtime: a recorded failure raises before the launch
         self._log("get_dispatch_layout", args=args, stream=stream)
         if getattr(self, "_checked_layout", None) != (args.num_tokens, args.num_topk, args.num_experts):
             self.check_dispatch_layout(args=args)
@@ -216,8 +224,10 @@ class FakeNormalRuntime:
         in_rank = torch.zeros(T, R, dtype=torch.bool)
         per_expert = torch.zeros(E, dtype=torch.int32)
         for t in range(T):
-            for e in idx[t].tolist():
-                if e >= 0:
+            for k, e in enumerate(idx[t].tolist()):
+                if (e < -1 or e >= E) and getattr(self, "_bad_expert", None) is None:
+                    self._bad_expert = (t, k, e)  # the kernel records the first bad entry and skips it
+                if 0 <= e < E:
                     in_rank[t, e // epr] = True
                     per_expert[e] += 1
         if self.bug_here("layout") and T:

@@ -159,6 +159,6 @@ def test_the_hook_does_not_check_errors_before_its_native_half(ll_buffer):
     assert rt.calls[-1][0] == "low_latency_dispatch hook"
 
 
-def test_normal_mode_keeps_its_host_check_attribute():
+def test_the_host_check_of_expert_ids_is_opt_in():
     from uccl.ep import Buffer
-    assert Buffer.validate_expert_ids is True
+    assert Buffer.validate_expert_ids is False

@@ -89,12 +89,12 @@ class Buffer:
     """Communication buffers for expert-parallel dispatch and combine (DeepEP's `Buffer`, same signature)."""
 
     num_sms: int = 20
-    # Normal-mode calls check that every expert id lies in [-1, num_experts). The check reads topk_idx on the host,
-    # which makes the CPU wait for the work queued before it; set False (on the class or an instance) to skip it once
-    # the caller's ids are known to be good. It is always skipped inside CUDA-graph capture. Low-latency calls never
-    # read device memory from the host: their kernels check the ids, skip a bad entry and record it, and the next
-    # call (or the receive hook) raises ArgumentError naming the id and the rank.
-    validate_expert_ids: bool = True
+    # Expert ids outside [-1, num_experts) are found on the GPU: get_dispatch_layout's kernel and the low-latency
+    # kernels skip such an entry and record it, and the next call (or the receive hook) raises ArgumentError naming
+    # the entry, the id and the rank; no call reads device memory from the host for it. True adds a host check
+    # before each normal-mode call that takes topk_idx (raising before anything is launched, at the cost of a
+    # device-to-host read that waits for the work queued before it); it is skipped inside CUDA-graph capture.
+    validate_expert_ids: bool = False
 
     def __init__(self, group=None, num_nvl_bytes: int = 0, num_rdma_bytes: int = 0, low_latency_mode: bool = False,
                  num_qps_per_rank: int = 24, allow_nvlink_for_low_latency_mode: bool = True,

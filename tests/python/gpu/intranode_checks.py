@@ -266,6 +266,25 @@ class Checker:
                     fail(ctx, f"{name}{bad}: got {got[tuple(bad)].item()}, expected {exp[tuple(bad)].item()}")
         self.layout = (per_rank, per_expert, in_rank)
 
+    def check_bad_expert_id(self) -> str:
+        """An expert id out of range in get_dispatch_layout: found by the layout kernel (no host read), raised by the
+        next call as ArgumentError naming the entry, the id and the rank; the call after it gives the right layout."""
+        ctx = "get_dispatch_layout with an expert id out of range"
+        bad = self.topk_idx.clone()
+        bad[0, 0] = self.E
+        self.buffer.get_dispatch_layout(bad, self.E)
+        torch.cuda.synchronize()
+        want = f"topk_idx[0][0] holds expert id {self.E}"
+        try:
+            self.buffer.get_dispatch_layout(self.topk_idx, self.E)
+        except ValueError as e:
+            if want not in str(e) or f"rank {self.rank}" not in str(e):
+                fail(ctx, f"the error does not say '{want}' and 'rank {self.rank}': {e}")
+        else:
+            fail(ctx, "the next call did not raise")
+        self.check_layout()  # usable after it: the layout is right again
+        return f"  ok {ctx}: the next call raised naming the entry; the buffer stays usable"
+
     # -- dispatch --------------------------------------------------------------------------------------------
     def stream_kwargs(self, case: Case) -> dict:
         kw = dict(async_finish=case.async_finish)
@@ -517,6 +536,7 @@ class Checker:
 def run_checks(args, chk: Checker, d: Dist):
     chk.check_layout()
     log0(d, "  ok get_dispatch_layout")
+    log0(d, chk.check_bad_expert_id())
     have_fp8 = FP8_DTYPE is not None
     if not have_fp8:
         log0(d, f"  (FP8 cases skipped: torch {torch.__version__} has no float8_e4m3fn)")
