@@ -82,3 +82,34 @@ def test_a_bad_architecture_list_is_named(tmp_path):
     rc, out = version(tmp_path, cuda_release="13.0", command="show_target", UCCL_EP_CUDA_ARCHS="sm_90")
     assert rc != 0
     assert "UCCL_EP_CUDA_ARCHS='sm_90'" in out and "80;90;100" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The native module's dynamic dependencies: libfabric and libibverbs are opened at run time (dlopen), torch and the
+# CUDA driver are never linked, so one module imports on any host of its target, with or without NIC libraries.
+# ---------------------------------------------------------------------------------------------------------------
+FORBIDDEN_NEEDED = ("libfabric", "libibverbs", "libefa", "libcuda.so", "libtorch", "libc10", "libpython")
+
+
+def _readelf(args, path):
+    try:
+        return subprocess.run(["readelf", *args, path], capture_output=True, text=True, check=True, timeout=60).stdout
+    except FileNotFoundError:
+        pytest.skip("readelf is not installed (binutils)")
+
+
+def test_the_native_module_links_no_nic_library_torch_or_cuda_driver(native):
+    path = native.__file__
+    needed = [line.split("[", 1)[1].rstrip("]") for line in _readelf(["-d"], path).splitlines() if "(NEEDED)" in line]
+    assert needed, f"readelf -d {path} lists no NEEDED entries at all"
+    bad = [n for n in needed if n.startswith(FORBIDDEN_NEEDED)]
+    assert not bad, f"{path} links {bad}; they must be opened at run time or not used (all NEEDED: {needed})"
+
+
+def test_the_libfabric_and_libibverbs_stand_ins_stay_inside_the_module(native):
+    """The loader's definitions of fi_* / ibv_* are hidden: not exported (they would interpose on another copy of the
+    library in the process) and none is left undefined (that would need the library at load time)."""
+    symbols = _readelf(["--dyn-syms", "-W"], native.__file__).splitlines()
+    names = [line.split()[-1] for line in symbols if len(line.split()) >= 8]
+    leaked = [n for n in names if n.split("@")[0].startswith(("fi_", "ibv_", "_ibv_"))]
+    assert not leaked, f"fi_*/ibv_* symbols in the dynamic symbol table of {native.__file__}: {leaked[:10]}"

@@ -135,7 +135,11 @@ std::vector<HcaEntry> parseHcaList(const std::string& spec_in) {
 
 OpenedDevice openSelectedDevice(const VerbsApi& api, const std::string& hca_spec, int thread_index) {
   DeviceList list(api);
-  if (list.size() == 0) UCCL_EP_THROW("verbs: no RDMA device found (ibv_get_device_list returned none)");
+  if (list.size() == 0) {
+    const std::string why = libibverbsError();
+    UCCL_EP_THROW("verbs: no RDMA device found (ibv_get_device_list returned none{})",
+                  why.empty() ? std::string() : "; libibverbs " + why);
+  }
   const size_t t = static_cast<size_t>(thread_index < 0 ? 0 : thread_index);
 
   if (!hca_spec.empty()) {

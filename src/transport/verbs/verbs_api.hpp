@@ -60,7 +60,10 @@ struct VerbsApi {
   std::function<bool()> peermemLoaded;        // nvidia-peermem (or the legacy nv_peer_mem) kernel module
 };
 
-// The table bound to libibverbs (linked normally) and to libcuda.so.1 through dlopen (never linked).
+// The table bound to libibverbs and libcuda.so.1, both opened at run time (dlopen; never linked).
 const VerbsApi& realVerbsApi();
+
+// Why libibverbs could not be loaded, "" when it was (libibverbs_loader.cpp), for the "no RDMA device" messages.
+std::string libibverbsError();
 
 }  // namespace uccl::ep::transport::verbs
