@@ -1,4 +1,6 @@
-"""Builds uccl.ep._C through the project's CMake and packages python/ (uccl, uccl.ep, deep_ep).
+"""Builds uccl.ep._C through the project's CMake and packages python/: uccl.ep, in `uccl` as a namespace package
+(no uccl/__init__.py), so other uccl.* distributions install beside it. The `deep_ep` alias is a distribution of
+its own (packaging/deep_ep), installed on request, so that uccl-ep never overwrites a real DeepEP.
 
 Environment:
   UCCL_EP_WHEEL_TARGET         cu12, cu13 or cpu (rocm: not buildable yet); the version says it (0.1.0+cu13).
@@ -147,7 +149,7 @@ class ShowTarget(Command):
 setup(
     version=f"{BASE_VERSION}+{TARGET}",
     package_dir={"": "python"},
-    packages=["uccl", "uccl.ep", "deep_ep"],
+    packages=["uccl.ep"],
     ext_modules=[CMakeExtension("uccl.ep._C")],
     cmdclass={"build_ext": CMakeBuild, "show_target": ShowTarget},
     zip_safe=False,

@@ -1,5 +1,5 @@
-"""pytest set-up for the Python layer: python/ on sys.path (uccl, uccl.ep, deep_ep without installing), the
-`gpu` marker, and a `native` fixture for tests that need uccl.ep._C.
+"""pytest set-up for the Python layer: python/ and packaging/deep_ep on sys.path (uccl.ep, deep_ep without
+installing), the `gpu` marker, and a `native` fixture for tests that need uccl.ep._C.
 
 The native module comes from UCCL_EP_BUILD_DIR (scripts/run_tests.sh points it at the Release build). Tests that
 need it are skipped when the variable is unset, and fail when it is set but the module does not load.
@@ -11,8 +11,10 @@ import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PYTHON_DIR = os.path.join(REPO, "python")
-if PYTHON_DIR not in sys.path:
-    sys.path.insert(0, PYTHON_DIR)
+ALIAS_DIR = os.path.join(REPO, "packaging", "deep_ep")  # the deep_ep alias distribution's source
+for _path in (ALIAS_DIR, PYTHON_DIR):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 
 def pytest_configure(config):

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import PYTHON_DIR
+from conftest import ALIAS_DIR, PYTHON_DIR
 
 EXPORTS = ["Buffer", "Config", "EventOverlap", "EventHandle", "topk_idx_t", "initialize_uccl", "destroy_uccl",
            "get_low_latency_rdma_size_hint", "TimeoutError", "UcclError", "ArgumentError"]
@@ -14,7 +14,7 @@ EXPORTS = ["Buffer", "Config", "EventOverlap", "EventHandle", "topk_idx_t", "ini
 
 def _run(code: str, **env_changes) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env["PYTHONPATH"] = PYTHON_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([PYTHON_DIR, ALIAS_DIR, env.get("PYTHONPATH", "")])
     for k, v in env_changes.items():
         if v is None:
             env.pop(k, None)

@@ -113,3 +113,36 @@ def test_the_libfabric_and_libibverbs_stand_ins_stay_inside_the_module(native):
     names = [line.split()[-1] for line in symbols if len(line.split()) >= 8]
     leaked = [n for n in names if n.split("@")[0].startswith(("fi_", "ibv_", "_ibv_"))]
     assert not leaked, f"fi_*/ibv_* symbols in the dynamic symbol table of {native.__file__}: {leaked[:10]}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What each distribution installs: uccl-ep puts uccl.ep in the `uccl` namespace package (no uccl/__init__.py, so
+# other uccl.* distributions install beside it) and no deep_ep; the deep_ep alias is its own distribution.
+# ---------------------------------------------------------------------------------------------------------------
+def _egg_info(project_dir, tmp_path, **env_vars):
+    """(top_level.txt, SOURCES.txt, requires.txt or "") of `setup.py egg_info` / the pyproject build of project_dir."""
+    out = tmp_path / "egg"
+    out.mkdir()
+    env = dict(os.environ, **env_vars)
+    code = "from setuptools import setup; setup()" if not os.path.exists(os.path.join(project_dir, "setup.py")) else None
+    cmd = [sys.executable, "setup.py"] if code is None else [sys.executable, "-c", code]
+    r = subprocess.run(cmd + ["-q", "egg_info", "--egg-base", str(out)], cwd=project_dir, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    info = next(out.glob("*.egg-info"))
+    read = lambda name: (info / name).read_text() if (info / name).exists() else ""  # noqa: E731
+    return read("top_level.txt").split(), read("SOURCES.txt").split(), read("requires.txt")
+
+
+def test_uccl_ep_installs_uccl_ep_in_a_namespace_package_and_no_deep_ep(tmp_path):
+    top, sources, _ = _egg_info(REPO, tmp_path, UCCL_EP_WHEEL_TARGET="cpu")
+    assert top == ["uccl"], top
+    assert "python/uccl/ep/__init__.py" in sources
+    assert not any(s.startswith("python/deep_ep") or s == "python/uccl/__init__.py" for s in sources), sources
+
+
+def test_the_deep_ep_alias_is_its_own_distribution_on_top_of_uccl_ep(tmp_path):
+    top, sources, requires = _egg_info(os.path.join(REPO, "packaging", "deep_ep"), tmp_path)
+    assert top == ["deep_ep"], top
+    assert "deep_ep/__init__.py" in sources
+    assert "uccl-ep>=0.1.0" in requires

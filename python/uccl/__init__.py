@@ -1,1 +1,0 @@
-"""uccl: the UCCL namespace package. Expert-parallel communication lives in `uccl.ep`."""
