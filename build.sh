@@ -16,6 +16,11 @@ Options:
   --build-dir DIR   build directory
   --jobs N          parallel compile jobs (default: number of cores)
   --clean           remove the build directory first
+  --wheel TARGET    build the wheels for TARGET (cu12, cu13, rocm, cpu) into dist/: uccl-ep, one per CPython
+                    3.10-3.13, and the deep_ep alias, inside the image of docker/wheel-TARGET.Dockerfile
+                    (manylinux_2_28 with the target's toolkit); scripts/build_wheel.sh is what runs in it
+  --no-docker       with --wheel: run scripts/build_wheel.sh on this host instead (it needs the target's
+                    toolkit; wheels for this host's python3, tagged linux_<arch> unless auditwheel is installed)
   -h, --help        this text
 
 Build directories, under $UCCL_EP_BUILD_ROOT (default: the repository root) unless --build-dir is given:
@@ -32,6 +37,8 @@ cuda=auto
 build_dir=""
 jobs=""
 clean=0
+wheel=""
+docker=1
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -48,12 +55,31 @@ while [[ $# -gt 0 ]]; do
                  jobs=$2; shift ;;
     --jobs=*) jobs=${1#*=}; [[ "${jobs}" =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: --jobs needs a positive number" >&2; exit 2; } ;;
     --clean) clean=1 ;;
+    --wheel) [[ $# -ge 2 ]] || { echo "build.sh: --wheel needs a target (cu12, cu13, rocm, cpu)" >&2; exit 2; }
+             wheel=$2; shift ;;
+    --wheel=*) wheel=${1#*=} ;;
+    --no-docker) docker=0 ;;
     -h | --help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "build.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
+
+if [[ -n "${wheel}" ]]; then
+  case "${wheel}" in
+    cu12 | cu13 | rocm | cpu) ;;
+    *) echo "build.sh: --wheel ${wheel}: expected cu12, cu13, rocm or cpu" >&2; exit 2 ;;
+  esac
+  if [[ ${docker} -eq 0 ]]; then
+    exec "${REPO}/scripts/build_wheel.sh" "${wheel}" "${REPO}/dist"
+  fi
+  command -v docker >/dev/null 2>&1 || { echo "build.sh: --wheel needs docker (or --no-docker on a host with the toolkit)" >&2; exit 1; }
+  docker info >/dev/null 2>&1 || { echo "build.sh: no docker daemon is reachable; start one, or run with --no-docker on a host with the ${wheel} toolkit" >&2; exit 1; }
+  image="uccl-ep-wheel-${wheel}"
+  docker build -f "${REPO}/docker/wheel-${wheel}.Dockerfile" -t "${image}" "${REPO}/docker"
+  exec docker run --rm -v "${REPO}:/src" -w /src "${image}" scripts/build_wheel.sh "${wheel}" /src/dist
+fi
 
 for tool in cmake ninja; do
   command -v "${tool}" >/dev/null 2>&1 || { echo "build.sh: '${tool}' not found; run ./install_deps.sh" >&2; exit 1; }

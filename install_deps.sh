@@ -54,6 +54,8 @@ REQUIRED=(
   libspdlog-dev libfmt-dev libnuma-dev pybind11-dev python3-pybind11
   # the Python package (uccl.ep._C through setup.py / CMake; pip install --no-build-isolation uses these)
   python3-dev python3-setuptools python3-pip python3-wheel
+  # the wheel check in CI: a fresh virtual environment, readelf of the module
+  python3-venv binutils
   # tests (python3-torch: the CPU build of torch that tests/python runs on)
   googletest libgtest-dev libgmock-dev iproute2 python3 python3-pytest python3-numpy python3-torch
 )
