@@ -3,11 +3,15 @@
 #include "uccl_ep/bootstrap/rendezvous.hpp"
 
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <exception>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "bootstrap/socket.hpp"
 #include "bootstrap/wire.hpp"
@@ -25,11 +29,23 @@ using detail::Verdict;
 
 namespace {
 
-// A connection that became readable must deliver its whole hello within this grace: a silent or slow
-// stranger then delays admission of the real ranks by at most this much, never until the job's timeout.
+// Every connection must deliver its whole hello within this grace of its arrival. Handshakes are read concurrently
+// (each as its bytes come, none waiting for another), so a silent or slow stranger costs the real ranks nothing but
+// its slot, which it loses after the grace.
 constexpr auto kHelloGrace = std::chrono::seconds(2);
-// Connections admitted concurrently beyond the expected ranks; a flood above this is dropped on arrival.
+// Handshakes in progress at once. A new connection beyond it evicts the oldest one in progress, which has had the
+// longest to finish: a flood of idle connections cannot keep a real rank's handshake (sent as soon as it
+// connects) from completing.
 constexpr size_t kMaxPendingConnections = 64;
+
+// One connection's handshake, read without blocking as its bytes arrive.
+struct Handshake {
+  detail::Socket s;
+  std::string who;
+  Deadline until;
+  std::vector<uint8_t> bytes;  // what came so far
+  size_t need = detail::kHelloBytes;  // the hello, then the hello and its token
+};
 
 std::string rankList(const std::vector<int>& ranks) {
   std::string s;
@@ -73,28 +89,45 @@ struct TcpRendezvous::Impl {
                   r.err ? ": " : "", r.err ? std::strerror(r.err) : "");
   }
 
-  // Reads one connection's hello and answers it. Anything short of a legitimate, new rank is logged and
-  // dropped: rank 0 keeps waiting for the real ranks rather than failing the job on a stray connection.
-  void admit(Socket s, Deadline deadline) {
-    const std::string who = detail::peerAddress(s.fd());
-    const Deadline hello_deadline = std::min(deadline, Clock::now() + kHelloGrace);
-    uint8_t hello[detail::kHelloBytes];
-    if (detail::recvAll(s.fd(), hello, sizeof(hello), hello_deadline).status != IoStatus::kOk) {
-      log().warn("rendezvous at {}: dropped connection from {}: no complete handshake", root_name, who);
-      return;
+  // Reads what has arrived of a handshake without blocking. Returns true once it is complete (or dropped: then
+  // `h.s` is reset), false while more bytes are due.
+  bool readSome(Handshake& h) {
+    while (h.bytes.size() < h.need) {
+      const size_t have = h.bytes.size();
+      h.bytes.resize(h.need);
+      const ssize_t n = ::recv(h.s.fd(), h.bytes.data() + have, h.need - have, MSG_DONTWAIT);
+      if (n > 0) {
+        h.bytes.resize(have + static_cast<size_t>(n));
+      } else {
+        h.bytes.resize(have);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
+        log().warn("rendezvous at {}: dropped connection from {}: closed before a complete handshake", root_name,
+                   h.who);
+        h.s.reset();
+        return true;
+      }
+      if (h.bytes.size() == detail::kHelloBytes && h.need == detail::kHelloBytes) {
+        const uint32_t token_len = detail::getU32(h.bytes.data() + 16);
+        if (detail::getU32(h.bytes.data()) != detail::kMagic || token_len > detail::kMaxTokenBytes) {
+          log().warn("rendezvous at {}: dropped connection from {}: not a uccl-ep rendezvous handshake", root_name,
+                     h.who);
+          h.s.reset();
+          return true;
+        }
+        h.need += token_len;
+      }
     }
-    const uint32_t magic = detail::getU32(hello), version = detail::getU32(hello + 4);
+    return true;
+  }
+
+  // Answers a complete handshake. Anything short of a legitimate, new rank is logged and dropped: rank 0 keeps
+  // waiting for the real ranks rather than failing the job on a stray connection.
+  void answer(Handshake& h) {
+    const uint8_t* hello = h.bytes.data();
+    const uint32_t version = detail::getU32(hello + 4);
     const uint32_t rank = detail::getU32(hello + 8), world = detail::getU32(hello + 12);
-    const uint32_t token_len = detail::getU32(hello + 16);
-    if (magic != detail::kMagic || token_len > detail::kMaxTokenBytes) {
-      log().warn("rendezvous at {}: dropped connection from {}: not a uccl-ep rendezvous handshake", root_name, who);
-      return;
-    }
-    std::string token(token_len, '\0');
-    if (detail::recvAll(s.fd(), token.data(), token_len, hello_deadline).status != IoStatus::kOk) {
-      log().warn("rendezvous at {}: dropped connection from {}: truncated handshake", root_name, who);
-      return;
-    }
+    const std::string token(reinterpret_cast<const char*>(hello) + detail::kHelloBytes,
+                            h.bytes.size() - detail::kHelloBytes);
     // The token is checked before anything else, so a stranger learns nothing about the job's shape.
     Verdict v = Verdict::kAccepted;
     if (version != detail::kProtocolVersion) {
@@ -111,53 +144,74 @@ struct TcpRendezvous::Impl {
     Blob verdict;
     detail::putU32(verdict, detail::kMagic);
     detail::putU32(verdict, static_cast<uint32_t>(v));
-    IoResult sent = detail::sendAll(s.fd(), verdict.data(), verdict.size(), hello_deadline);
+    // Eight bytes into a fresh connection's empty send buffer: this does not wait in practice, and the grace
+    // bounds it if it did.
+    IoResult sent = detail::sendAll(h.s.fd(), verdict.data(), verdict.size(), h.until);
     if (v != Verdict::kAccepted) {
-      log().warn("rendezvous at {}: refused connection from {} claiming rank {} of world {}: {}", root_name, who, rank,
-                 world, detail::verdictText(v));
+      log().warn("rendezvous at {}: refused connection from {} claiming rank {} of world {}: {}", root_name, h.who,
+                 rank, world, detail::verdictText(v));
       return;
     }
     if (sent.status != IoStatus::kOk) {
-      log().warn("rendezvous at {}: rank {} from {} left during its handshake", root_name, rank, who);
+      log().warn("rendezvous at {}: rank {} from {} left during its handshake", root_name, rank, h.who);
       return;
     }
-    log().debug("rendezvous at {}: rank {} joined from {}", root_name, rank, who);
-    peers[rank] = std::move(s);
+    log().debug("rendezvous at {}: rank {} joined from {}", root_name, rank, h.who);
+    peers[rank] = std::move(h.s);
   }
 
   void acceptAll(Deadline deadline) {
-    std::vector<Socket> pending;
+    std::vector<Handshake> pending;
     auto joinedRanks = [&] {
       std::vector<bool> have(opts.world, false);
       for (int r = 1; r < opts.world; ++r) have[r] = peers[r].valid();
       return have;
     };
     while (!ranksWithout(joinedRanks()).empty()) {
+      // Drop the handshakes whose grace has passed; wake for the next one to expire, or the job's deadline.
+      const Deadline now = Clock::now();
+      Deadline wake = deadline;
+      std::vector<Handshake> live;
+      for (auto& h : pending) {
+        if (now >= h.until) {
+          log().warn("rendezvous at {}: dropped connection from {}: no complete handshake within {} s", root_name,
+                     h.who, std::chrono::duration_cast<std::chrono::seconds>(kHelloGrace).count());
+          continue;
+        }
+        wake = std::min(wake, h.until);
+        live.push_back(std::move(h));
+      }
+      pending = std::move(live);
       std::vector<pollfd> fds{{listener.fd(), POLLIN, 0}};
-      for (const auto& p : pending) fds.push_back({p.fd(), POLLIN, 0});
-      int n = ::poll(fds.data(), fds.size(), detail::remainingMs(deadline));
+      for (const auto& h : pending) fds.push_back({h.s.fd(), POLLIN, 0});
+      int n = ::poll(fds.data(), fds.size(), detail::remainingMs(wake));
       if (n < 0 && errno != EINTR) UCCL_EP_THROW("poll on the rendezvous listener failed: {}", std::strerror(errno));
       if (n <= 0) {
         if (Clock::now() >= deadline) throwRootTimeout(ranksWithout(joinedRanks()), "to join");
         continue;
       }
-      std::vector<Socket> still_pending;
+      std::vector<Handshake> still_pending;
       for (size_t i = 0; i < pending.size(); ++i) {
-        if (fds[i + 1].revents != 0) {
-          admit(std::move(pending[i]), deadline);
-        } else {
-          still_pending.push_back(std::move(pending[i]));
+        Handshake& h = pending[i];
+        if (fds[i + 1].revents != 0 && readSome(h)) {
+          if (h.s.valid()) answer(h);
+          continue;
         }
+        still_pending.push_back(std::move(h));
       }
       pending = std::move(still_pending);
       if (fds[0].revents & POLLIN) {
         for (Socket s = detail::acceptOne(listener.fd()); s.valid(); s = detail::acceptOne(listener.fd())) {
           if (pending.size() >= kMaxPendingConnections) {
-            log().warn("rendezvous at {}: dropped connection from {}: too many pending handshakes", root_name,
-                       detail::peerAddress(s.fd()));
-            continue;
+            log().warn("rendezvous at {}: dropped connection from {}: {} handshakes in progress, it was the oldest",
+                       root_name, pending.front().who, kMaxPendingConnections);
+            pending.erase(pending.begin());
           }
-          pending.push_back(std::move(s));
+          Handshake h;
+          h.who = detail::peerAddress(s.fd());
+          h.s = std::move(s);
+          h.until = std::min(deadline, Clock::now() + kHelloGrace);
+          pending.push_back(std::move(h));
         }
       }
     }
@@ -333,9 +387,16 @@ std::vector<Blob> TcpRendezvous::allGather(const Blob& mine) {
   const Deadline deadline = Clock::now() + std::chrono::nanoseconds(m.opts.timeout_ns);
   try {
     return m.opts.rank == 0 ? m.gather(mine, deadline) : m.exchange(mine, deadline);
-  } catch (const Error& e) {
-    // After a failure the ranks may be in different collectives; reusing the connections would mix rounds.
-    m.failure = e.what();
+  } catch (...) {
+    // After any failure (a peer's error, a timeout, an allocation that failed midway) the ranks may be in different
+    // collectives; reusing the connections would mix rounds, so the object is poisoned.
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      m.failure = e.what();
+    } catch (...) {
+      m.failure = "a non-standard exception";
+    }
     m.peers.clear();
     m.listener.reset();
     throw;

@@ -218,6 +218,46 @@ TEST(Rendezvous, IntrudersAreRefusedWhileRealRanksComplete) {
   for (int r = 0; r < world; ++r) EXPECT_FALSE(t.errors[r]) << "rank " << r << ": " << messageOf(t.errors[r]);
 }
 
+// Seconds a world of 2 takes to complete its first barrier while `strangers` connections to rank 0 are open,
+// each having sent `bytes_each` bytes of a handshake (0: idle) and then nothing more.
+double joinSecondsWithStrangers(int strangers, int bytes_each) {
+  TcpRendezvous root(options(0, 2, 0, 20000));
+  Threads t(2);
+  t.start(0, [&] { root.barrier(); });  // accepting while the strangers connect (the backlog is bounded)
+  std::vector<int> fds;
+  for (int i = 0; i < strangers; ++i) {
+    fds.push_back(rawConnect(root.port()));
+    if (bytes_each > 0) {
+      const std::string partial(static_cast<size_t>(bytes_each), '\x55');
+      EXPECT_EQ(send(fds.back(), partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
+    }
+  }
+  const auto start = std::chrono::steady_clock::now();
+  t.start(1, [&] {
+    TcpRendezvous rv(options(1, 2, root.port(), 20000));
+    rv.barrier();
+  });
+  t.join();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (int fd : fds) close(fd);
+  for (int r = 0; r < 2; ++r) EXPECT_FALSE(t.errors[r]) << "rank " << r << ": " << messageOf(t.errors[r]);
+  return secs;
+}
+
+// Handshakes are read concurrently: 20 strangers that each send one byte and stall (formerly 2 s apiece, one after
+// the other) do not delay the real rank.
+TEST(Rendezvous, SlowSendersDoNotDelayTheRealRanks) {
+  const double secs = joinSecondsWithStrangers(20, 1);
+  EXPECT_LT(secs, 1.0) << "the real rank joined after " << secs << " s";
+}
+
+// More idle connections than rank 0 keeps handshakes for (they arrive first, and stay open): the real rank's
+// handshake still completes, the oldest strangers being evicted to make room; formerly it was refused at once.
+TEST(Rendezvous, AnIdleFloodCannotLockOutTheRealRanks) {
+  const double secs = joinSecondsWithStrangers(200, 0);
+  EXPECT_LT(secs, 3.0) << "the real rank joined after " << secs << " s";
+}
+
 // Resident set size of this process, from /proc/self/statm.
 size_t residentBytes() {
   long pages_total = 0, pages_resident = 0;
