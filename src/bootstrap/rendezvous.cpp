@@ -38,13 +38,15 @@ constexpr auto kHelloGrace = std::chrono::seconds(2);
 // connects) from completing.
 constexpr size_t kMaxPendingConnections = 64;
 
-// One connection's handshake, read without blocking as its bytes arrive.
+// One connection's handshake, read without blocking as its bytes arrive: the hello, then (after rank 0's challenge)
+// the joining rank's proof.
 struct Handshake {
   detail::Socket s;
   std::string who;
   Deadline until;
-  std::vector<uint8_t> bytes;  // what came so far
-  size_t need = detail::kHelloBytes;  // the hello, then the hello and its token
+  std::vector<uint8_t> bytes;         // what came so far
+  size_t need = detail::kHelloBytes;  // the hello; then the hello and the proof
+  detail::Nonce root_nonce{};         // sent with the challenge
 };
 
 std::string rankList(const std::vector<int>& ranks) {
@@ -89,8 +91,8 @@ struct TcpRendezvous::Impl {
                   r.err ? ": " : "", r.err ? std::strerror(r.err) : "");
   }
 
-  // Reads what has arrived of a handshake without blocking. Returns true once it is complete (or dropped: then
-  // `h.s` is reset), false while more bytes are due.
+  // Reads what has arrived of a handshake without blocking. Returns true once `need` bytes are there (or the
+  // connection is gone: then `h.s` is reset), false while more are due.
   bool readSome(Handshake& h) {
     while (h.bytes.size() < h.need) {
       const size_t have = h.bytes.size();
@@ -98,54 +100,22 @@ struct TcpRendezvous::Impl {
       const ssize_t n = ::recv(h.s.fd(), h.bytes.data() + have, h.need - have, MSG_DONTWAIT);
       if (n > 0) {
         h.bytes.resize(have + static_cast<size_t>(n));
-      } else {
-        h.bytes.resize(have);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
-        log().warn("rendezvous at {}: dropped connection from {}: closed before a complete handshake", root_name,
-                   h.who);
-        h.s.reset();
-        return true;
+        continue;
       }
-      if (h.bytes.size() == detail::kHelloBytes && h.need == detail::kHelloBytes) {
-        const uint32_t token_len = detail::getU32(h.bytes.data() + 16);
-        if (detail::getU32(h.bytes.data()) != detail::kMagic || token_len > detail::kMaxTokenBytes) {
-          log().warn("rendezvous at {}: dropped connection from {}: not a uccl-ep rendezvous handshake", root_name,
-                     h.who);
-          h.s.reset();
-          return true;
-        }
-        h.need += token_len;
-      }
+      h.bytes.resize(have);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
+      log().warn("rendezvous at {}: dropped connection from {}: closed before a complete handshake", root_name, h.who);
+      h.s.reset();
+      return true;
     }
     return true;
   }
 
-  // Answers a complete handshake. Anything short of a legitimate, new rank is logged and dropped: rank 0 keeps
-  // waiting for the real ranks rather than failing the job on a stray connection.
-  void answer(Handshake& h) {
-    const uint8_t* hello = h.bytes.data();
-    const uint32_t version = detail::getU32(hello + 4);
-    const uint32_t rank = detail::getU32(hello + 8), world = detail::getU32(hello + 12);
-    const std::string token(reinterpret_cast<const char*>(hello) + detail::kHelloBytes,
-                            h.bytes.size() - detail::kHelloBytes);
-    // The token is checked before anything else, so a stranger learns nothing about the job's shape.
-    Verdict v = Verdict::kAccepted;
-    if (version != detail::kProtocolVersion) {
-      v = Verdict::kBadVersion;
-    } else if (!detail::tokensEqual(opts.token, token)) {
-      v = Verdict::kBadToken;
-    } else if (world != static_cast<uint32_t>(opts.world)) {
-      v = Verdict::kBadWorld;
-    } else if (rank == 0 || rank >= world) {
-      v = Verdict::kBadRank;
-    } else if (peers[rank].valid()) {
-      v = Verdict::kDuplicateRank;
-    }
+  void sendVerdict(Handshake& h, Verdict v, uint32_t rank, uint32_t world) {
     Blob verdict;
     detail::putU32(verdict, detail::kMagic);
     detail::putU32(verdict, static_cast<uint32_t>(v));
-    // Eight bytes into a fresh connection's empty send buffer: this does not wait in practice, and the grace
-    // bounds it if it did.
+    // A few bytes into a connection's empty send buffer: this does not wait in practice; the grace bounds it.
     IoResult sent = detail::sendAll(h.s.fd(), verdict.data(), verdict.size(), h.until);
     if (v != Verdict::kAccepted) {
       log().warn("rendezvous at {}: refused connection from {} claiming rank {} of world {}: {}", root_name, h.who,
@@ -158,6 +128,54 @@ struct TcpRendezvous::Impl {
     }
     log().debug("rendezvous at {}: rank {} joined from {}", root_name, rank, h.who);
     peers[rank] = std::move(h.s);
+  }
+
+  // The next step of a handshake whose `need` bytes came. Returns true when it is over (joined or dropped).
+  bool step(Handshake& h) {
+    const uint8_t* hello = h.bytes.data();
+    if (detail::getU32(hello) != detail::kMagic) {
+      log().warn("rendezvous at {}: dropped connection from {}: not a uccl-ep rendezvous handshake", root_name, h.who);
+      return true;
+    }
+    const uint32_t version = detail::getU32(hello + 4);
+    const uint32_t rank = detail::getU32(hello + 8), world = detail::getU32(hello + 12);
+    detail::Nonce rank_nonce;
+    std::copy(hello + 16, hello + 16 + detail::kNonceBytes, rank_nonce.begin());
+    if (h.need == detail::kHelloBytes) {  // the hello: answer with the challenge and this rank's proof
+      if (version != detail::kProtocolVersion) {
+        sendVerdict(h, Verdict::kBadVersion, rank, world);
+        return true;
+      }
+      h.root_nonce = detail::randomNonce();
+      const detail::Mac proof = detail::proofOf(opts.token, detail::kRootLabel, rank_nonce, h.root_nonce, rank, world);
+      Blob challenge;
+      detail::putU32(challenge, detail::kMagic);
+      detail::putU32(challenge, static_cast<uint32_t>(Verdict::kAccepted));
+      challenge.insert(challenge.end(), h.root_nonce.begin(), h.root_nonce.end());
+      challenge.insert(challenge.end(), proof.begin(), proof.end());
+      if (detail::sendAll(h.s.fd(), challenge.data(), challenge.size(), h.until).status != IoStatus::kOk) {
+        log().warn("rendezvous at {}: dropped connection from {}: it left before the challenge", root_name, h.who);
+        return true;
+      }
+      h.need += detail::kMacBytes;
+      return false;
+    }
+    // The proof, checked before anything about the job is, so a stranger learns nothing about its shape.
+    detail::Mac theirs;
+    std::copy(hello + detail::kHelloBytes, hello + detail::kHelloBytes + detail::kMacBytes, theirs.begin());
+    Verdict v = Verdict::kAccepted;
+    if (!detail::macsEqual(theirs, detail::proofOf(opts.token, detail::kRankLabel, h.root_nonce, rank_nonce, rank,
+                                                   world))) {
+      v = Verdict::kBadToken;
+    } else if (world != static_cast<uint32_t>(opts.world)) {
+      v = Verdict::kBadWorld;
+    } else if (rank == 0 || rank >= world) {
+      v = Verdict::kBadRank;
+    } else if (peers[rank].valid()) {
+      v = Verdict::kDuplicateRank;
+    }
+    sendVerdict(h, v, rank, world);
+    return true;
   }
 
   void acceptAll(Deadline deadline) {
@@ -193,10 +211,7 @@ struct TcpRendezvous::Impl {
       std::vector<Handshake> still_pending;
       for (size_t i = 0; i < pending.size(); ++i) {
         Handshake& h = pending[i];
-        if (fds[i + 1].revents != 0 && readSome(h)) {
-          if (h.s.valid()) answer(h);
-          continue;
-        }
+        if (fds[i + 1].revents != 0 && readSome(h) && (!h.s.valid() || step(h))) continue;
         still_pending.push_back(std::move(h));
       }
       pending = std::move(still_pending);
@@ -293,20 +308,43 @@ struct TcpRendezvous::Impl {
   void join(Deadline deadline) {
     Socket s = detail::connectWithRetry(root_addr, deadline);
     if (!s.valid()) throwLeafTimeout("trying to connect to");
+    const detail::Nonce mine = detail::randomNonce();
+    const auto rank = static_cast<uint32_t>(opts.rank), world = static_cast<uint32_t>(opts.world);
     Blob hello;
     detail::putU32(hello, detail::kMagic);
     detail::putU32(hello, detail::kProtocolVersion);
-    detail::putU32(hello, static_cast<uint32_t>(opts.rank));
-    detail::putU32(hello, static_cast<uint32_t>(opts.world));
-    detail::putU32(hello, static_cast<uint32_t>(opts.token.size()));
-    hello.insert(hello.end(), opts.token.begin(), opts.token.end());
+    detail::putU32(hello, rank);
+    detail::putU32(hello, world);
+    hello.insert(hello.end(), mine.begin(), mine.end());
     check(detail::sendAll(s.fd(), hello.data(), hello.size(), deadline), "sending its handshake to");
+    // Rank 0 answers only once it enters its first collective, so this wait may be long; it is bounded by the same
+    // deadline. A reset here usually means the world was already complete (a duplicate rank).
+    uint8_t challenge[detail::kChallengeBytes];
+    check(detail::recvAll(s.fd(), challenge, detail::kVerdictBytes, deadline), "awaiting admission from");
+    UCCL_EP_CHECK(detail::getU32(challenge) == detail::kMagic, "rendezvous: {} is not a uccl-ep rendezvous", root_name);
+    auto v = static_cast<Verdict>(detail::getU32(challenge + 4));
+    if (v != Verdict::kAccepted) {
+      UCCL_EP_THROW("rendezvous: rank 0 at {} refused rank {} of world {}: {}", root_name, opts.rank, opts.world,
+                    detail::verdictText(v));
+    }
+    check(detail::recvAll(s.fd(), challenge + detail::kVerdictBytes, sizeof(challenge) - detail::kVerdictBytes,
+                          deadline),
+          "awaiting admission from");
+    detail::Nonce root_nonce;
+    detail::Mac root_proof;
+    std::copy(challenge + 8, challenge + 8 + detail::kNonceBytes, root_nonce.begin());
+    std::copy(challenge + 8 + detail::kNonceBytes, challenge + sizeof(challenge), root_proof.begin());
+    if (!detail::macsEqual(root_proof, detail::proofOf(opts.token, detail::kRootLabel, mine, root_nonce, rank, world))) {
+      UCCL_EP_THROW("rendezvous: rank 0 at {} could not prove it holds this job's token: the ranks were given "
+                    "different tokens, or {} is not this job's rank 0; rank {} sent it nothing it could use",
+                    root_name, root_name, opts.rank);
+    }
+    const detail::Mac proof = detail::proofOf(opts.token, detail::kRankLabel, root_nonce, mine, rank, world);
+    check(detail::sendAll(s.fd(), proof.data(), proof.size(), deadline), "proving the token to");
     uint8_t verdict[detail::kVerdictBytes];
-    // Rank 0 answers only once it enters its first collective, so this wait may be long; it is bounded by
-    // the same deadline. A reset here usually means the world was already complete (a duplicate rank).
     check(detail::recvAll(s.fd(), verdict, sizeof(verdict), deadline), "awaiting admission from");
     UCCL_EP_CHECK(detail::getU32(verdict) == detail::kMagic, "rendezvous: {} is not a uccl-ep rendezvous", root_name);
-    const auto v = static_cast<Verdict>(detail::getU32(verdict + 4));
+    v = static_cast<Verdict>(detail::getU32(verdict + 4));
     if (v != Verdict::kAccepted) {
       UCCL_EP_THROW("rendezvous: rank 0 at {} refused rank {} of world {}: {}", root_name, opts.rank, opts.world,
                     detail::verdictText(v));
@@ -356,6 +394,11 @@ TcpRendezvous::TcpRendezvous(const RendezvousOptions& options) : impl_(std::make
   UCCL_EP_CHECK(options.rank >= 0 && options.rank < options.world, "rendezvous rank {} out of range 0..{}",
                 options.rank, options.world - 1);
   UCCL_EP_CHECK(options.timeout_ns > 0, "rendezvous timeout must be positive");
+  std::string why;
+  UCCL_EP_CHECK(detail::keyedHashAvailable(&why),
+                "rendezvous: the handshake authenticates with HMAC-SHA256 from OpenSSL's libcrypto, which is not "
+                "available ({}); install libcrypto (OpenSSL 1.1 or 3)",
+                why);
   if (options.rank == 0) {
     const std::string bind_host = options.ifname.empty() ? options.host : interfaceAddress(options.ifname);
     sockaddr_in addr = detail::resolveIpv4(bind_host, options.port);

@@ -1,4 +1,4 @@
-// libfabric through dlopen (transport/common/dynamic_library.hpp). The backend uses libfabric's out-of-line entry
+// libfabric through dlopen (uccl_ep/util/dynamic_library.hpp). The backend uses libfabric's out-of-line entry
 // points listed here and nothing else (every other fi_* call is inline in the headers and goes through the objects'
 // ops tables), so these definitions stand in for the library at link time and bind to libfabric.so.1's own symbols
 // on first use. They are hidden: they never leave the module that links them, so they cannot interpose on another

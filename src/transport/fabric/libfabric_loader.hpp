@@ -1,7 +1,7 @@
 // libfabric as the backend loads it at run time (libfabric_loader.cpp): whether it loaded, and why not.
 #pragma once
 
-#include "transport/common/dynamic_library.hpp"
+#include "uccl_ep/util/dynamic_library.hpp"
 
 namespace uccl::ep::transport::fabric {
 

@@ -1,4 +1,4 @@
-// libibverbs through dlopen (transport/common/dynamic_library.hpp). These definitions stand in at link time for the
+// libibverbs through dlopen (uccl_ep/util/dynamic_library.hpp). These definitions stand in at link time for the
 // out-of-line libibverbs entry points that verbs_api.cpp reaches (directly or through the headers' inline helpers,
 // e.g. ibv_query_port, ibv_reg_mr and ibv_query_gid_ex), and bind to libibverbs.so.1's own symbols on first use.
 // Hidden, so they never interpose on another copy of libibverbs in the process. Without libibverbs there is no
@@ -14,7 +14,7 @@
 #undef ibv_query_port
 #undef ibv_get_device_list
 
-#include "transport/common/dynamic_library.hpp"
+#include "uccl_ep/util/dynamic_library.hpp"
 #include "transport/verbs/verbs_api.hpp"
 
 #define UCCL_EP_HIDDEN __attribute__((visibility("hidden")))

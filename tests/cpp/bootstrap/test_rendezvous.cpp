@@ -1,6 +1,7 @@
 // TcpRendezvous: ranks as threads (and once as processes) on loopback, including the ways a job goes wrong:
 // strangers, duplicates, missing ranks and ranks that leave mid-collective.
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -17,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "bootstrap/keyed_hash.hpp"
+#include "bootstrap/wire.hpp"
 #include "uccl_ep/bootstrap/rendezvous.hpp"
 #include "uccl_ep/util/error.hpp"
 
@@ -205,7 +208,8 @@ TEST(Rendezvous, IntrudersAreRefusedWhileRealRanksComplete) {
   t.threads.back().join();
   t.threads.pop_back();
   ASSERT_TRUE(t.errors[world]);
-  EXPECT_NE(messageOf(t.errors[world]).find("wrong job token"), std::string::npos) << messageOf(t.errors[world]);
+  EXPECT_NE(messageOf(t.errors[world]).find("could not prove it holds this job's token"), std::string::npos)
+      << messageOf(t.errors[world]);
   for (int r = 1; r < world; ++r) {
     t.start(r, [&, r] {
       TcpRendezvous rv(options(r, world, root.port()));
@@ -272,6 +276,111 @@ void putLe(std::vector<uint8_t>& out, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
 
+// The joining side of the handshake by hand (wire.hpp): hello, challenge, proof (computed with `token`, or random
+// bytes when `token` is empty), verdict. Returns the verdict; 99 when rank 0's own proof did not check out.
+uint32_t rawHandshake(int fd, const std::string& token, uint32_t rank, uint32_t world) {
+  namespace d = detail;
+  const d::Nonce mine = d::randomNonce();
+  std::vector<uint8_t> hello;
+  putLe(hello, d::kMagic, 4);
+  putLe(hello, d::kProtocolVersion, 4);
+  putLe(hello, rank, 4);
+  putLe(hello, world, 4);
+  hello.insert(hello.end(), mine.begin(), mine.end());
+  EXPECT_EQ(send(fd, hello.data(), hello.size(), 0), static_cast<ssize_t>(hello.size()));
+  uint8_t challenge[d::kChallengeBytes];
+  EXPECT_EQ(recv(fd, challenge, sizeof(challenge), MSG_WAITALL), static_cast<ssize_t>(sizeof(challenge)));
+  d::Nonce root_nonce;
+  d::Mac root_proof;
+  std::copy(challenge + 8, challenge + 8 + d::kNonceBytes, root_nonce.begin());
+  std::copy(challenge + 8 + d::kNonceBytes, challenge + sizeof(challenge), root_proof.begin());
+  if (!token.empty() && !d::macsEqual(root_proof, d::proofOf(token, d::kRootLabel, mine, root_nonce, rank, world))) {
+    return 99;
+  }
+  const d::Mac proof = token.empty() ? d::Mac{} : d::proofOf(token, d::kRankLabel, root_nonce, mine, rank, world);
+  EXPECT_EQ(send(fd, proof.data(), proof.size(), 0), static_cast<ssize_t>(proof.size()));
+  uint8_t verdict[d::kVerdictBytes];
+  EXPECT_EQ(recv(fd, verdict, sizeof(verdict), MSG_WAITALL), static_cast<ssize_t>(sizeof(verdict)));
+  return d::getU32(verdict + 4);
+}
+
+// HMAC-SHA256 as RFC 4231 defines it (its test case 2), through libcrypto opened at run time.
+TEST(KeyedHash, MatchesTheRfc4231Vector) {
+  const std::string data = "what do ya want for nothing?";
+  const detail::Mac mac = detail::keyedHash("Jefe", std::vector<uint8_t>(data.begin(), data.end()));
+  std::string hex;
+  for (uint8_t b : mac) hex += fmt::format("{:02x}", b);
+  EXPECT_EQ(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  EXPECT_TRUE(detail::macsEqual(mac, mac));
+  detail::Mac other = mac;
+  other[31] ^= 1;
+  EXPECT_FALSE(detail::macsEqual(mac, other));
+  EXPECT_NE(detail::randomNonce(), detail::randomNonce());
+}
+
+// A stranger without the token gets through the hello and the challenge but its proof is refused, and it learned
+// nothing it could replay: rank 0's proof is over the stranger's own nonce.
+TEST(Rendezvous, AProofWithoutTheTokenIsRefused) {
+  TcpRendezvous root(options(0, 2, 0, 5000));
+  Threads t(2);
+  t.start(0, [&] { root.barrier(); });
+  const int stranger = rawConnect(root.port());
+  EXPECT_EQ(rawHandshake(stranger, "", 1, 2), static_cast<uint32_t>(detail::Verdict::kBadToken));
+  close(stranger);
+  t.start(1, [&] {
+    TcpRendezvous rv(options(1, 2, root.port(), 5000));
+    rv.barrier();
+  });
+  t.join();
+  for (int r = 0; r < 2; ++r) EXPECT_FALSE(t.errors[r]) << "rank " << r << ": " << messageOf(t.errors[r]);
+}
+
+// A process that listens on rank 0's port first (rank 0 impersonated) never learns the token: the joining rank
+// sends it only a nonce, finds that the impostor cannot prove the token, and raises naming the address.
+TEST(Rendezvous, AnImpersonatedRankZeroIsDetectedAndLearnsNoToken) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const int port = ntohs(a.sin_port);
+  std::string heard;
+  std::thread impostor([&] {
+    const int fd = accept(listener, nullptr, nullptr);
+    std::vector<uint8_t> hello(detail::kHelloBytes);
+    if (recv(fd, hello.data(), hello.size(), MSG_WAITALL) == static_cast<ssize_t>(hello.size())) {
+      heard.assign(hello.begin(), hello.end());
+      std::vector<uint8_t> challenge;
+      putLe(challenge, detail::kMagic, 4);
+      putLe(challenge, 0, 4);
+      challenge.resize(detail::kChallengeBytes, 0x42);  // a nonce and a proof made up without the token
+      send(fd, challenge.data(), challenge.size(), MSG_NOSIGNAL);
+      char more[256];
+      ssize_t n;
+      while ((n = recv(fd, more, sizeof(more), 0)) > 0) heard.append(more, static_cast<size_t>(n));
+    }
+    close(fd);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  std::string msg;
+  try {
+    TcpRendezvous rv(options(1, 2, port, 5000));
+    rv.barrier();
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  impostor.join();
+  close(listener);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 3.0);
+  EXPECT_NE(msg.find("could not prove it holds this job's token"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("127.0.0.1:" + std::to_string(port)), std::string::npos) << msg;
+  EXPECT_EQ(heard.find(kToken), std::string::npos) << "the impostor received the token";
+  EXPECT_EQ(heard.size(), detail::kHelloBytes) << "the joining rank sent more than its hello";
+}
+
 // A rank that knows the token announces the largest blob allowed and sends 10 bytes of it: rank 0 must hold only
 // what arrived (not zero-fill the announced length), and name the rank when it leaves. A length above the bound
 // is refused outright.
@@ -287,17 +396,7 @@ TEST(Rendezvous, AHugeAnnouncedBlobCostsOnlyTheBytesThatCame) {
       }
     });
     const int fd = rawConnect(root.port());
-    std::vector<uint8_t> hello;
-    putLe(hello, 0x52504555, 4);  // magic "UEPR"
-    putLe(hello, 1, 4);           // protocol version
-    putLe(hello, 1, 4);           // rank
-    putLe(hello, 2, 4);           // world
-    putLe(hello, sizeof(kToken) - 1, 4);
-    hello.insert(hello.end(), kToken, kToken + sizeof(kToken) - 1);
-    ASSERT_EQ(send(fd, hello.data(), hello.size(), 0), static_cast<ssize_t>(hello.size()));
-    uint8_t verdict[8];
-    ASSERT_EQ(recv(fd, verdict, sizeof(verdict), MSG_WAITALL), 8);
-    ASSERT_EQ(verdict[4], 0) << "the handshake was refused";
+    ASSERT_EQ(rawHandshake(fd, kToken, 1, 2), 0u) << "the handshake was refused";
     const size_t before = residentBytes();
     std::vector<uint8_t> header;
     putLe(header, 1, 8);                                                       // the first collective, #1

@@ -1,10 +1,10 @@
-#include "transport/common/dynamic_library.hpp"
+#include "uccl_ep/util/dynamic_library.hpp"
 
 #include <dlfcn.h>
 
 #include <utility>
 
-namespace uccl::ep::transport {
+namespace uccl::ep {
 
 DynamicLibrary::DynamicLibrary(std::vector<std::string> sonames) : sonames_(std::move(sonames)) {}
 
@@ -42,4 +42,4 @@ std::string DynamicLibrary::error() {
   return error_;
 }
 
-}  // namespace uccl::ep::transport
+}  // namespace uccl::ep

@@ -3,9 +3,9 @@
 
 #include <string>
 
-#include "transport/common/dynamic_library.hpp"
+#include "uccl_ep/util/dynamic_library.hpp"
 
-namespace uccl::ep::transport {
+namespace uccl::ep {
 namespace {
 
 TEST(DynamicLibrary, AMissingLibraryIsReportedNamingEverySonameTried) {
@@ -29,4 +29,4 @@ TEST(DynamicLibrary, TheFirstSonameThatLoadsWinsAndItsSymbolsResolve) {
 }
 
 }  // namespace
-}  // namespace uccl::ep::transport
+}  // namespace uccl::ep

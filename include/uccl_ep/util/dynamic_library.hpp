@@ -1,13 +1,14 @@
 // A shared library opened at run time (dlopen) and its symbols (dlsym). The transports reach libfabric and
 // libibverbs this way instead of linking them, so the package imports and runs on hosts that lack one or both (it
-// uses what is there, as NCCL does with its network plugins), and one build serves every host.
+// uses what is there, as NCCL does with its network plugins), and one build serves every host; the rendezvous
+// reaches libcrypto's HMAC the same way.
 #pragma once
 
 #include <mutex>
 #include <string>
 #include <vector>
 
-namespace uccl::ep::transport {
+namespace uccl::ep {
 
 class DynamicLibrary {
  public:
@@ -31,4 +32,4 @@ class DynamicLibrary {
   std::string error_;
 };
 
-}  // namespace uccl::ep::transport
+}  // namespace uccl::ep
