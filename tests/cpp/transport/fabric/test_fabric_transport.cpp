@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <random>
 #include <vector>
 
 #include "transport/backends.hpp"
@@ -380,6 +381,32 @@ TEST_P(FabricTransportTest, OutOfRangeWriteFailsAndIsFatalForThePeer) {
   }
 }
 
+// A peer without the region's key cannot write it over tcp: writes carrying the region's address and size but a
+// wrong key (a neighbour of the real key, small counted values, random guesses) complete with an error and change
+// nothing; the same write with the real key then lands. (Keys are random 64-bit values, RegionKeysAreRandomNotCounted.)
+// tcp only: shm never completes a write the target refuses (OutOfRangeWriteFailsAndIsFatalForThePeer).
+class FabricTcpKeyTest : public FabricTransportTest {};
+
+TEST_P(FabricTcpKeyTest, AWriteWithoutTheRegionsKeyChangesNothing) {
+  std::vector<uint8_t> src(4096, 0xee), dst(4096, 0x11);
+  const LocalMemory s = t_[0]->registerMemory(src.data(), src.size(), MemoryKind::kHost);
+  const LocalMemory d = t_[1]->registerMemory(dst.data(), dst.size(), MemoryKind::kHost);
+  std::mt19937_64 guess(12345);
+  std::vector<uint64_t> keys = {d.remote.key ^ 1, d.remote.key + 1, 0, 1, 2, 3, 4, 5};
+  for (int i = 0; i < 8; ++i) keys.push_back(guess());
+  uint64_t id = 100;
+  for (uint64_t key : keys) {
+    if (key == d.remote.key) continue;
+    WorkRequest wr = write(1, s, d, src.size(), ++id);
+    wr.remote.key = key;
+    const Completion c = runOne(0, wr);
+    EXPECT_FALSE(c.ok) << "a write with key " << key << " (the region's is " << d.remote.key << ") succeeded";
+    EXPECT_TRUE(std::all_of(dst.begin(), dst.end(), [](uint8_t v) { return v == 0x11; }))
+        << "a write with key " << key << " changed the region";
+  }
+  EXPECT_TRUE(remote_[1].empty()) << "the refused writes raised completions at the target";
+}
+
 // tcp domain choice: UCCL_SOCKET_IFNAME wins; an unknown interface is an error naming it.
 TEST(FabricTcpDomain, IfnameSelectsTheDomainAndUnknownOnesThrow) {
   if (!fabricProviderAvailable("tcp")) GTEST_SKIP() << "tcp provider absent";
@@ -481,6 +508,7 @@ TEST(FabricShmNames, RegionsOfDeadProcessesAreRemovedAndNoOthers) {
   ::rmdir(dir);
 }
 
+INSTANTIATE_TEST_SUITE_P(Tcp, FabricTcpKeyTest, ::testing::Values("tcp"));
 INSTANTIATE_TEST_SUITE_P(Providers, FabricTransportTest, ::testing::Values("tcp", "shm"),
                          [](const auto& info) { return info.param; });
 
