@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kernels/internode.hpp"
 #include "kernels/limits.hpp"
 #include "runtime/topology.hpp"
 #include "uccl_ep/util/env.hpp"
@@ -12,7 +13,7 @@ namespace uccl::ep::runtime {
 namespace {
 
 constexpr int kDefaultRanksPerNode = 8;  // DeepEP's node size, where nothing says otherwise
-constexpr size_t kRingCounterBytes = 64;
+using kernels::internode::kRingCounterBytes;
 
 void check(const SizeHintArgs& a, const char* call) {
   if (a.hidden_bytes <= 0) UCCL_EP_THROW_ARG("{}: hidden_bytes must be positive, got {}", call, a.hidden_bytes);
@@ -25,8 +26,9 @@ void check(const SizeHintArgs& a, const char* call) {
   if (a.recv_tokens < 1) UCCL_EP_THROW_ARG("{}: the receive-token count must be positive, got {}", call, a.recv_tokens);
 }
 
+// One record of the RDMA rings (kernels/internode.hpp), the largest top-k allowed.
 size_t tokenBytes(size_t hidden_bytes) {
-  return hidden_bytes + 16 + static_cast<size_t>(kernels::kMaxTopk) * (8 + 4) + (hidden_bytes + 127) / 128 * 4;
+  return kernels::internode::recordBytes(hidden_bytes, (hidden_bytes + 127) / 128 * 4, kernels::kMaxTopk);
 }
 
 // The environment as it is now (readEnv, not the cached env()): a hint is asked for before any Buffer exists, often

@@ -2,8 +2,9 @@
 // get_rdma_buffer_size_hint). Plain C++: the CPU build of the bindings serves them too. The hints are upper
 // bounds from one formula that holds for every kernel version, not tuned to the byte:
 //
-//   token_bytes = hidden_bytes + 16 (source metadata) + kMaxTopk * (8 + 4) (top-k ids and weights)
-//               + ceil(hidden_bytes / 128) * 4 (one float scale per 128 bytes of row, FP8 payloads)
+//   token_bytes = kernels/internode.hpp recordBytes(hidden_bytes, ceil(hidden_bytes / 128) * 4, kMaxTopk):
+//                 the row, kMaxTopk * (8 + 4) (top-k ids and weights), one float scale per 128 bytes of row (FP8
+//                 payloads), 12 bytes of source index and destination mask, rounded up to 16 bytes
 //   per ring    = recv_tokens * token_bytes + 64 (head/tail counters), one ring per (channel, peer)
 //   nvl hint    = channels * nvl_peers * per ring (nvl recv tokens)             rounded up to kBufferSizeUnit
 //   rdma hint   = channels * nodes * per ring (rdma recv tokens) * 2            rounded up to kBufferSizeUnit

@@ -7,7 +7,7 @@ from uccl.ep import Buffer, Config
 
 
 def _token_bytes(hidden_bytes):  # the formula in config.py's docstring (src/runtime/size_hints.hpp)
-    return hidden_bytes + 16 + 16 * 12 + -(-hidden_bytes // 128) * 4
+    return -(-(hidden_bytes + 16 * 12 + -(-hidden_bytes // 128) * 4 + 12) // 16) * 16
 
 
 def _align(v):

@@ -14,8 +14,9 @@ on the GPU, which checks them before any row is stored and fails the call naming
 
 The size hints come from uccl.ep._C (the source of truth is src/runtime/size_hints.hpp); they are upper bounds
 that hold for every kernel version, not tuned to the byte:
-    token_bytes = hidden_bytes + 16 (source metadata) + kMaxTopk * (8 + 4) (top-k ids and weights)
-                + ceil(hidden_bytes / 128) * 4 (one float scale per 128 bytes of row, FP8 payloads)
+    token_bytes = hidden_bytes + kMaxTopk * (8 + 4) (top-k ids and weights) + ceil(hidden_bytes / 128) * 4 (one
+                  float scale per 128 bytes of row, FP8 payloads) + 12 (source index, destination mask),
+                  rounded up to 16
     nvl hint    = channels * nvl_peers  * (nvl_recv_tokens  * token_bytes + 64)         rounded up to 128
     rdma hint   = channels * rdma_nodes * (rdma_recv_tokens * token_bytes + 64) * 2     rounded up to 128
                   (a send and a receive ring per remote node); 0 when every rank is an NVLink peer.
