@@ -3,6 +3,7 @@ machine without nvcc fails with a clear message instead of silently packaging a 
 UCCL_EP_WHEEL_TARGET=cpu asks for that by name. Runs `setup.py --version`, which decides the target but builds
 nothing; a fake nvcc on a private PATH stands in for each CUDA release."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -146,3 +147,46 @@ def test_the_deep_ep_alias_is_its_own_distribution_on_top_of_uccl_ep(tmp_path):
     assert top == ["deep_ep"], top
     assert "deep_ep/__init__.py" in sources
     assert "uccl-ep>=0.1.0" in requires
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A host without libfabric: the package still imports (nothing links it), and choosing a libfabric transport says
+# which library is missing. The library is hidden in a private mount namespace (an empty file bound over it).
+# ---------------------------------------------------------------------------------------------------------------
+def _without_libfabric(script: str, tmp_path) -> subprocess.CompletedProcess:
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("unshare -m is not permitted here (needs root or user namespaces)")
+    libs = [p for p in ("/usr/lib/x86_64-linux-gnu/libfabric.so.1", "/usr/lib/aarch64-linux-gnu/libfabric.so.1",
+                        "/usr/lib64/libfabric.so.1") if os.path.exists(p)]
+    if not libs:
+        pytest.skip("no libfabric.so.1 on this host to hide")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    mounts = "".join(f"mount --bind {empty} {lib} && " for lib in libs)
+    return subprocess.run(["unshare", "-m", "bash", "-c", mounts + script], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_without_libfabric_the_package_imports(native, tmp_path):
+    build = os.path.dirname(os.path.dirname(os.path.dirname(native.__file__)))  # <build>/src/python/_C...so
+    code = ("import ctypes\n"
+            "try:\n    ctypes.CDLL('libfabric.so.1')\n    print('libfabric still loads')\n"
+            "except OSError:\n    pass\n"
+            "import uccl.ep as ep\nfrom uccl.ep import _C\nprint('imported', _C is not None)\n")
+    r = _without_libfabric(f"UCCL_EP_BUILD_DIR={build} PYTHONPATH={REPO}/python {sys.executable} -c \"{code}\"",
+                           tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "libfabric still loads" not in r.stdout
+    assert "imported True" in r.stdout
+
+
+def test_without_libfabric_a_fabric_transport_names_the_missing_library(native, tmp_path):
+    build = os.path.dirname(os.path.dirname(os.path.dirname(native.__file__)))
+    bench = os.path.join(build, "bench", "proxy_bench")
+    if not os.path.exists(bench):
+        pytest.skip(f"{bench} is not built (UCCL_EP_BUILD_BENCH=OFF)")
+    r = _without_libfabric(f"timeout 60 {bench} --transport tcp", tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "libfabric is not available (could not load libfabric.so.1" in out, out
+    assert "install libfabric" in out, out

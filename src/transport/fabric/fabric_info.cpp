@@ -1,5 +1,6 @@
 // fi_getinfo for the libfabric backend: optional features, their fallback order, and the tcp domain choice.
 #include "transport/fabric/fabric_info.hpp"
+#include "transport/fabric/libfabric_loader.hpp"
 
 #include <dirent.h>
 #include <fmt/format.h>
@@ -55,6 +56,11 @@ void setShmName(fi_info& hints) {
 }
 
 InfoPtr makeHints(const std::string& prov, uint32_t dropped) {
+  if (!libfabric().loaded()) {
+    UCCL_EP_THROW("fabric/{}: libfabric is not available ({}); install libfabric 1.x to use the tcp, shm or efa "
+                  "transports",
+                  prov, libfabric().error());
+  }
   InfoPtr hints(fi_allocinfo());
   UCCL_EP_CHECK(hints != nullptr, "fabric: fi_allocinfo failed for provider {}", prov);
   hints->fabric_attr->prov_name = strdup(prov.c_str());  // fi_freeinfo frees it
@@ -221,6 +227,7 @@ bool fabricProviderAvailable(const std::string& provider) {
   } catch (const Error&) {
     return false;
   }
+  if (!fabric::libfabric().loaded()) return false;
   fabric::InfoPtr hints(fi_allocinfo());
   if (!hints) return false;
   hints->fabric_attr->prov_name = strdup(prov.c_str());
