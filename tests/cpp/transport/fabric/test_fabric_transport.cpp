@@ -2,8 +2,16 @@
 // world of 2) plus a rank writing into its own memory. Every wait polls both sides (rxm and shm progress only
 // when polled) and fails with a message after a deadline.
 #include <gtest/gtest.h>
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_rma.h>
 
 #include <algorithm>
+#include <thread>
+#include <atomic>
 #include <chrono>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -405,6 +413,91 @@ TEST_P(FabricTcpKeyTest, AWriteWithoutTheRegionsKeyChangesNothing) {
         << "a write with key " << key << " changed the region";
   }
   EXPECT_TRUE(remote_[1].empty()) << "the refused writes raised completions at the target";
+}
+
+// A process outside the job, with its own libfabric tcp endpoint: it has learnt rank 1's endpoint address, and even
+// the region's address and key. Its RMA read must still fail: regions are registered for remote write only.
+struct Stranger {
+  fi_info* info = nullptr;
+  fid_fabric* fabric = nullptr;
+  fid_domain* domain = nullptr;
+  fid_av* av = nullptr;
+  fid_cq* cq = nullptr;
+  fid_ep* ep = nullptr;
+  fid_mr* mr = nullptr;
+  ~Stranger() {
+    for (fid* f : {mr ? &mr->fid : nullptr, ep ? &ep->fid : nullptr, cq ? &cq->fid : nullptr,
+                   av ? &av->fid : nullptr, domain ? &domain->fid : nullptr, fabric ? &fabric->fid : nullptr}) {
+      if (f != nullptr) fi_close(f);
+    }
+    if (info != nullptr) fi_freeinfo(info);
+  }
+  // Reads `len` bytes of (addr, key) at the peer with endpoint address `peer` into `into`; the completion's error
+  // (0 when the read succeeded, -FI_ETIMEDOUT when nothing completed within 10 s).
+  int read(const Blob& peer, uint64_t addr, uint64_t key, void* into, size_t len) {
+    fi_info* hints = fi_allocinfo();
+    hints->fabric_attr->prov_name = strdup("tcp;ofi_rxm");
+    hints->ep_attr->type = FI_EP_RDM;
+    hints->caps = FI_RMA | FI_READ;
+    hints->mode = FI_CONTEXT | FI_CONTEXT2;
+    hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
+    EXPECT_EQ(fi_getinfo(FI_VERSION(1, 9), nullptr, nullptr, 0, hints, &info), 0);
+    fi_freeinfo(hints);
+    if (info == nullptr) return -FI_ENODATA;
+    EXPECT_EQ(fi_fabric(info->fabric_attr, &fabric, nullptr), 0);
+    EXPECT_EQ(fi_domain(fabric, info, &domain, nullptr), 0);
+    fi_av_attr av_attr{};
+    av_attr.type = FI_AV_TABLE;
+    EXPECT_EQ(fi_av_open(domain, &av_attr, &av, nullptr), 0);
+    fi_cq_attr cq_attr{};
+    cq_attr.format = FI_CQ_FORMAT_CONTEXT;
+    EXPECT_EQ(fi_cq_open(domain, &cq_attr, &cq, nullptr), 0);
+    EXPECT_EQ(fi_endpoint(domain, info, &ep, nullptr), 0);
+    EXPECT_EQ(fi_ep_bind(ep, &av->fid, 0), 0);
+    EXPECT_EQ(fi_ep_bind(ep, &cq->fid, FI_TRANSMIT | FI_RECV), 0);
+    EXPECT_EQ(fi_enable(ep), 0);
+    fi_addr_t target = FI_ADDR_NOTAVAIL;
+    EXPECT_EQ(fi_av_insert(av, peer.data(), 1, &target, 0, nullptr), 1);
+    EXPECT_EQ(fi_mr_reg(domain, into, len, FI_READ | FI_WRITE, 0, 0, 0, &mr, nullptr), 0);
+    if (mr == nullptr) return -FI_ENOMEM;
+    static fi_context2 ctx;
+    ssize_t rc;
+    const auto end = Clock::now() + std::chrono::seconds(10);
+    while ((rc = fi_read(ep, into, len, fi_mr_desc(mr), target, addr, key, &ctx)) == -FI_EAGAIN) {
+      fi_cq_entry e;
+      fi_cq_read(cq, &e, 1);
+      if (Clock::now() > end) return -FI_ETIMEDOUT;
+    }
+    if (rc != 0) return static_cast<int>(rc);
+    while (Clock::now() < end) {
+      fi_cq_entry e;
+      const ssize_t n = fi_cq_read(cq, &e, 1);
+      if (n == 1) return 0;
+      if (n == -FI_EAVAIL) {
+        fi_cq_err_entry err{};
+        fi_cq_readerr(cq, &err, 0);
+        return err.err != 0 ? -err.err : -FI_EIO;
+      }
+    }
+    return -FI_ETIMEDOUT;
+  }
+};
+
+TEST_P(FabricTcpKeyTest, AStrangerWithTheAddressAndTheKeyStillCannotReadARegion) {
+  std::vector<uint8_t> secret(4096, 0x5a), stolen(4096, 0);
+  const LocalMemory d = t_[1]->registerMemory(secret.data(), secret.size(), MemoryKind::kHost);
+  const Blob victim = t_[1]->address();
+  std::atomic<bool> done{false};
+  std::thread progress([&] {  // rank 1 progresses only when polled
+    while (!done) pollOnce();
+  });
+  Stranger stranger;
+  const int rc = stranger.read(victim, d.remote.addr, d.remote.key, stolen.data(), stolen.size());
+  done = true;
+  progress.join();
+  EXPECT_NE(rc, 0) << "a process outside the job read a region registered without remote read";
+  EXPECT_TRUE(std::all_of(stolen.begin(), stolen.end(), [](uint8_t v) { return v == 0; }))
+      << "bytes of the region reached the stranger";
 }
 
 // tcp domain choice: UCCL_SOCKET_IFNAME wins; an unknown interface is an error naming it.
