@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <functional>
 #include <random>
 #include <string>
@@ -533,6 +535,70 @@ TEST(Rendezvous, RanksAsProcesses) {
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
   }
+}
+
+// Virtual memory of this process, from /proc/self/statm.
+size_t virtualBytes() {
+  long pages_total = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  const int got = std::fscanf(f, "%ld", &pages_total);
+  std::fclose(f);
+  return got == 1 ? static_cast<size_t>(pages_total) * static_cast<size_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+// An allocation that fails inside a collective (rank 0 runs out of memory receiving a rank's 64 MiB blob, its
+// address space capped just above what it holds) poisons the rendezvous: the collective raises, and the next one
+// raises at once naming the earlier failure instead of reusing connections in an unknown state. Rank 0 runs in a
+// child process, so the cap stays there.
+TEST(Rendezvous, AnAllocationFailureInACollectivePoisonsIt) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "a sanitizer's shadow memory cannot live under an address-space cap";
+#else
+  TcpRendezvous root(options(0, 2, 0, 20000));
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // rank 0, capped
+    rlimit cap{};
+    cap.rlim_cur = cap.rlim_max = virtualBytes() + (size_t{24} << 20);
+    setrlimit(RLIMIT_AS, &cap);
+    int code = 3;
+    try {
+      root.allGather(Blob{1});
+      code = 1;  // the collective should have failed
+    } catch (const std::bad_alloc&) {
+      code = 2;  // out of memory as planned: now the object must be poisoned
+    } catch (const std::exception& e) {
+      fprintf(stderr, "rank 0: unexpected failure: %s\n", e.what());
+    }
+    if (code == 2) {
+      try {
+        root.barrier();
+        code = 4;
+      } catch (const Error& e) {
+        code = std::string(e.what()).find("unusable after an earlier failure") != std::string::npos ? 0 : 5;
+        if (code != 0) fprintf(stderr, "rank 0: %s\n", e.what());
+      }
+    }
+    _exit(code);
+  }
+  const int fd = rawConnect(root.port());
+  ASSERT_EQ(rawHandshake(fd, kToken, 1, 2), 0u) << "the handshake was refused";
+  std::vector<uint8_t> header;
+  putLe(header, 1, 8);               // the first collective, #1
+  putLe(header, uint64_t{64} << 20, 8);  // the largest blob allowed, more than rank 0 can hold under its cap
+  send(fd, header.data(), header.size(), MSG_NOSIGNAL);
+  const std::vector<uint8_t> chunk(1 << 20, 0xcd);
+  for (int i = 0; i < 64; ++i) {
+    if (send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) < 0) break;  // rank 0 gave up and closed
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  close(fd);
+  ASSERT_TRUE(WIFEXITED(status)) << "rank 0 did not exit normally (status " << status << ")";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: no failure, 2-3: not bad_alloc or not poisoned, 4: reused after it, "
+                                       "5: poisoned with another message";
+#endif
 }
 
 TEST(Rendezvous, RejectsBadOptions) {
