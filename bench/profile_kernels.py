@@ -1,4 +1,5 @@
-"""Per-kernel GPU time and wall time per call of uccl.ep's dispatch and combine, from the torch profiler.
+"""Per-kernel GPU time (torch profiler), wall time per call and host time per call (until each call returns to
+Python) of uccl.ep's dispatch and combine.
 
 One rank per process under scripts/launch.py (or torchrun); rank 0 prints one table per mode:
 
@@ -12,6 +13,7 @@ copy of the bytes one call moves per rank (its time is printed beside the calls 
 import argparse
 import collections
 import os
+import statistics
 import time
 
 import torch
@@ -90,26 +92,43 @@ def main():
                         low_latency_mode=True, num_qps_per_rank=E // world)
         y = torch.ones((E // world, world * T, H), dtype=torch.bfloat16, device="cuda")  # expert outputs
 
-        def step():
+        def step(host=None):
+            t0 = time.perf_counter()
             _, _, handle, _, _ = buf.low_latency_dispatch(x, topk_idx, T, E, use_fp8=True)
+            t1 = time.perf_counter()
             buf.low_latency_combine(y, topk_idx, topk_weights, handle)
+            if host is not None:
+                host["dispatch"].append(t1 - t0)
+                host["combine"].append(time.perf_counter() - t1)
         moved = T * K * (H + H // 128 * 4) + T * K * H * 2  # FP8 rows out, BF16 rows back
     else:
         buf = ep.Buffer(dist.group.WORLD, int(1e9), 0)
         cache = {}
 
-        def step():
+        def step(host=None):
+            t0 = time.perf_counter()
             per_rank, per_rdma, per_expert, in_rank, _ = buf.get_dispatch_layout(topk_idx, E)
             recv_x, _, recv_w, _, handle, _ = buf.dispatch(x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
                                                            num_tokens_per_expert=per_expert, topk_idx=topk_idx,
                                                            topk_weights=topk_weights)
+            t1 = time.perf_counter()
             cache["rows"] = recv_x.size(0)
             buf.combine(recv_x, handle)
+            if host is not None:  # the dispatch includes the allowed wait for the receive count
+                host["dispatch"].append(t1 - t0)
+                host["combine"].append(time.perf_counter() - t1)
         step()
         moved = cache["rows"] * H * 2 * 2  # BF16 rows in, BF16 rows back
     for _ in range(args.warmup):
         step()
     call_us = wall_us(step, args.iters)
+    # Host time per call: how long each call takes to return to Python (the launches are asynchronous; the GPU's
+    # time is the table below). Median over the iterations.
+    host = {"dispatch": [], "combine": []}
+    for _ in range(args.iters):
+        step(host)
+    torch.cuda.synchronize()
+    host_us = {k: statistics.median(v) * 1e6 for k, v in host.items()}
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(args.iters):
             step()
@@ -117,7 +136,7 @@ def main():
     table = kernel_table(prof, args.iters)
     ref_us = copy_us(moved, args.iters)
     rows = [None] * world
-    dist.all_gather_object(rows, (call_us, table))
+    dist.all_gather_object(rows, (call_us, table, host_us))
     if rank == 0:
         what = "low-latency dispatch+combine (FP8 out, BF16 back)" if ll else "normal dispatch+combine (BF16)"
         print(f"== {args.label} {what}: {world} ranks, {T} tokens, hidden {H}, top-{K} of {E} experts, "
@@ -126,6 +145,10 @@ def main():
         print(f"wall per dispatch+combine: {sum(walls) / world:.1f} us (ranks {min(walls):.1f}..{max(walls):.1f}); "
               f"reference: device copy of the {moved / 1e6:.2f} MB one call moves per rank {ref_us:.1f} us; "
               f"ratio {sum(walls) / world / ref_us:.2f}")
+        for call in ("dispatch", "combine"):
+            hs = [r[2][call] for r in rows]
+            print(f"host time per {call} call (median, until it returns): {sum(hs) / world:.1f} us "
+                  f"(ranks {min(hs):.1f}..{max(hs):.1f})")
         print(f"{'kernel':64s} {'launches/call':>13s} {'GPU us/call (rank mean)':>24s}")
         names = sorted(set().union(*[r[1].keys() for r in rows]), key=lambda n: -rows[0][1].get(n, (0, 0))[1])
         for n in names:
