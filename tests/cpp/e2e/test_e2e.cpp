@@ -72,19 +72,22 @@ INSTANTIATE_TEST_SUITE_P(Providers, E2E,
                          });
 
 TEST(E2EFaults, KilledPeerIsNamedWithinTheTimeout) {
-  Job j;
-  j.world = 3;
-  j.fault = "die";
-  j.timeout_secs = 3;
-  j.iters = 64;
-  const auto outs = runAll(launches(j), 60);
-  EXPECT_EQ(outs[2].exit_code, 0) << "the rank that vanishes exits by itself";
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(outs[r].exit_code, 2) << "rank " << r << ":\n" << outs[r].output;
-    EXPECT_LT(outs[r].seconds, 3 * j.timeout_secs + 20) << "rank " << r << " did not give up in time";
-    const bool named = outs[r].output.find("rank 2") != std::string::npos ||
-                       outs[r].output.find("peer 2") != std::string::npos;
-    EXPECT_TRUE(named) << "rank " << r << " failed without naming rank 2:\n" << outs[r].output;
+  for (const std::string transport : {"tcp", "shm"}) {
+    Job j;
+    j.transport = transport;
+    j.world = 3;
+    j.fault = "die";
+    j.timeout_secs = 3;
+    j.iters = 64;
+    const auto outs = runAll(launches(j), 60);
+    EXPECT_EQ(outs[2].exit_code, 0) << transport << ": the rank that vanishes exits by itself";
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(outs[r].exit_code, 2) << transport << " rank " << r << ":\n" << outs[r].output;
+      EXPECT_LT(outs[r].seconds, 3 * j.timeout_secs + 20) << transport << " rank " << r << " did not give up in time";
+      const bool named = outs[r].output.find("rank 2") != std::string::npos ||
+                         outs[r].output.find("peer 2") != std::string::npos;
+      EXPECT_TRUE(named) << transport << " rank " << r << " failed without naming rank 2:\n" << outs[r].output;
+    }
   }
 }
 
