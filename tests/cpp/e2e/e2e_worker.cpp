@@ -2,7 +2,7 @@
 // through a real transport to the other ranks (separate processes), and every byte and counter is checked.
 //
 //   e2e_worker --rank R --world W --port P --token T [--host H] [--transport tcp|shm] [--signal atomic|imm]
-//              [--threads N] [--rings N] [--iters N] [--chunk BYTES] [--fault none|die|corrupt]
+//              [--threads N] [--rings N] [--iters N] [--chunk BYTES] [--fault none|die|stop|corrupt]
 //
 // Each ring's producer writes, for every iteration and destination, one chunk into the destination's receive
 // region at a slot of its own, then a SIGNAL adding (iter % 3) + 1 to the destination's counter for this rank.
@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <csignal>
 #include <cstring>
 #include <map>
 #include <string>
@@ -115,6 +116,17 @@ int run(const Args& a) {
                group.signalPath() == proxy::SignalPath::kAtomic ? "atomic" : "immediate");
 
   if (a.fault == "die" && a.rank == a.world - 1) std::_Exit(0);  // vanish without a word, as a crash would
+  if (a.fault == "stop" && a.rank == a.world - 1) {
+    // Freeze (SIGSTOP) like a debugged or swapped-out process; a watchdog child ends it once the others had time
+    // to give up, so the test need not wait for the launcher's deadline.
+    const pid_t self = getpid();
+    if (fork() == 0) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(3 * env().timeout_secs + 5));
+      kill(self, SIGKILL);
+      std::_Exit(0);
+    }
+    raise(SIGSTOP);
+  }
 
   if (a.fault == "corrupt") {
     // A write whose destination runs past the end of the peer's region: must be rejected, nothing written.

@@ -91,6 +91,26 @@ TEST(E2EFaults, KilledPeerIsNamedWithinTheTimeout) {
   }
 }
 
+// A stopped peer (SIGSTOP: alive, holding its connections, answering nothing) is the one named, on both transports.
+TEST(E2EFaults, StoppedPeerIsNamedWithinTheTimeout) {
+  for (const std::string transport : {"tcp", "shm"}) {
+    Job j;
+    j.transport = transport;
+    j.world = 3;
+    j.fault = "stop";
+    j.timeout_secs = 3;
+    j.iters = 64;
+    const auto outs = runAll(launches(j), 60);
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(outs[r].exit_code, 2) << transport << " rank " << r << ":\n" << outs[r].output;
+      EXPECT_LT(outs[r].seconds, 3 * j.timeout_secs + 20) << transport << " rank " << r << " did not give up in time";
+      const bool named = outs[r].output.find("rank 2") != std::string::npos ||
+                         outs[r].output.find("peer 2") != std::string::npos;
+      EXPECT_TRUE(named) << transport << " rank " << r << " did not name the stopped rank 2:\n" << outs[r].output;
+    }
+  }
+}
+
 TEST(E2EFaults, CorruptedDescriptorIsRejectedAndWritesNothing) {
   for (const std::string transport : {"tcp", "shm"}) {
     Job j;
