@@ -13,18 +13,14 @@ namespace {
 
 // libcrypto's entry points, declared here so that the build needs no OpenSSL headers (the ABI of both functions is
 // the same in OpenSSL 1.1 and 3).
-using EvpSha256Fn = const void* (*)();
-using HmacFn = unsigned char* (*)(const void* md, const void* key, int key_len, const unsigned char* data,
-                                  size_t data_len, unsigned char* out, unsigned int* out_len);
+using EvpSha256Fn = const void*();
+using HmacFn = unsigned char*(const void* md, const void* key, int key_len, const unsigned char* data, size_t data_len,
+                              unsigned char* out, unsigned int* out_len);
 
 struct Crypto {
   DynamicLibrary lib{{"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so"}};
-  EvpSha256Fn sha256 = nullptr;
-  HmacFn hmac = nullptr;
-  Crypto() {
-    sha256 = reinterpret_cast<EvpSha256Fn>(lib.symbol("EVP_sha256"));
-    hmac = reinterpret_cast<HmacFn>(lib.symbol("HMAC"));
-  }
+  EvpSha256Fn* sha256 = lib.function<EvpSha256Fn>("EVP_sha256");
+  HmacFn* hmac = lib.function<HmacFn>("HMAC");
 };
 
 Crypto& crypto() {

@@ -20,6 +20,11 @@ class DynamicLibrary {
   bool loaded();
   // The symbol's address, or nullptr when the library did not load or lacks it (error() then says why).
   void* symbol(const char* name);
+  // symbol() as a pointer to the function type F (e.g. decltype(fi_getinfo)).
+  template <typename F>
+  F* function(const char* name) {
+    return reinterpret_cast<F*>(symbol(name));
+  }
   // Why the library or the last missing symbol is unavailable, naming the sonames tried; "" when all is well.
   std::string error();
 

@@ -19,22 +19,15 @@ DynamicLibrary& libfabric() {
   return lib;
 }
 
-namespace {
-template <typename F>
-F* bind(const char* name) {
-  return reinterpret_cast<F*>(libfabric().symbol(name));
-}
-}  // namespace
-
 }  // namespace uccl::ep::transport::fabric
 
-using uccl::ep::transport::fabric::bind;
+using uccl::ep::transport::fabric::libfabric;
 
 extern "C" {
 
 UCCL_EP_HIDDEN int fi_getinfo(uint32_t version, const char* node, const char* service, uint64_t flags,
                               const struct fi_info* hints, struct fi_info** info) {
-  static auto* const real = bind<decltype(fi_getinfo)>("fi_getinfo");
+  static auto* const real = libfabric().function<decltype(fi_getinfo)>("fi_getinfo");
   if (real == nullptr) {
     if (info != nullptr) *info = nullptr;
     return -FI_ENOSYS;
@@ -43,30 +36,30 @@ UCCL_EP_HIDDEN int fi_getinfo(uint32_t version, const char* node, const char* se
 }
 
 UCCL_EP_HIDDEN void fi_freeinfo(struct fi_info* info) {
-  static auto* const real = bind<decltype(fi_freeinfo)>("fi_freeinfo");
+  static auto* const real = libfabric().function<decltype(fi_freeinfo)>("fi_freeinfo");
   if (real != nullptr) real(info);  // nothing can have been allocated without the library
 }
 
 UCCL_EP_HIDDEN struct fi_info* fi_dupinfo(const struct fi_info* info) {
-  static auto* const real = bind<decltype(fi_dupinfo)>("fi_dupinfo");
+  static auto* const real = libfabric().function<decltype(fi_dupinfo)>("fi_dupinfo");
   return real != nullptr ? real(info) : nullptr;
 }
 
 UCCL_EP_HIDDEN int fi_fabric(struct fi_fabric_attr* attr, struct fid_fabric** fabric, void* context) {
-  static auto* const real = bind<decltype(fi_fabric)>("fi_fabric");
+  static auto* const real = libfabric().function<decltype(fi_fabric)>("fi_fabric");
   return real != nullptr ? real(attr, fabric, context) : -FI_ENOSYS;
 }
 
 UCCL_EP_HIDDEN const char* fi_strerror(int errnum) {
-  static auto* const real = bind<decltype(fi_strerror)>("fi_strerror");
+  static auto* const real = libfabric().function<decltype(fi_strerror)>("fi_strerror");
   if (real != nullptr) return real(errnum);
-  static const std::string why = "libfabric is not available (" + uccl::ep::transport::fabric::libfabric().error() +
+  static const std::string why = "libfabric is not available (" + libfabric().error() +
                                  "); install libfabric 1.x to use the tcp, shm or efa transports";
   return why.c_str();
 }
 
 UCCL_EP_HIDDEN char* fi_tostr_r(char* buf, size_t len, const void* data, enum fi_type datatype) {
-  static auto* const real = bind<decltype(fi_tostr_r)>("fi_tostr_r");
+  static auto* const real = libfabric().function<decltype(fi_tostr_r)>("fi_tostr_r");
   if (real != nullptr) return real(buf, len, data, datatype);
   if (buf != nullptr && len > 0) buf[0] = '\0';
   return buf;

@@ -27,11 +27,6 @@ DynamicLibrary& libibverbs() {
   return lib;
 }
 
-template <typename F>
-F* bind(const char* name) {
-  return reinterpret_cast<F*>(libibverbs().symbol(name));
-}
-
 // The result of a missing entry point: nullptr (objects) or -1 (status), with errno ENOSYS.
 template <typename R>
 R unavailable() {
@@ -49,32 +44,32 @@ std::string libibverbsError() { return libibverbs().error(); }
 
 }  // namespace uccl::ep::transport::verbs
 
-using uccl::ep::transport::verbs::bind;
+using uccl::ep::transport::verbs::libibverbs;
 using uccl::ep::transport::verbs::unavailable;
 
 // One stand-in per entry point: the real function when the library has it, else unavailable().
 #define UCCL_EP_VERBS_STUB(ret, name, params, args)                                  \
   UCCL_EP_HIDDEN ret name params {                                                   \
-    static auto* const real = bind<decltype(name)>(#name);                           \
+    static auto* const real = libibverbs().function<decltype(name)>(#name);                           \
     return real != nullptr ? real args : unavailable<ret>();                         \
   }
 
 extern "C" {
 
 UCCL_EP_HIDDEN struct ibv_device** ibv_get_device_list(int* num_devices) {
-  static auto* const real = bind<decltype(ibv_get_device_list)>("ibv_get_device_list");
+  static auto* const real = libibverbs().function<decltype(ibv_get_device_list)>("ibv_get_device_list");
   if (real != nullptr) return real(num_devices);
   if (num_devices != nullptr) *num_devices = 0;
   return unavailable<struct ibv_device**>();
 }
 
 UCCL_EP_HIDDEN void ibv_free_device_list(struct ibv_device** list) {
-  static auto* const real = bind<decltype(ibv_free_device_list)>("ibv_free_device_list");
+  static auto* const real = libibverbs().function<decltype(ibv_free_device_list)>("ibv_free_device_list");
   if (real != nullptr) real(list);
 }
 
 UCCL_EP_HIDDEN const char* ibv_wc_status_str(enum ibv_wc_status status) {
-  static auto* const real = bind<decltype(ibv_wc_status_str)>("ibv_wc_status_str");
+  static auto* const real = libibverbs().function<decltype(ibv_wc_status_str)>("ibv_wc_status_str");
   return real != nullptr ? real(status) : "unknown (libibverbs is not available)";
 }
 
