@@ -96,7 +96,7 @@ def _readelf(args, path):
     try:
         return subprocess.run(["readelf", *args, path], capture_output=True, text=True, check=True, timeout=60).stdout
     except FileNotFoundError:
-        pytest.skip("readelf is not installed (binutils)")
+        pytest.fail("readelf is not installed: install_deps.sh installs binutils")
 
 
 def test_the_native_module_links_no_nic_library_torch_or_cuda_driver(native):
