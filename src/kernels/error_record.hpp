@@ -43,7 +43,7 @@ static_assert(offsetof(ErrorRecord, code) == 0 && offsetof(ErrorRecord, peer) ==
 // the host raises ArgumentError, clears the record and the Buffer stays usable. Every other code is fatal.
 enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3, kBadExpertId = 4 };
 
-// The step that failed. 1..4 and 11: low-latency kernels; 5..10 and 12: normal-mode kernels.
+// The step that failed. 1..4: low-latency kernels; 5..10 and 12: normal-mode kernels (11 is retired).
 enum Op : int32_t {
   kOpDispatchSend = 1,
   kOpDispatchRecv = 2,
@@ -55,7 +55,6 @@ enum Op : int32_t {
   kOpNvlOverflow = 8,    // the rows a rank receives do not fit its nvl buffer (peer: that rank, detail: bytes needed)
   kOpArrive = 9,         // waiting for every source to push its rows into this rank's nvl buffer
   kOpChunk = 10,         // waiting for one chunk of rows a source pushes (pipelined path; detail: the chunk)
-  kOpCombineSlots = 11,  // low-latency combine, send and receive in one grid: waiting for the grid's slot lists
   kOpLayout = 12,        // get_dispatch_layout (kBadExpertId: an entry of topk_idx out of range)
 };
 

@@ -1,16 +1,25 @@
 // Low-latency dispatch and combine kernels (decode). Raw pointers and a stream; no torch, no transport.
-// Compiled for CUDA (low_latency.cu) and HIP (the same source through the platform layer).
+// Compiled for CUDA (ll_dispatch.cu, ll_combine.cu) and HIP (the same sources through the platform layer).
 //
 // Each call is one kernel on the given stream (`dispatch` or `combine`, the names profilers look for) running its
 // send and receive parts (Phase::kBoth). With return_recv_hook the caller launches it with Phase::kSend now and
-// again with Phase::kRecv later (the hook); no block waits in between.
+// again with Phase::kRecv later (the hook); no block waits in between. The send parts never wait for a peer; the
+// receive parts wait for signal words, each with the timeout.
+//
+// Slots are computed, not exchanged: a token's slot at an expert is the number of earlier tokens of the same rank
+// that picked that expert (ll_layout.hpp). Every block that needs slots computes those of its own tokens from
+// topk_idx (ll_device.cuh, slotEntries), so no grid-wide step and no per-call state links dispatch and combine.
 //
 // Top-k entries outside [-1, num_experts) are skipped by every part and the first is recorded in the error record
 // (kBadExpertId): the call completes, and the runtime's next check raises ArgumentError naming the id and the rank.
 //
 // Peers: same-node peers (NVLink) are written directly through `peer_gpu_base` / `peer_gpu_signals` (null for
-// peers reached through the proxy). Every other peer gets its rows through descriptors in `rings`: one WRITE
-// per (expert, peer) pair of the contiguous run in the local `rdma_base` send area, then one SIGNAL.
+// peers reached through the proxy). Every other peer gets its rows through descriptors in `rings`: one WRITE per
+// (expert, peer) pair of the contiguous run in the local `rdma_base` send area, then one SIGNAL.
+//
+// Combine rows a rank sends to itself (BF16, not logfmt) skip the buffer: the receive part reads them where the
+// expert output already is (x, or the send area with zero_copy), so x must stay unchanged until the receive part
+// has run (the hook keeps it alive).
 #pragma once
 
 #include <cstddef>
@@ -47,14 +56,14 @@ struct Context {
   int num_sms = 0;                          // blocks to use for per-token work
 };
 
-// Scratch per half: the combine's per-(token, k) slots [max_tokens * kMaxTopk], then its grid counters. Both
-// counters are zero between calls (the last receive block of a combine resets them).
-enum ScratchCounter : int {
-  kRecvBlocksDone = 0,  // receive blocks finished: the last one resets the combine flags
-  kSlotBlocksDone = 1,  // send and receive in one grid: send blocks whose slot lists the receive part may read
-  kScratchCounters = 2,
+// Scratch per half (int32, zero between calls): the combine's count of finished receive blocks (the last one resets
+// the combine flags), then the dispatch's per-expert count of tokens whose messages are stored and fenced (the block
+// that completes an expert signals it and resets its count).
+enum ScratchIndex : int {
+  kRecvBlocksDone = 0,
+  kDispatchDone = 1,  // [E]
 };
-inline size_t scratchInts(const Layout& l) { return static_cast<size_t>(l.max_tokens) * kMaxTopk + kScratchCounters; }
+inline size_t scratchInts(const Layout& l) { return kDispatchDone + static_cast<size_t>(l.num_experts); }
 
 // Field names are the Python argument names (uccl.ep.Buffer.low_latency_dispatch / _combine and the handle);
 // the bindings fill these structs by name.

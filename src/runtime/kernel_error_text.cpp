@@ -17,7 +17,6 @@ const char* stepName(int32_t op) {
     case k::kOpDispatchRecv: return "low-latency dispatch (receive)";
     case k::kOpCombineSend: return "low-latency combine (send)";
     case k::kOpCombineRecv: return "low-latency combine (receive)";
-    case k::kOpCombineSlots: return "low-latency combine (receive, waiting for this rank's slot lists)";
     case k::kOpReuse: return "normal-mode dispatch/combine (waiting to reuse the nvl buffer)";
     case k::kOpReady: return "normal-mode dispatch/combine (waiting for the peers' data)";
     case k::kOpWorstOverflow: return "normal-mode dispatch (num_worst_tokens)";
@@ -59,10 +58,6 @@ std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, 
     case k::kOpReady:
       return fmt::format("{} on rank {}: rank {} did not join this dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s",
                          step, site.rank, peer, secs);
-    case k::kOpCombineSlots:
-      return fmt::format("{} on rank {}: the send part of this rank's own combine grid did not list its slots within "
-                         "UCCL_EP_TIMEOUT_SECS={}s (its blocks could not all be scheduled on the GPU)",
-                         step, site.rank, secs);
     case k::kOpDispatchRecv:
     case k::kOpCombineRecv:
       return fmt::format("{} on rank {}: rank {} did not deliver its {}{}{} within UCCL_EP_TIMEOUT_SECS={}s", step,

@@ -56,12 +56,6 @@ TEST(KernelErrorText, StallsAreTimeoutsNamingThePeerAndThePath) {
                                    "through the proxies (shm)", "UCCL_EP_TIMEOUT_SECS=100s"}));
 }
 
-TEST(KernelErrorText, TheCombinesWaitForItsOwnSlotListsNamesTheRankAndNoPeer) {
-  const KernelErrorText t = describeKernelError(recorded(k::kTimeout, k::kOpCombineSlots, 3, -1, 0), site());
-  EXPECT_EQ(t.kind, KernelErrorKind::kTimeout);
-  EXPECT_TRUE(mentions(t.message, {"low-latency combine (receive", "on rank 3:", "slot", "UCCL_EP_TIMEOUT_SECS"}));
-}
-
 TEST(KernelErrorText, AMissingChunkOfTheNormalPipelineNamesThePeerAndTheChunk) {
   const KernelErrorText t = describeKernelError(recorded(k::kTimeout, k::kOpChunk, 1, -1, 17), site());
   EXPECT_EQ(t.kind, KernelErrorKind::kTimeout);

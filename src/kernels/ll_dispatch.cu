@@ -1,0 +1,259 @@
+// Low-latency dispatch (low_latency.hpp: the contract; ll_layout.hpp: the layout; ll_device.cuh: the pieces shared
+// with the combine). One kernel per call, `dispatch`, the name profilers look for; a Phase argument picks its parts.
+//
+// send     blocks over tokens, a contiguous share each (one token per block up to one block per SM). A block
+//          computes its tokens' slots (slotEntries), then its warps take (token, step) items: a warp reads one step
+//          of the token's row once, casts it to FP8 once (when asked), and stores it into every message of that
+//          token: straight into the receiver's GPU buffer for NVLink peers, into the expert's local staging run for
+//          proxy peers. Once the block's stores are fenced it adds its tokens to each expert's done count (scratch);
+//          the block that completes an expert sends the expert's count + 1: a system-scope add for an NVLink peer,
+//          a WRITE of the staging run plus a SIGNAL for a proxy peer. Block b sends count 0 to the experts e with
+//          e % blocks == b that no token picked. Every byte is read once and crosses NVLink once; no block waits.
+// receive  blocks over local experts: waits for every source's count, lays the rows out by source rank
+//          (layout_range), copies them into recv_x / scales / src_info in pieces spread over the warps, and resets
+//          the count words.
+#include <algorithm>
+
+#include "kernels/launch.hpp"
+#include "kernels/ll_device.cuh"
+#include "uccl_ep/platform/numeric.hpp"
+
+namespace uccl::ep::kernels::ll {
+namespace {
+
+using namespace device;
+
+// The dispatch's per-expert done counts in the scratch (low_latency.hpp).
+__device__ __forceinline__ unsigned* doneCounts(const Context& ctx) {
+  return reinterpret_cast<unsigned*>(ctx.scratch + kDispatchDone);
+}
+
+// One warp stores one step (kChannelsPerStep channels from c0) of token `token`'s row into each of its K messages
+// (entries with a null destination are skipped); the step holding channel 0 also writes the header.
+__device__ void storeStep(const Entry* en, int K, const uint16_t* x_row, int hidden, int token, int c0, bool fp8,
+                          bool round_scale) {
+  const int lane = platform::laneId();
+  const int c = c0 + lane * kValuesPerLane;
+  const bool valid = c < hidden;  // whole 16-lane groups are valid or not (hidden is a multiple of 128)
+  const int4 raw = valid ? *reinterpret_cast<const int4*>(x_row + c) : make_int4(0, 0, 0, 0);
+  uint2 packed = make_uint2(0, 0);
+  float scale = 0.0f;
+  if (fp8) {
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
+    float v[kValuesPerLane];
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kValuesPerLane; ++i) {
+      v[i] = platform::bf16ToFloat(h[i]);
+      amax = fmaxf(amax, fabsf(v[i]));
+    }
+    amax = platform::groupMax<kLanesPerGroup>(amax);
+    scale = platform::fp8Scale(amax, round_scale);
+    uint32_t p[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < kValuesPerLane; ++i) p[i / 4] |= uint32_t{platform::floatToFp8E4m3(v[i] / scale)} << (8 * (i % 4));
+    packed = make_uint2(p[0], p[1]);
+  }
+  for (int k = 0; k < K; ++k) {
+    uint8_t* msg = en[k].ptr;
+    if (msg == nullptr) continue;
+    if (c0 == 0 && lane == 0) *reinterpret_cast<int4*>(msg) = make_int4(token, 0, 0, 0);
+    if (!valid) continue;
+    uint8_t* payload = msg + kHeaderBytes;
+    if (fp8) {
+      *reinterpret_cast<uint2*>(payload + c) = packed;
+      if (lane % kLanesPerGroup == 0) reinterpret_cast<float*>(payload + hidden)[c / kChannelsPerScale] = scale;
+    } else {
+      *reinterpret_cast<int4*>(payload + static_cast<size_t>(c) * 2) = raw;
+    }
+  }
+}
+
+// Sends expert e its count (count + 1 into its dispatch_count word for this rank). One thread; for count > 0 every
+// message of e is fenced before this call.
+__device__ void signalExpert(const Context& ctx, int e, int count) {
+  const Layout& L = ctx.layout;
+  const int dst = e / L.experts_per_rank, el = e % L.experts_per_rank;
+  if (masked(ctx, dst)) return;
+  const size_t sig = static_cast<size_t>(ctx.half) * L.signals_per_half + L.dispatchCount(el, ctx.rank);
+  if (ctx.peer_gpu_base[dst] != nullptr) {
+    platform::fetchAddRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[dst] + sig), uint64_t(count) + 1);
+    return;
+  }
+  const size_t half_off = L.halfOffset(ctx.half);
+  proxySend(ctx, e, dst, half_off + L.dispatchStaging(e, 0), half_off + L.dispatchRecv(el, ctx.rank, 0),
+            static_cast<size_t>(count) * L.msg_bytes, sig, count + 1, kOpDispatchSend, e);
+}
+
+__device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, int blocks, uint8_t* shm) {
+  const Layout& L = ctx.layout;
+  const int T = a.num_tokens, K = a.num_topk, E = L.num_experts;
+  unsigned* counts = reinterpret_cast<unsigned*>(shm);
+  Entry* entries = reinterpret_cast<Entry*>(shm + countsBytes(E));
+  if (b == 0) checkExpertIds(ctx, a.topk_idx, T, K, kOpDispatchSend);  // masked or not
+  const int t0 = shareBegin(T, b, blocks), t1 = shareBegin(T, b + 1, blocks);
+  slotEntries(a.topk_idx, T, K, E, t0, t1, counts, entries);
+
+  // Each entry's message: in the receiver's buffer (NVLink peer) or in the expert's staging run (proxy peer).
+  const size_t half_off = L.halfOffset(ctx.half);
+  uint8_t* send_half = (ctx.rdma_base ? ctx.rdma_base : ctx.gpu_base) + half_off;
+  const int n = (t1 - t0) * K;
+  bool staging = false;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    Entry& en = entries[i];
+    if (en.expert < 0 || en.repeat) continue;
+    const int dst = en.expert / L.experts_per_rank, el = en.expert % L.experts_per_rank;
+    if (masked(ctx, dst)) continue;
+    uint8_t* peer = ctx.peer_gpu_base[dst];
+    en.ptr = peer != nullptr ? peer + half_off + L.dispatchRecv(el, ctx.rank, en.slot)
+                             : send_half + L.dispatchStaging(en.expert, en.slot);
+    staging |= peer == nullptr;
+  }
+  if (!stagingFree(ctx, staging, kOpDispatchSend)) return;  // also the barrier after the destinations
+
+  const int steps = (L.hidden + kChannelsPerStep - 1) / kChannelsPerStep;
+  const uint16_t* x = static_cast<const uint16_t*>(a.x);
+  for (int i = platform::warpId(); i < (t1 - t0) * steps; i += platform::numWarps()) {
+    const int tl = i / steps;
+    storeStep(entries + tl * K, K, x + static_cast<size_t>(t0 + tl) * L.hidden, L.hidden, t0 + tl,
+              (i % steps) * kChannelsPerStep, a.use_fp8, a.round_scale);
+  }
+
+  // The barrier orders the block's stores before thread 0's system-scope fence, and the fence before the done adds
+  // (second barrier). The block whose add completes an expert fences again, so every block's messages of that
+  // expert are ordered before its signal, for observers on other GPUs and the host (the proxy).
+  __syncthreads();
+  if (threadIdx.x == 0) __threadfence_system();
+  __syncthreads();
+  unsigned* done = doneCounts(ctx);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const Entry en = entries[i];
+    if (en.expert < 0 || en.repeat) continue;
+    if (atomicAdd(&done[en.expert], 1u) + 1u != static_cast<unsigned>(en.total)) continue;
+    atomicExch(&done[en.expert], 0u);  // the expert's last token: no other block adds to it again in this call
+    __threadfence_system();
+    signalExpert(ctx, en.expert, en.total);
+  }
+  for (int e = b + blocks * static_cast<int>(threadIdx.x); e < E; e += blocks * static_cast<int>(blockDim.x)) {
+    if (expertTotal(counts, e) == 0) signalExpert(ctx, e, 0);
+  }
+}
+
+// Block r of G: local experts r, r + G, ...; shm holds counts[R] and begins[R].
+__device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, int G, int* shm) {
+  const Layout& L = ctx.layout;
+  const int R = L.num_ranks;
+  int* counts = shm;
+  int* begins = shm + R;
+  __shared__ int total;
+  const size_t half_sig = static_cast<size_t>(ctx.half) * L.signals_per_half;
+  const size_t half_off = L.halfOffset(ctx.half);
+  const size_t rows_per_expert = static_cast<size_t>(R) * L.max_tokens;
+  const int lane = platform::laneId();
+  const int groups = L.hidden / kChannelsPerScale;
+  const int vectors = (a.use_fp8 ? L.hidden : L.hidden * 2) / 16;  // payload, in 16-byte vectors
+  constexpr int kPieceVectors = kWarpSize * 4;                       // one warpCopy16 batch
+  const int pieces = (vectors + kPieceVectors - 1) / kPieceVectors;
+
+  for (int el = r; el < L.experts_per_rank; el += G) {
+    const int expert = ctx.rank * L.experts_per_rank + el;
+    for (int s = threadIdx.x; s < R; s += blockDim.x) {
+      int c = 0;
+      if (!masked(ctx, s)) {
+        int64_t* w = (ctx.peer_gpu_base[s] ? ctx.gpu_signals : ctx.rdma_signals) + half_sig + L.dispatchCount(el, s);
+        uint64_t waited = 0;
+        const uint64_t v = waitNonZero(w, ctx.timeout_ns, &waited);
+        if (v == 0) {
+          peerTimedOut(ctx, kOpDispatchRecv, s, expert);
+        } else {
+          c = static_cast<int>(v - 1);
+          // Read once per use: the sender adds to it again only two calls later, after this kernel has ended.
+          platform::storeRelaxed<Scope::kSystem>(word(w), 0);
+        }
+        if (a.dispatch_wait_recv_cost_stats) {
+          atomicAdd(reinterpret_cast<unsigned long long*>(&a.dispatch_wait_recv_cost_stats[s]),
+                    static_cast<unsigned long long>(waited));
+        }
+      }
+      counts[s] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int acc = 0;
+      for (int s = 0; s < R; ++s) {
+        begins[s] = acc;
+        a.layout_range[static_cast<size_t>(el) * R + s] = (int64_t(acc) << 32) | int64_t(counts[s]);
+        acc += counts[s];
+      }
+      total = acc;
+      a.recv_count[el] = acc;
+      if (a.cumulative_local_expert_recv_stats) atomicAdd(&a.cumulative_local_expert_recv_stats[el], acc);
+    }
+    __syncthreads();
+
+    for (int i = platform::warpId(); i < total * pieces; i += platform::numWarps()) {
+      const int row = i / pieces, piece = i % pieces;
+      int s = 0;
+      while (s + 1 < R && begins[s + 1] <= row) ++s;
+      const uint8_t* msg =
+          (ctx.peer_gpu_base[s] ? ctx.gpu_base : ctx.rdma_base) + half_off + L.dispatchRecv(el, s, row - begins[s]);
+      const size_t out_row = el * rows_per_expert + row;
+      const int first = piece * kPieceVectors;
+      const int count = vectors - first < kPieceVectors ? vectors - first : kPieceVectors;
+      warpCopy16(reinterpret_cast<int4*>(static_cast<uint8_t*>(a.recv_x) + out_row * vectors * 16) + first,
+                 reinterpret_cast<const int4*>(msg + kHeaderBytes) + first, count);
+      if (piece != 0) continue;
+      if (lane == 0) a.src_info[out_row] = *reinterpret_cast<const int*>(msg);
+      if (!a.use_fp8) continue;
+      const float* sc = reinterpret_cast<const float*>(msg + kHeaderBytes + L.hidden);
+      if (a.use_ue8m0) {
+        int32_t* out = static_cast<int32_t*>(a.recv_x_scales);
+        for (int g4 = lane; g4 < groups / 4; g4 += kWarpSize) {
+          uint32_t packed = 0;
+          for (int j = 0; j < 4; ++j) packed |= platform::ue8m0Byte(sc[g4 * 4 + j]) << (8 * j);
+          out[(el * static_cast<size_t>(groups / 4) + g4) * rows_per_expert + row] = static_cast<int32_t>(packed);
+        }
+      } else {
+        float* out = static_cast<float*>(a.recv_x_scales);
+        for (int g = lane; g < groups; g += kWarpSize) out[(el * static_cast<size_t>(groups) + g) * rows_per_expert + row] = sc[g];
+      }
+    }
+    __syncthreads();  // counts and begins are reused by the next expert
+  }
+}
+
+UCCL_EP_HOST_DEVICE Parts dispatchParts(const Context& ctx, int num_tokens) {
+  return Parts{blocksFor(num_tokens, ctx.num_sms), blocksFor(ctx.layout.experts_per_rank, ctx.num_sms)};
+}
+
+__global__ void __launch_bounds__(kThreads) dispatch(Context ctx, DispatchArgs a, Phase phase) {
+  extern __shared__ __align__(16) uint8_t shm[];
+  const Parts parts = dispatchParts(ctx, a.num_tokens);
+  if (hasSend(phase) && static_cast<int>(blockIdx.x) < parts.send) dispatchSend(ctx, a, blockIdx.x, parts.send, shm);
+  const int r = recvIndex(parts, phase);
+  if (r >= 0) {
+    __syncthreads();  // the send part is done with the shared memory
+    dispatchRecv(ctx, a, r, parts.recv, reinterpret_cast<int*>(shm));
+  }
+}
+
+}  // namespace
+
+void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, void* stream) {
+  const Parts parts = dispatchParts(ctx, args.num_tokens);
+  // Dynamic shared memory: the send part's counts and entries, or the receive part's counts[R] and begins[R].
+  size_t shm = hasSend(phase) ? slotSharedBytes(ctx.layout.num_experts, maxShare(args.num_tokens, parts.send)) : 0;
+  if (hasRecv(phase)) shm = std::max(shm, sizeof(int) * 2 * static_cast<size_t>(ctx.layout.num_ranks));
+  static size_t allowed = [] {
+    preferMaxShared({reinterpret_cast<const void*>(&dispatch)});
+    return size_t{0};
+  }();
+  if (shm > allowed) {
+    allowDynamicShared(reinterpret_cast<const void*>(&dispatch), shm);
+    allowed = shm;
+  }
+  dispatch<<<parts.grid(phase), kThreads, shm, static_cast<gpuStream_t>(stream)>>>(ctx, args, phase);
+  checkLaunch(gpuGetLastError(), "low-latency dispatch");
+}
+
+}  // namespace uccl::ep::kernels::ll
