@@ -8,7 +8,8 @@ cheap sanity check of the call it times.
     torchrun --nproc_per_node 8 bench/test_low_latency.py ...
 
 Timed: dispatch (FP8) + combine (BF16) pairs back to back as DeepEP times them; each call alone with all ranks
-starting together; and the send and receive halves of hook mode apart. Bandwidth counts the (token,
+starting together (CUDA events, and the host time until each call returns); the send and receive halves of hook
+mode apart; and the GPU time of each kernel launch (torch profiler, median) for single calls and hook halves. Bandwidth counts the (token,
 destination-rank) messages this rank sends. Rank 0 prints a Markdown row for bench/RESULTS.md.
 
 Process group and GPU choice: tests/python/gpu/rank_group.py.
@@ -16,6 +17,7 @@ Process group and GPU choice: tests/python/gpu/rank_group.py.
 import os
 import statistics
 import sys
+import time
 from typing import List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,7 +37,10 @@ def summary_line(r: dict) -> str:
             f"combine {r['combine_us']:.1f} us {r['combine_gbs']:.2f} GB/s | pair {r['pair_us']:.1f} us "
             f"(back-to-back loop {r['loop_us']:.1f} us) | hook: dispatch send {r['hook_dispatch_send_us']:.1f} "
             f"recv {r['hook_dispatch_recv_us']:.1f} us, combine send {r['hook_combine_send_us']:.1f} "
-            f"recv {r['hook_combine_recv_us']:.1f} us")
+            f"recv {r['hook_combine_recv_us']:.1f} us | GPU (profiler): dispatch {r['gpu_dispatch_us']:.1f} combine "
+            f"{r['gpu_combine_us']:.1f} us, hook send+recv {r['gpu_hook_dispatch_send_us']:.1f}+"
+            f"{r['gpu_hook_dispatch_recv_us']:.1f} / {r['gpu_hook_combine_send_us']:.1f}+{r['gpu_hook_combine_recv_us']:.1f} us"
+            f" | host per call: dispatch {r['host_dispatch_us']:.1f} combine {r['host_combine_us']:.1f} us")
 
 
 def aggregate_lines(results: List[dict], args, ranks_per_node: int) -> List[str]:
@@ -52,14 +57,19 @@ def aggregate_lines(results: List[dict], args, ranks_per_node: int) -> List[str]
     R = len(results)
     head = ("| ranks (per node) | tokens, hidden, topk, experts | dispatch us mean/max | dispatch GB/s mean/min | "
             "combine us mean/max | combine GB/s mean/min | pair us mean | loop us mean | hook send+recv us "
-            "dispatch / combine |")
-    sep = "|" + "---|" * 9
+            "dispatch / combine | GPU us dispatch / combine | GPU hook send+recv us dispatch / combine | "
+            "host us per call dispatch / combine |")
+    sep = "|" + "---|" * 12
     row = (f"| {R} ({ranks_per_node}) | {args.num_tokens}, {args.hidden}, {args.num_topk}, {args.num_experts} | "
            f"{mean('dispatch_us'):.1f} / {mx('dispatch_us'):.1f} | {mean('dispatch_gbs'):.2f} / {mn('dispatch_gbs'):.2f} | "
            f"{mean('combine_us'):.1f} / {mx('combine_us'):.1f} | {mean('combine_gbs'):.2f} / {mn('combine_gbs'):.2f} | "
            f"{mean('pair_us'):.1f} | {mean('loop_us'):.1f} | "
            f"{mean('hook_dispatch_send_us'):.1f}+{mean('hook_dispatch_recv_us'):.1f} / "
-           f"{mean('hook_combine_send_us'):.1f}+{mean('hook_combine_recv_us'):.1f} |")
+           f"{mean('hook_combine_send_us'):.1f}+{mean('hook_combine_recv_us'):.1f} | "
+           f"{mean('gpu_dispatch_us'):.1f} / {mean('gpu_combine_us'):.1f} | "
+           f"{mean('gpu_hook_dispatch_send_us'):.1f}+{mean('gpu_hook_dispatch_recv_us'):.1f} / "
+           f"{mean('gpu_hook_combine_send_us'):.1f}+{mean('gpu_hook_combine_recv_us'):.1f} | "
+           f"{mean('host_dispatch_us'):.1f} / {mean('host_combine_us'):.1f} |")
     return [head, sep, row]
 
 
@@ -68,6 +78,27 @@ def aggregate_lines(results: List[dict], args, ranks_per_node: int) -> List[str]
 # ---------------------------------------------------------------------------------------------------------------
 def median_us(pairs):
     return statistics.median(a.elapsed_time(b) * 1e3 for a, b in pairs)
+
+
+def kernel_launches(body, iters: int) -> dict:
+    """Runs body() iters times under the torch profiler; returns the GPU time (us) of every dispatch and combine
+    kernel launch, in launch order: {"dispatch": [...], "combine": [...]}. GPU time only: the gaps while the host
+    prepares a call are not in it (the host time per call is measured apart)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            body()
+        torch.cuda.synchronize()
+    found = []
+    for e in prof.events():
+        if not str(getattr(e, "device_type", "")).endswith("CUDA"):
+            continue
+        for kind in ("dispatch", "combine"):
+            if f"::{kind}(" in e.name:
+                found.append((e.time_range.start, kind, e.time_range.elapsed_us()))
+    out = {"dispatch": [], "combine": []}
+    for _, kind, us in sorted(found):
+        out[kind].append(us)
+    return out
 
 
 def events(n):
@@ -129,19 +160,25 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
     loop_us = start.elapsed_time(end) * 1e3 / iters
 
     # 2. Each call timed by events, all ranks starting together.
-    disp, comb, pair = [], [], []
+    disp, comb, pair, host_d, host_c = [], [], [], [], []
     for i in range(warm + iters):
         sync_all()
         e = events(3)
         e[0].record()
+        t0 = time.perf_counter()
         h = dispatch()[2]
+        t1 = time.perf_counter()
         e[1].record()
+        t2 = time.perf_counter()
         combine(h)
+        t3 = time.perf_counter()
         e[2].record()
         if i >= warm:
             disp.append((e[0], e[1]))
             comb.append((e[1], e[2]))
             pair.append((e[0], e[2]))
+            host_d.append(t1 - t0)
+            host_c.append(t3 - t2)
     torch.cuda.synchronize()
 
     # 3. Hook mode: send and receive halves apart; the receive half runs once every rank's sends are done.
@@ -170,11 +207,35 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
             cr.append((e[6], e[7]))
     torch.cuda.synchronize()
 
+    # 4. GPU time per kernel (profiler): each call alone after a barrier, then the hook halves apart.
+    def plain():
+        sync_all()
+        combine(dispatch()[2])
+
+    def hooked():
+        sync_all()
+        r = dispatch(hook=True)
+        sync_all()
+        r[4]()
+        c = combine(r[2], hook=True)
+        sync_all()
+        c[2]()
+
+    k_plain = kernel_launches(plain, iters)
+    k_hook = kernel_launches(hooked, iters)
+    med = statistics.median
+
     dbytes, cbytes = ref.dispatch_bytes(idx, args.hidden)
     res = dict(rank=d.rank, world=d.world, dispatch_us=median_us(disp), combine_us=median_us(comb),
                pair_us=median_us(pair), loop_us=loop_us, hook_dispatch_send_us=median_us(hs),
                hook_dispatch_recv_us=median_us(hr), hook_combine_send_us=median_us(cs),
-               hook_combine_recv_us=median_us(cr), dispatch_bytes=dbytes, combine_bytes=cbytes)
+               hook_combine_recv_us=median_us(cr), dispatch_bytes=dbytes, combine_bytes=cbytes,
+               gpu_dispatch_us=med(k_plain["dispatch"]), gpu_combine_us=med(k_plain["combine"]),
+               gpu_hook_dispatch_send_us=med(k_hook["dispatch"][0::2]),
+               gpu_hook_dispatch_recv_us=med(k_hook["dispatch"][1::2]),
+               gpu_hook_combine_send_us=med(k_hook["combine"][0::2]),
+               gpu_hook_combine_recv_us=med(k_hook["combine"][1::2]),
+               host_dispatch_us=med(host_d) * 1e6, host_combine_us=med(host_c) * 1e6)
     res["dispatch_gbs"] = dbytes / 1e3 / res["dispatch_us"]  # bytes/us = MB/s; /1e3 = GB/s
     res["combine_gbs"] = cbytes / 1e3 / res["combine_us"]
     return res

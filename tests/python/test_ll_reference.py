@@ -363,12 +363,15 @@ def test_bench_option_matrix_and_backend():
 def test_bench_summary_lines():
     bench = import_bench()
     keys = ("dispatch_us", "combine_us", "pair_us", "loop_us", "hook_dispatch_send_us", "hook_dispatch_recv_us",
-            "hook_combine_send_us", "hook_combine_recv_us", "dispatch_gbs", "combine_gbs")
+            "hook_combine_send_us", "hook_combine_recv_us", "dispatch_gbs", "combine_gbs", "gpu_dispatch_us",
+            "gpu_combine_us", "gpu_hook_dispatch_send_us", "gpu_hook_dispatch_recv_us", "gpu_hook_combine_send_us",
+            "gpu_hook_combine_recv_us", "host_dispatch_us", "host_combine_us")
     results = [dict({k: float(i + 1) for k in keys}, rank=i, world=2) for i in range(2)]
     assert bench.summary_line(results[0]).startswith("rank 0/2: dispatch 1.0 us 1.00 GB/s")
     head, sep, row = bench.aggregate_lines(results, import_checks().parse_args([]), 2)
     assert head.count("|") == sep.count("|") == row.count("|")
     assert row.startswith("| 2 (2) | 128, 7168, 8, 288 | 1.5 / 2.0 | 1.50 / 1.00 |")
+    assert row.endswith("| 1.5 / 1.5 | 1.5+1.5 / 1.5+1.5 | 1.5 / 1.5 |")
 
 
 class FakeEvent:
@@ -540,6 +543,11 @@ def fake_rank_main(argv):
     dist.init_process_group("gloo", init_method="env://", rank=d.rank, world_size=d.world)
     buf = FakeLowLatencyBuffer(args.num_experts, args.num_tokens, args.hidden, os.environ.get("FAKE_BUG", ""))
     checks.launched_kernel_names = buf.kernels_during  # no profiler on the CPU: the names the stand-in "launched"
+
+    def kernel_launches(body, iters):  # the bench's profiler section: 1 us per launch the stand-in made, in order
+        names = buf.kernels_during(lambda: [body() for _ in range(iters)])
+        return {kind: [1.0 for n in names if f"::{kind}(" in n] for kind in ("dispatch", "combine")}
+    bench.kernel_launches = kernel_launches
     chk = checks.Checker(args, None, buf, d, torch.device("cpu"))
     checks.run_all(args, d, chk)
     bench.run_all(args, d, chk, d.local_world)
@@ -565,6 +573,7 @@ def test_bench_flow_against_fake_buffer():
     assert "ok kernel names" in r.stdout and "ok bad expert ids" in r.stdout
     assert "[rank 1] rank 1/2: dispatch" in r.stdout
     assert "[rank 0] | 2 (2) | 8, 512, 3, 8 |" in r.stdout
+    assert "GPU (profiler): dispatch 1.0 combine 1.0 us, hook send+recv 1.0+1.0 / 1.0+1.0 us" in r.stdout
 
 
 @pytest.mark.parametrize("bug,message", [
