@@ -112,7 +112,11 @@ __device__ void combineSend(const Context& ctx, const CombineArgs& a, int b, int
 
   const size_t rows_per_expert = static_cast<size_t>(R) * L.max_tokens;
   const int vectors = L.hidden * 2 / 16;  // a BF16 row, in 16-byte vectors
-  constexpr int kPieceVectors = kWarpSize * 4;
+#ifndef UCCL_EP_LL_COMBINE_UNROLL
+#define UCCL_EP_LL_COMBINE_UNROLL 4
+#endif
+  constexpr int kUnroll = UCCL_EP_LL_COMBINE_UNROLL;
+  constexpr int kPieceVectors = kWarpSize * kUnroll;
   const int pieces = a.use_logfmt ? 1 : (vectors + kPieceVectors - 1) / kPieceVectors;  // logfmt: a row per item
   const int warp = platform::warpId(), nwarps = platform::numWarps();
   int before = 0;  // items of the block's earlier pairs: the warps continue round-robin across pairs
@@ -133,7 +137,7 @@ __device__ void combineSend(const Context& ctx, const CombineArgs& a, int b, int
         encodeLogfmtRow(src, dst, L.hidden);
       } else if (reinterpret_cast<const uint8_t*>(src) != dst) {
         const int first = piece * kPieceVectors;
-        warpCopy16(reinterpret_cast<int4*>(dst) + first, reinterpret_cast<const int4*>(src) + first,
+        warpCopy16<kUnroll>(reinterpret_cast<int4*>(dst) + first, reinterpret_cast<const int4*>(src) + first,
                    vectors - first < kPieceVectors ? vectors - first : kPieceVectors);
       }
     }

@@ -238,10 +238,10 @@ __device__ inline void proxySend(const Context& ctx, int ring_index, int peer, s
                expert);
 }
 
-// One warp copies n 16-byte vectors, four per lane in flight.
+// One warp copies n 16-byte vectors, kUnroll per lane in flight.
+template <int kUnroll = 4>
 __device__ __forceinline__ void warpCopy16(int4* dst, const int4* src, int n) {
   const int lane = platform::laneId();
-  constexpr int kUnroll = 4;
   for (int base = 0; base < n; base += kWarpSize * kUnroll) {
     int4 v[kUnroll];
 #pragma unroll

@@ -1,13 +1,13 @@
 // Low-latency dispatch (low_latency.hpp: the contract; ll_layout.hpp: the layout; ll_device.cuh: the pieces shared
 // with the combine). One kernel per call, `dispatch`, the name profilers look for; a Phase argument picks its parts.
 //
-// send     blocks over tokens, a contiguous share each (one token per block up to one block per SM). A block
-//          computes its tokens' slots (slotEntries), then its warps take (token, step) items: a warp reads one step
-//          of the token's row once, casts it to FP8 once (when asked), and stores it into every message of that
-//          token: straight into the receiver's GPU buffer for NVLink peers, into the expert's local staging run for
-//          proxy peers. Once the block's stores are fenced it adds its tokens to each expert's done count (scratch);
-//          the block that completes an expert sends the expert's count + 1: a system-scope add for an NVLink peer,
-//          a WRITE of the staging run plus a SIGNAL for a proxy peer. Block b sends count 0 to the experts e with
+// send     blocks over tokens, a contiguous share each (one token per block up to one block per SM). A block computes
+//          its tokens' slots (slotEntries), then its warps take (token, step) items: a warp reads one step of the
+//          token's row once, casts it to FP8 once (when asked), and stores it, 16 bytes a lane, into every message of
+//          that token: straight into the receiver's GPU buffer for NVLink peers, into the expert's local staging run
+//          for proxy peers. Once the block's stores are fenced it adds its tokens to each expert's done count
+//          (scratch); the block that completes an expert sends the expert's count + 1: a system-scope add for an NVLink
+//          peer, a WRITE of the staging run plus a SIGNAL for a proxy peer. Block b sends count 0 to the experts e with
 //          e % blocks == b that no token picked. Every byte is read once and crosses NVLink once; no block waits.
 // receive  blocks over local experts: waits for every source's count, lays the rows out by source rank
 //          (layout_range), copies them into recv_x / scales / src_info in pieces spread over the warps, and resets
@@ -28,31 +28,44 @@ __device__ __forceinline__ unsigned* doneCounts(const Context& ctx) {
   return reinterpret_cast<unsigned*>(ctx.scratch + kDispatchDone);
 }
 
-// One warp stores one step (kChannelsPerStep channels from c0) of token `token`'s row into each of its K messages
+// Channels one lane casts and stores per step: 16 for FP8 (one 16-byte store of FP8 values, from two 16-byte loads
+// of BF16), 8 for BF16 (one 16-byte load and store). A 128-channel scale group spans 8 or 16 lanes.
+template <bool kFp8>
+inline constexpr int kLaneChannels = kFp8 ? 2 * kValuesPerLane : kValuesPerLane;
+template <bool kFp8>
+inline constexpr int kStepChannels = kWarpSize * kLaneChannels<kFp8>;
+
+// One warp stores one step (kStepChannels channels from c0) of token `token`'s row into each of its K messages
 // (entries with a null destination are skipped); the step holding channel 0 also writes the header.
-__device__ void storeStep(const Entry* en, int K, const uint16_t* x_row, int hidden, int token, int c0, bool fp8,
+template <bool kFp8>
+__device__ void storeStep(const Entry* en, int K, const uint16_t* x_row, int hidden, int token, int c0,
                           bool round_scale) {
+  constexpr int kLanes = kLaneChannels<kFp8>;
   const int lane = platform::laneId();
-  const int c = c0 + lane * kValuesPerLane;
-  const bool valid = c < hidden;  // whole 16-lane groups are valid or not (hidden is a multiple of 128)
-  const int4 raw = valid ? *reinterpret_cast<const int4*>(x_row + c) : make_int4(0, 0, 0, 0);
-  uint2 packed = make_uint2(0, 0);
+  const int c = c0 + lane * kLanes;
+  const bool valid = c < hidden;  // whole scale groups are valid or not (hidden is a multiple of 128)
+  int4 raw[kLanes / kValuesPerLane];
+#pragma unroll
+  for (int i = 0; i < kLanes / kValuesPerLane; ++i) {
+    raw[i] = valid ? *reinterpret_cast<const int4*>(x_row + c + i * kValuesPerLane) : make_int4(0, 0, 0, 0);
+  }
+  int4 out = raw[0];
   float scale = 0.0f;
-  if (fp8) {
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
-    float v[kValuesPerLane];
+  if constexpr (kFp8) {
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
+    float v[kLanes];
     float amax = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kValuesPerLane; ++i) {
+    for (int i = 0; i < kLanes; ++i) {
       v[i] = platform::bf16ToFloat(h[i]);
       amax = fmaxf(amax, fabsf(v[i]));
     }
-    amax = platform::groupMax<kLanesPerGroup>(amax);
+    amax = platform::groupMax<kChannelsPerScale / kLanes>(amax);
     scale = platform::fp8Scale(amax, round_scale);
-    uint32_t p[2] = {0, 0};
+    uint32_t p[4] = {0, 0, 0, 0};
 #pragma unroll
-    for (int i = 0; i < kValuesPerLane; ++i) p[i / 4] |= uint32_t{platform::floatToFp8E4m3(v[i] / scale)} << (8 * (i % 4));
-    packed = make_uint2(p[0], p[1]);
+    for (int i = 0; i < kLanes; ++i) p[i / 4] |= uint32_t{platform::floatToFp8E4m3(v[i] / scale)} << (8 * (i % 4));
+    out = make_int4(static_cast<int>(p[0]), static_cast<int>(p[1]), static_cast<int>(p[2]), static_cast<int>(p[3]));
   }
   for (int k = 0; k < K; ++k) {
     uint8_t* msg = en[k].ptr;
@@ -60,12 +73,27 @@ __device__ void storeStep(const Entry* en, int K, const uint16_t* x_row, int hid
     if (c0 == 0 && lane == 0) *reinterpret_cast<int4*>(msg) = make_int4(token, 0, 0, 0);
     if (!valid) continue;
     uint8_t* payload = msg + kHeaderBytes;
-    if (fp8) {
-      *reinterpret_cast<uint2*>(payload + c) = packed;
-      if (lane % kLanesPerGroup == 0) reinterpret_cast<float*>(payload + hidden)[c / kChannelsPerScale] = scale;
+    if constexpr (kFp8) {
+      *reinterpret_cast<int4*>(payload + c) = out;
+      if (lane % (kChannelsPerScale / kLanes) == 0) {
+        reinterpret_cast<float*>(payload + hidden)[c / kChannelsPerScale] = scale;
+      }
     } else {
-      *reinterpret_cast<int4*>(payload + static_cast<size_t>(c) * 2) = raw;
+      *reinterpret_cast<int4*>(payload + static_cast<size_t>(c) * 2) = out;
     }
+  }
+}
+
+// The block's (token, step) items over its warps.
+template <bool kFp8>
+__device__ void storeRows(const Entry* entries, int K, const uint16_t* x, int hidden, int t0, int t1,
+                          bool round_scale) {
+  constexpr int kStep = kStepChannels<kFp8>;
+  const int steps = (hidden + kStep - 1) / kStep;
+  for (int i = platform::warpId(); i < (t1 - t0) * steps; i += platform::numWarps()) {
+    const int tl = i / steps;
+    storeStep<kFp8>(entries + tl * K, K, x + static_cast<size_t>(t0 + tl) * hidden, hidden, t0 + tl,
+                    (i % steps) * kStep, round_scale);
   }
 }
 
@@ -111,12 +139,11 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   }
   if (!stagingFree(ctx, staging, kOpDispatchSend)) return;  // also the barrier after the destinations
 
-  const int steps = (L.hidden + kChannelsPerStep - 1) / kChannelsPerStep;
   const uint16_t* x = static_cast<const uint16_t*>(a.x);
-  for (int i = platform::warpId(); i < (t1 - t0) * steps; i += platform::numWarps()) {
-    const int tl = i / steps;
-    storeStep(entries + tl * K, K, x + static_cast<size_t>(t0 + tl) * L.hidden, L.hidden, t0 + tl,
-              (i % steps) * kChannelsPerStep, a.use_fp8, a.round_scale);
+  if (a.use_fp8) {
+    storeRows<true>(entries, K, x, L.hidden, t0, t1, a.round_scale);
+  } else {
+    storeRows<false>(entries, K, x, L.hidden, t0, t1, a.round_scale);
   }
 
   // The barrier orders the block's stores before thread 0's system-scope fence, and the fence before the done adds
@@ -223,7 +250,8 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
 }
 
 UCCL_EP_HOST_DEVICE Parts dispatchParts(const Context& ctx, int num_tokens) {
-  return Parts{blocksFor(num_tokens, ctx.num_sms), blocksFor(ctx.layout.experts_per_rank, ctx.num_sms)};
+  // Receive: one block per local expert, up to two per SM (the blocks are small: 64 registers a thread).
+  return Parts{blocksFor(num_tokens, ctx.num_sms), blocksFor(ctx.layout.experts_per_rank, 2 * ctx.num_sms)};
 }
 
 __global__ void __launch_bounds__(kThreads) dispatch(Context ctx, DispatchArgs a, Phase phase) {
