@@ -1,5 +1,7 @@
 // Low-latency mode: where everything lives in the RDMA buffer. Plain C++ (no CUDA): the kernels, the runtime
-// and the Python size hint all compute the layout through this one function, so they cannot disagree.
+// and the Python size hint all compute the layout through makeLayout, so they cannot disagree. The sizes it takes
+// are checked once, by runtime::lowLatencyLayout (runtime/call_checks.hpp), through which the runtime, the bindings
+// and the size hint build every layout.
 //
 // The RDMA buffer holds two identical halves ("buffers" 0 and 1); low_latency_dispatch and low_latency_combine
 // each use the current half and flip to the other. One half:
@@ -102,6 +104,14 @@ constexpr size_t messageBytes(int hidden) {
 }
 constexpr size_t rowBytes(int hidden) { return alignUp(std::max(bf16RowBytes(hidden), logfmtRowBytes(hidden)), 16); }
 
+// No size below wraps for sizes inside the limits: num_experts is an int, so a region holds fewer than
+// INT_MAX * kMaxTokensPerRank slots of at most the largest slot, and a buffer is four regions plus alignment.
+static_assert(sizeof(size_t) == 8, "layout sizes are 64-bit");
+static_assert(size_t{0x7fffffff} * kMaxTokensPerRank <=
+                  ~size_t{0} / 8 / std::max(messageBytes(kMaxHidden), rowBytes(kMaxHidden)),
+              "the largest low-latency layout must fit a size_t");
+
+// The layout for sizes that runtime::lowLatencyLayout has checked (limits.hpp); call that, not this, to build one.
 inline Layout makeLayout(int max_tokens, int hidden, int num_ranks, int num_experts) {
   Layout l;
   l.num_ranks = num_ranks;
@@ -121,11 +131,6 @@ inline Layout makeLayout(int max_tokens, int hidden, int num_ranks, int num_expe
   l.combine_flag_index = static_cast<size_t>(l.experts_per_rank) * num_ranks;
   l.signals_per_half = l.combine_flag_index + num_experts;
   return l;
-}
-
-// Bytes of RDMA buffer low-latency mode needs (Buffer.get_low_latency_rdma_size_hint), a multiple of 128.
-inline size_t rdmaSizeHint(int max_tokens, int hidden, int num_ranks, int num_experts) {
-  return makeLayout(max_tokens, hidden, num_ranks, num_experts).totalBytes();
 }
 
 }  // namespace uccl::ep::kernels::ll

@@ -2,7 +2,7 @@
 two halves, each a receive region (dispatch messages and combine rows share it) and a send region, each region
 [E][M] slots of max(message, row), every region start and the half rounded up to 128; a message = 16-byte header +
 max(BF16 row, FP8 row + one float per 128 channels), a row = max(BF16 row, 168 bytes of logfmt per 128 channels),
-both rounded up to 16. The hint is no larger than DeepEP's for the same shape."""
+both rounded up to 16. The hint is no larger than DeepEP's for the same shape, and rejects what a call rejects."""
 import pytest
 
 import uccl.ep as ep
@@ -104,14 +104,23 @@ def test_hint_is_no_larger_than_deep_eps(hidden):
 
 
 @pytest.mark.parametrize("bad, name", [((0, 7168, 8, 256), "num_max_dispatch_tokens_per_rank"),
-                                       ((128, 0, 8, 256), "hidden"), ((128, 7168, 0, 256), "num_ranks"),
-                                       ((128, 7168, 8, -1), "num_experts")])
-def test_hint_rejects_nonpositive(native, bad, name):
+                                       ((1025, 7168, 8, 256), "num_max_dispatch_tokens_per_rank"),
+                                       ((128, 0, 8, 256), "hidden"), ((128, 100, 8, 256), "hidden"),
+                                       ((128, 16384, 8, 256), "hidden"), ((128, 7168 + 64, 8, 256), "hidden"),
+                                       ((128, 7168, 0, 256), "num_ranks"), ((128, 7168, 8, -1), "num_experts"),
+                                       ((128, 7168, 16, 289), "num_experts"),
+                                       ((128, 7168, 2, 514), "num_experts / num_ranks")])
+def test_hint_rejects_what_a_call_rejects(native, bad, name):
+    kwargs = dict(zip(("num_max_dispatch_tokens_per_rank", "hidden", "num_ranks", "num_experts"), bad))
     with pytest.raises(native.ArgumentError) as e:
-        native.get_low_latency_rdma_size_hint(**dict(zip(("num_max_dispatch_tokens_per_rank", "hidden", "num_ranks",
-                                                          "num_experts"), bad)))
+        native.get_low_latency_rdma_size_hint(**kwargs)
     assert isinstance(e.value, ValueError)
-    assert name in str(e.value), str(e.value)
+    assert "get_low_latency_rdma_size_hint" in str(e.value) and name in str(e.value), str(e.value)
+    for hint in (ep.get_low_latency_rdma_size_hint, ep.Buffer.get_low_latency_rdma_size_hint):
+        with pytest.raises(ep.ArgumentError, match=name.replace("/", ".")):
+            hint(*bad)
+    with pytest.raises(native.ArgumentError, match=name.replace("/", ".")):
+        native.low_latency_layout(**kwargs)
 
 
 LIMITS = dict(kMaxTopk=16, kChannelsPerScale=128, kUe8m0ChannelsPerInt=512, kRowAlign=16, kBufferSizeUnit=128,

@@ -217,7 +217,8 @@ class Buffer:
     @staticmethod
     def get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank: int, hidden: int, num_ranks: int,
                                        num_experts: int) -> int:
-        """Bytes of RDMA buffer low-latency mode needs for these sizes (both halves; a multiple of 128)."""
+        """Bytes of RDMA buffer low-latency mode needs for these sizes (both halves; a multiple of 128). Raises
+        ArgumentError (a ValueError) naming the argument for sizes low_latency_dispatch would reject."""
         return int(native().get_low_latency_rdma_size_hint(
             num_max_dispatch_tokens_per_rank=num_max_dispatch_tokens_per_rank, hidden=hidden, num_ranks=num_ranks,
             num_experts=num_experts))

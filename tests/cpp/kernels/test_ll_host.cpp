@@ -1,13 +1,11 @@
-// The number formats, the logfmt codec and the low-latency layout, checked on the host: the kernels run the
-// same header code (platform/numeric.hpp, kernels/logfmt.hpp, kernels/ll_layout.hpp).
+// The number formats and the logfmt codec, checked on the host: the kernels run the same header code
+// (platform/numeric.hpp, kernels/logfmt.hpp). The low-latency layout has its own test (test_ll_layout.cpp).
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
-#include "kernels/ll_layout.hpp"
 #include "kernels/logfmt.hpp"
 #include "uccl_ep/platform/numeric.hpp"
 
@@ -131,62 +129,6 @@ TEST(Logfmt, ErrorWithinTheStepBound) {
   // The widest range keeps the error near 1%.
   const LogfmtParams wide = logfmtParams(1.0f, 1e-9f);
   EXPECT_LT(std::exp2(wide.step / 2) - 1, 0.011f);
-}
-
-TEST(Layout, RegionsAreAlignedAndDisjointExceptTheSharedReceiveRegion) {
-  using namespace kernels::ll;
-  for (int R : {1, 2, 3, 8, 12}) {
-    for (int hidden : {128, 1024, 2560, 7168, 8192}) {
-      const int E = R * 4, M = 128;
-      const Layout l = makeLayout(M, hidden, R, E);
-      EXPECT_EQ(l.msg_bytes % 16, 0u);
-      EXPECT_EQ(l.row_bytes % 16, 0u);
-      EXPECT_GE(l.msg_bytes, kHeaderBytes + 2 * size_t(hidden));
-      EXPECT_GE(l.msg_bytes, kHeaderBytes + fp8MessagePayload(hidden));
-      EXPECT_GE(l.row_bytes, logfmtRowBytes(hidden));
-      EXPECT_EQ(l.half_bytes % 128, 0u);
-      // Dispatch messages and combine rows are two views of one receive region; the send region follows it.
-      EXPECT_EQ(l.dispatchRecv(0, 0, 0), l.combineRecv(0, 0));
-      EXPECT_LE(l.dispatchRecv(l.experts_per_rank - 1, R - 1, M - 1) + l.msg_bytes, l.send_off);
-      EXPECT_LE(l.combineRecv(E - 1, M - 1) + l.row_bytes, l.send_off);
-      EXPECT_EQ(l.send_off % 128, 0u);
-      EXPECT_LE(l.dispatchStaging(E - 1, M - 1) + l.msg_bytes, l.half_bytes);
-      EXPECT_LE(l.combineSend(l.experts_per_rank - 1, R * M - 1) + l.row_bytes, l.half_bytes);
-      EXPECT_EQ(l.halfOffset(1), l.half_bytes);
-      EXPECT_EQ(rdmaSizeHint(M, hidden, R, E), 2 * l.half_bytes);
-      EXPECT_EQ(l.combineFlag(E - 1) + 1, l.signals_per_half);
-      EXPECT_EQ(l.dispatchCount(l.experts_per_rank - 1, R - 1) + 1, l.combine_flag_index);
-    }
-  }
-  // Grows with every argument.
-  EXPECT_LT(rdmaSizeHint(64, 7168, 8, 288), rdmaSizeHint(128, 7168, 8, 288));
-  EXPECT_LT(rdmaSizeHint(128, 4096, 8, 288), rdmaSizeHint(128, 7168, 8, 288));
-  EXPECT_LT(rdmaSizeHint(128, 7168, 8, 256), rdmaSizeHint(128, 7168, 8, 288));
-}
-
-// DeepEP's get_low_latency_rdma_size_hint (csrc/config.hpp): per half max(M * msg, E * M * combine_msg) to send and
-// max(E * M * msg, E * M * combine_msg) to receive, combine_msg = BF16 row + 4 bytes per 128 channels; two halves,
-// two signal buffers of E ints rounded up to 128, then 128 more.
-TEST(Layout, TheHintIsNoLargerThanDeepEPs) {
-  using namespace kernels::ll;
-  auto deep_ep = [](size_t M, size_t hidden, size_t E) {
-    const size_t scales = hidden / 128, msg = 16 + std::max(hidden * 2, hidden + scales * 4);
-    const size_t combine_msg = scales * 4 + hidden * 2;
-    const size_t total =
-        2 * (std::max(M * msg, E * M * combine_msg) + std::max(E * M * msg, E * M * combine_msg) + alignUp(E * 4, 128));
-    return (total + 128) / 128 * 128;
-  };
-  for (int R : {2, 8, 16}) {
-    EXPECT_EQ(rdmaSizeHint(128, 7168, R, 288), 2116288512u);
-    EXPECT_LE(rdmaSizeHint(128, 7168, R, 288), deep_ep(128, 7168, 288));
-  }
-  for (int hidden = 1024; hidden <= kMaxHidden; hidden += 128) {
-    for (int R : {1, 2, 8, 32}) {
-      for (int E : {R, 8 * R, 36 * R}) {
-        EXPECT_LE(rdmaSizeHint(128, hidden, R, E), deep_ep(128, hidden, E)) << hidden << " " << R << " " << E;
-      }
-    }
-  }
 }
 
 }  // namespace
