@@ -1,15 +1,28 @@
 // Low-latency mode: where everything lives in the RDMA buffer. Plain C++ (no CUDA): the kernels, the runtime
-// and the Python size hint all compute the layout through this one function, so they cannot disagree.
+// and the Python size hint all compute the layout through makeLayout, so they cannot disagree. The sizes it takes
+// are checked once, by runtime::lowLatencyLayout (runtime/call_checks.hpp), through which the runtime, the bindings
+// and the size hint build every layout.
 //
 // The RDMA buffer holds two identical halves ("buffers" 0 and 1); low_latency_dispatch and low_latency_combine
-// each use the current half and flip to the other, so two calls may be outstanding. One half:
+// each use the current half and flip to the other. One half:
 //
-//   dispatch_recv  [E_local][R][M] messages   tokens from source rank s for local expert e, in slot order
-//   combine_recv   [E][M] rows                 rows coming back from global expert e, in the slot order this
-//                                              rank assigned when it dispatched (see below)
-//   send           [E][M] messages            dispatch: staging for experts reached through the proxy, one
-//                  == [E_local][R*M] rows      contiguous run per expert; combine: the rows to send back, laid
-//                                              out as recv_x (get_next_low_latency_combine_buffer's view)
+//   recv           [E][M] slots                 what peers write to this rank; a slot holds a message or a row
+//     dispatch_recv  [E_local][R][M] messages   tokens from source rank s for local expert e, in slot order
+//     combine_recv   [E][M] rows                rows coming back from global expert e, in the slot order this
+//                                               rank assigned when it dispatched (see below)
+//   send           [E][M] slots                 dispatch: staging for experts reached through the proxy, one
+//                  == [E_local][R*M] rows       contiguous run per expert (messages); combine: the rows to send
+//                                               back, laid out as recv_x (get_next_low_latency_combine_buffer)
+//
+// dispatch_recv and combine_recv are the same bytes (DeepEP shares its receive buffer the same way): a half serves
+// one call at a time, and the rows a combine receives into a half overwrite the messages of the last dispatch in
+// that half, which that dispatch's receive part has already copied into recv_x. Each region holds E * M slots of
+// max(message, row) bytes, so a half is two expert-by-token regions, not three.
+//
+// The contract this sharing relies on (DeepEP's own): at most two low-latency calls are outstanding, since each
+// call flips halves and call k + 2 reuses call k's half on every rank. With return_recv_hook, a rank must run
+// call k's receive hook before any peer issues call k + 2 (peers write call k + 2's data into the half that hook
+// still reads). Without hooks the receive part runs inside the call, and stream order keeps the contract.
 //
 // Slots are deterministic: the token t's slot at expert e is the number of tokens t' < t that also picked e.
 // Dispatch and combine both compute it from topk_idx, so no per-call state links the two calls, and the rows
@@ -25,6 +38,7 @@
 // The receiver resets each word to 0 after reading it, before its next use by the same sender two calls later.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -51,7 +65,8 @@ struct Layout {
   int num_ranks = 0, num_experts = 0, experts_per_rank = 0, max_tokens = 0, hidden = 0;
   size_t msg_bytes = 0;  // one dispatch message slot (fits BF16 and FP8 payloads)
   size_t row_bytes = 0;  // one combine row slot (fits BF16 and logfmt)
-  // Offsets inside one half, and the half's size (a multiple of 128).
+  // Offsets inside one half, and the half's size (a multiple of 128). dispatch_recv_off == combine_recv_off: the two
+  // share the receive region (header comment).
   size_t dispatch_recv_off = 0, combine_recv_off = 0, send_off = 0, half_bytes = 0;
   // Signal words per half, and where each kind starts inside a half's run of words.
   size_t dispatch_count_index = 0, combine_flag_index = 0, signals_per_half = 0;
@@ -83,7 +98,20 @@ struct Layout {
 constexpr size_t fp8MessagePayload(int hidden) { return static_cast<size_t>(hidden) + hidden / kChannelsPerScale * 4; }
 constexpr size_t bf16RowBytes(int hidden) { return static_cast<size_t>(hidden) * 2; }
 constexpr size_t logfmtRowBytes(int hidden) { return static_cast<size_t>(hidden / kChannelsPerScale) * kLogfmtGroupBytes; }
+// One dispatch message slot (fits BF16 and FP8 payloads) and one combine row slot (fits BF16 and logfmt).
+constexpr size_t messageBytes(int hidden) {
+  return alignUp(kHeaderBytes + std::max(bf16RowBytes(hidden), fp8MessagePayload(hidden)), 16);
+}
+constexpr size_t rowBytes(int hidden) { return alignUp(std::max(bf16RowBytes(hidden), logfmtRowBytes(hidden)), 16); }
 
+// No size below wraps for sizes inside the limits: num_experts is an int, so a region holds fewer than
+// INT_MAX * kMaxTokensPerRank slots of at most the largest slot, and a buffer is four regions plus alignment.
+static_assert(sizeof(size_t) == 8, "layout sizes are 64-bit");
+static_assert(size_t{0x7fffffff} * kMaxTokensPerRank <=
+                  ~size_t{0} / 8 / std::max(messageBytes(kMaxHidden), rowBytes(kMaxHidden)),
+              "the largest low-latency layout must fit a size_t");
+
+// The layout for sizes that runtime::lowLatencyLayout has checked (limits.hpp); call that, not this, to build one.
 inline Layout makeLayout(int max_tokens, int hidden, int num_ranks, int num_experts) {
   Layout l;
   l.num_ranks = num_ranks;
@@ -91,25 +119,18 @@ inline Layout makeLayout(int max_tokens, int hidden, int num_ranks, int num_expe
   l.experts_per_rank = num_ranks > 0 ? num_experts / num_ranks : 0;
   l.max_tokens = max_tokens;
   l.hidden = hidden;
-  const size_t payload = bf16RowBytes(hidden) > fp8MessagePayload(hidden) ? bf16RowBytes(hidden) : fp8MessagePayload(hidden);
-  l.msg_bytes = alignUp(kHeaderBytes + payload, 16);
-  const size_t row = bf16RowBytes(hidden) > logfmtRowBytes(hidden) ? bf16RowBytes(hidden) : logfmtRowBytes(hidden);
-  l.row_bytes = alignUp(row, 16);
-  const size_t slots = static_cast<size_t>(num_experts) * max_tokens;  // E_local * R * M == E * M
+  l.msg_bytes = messageBytes(hidden);
+  l.row_bytes = rowBytes(hidden);
+  // E_local * R * M == E * M slots per region, each of max(message, row) bytes.
+  const size_t region_bytes = static_cast<size_t>(num_experts) * max_tokens * std::max(l.msg_bytes, l.row_bytes);
   l.dispatch_recv_off = 0;
-  l.combine_recv_off = alignUp(l.dispatch_recv_off + slots * l.msg_bytes, 128);
-  l.send_off = alignUp(l.combine_recv_off + slots * l.row_bytes, 128);
-  const size_t send_bytes = slots * (l.msg_bytes > l.row_bytes ? l.msg_bytes : l.row_bytes);
-  l.half_bytes = alignUp(l.send_off + send_bytes, 128);
+  l.combine_recv_off = 0;  // the same bytes as dispatch_recv: see the header comment
+  l.send_off = alignUp(region_bytes, 128);
+  l.half_bytes = alignUp(l.send_off + region_bytes, 128);
   l.dispatch_count_index = 0;
   l.combine_flag_index = static_cast<size_t>(l.experts_per_rank) * num_ranks;
   l.signals_per_half = l.combine_flag_index + num_experts;
   return l;
-}
-
-// Bytes of RDMA buffer low-latency mode needs (Buffer.get_low_latency_rdma_size_hint), a multiple of 128.
-inline size_t rdmaSizeHint(int max_tokens, int hidden, int num_ranks, int num_experts) {
-  return makeLayout(max_tokens, hidden, num_ranks, num_experts).totalBytes();
 }
 
 }  // namespace uccl::ep::kernels::ll

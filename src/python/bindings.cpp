@@ -38,15 +38,17 @@ void bindHostCalls(py::module_& m) {
         arg("num_max_rdma_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"), arg("num_ranks_per_node") = 0,
         "num_rdma_bytes a Config needs in normal mode; 0 when the NVLink domain holds every rank");
 
+  m.def("get_low_latency_rdma_size_hint", &rt::lowLatencyRdmaSizeHint, arg("num_max_dispatch_tokens_per_rank"),
+        arg("hidden"), arg("num_ranks"), arg("num_experts"),
+        "bytes of RDMA buffer low-latency mode needs (both halves), a multiple of 128; ArgumentError for sizes a "
+        "low-latency call would reject");
   m.def(
-      "get_low_latency_rdma_size_hint",
+      "low_latency_layout",
       [](int max_tokens, int hidden, int num_ranks, int num_experts) {
-        return rt::lowLatencyLayout(max_tokens, hidden, num_ranks, num_experts).totalBytes();
+        return rt::lowLatencyLayout(max_tokens, hidden, num_ranks, num_experts);
       },
       arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_ranks"), arg("num_experts"),
-      "bytes of RDMA buffer low-latency mode needs (both halves), a multiple of 128");
-  m.def("low_latency_layout", &rt::lowLatencyLayout, arg("num_max_dispatch_tokens_per_rank"), arg("hidden"),
-        arg("num_ranks"), arg("num_experts"), "the low-latency layout for these sizes, after checking them");
+      "the low-latency layout for these sizes, after checking them");
   m.def("check_low_latency_dispatch", &rt::checkLowLatencyDispatch, arg("layout"), arg("args"),
         "the per-call checks of low_latency_dispatch (the runtime runs them in every launch)");
   m.def("check_low_latency_combine", &rt::checkLowLatencyCombine, arg("layout"), arg("args"),

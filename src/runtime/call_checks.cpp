@@ -56,8 +56,7 @@ void checkNvlRanks(const char* call, int num_ranks) {
 
 }  // namespace
 
-ll::Layout lowLatencyLayout(int max_tokens, int hidden, int num_ranks, int num_experts) {
-  const char* call = "low-latency mode";
+ll::Layout lowLatencyLayout(int max_tokens, int hidden, int num_ranks, int num_experts, const char* call) {
   if (num_ranks < 1) UCCL_EP_THROW_ARG("{}: num_ranks must be positive, got {}", call, num_ranks);
   if (max_tokens < 1 || max_tokens > k::kMaxTokensPerRank) {
     UCCL_EP_THROW_ARG("{}: num_max_dispatch_tokens_per_rank must be in [1, {}], got {}", call, k::kMaxTokensPerRank,
@@ -68,7 +67,7 @@ ll::Layout lowLatencyLayout(int max_tokens, int hidden, int num_ranks, int num_e
                       k::kMinHidden, k::kMaxHidden, hidden);
   }
   if (num_experts < 1 || num_experts % num_ranks != 0) {
-    UCCL_EP_THROW_ARG("{}: num_experts ({}) must be a positive multiple of the number of ranks ({})", call, num_experts,
+    UCCL_EP_THROW_ARG("{}: num_experts ({}) must be a positive multiple of num_ranks ({})", call, num_experts,
                       num_ranks);
   }
   if (num_experts / num_ranks > k::kMaxExpertsPerRank) {

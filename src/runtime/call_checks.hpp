@@ -13,8 +13,11 @@
 namespace uccl::ep::runtime {
 
 // --- low-latency mode ------------------------------------------------------------------------------------------
-// The layout for these sizes, after checking them against the limits (kernels/limits.hpp) and the group size.
-kernels::ll::Layout lowLatencyLayout(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts);
+// The layout for these sizes, after checking them against the limits (kernels/limits.hpp) and the group size: the
+// one place low-latency sizes are checked (the calls, the buffer's layouts and the size hint all come through here).
+// `call` names the API the sizes came through, first in the message.
+kernels::ll::Layout lowLatencyLayout(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts,
+                                     const char* call = "low-latency mode");
 void checkLowLatencyDispatch(const kernels::ll::Layout& layout, const kernels::ll::DispatchArgs& a);
 void checkLowLatencyCombine(const kernels::ll::Layout& layout, const kernels::ll::CombineArgs& a);
 

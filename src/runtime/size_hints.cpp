@@ -4,6 +4,7 @@
 
 #include "kernels/internode.hpp"
 #include "kernels/limits.hpp"
+#include "runtime/call_checks.hpp"
 #include "runtime/topology.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
@@ -76,6 +77,12 @@ size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
   if (e.normal_mnnvl || rpn >= a.num_ranks) return 0;
   const int nodes = (a.num_ranks + rpn - 1) / rpn;
   return total(a, static_cast<size_t>(nodes), 2, "get_rdma_buffer_size_hint");
+}
+
+size_t lowLatencyRdmaSizeHint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts) {
+  return lowLatencyLayout(num_max_dispatch_tokens_per_rank, hidden, num_ranks, num_experts,
+                          "get_low_latency_rdma_size_hint")
+      .totalBytes();
 }
 
 }  // namespace uccl::ep::runtime

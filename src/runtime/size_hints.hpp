@@ -1,6 +1,7 @@
-// Buffer sizes the normal-mode kernels need for a Config (uccl.ep.Config.get_nvl_buffer_size_hint /
-// get_rdma_buffer_size_hint). Plain C++: the CPU build of the bindings serves them too. The hints are upper
-// bounds from one formula that holds for every kernel version, not tuned to the byte:
+// Buffer sizes the kernels need: for a Config in normal mode (uccl.ep.Config.get_nvl_buffer_size_hint /
+// get_rdma_buffer_size_hint), and for a shape in low-latency mode (Buffer.get_low_latency_rdma_size_hint, at the end).
+// Plain C++: the CPU build of the bindings serves them too. The normal-mode hints are upper bounds from one formula
+// that holds for every kernel version, not tuned to the byte:
 //
 //   token_bytes = kernels/internode.hpp recordBytes(hidden_bytes, ceil(hidden_bytes / 128) * 4, kMaxTopk):
 //                 the row, kMaxTopk * (8 + 4) (top-k ids and weights), one float scale per 128 bytes of row (FP8
@@ -30,5 +31,10 @@ struct SizeHintArgs {
 // Throw InvalidArgument naming the argument for a non-positive size, rank count or SM count.
 size_t nvlBufferSizeHint(const SizeHintArgs& a);
 size_t rdmaBufferSizeHint(const SizeHintArgs& a);
+
+// num_rdma_bytes low-latency mode needs (Buffer.get_low_latency_rdma_size_hint): both halves of the layout of
+// kernels/ll_layout.hpp, a multiple of kBufferSizeUnit. Throws InvalidArgument naming the argument for any sizes a
+// low-latency call would reject (the same check, runtime::lowLatencyLayout).
+size_t lowLatencyRdmaSizeHint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts);
 
 }  // namespace uccl::ep::runtime

@@ -1,7 +1,8 @@
 """The low-latency size hint and layout through _C, against an independent reading of ll_layout.hpp's comment:
-two halves, each dispatch_recv [E][M] messages, combine_recv [E][M] rows, send [E][M] max(message, row),
-every region start and the half rounded up to 128; a message = 16-byte header + max(BF16 row, FP8 row + one
-float per 128 channels), a row = max(BF16 row, 168 bytes of logfmt per 128 channels), both rounded up to 16."""
+two halves, each a receive region (dispatch messages and combine rows share it) and a send region, each region
+[E][M] slots of max(message, row), every region start and the half rounded up to 128; a message = 16-byte header +
+max(BF16 row, FP8 row + one float per 128 channels), a row = max(BF16 row, 168 bytes of logfmt per 128 channels),
+both rounded up to 16. The hint is no larger than DeepEP's for the same shape, and rejects what a call rejects."""
 import pytest
 
 import uccl.ep as ep
@@ -16,13 +17,26 @@ def up(v, a):
 def expected_layout(M, hidden, R, E):
     msg = up(16 + max(2 * hidden, hidden + hidden // 128 * 4), 16)
     row = up(max(2 * hidden, hidden // 128 * (8 + 160)), 16)
-    slots = E * M
-    combine_recv = up(slots * msg, 128)
-    send = up(combine_recv + slots * row, 128)
-    half = up(send + slots * max(msg, row), 128)
-    return dict(msg_bytes=msg, row_bytes=row, dispatch_recv_off=0, combine_recv_off=combine_recv, send_off=send,
+    region = E * M * max(msg, row)
+    send = up(region, 128)
+    half = up(send + region, 128)
+    return dict(msg_bytes=msg, row_bytes=row, dispatch_recv_off=0, combine_recv_off=0, send_off=send,
                 half_bytes=half, total_bytes=2 * half, experts_per_rank=E // R, combine_flag_index=E,
                 signals_per_half=2 * E)
+
+
+def deep_ep_hint(M, hidden, E):
+    """DeepEP's get_low_latency_rdma_size_hint (csrc/config.hpp): per half a send buffer of max(M * msg,
+    E * M * combine_msg) and a receive buffer of max(E * M * msg, E * M * combine_msg), msg = 16 + max(BF16 row,
+    FP8 row + a float per 128 channels), combine_msg = BF16 row + 4 bytes of min/max per 128 channels (logfmt);
+    two halves, two signal buffers of E ints rounded up to 128 (newer versions hold more), then 128 more."""
+    scales = hidden // 128
+    msg = 16 + max(2 * hidden, hidden + scales * 4)
+    combine_msg = 2 * hidden + scales * 4
+    send = max(M * msg, E * M * combine_msg)
+    recv = max(E * M * msg, E * M * combine_msg)
+    total = 2 * (send + recv + up(E * 4, 128))
+    return (total + 128) // 128 * 128
 
 
 CASES = [(128, 7168, 8, 256), (1, 128, 1, 1), (256, 4096, 16, 128), (1024, 8192, 2, 128), (37, 1152, 3, 6),
@@ -61,15 +75,52 @@ def test_hint_is_monotonic_and_aligned(native):
             assert hint(M, hidden, 4, 16) < hint(M, hidden + 128, 4, 16)
 
 
+def test_receive_views_coincide_and_regions_do_not_overlap(native):
+    for M, hidden, R, E in CASES:
+        layout = native.low_latency_layout(num_max_dispatch_tokens_per_rank=M, hidden=hidden, num_ranks=R,
+                                           num_experts=E)
+        # dispatch_recv [E_local][R][M] messages and combine_recv [E][M] rows: one region, by design.
+        assert layout.dispatch_recv_off == layout.combine_recv_off == 0
+        recv_end = max(E * M * layout.msg_bytes, E * M * layout.row_bytes)
+        assert recv_end <= layout.send_off < recv_end + 128 and layout.send_off % 128 == 0
+        send_end = layout.send_off + max(E * M * layout.msg_bytes, E * M * layout.row_bytes)
+        assert send_end <= layout.half_bytes < send_end + 128
+
+
+@pytest.mark.parametrize("R", [2, 8, 16])
+def test_hint_for_deepseek_decode_is_no_larger_than_deep_eps(R):
+    hint = ep.Buffer.get_low_latency_rdma_size_hint(128, 7168, R, 288)
+    assert hint == 2116288512
+    assert hint <= deep_ep_hint(128, 7168, 288) == 2146961792
+    assert hint <= 2 ** 31
+
+
+@pytest.mark.parametrize("hidden", [2048, 2560, 3072, 4096, 5120, 6144, 7168, 8192])  # DeepEP's low-latency sizes
+def test_hint_is_no_larger_than_deep_eps(hidden):
+    for M in (1, 7, 128, 1024):
+        for R in (1, 2, 8, 16, 32):
+            for E in (R, 8 * R, 36 * R):
+                assert ep.get_low_latency_rdma_size_hint(M, hidden, R, E) <= deep_ep_hint(M, hidden, E), (M, R, E)
+
+
 @pytest.mark.parametrize("bad, name", [((0, 7168, 8, 256), "num_max_dispatch_tokens_per_rank"),
-                                       ((128, 0, 8, 256), "hidden"), ((128, 7168, 0, 256), "num_ranks"),
-                                       ((128, 7168, 8, -1), "num_experts")])
-def test_hint_rejects_nonpositive(native, bad, name):
+                                       ((1025, 7168, 8, 256), "num_max_dispatch_tokens_per_rank"),
+                                       ((128, 0, 8, 256), "hidden"), ((128, 100, 8, 256), "hidden"),
+                                       ((128, 16384, 8, 256), "hidden"), ((128, 7168 + 64, 8, 256), "hidden"),
+                                       ((128, 7168, 0, 256), "num_ranks"), ((128, 7168, 8, -1), "num_experts"),
+                                       ((128, 7168, 16, 289), "num_experts"),
+                                       ((128, 7168, 2, 514), "num_experts / num_ranks")])
+def test_hint_rejects_what_a_call_rejects(native, bad, name):
+    kwargs = dict(zip(("num_max_dispatch_tokens_per_rank", "hidden", "num_ranks", "num_experts"), bad))
     with pytest.raises(native.ArgumentError) as e:
-        native.get_low_latency_rdma_size_hint(**dict(zip(("num_max_dispatch_tokens_per_rank", "hidden", "num_ranks",
-                                                          "num_experts"), bad)))
+        native.get_low_latency_rdma_size_hint(**kwargs)
     assert isinstance(e.value, ValueError)
-    assert name in str(e.value), str(e.value)
+    assert "get_low_latency_rdma_size_hint" in str(e.value) and name in str(e.value), str(e.value)
+    for hint in (ep.get_low_latency_rdma_size_hint, ep.Buffer.get_low_latency_rdma_size_hint):
+        with pytest.raises(ep.ArgumentError, match=name.replace("/", ".")):
+            hint(*bad)
+    with pytest.raises(native.ArgumentError, match=name.replace("/", ".")):
+        native.low_latency_layout(**kwargs)
 
 
 LIMITS = dict(kMaxTopk=16, kChannelsPerScale=128, kUe8m0ChannelsPerInt=512, kRowAlign=16, kBufferSizeUnit=128,

@@ -217,7 +217,8 @@ class Buffer:
     @staticmethod
     def get_low_latency_rdma_size_hint(num_max_dispatch_tokens_per_rank: int, hidden: int, num_ranks: int,
                                        num_experts: int) -> int:
-        """Bytes of RDMA buffer low-latency mode needs for these sizes (both halves; a multiple of 128)."""
+        """Bytes of RDMA buffer low-latency mode needs for these sizes (both halves; a multiple of 128). Raises
+        ArgumentError (a ValueError) naming the argument for sizes low_latency_dispatch would reject."""
         return int(native().get_low_latency_rdma_size_hint(
             num_max_dispatch_tokens_per_rank=num_max_dispatch_tokens_per_rank, hidden=hidden, num_ranks=num_ranks,
             num_experts=num_experts))
@@ -302,7 +303,11 @@ class Buffer:
                              return_recv_hook: bool = False):
         """Sends each token to the ranks of its top-k experts (decode). See api.md for shapes and the handle.
 
-        Returns (recv_x or (recv_x, recv_scales), recv_count, handle, event, hook)."""
+        Returns (recv_x or (recv_x, recv_scales), recv_count, handle, event, hook).
+
+        The buffer has two halves and each low-latency call (dispatch or combine) flips to the other, so at most two
+        calls may be outstanding: call k + 2 reuses call k's half. With return_recv_hook=True, run call k's hook on
+        every rank before any rank issues call k + 2 (as in DeepEP)."""
         call = "low_latency_dispatch"
         rt = self._rt(call)
         R, M = self.group_size, num_max_dispatch_tokens_per_rank
@@ -352,7 +357,11 @@ class Buffer:
                             use_logfmt: bool = False, zero_copy: bool = False, async_finish: bool = False,
                             return_recv_hook: bool = False, out: Optional[torch.Tensor] = None,
                             combine_wait_recv_cost_stats: Optional[torch.Tensor] = None):
-        """Sends expert outputs back and reduces them with the top-k weights. Returns (combined_x, event, hook)."""
+        """Sends expert outputs back and reduces them with the top-k weights. Returns (combined_x, event, hook).
+
+        Same contract as low_latency_dispatch: at most two low-latency calls outstanding, and with
+        return_recv_hook=True call k's hook runs on every rank before any rank issues call k + 2 (the rows a combine
+        receives overwrite the messages of the dispatch that used the same half two calls earlier)."""
         call = "low_latency_combine"
         rt = self._rt(call)
         R = self.group_size

@@ -1,12 +1,11 @@
-// The number formats, the logfmt codec and the low-latency layout, checked on the host: the kernels run the
-// same header code (platform/numeric.hpp, kernels/logfmt.hpp, kernels/ll_layout.hpp).
+// The number formats and the logfmt codec, checked on the host: the kernels run the same header code
+// (platform/numeric.hpp, kernels/logfmt.hpp). The low-latency layout has its own test (test_ll_layout.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 #include <vector>
 
-#include "kernels/ll_layout.hpp"
 #include "kernels/logfmt.hpp"
 #include "uccl_ep/platform/numeric.hpp"
 
@@ -130,35 +129,6 @@ TEST(Logfmt, ErrorWithinTheStepBound) {
   // The widest range keeps the error near 1%.
   const LogfmtParams wide = logfmtParams(1.0f, 1e-9f);
   EXPECT_LT(std::exp2(wide.step / 2) - 1, 0.011f);
-}
-
-TEST(Layout, RegionsAreAlignedDisjointAndInside) {
-  using namespace kernels::ll;
-  for (int R : {1, 2, 3, 8, 12}) {
-    for (int hidden : {128, 1024, 2560, 7168, 8192}) {
-      const int E = R * 4, M = 128;
-      const Layout l = makeLayout(M, hidden, R, E);
-      EXPECT_EQ(l.msg_bytes % 16, 0u);
-      EXPECT_EQ(l.row_bytes % 16, 0u);
-      EXPECT_GE(l.msg_bytes, kHeaderBytes + 2 * size_t(hidden));
-      EXPECT_GE(l.msg_bytes, kHeaderBytes + fp8MessagePayload(hidden));
-      EXPECT_GE(l.row_bytes, logfmtRowBytes(hidden));
-      EXPECT_EQ(l.half_bytes % 128, 0u);
-      // Last byte of each area stays below the next area.
-      EXPECT_LE(l.dispatchRecv(l.experts_per_rank - 1, R - 1, M - 1) + l.msg_bytes, l.combine_recv_off);
-      EXPECT_LE(l.combineRecv(E - 1, M - 1) + l.row_bytes, l.send_off);
-      EXPECT_LE(l.dispatchStaging(E - 1, M - 1) + l.msg_bytes, l.half_bytes);
-      EXPECT_LE(l.combineSend(l.experts_per_rank - 1, R * M - 1) + l.row_bytes, l.half_bytes);
-      EXPECT_EQ(l.halfOffset(1), l.half_bytes);
-      EXPECT_EQ(rdmaSizeHint(M, hidden, R, E), 2 * l.half_bytes);
-      EXPECT_EQ(l.combineFlag(E - 1) + 1, l.signals_per_half);
-      EXPECT_EQ(l.dispatchCount(l.experts_per_rank - 1, R - 1) + 1, l.combine_flag_index);
-    }
-  }
-  // Grows with every argument.
-  EXPECT_LT(rdmaSizeHint(64, 7168, 8, 288), rdmaSizeHint(128, 7168, 8, 288));
-  EXPECT_LT(rdmaSizeHint(128, 4096, 8, 288), rdmaSizeHint(128, 7168, 8, 288));
-  EXPECT_LT(rdmaSizeHint(128, 7168, 8, 256), rdmaSizeHint(128, 7168, 8, 288));
 }
 
 }  // namespace

@@ -372,7 +372,9 @@ def run_checks(args, chk: Checker, d: Dist):
     if bool((chk.cwait_stats <= 0).all()):
         fail("combine_wait_recv_cost_stats", f"no positive entry after every run: {chk.cwait_stats.tolist()}")
 
-    # Two calls outstanding: both dispatches sent before either is received, then both combines likewise.
+    # Two calls outstanding: both dispatches sent before either is received, then both combines likewise. The
+    # combines reuse the dispatches' halves (call k + 2 reuses call k's), so every rank runs both receive hooks
+    # before any rank sends a combine: the barrier after the checks (which synchronize) is that contract.
     inp2 = chk.add_inputs("second", args.seed + 1)
     d1 = DispatchOptions(False, False, False, True, False, False)
     fp8 = fp8_modes(args.hidden)[-1]
@@ -382,6 +384,7 @@ def run_checks(args, chk: Checker, d: Dist):
     o2[4]()
     y1 = chk.check_dispatch(inp, d1, o1, f"two outstanding, first {d1}")
     y2 = chk.check_dispatch(inp2, d2, o2, f"two outstanding, second {d2}")
+    dist.barrier()
     plain = CombineOptions(False, False, False)
     c1 = chk.combine(inp, y1, o1[2], d1, plain, False)
     c2 = chk.combine(inp2, y2, o2[2], d2, plain, False)

@@ -1,0 +1,141 @@
+// The low-latency RDMA buffer layout (kernels/ll_layout.hpp) and its size hint (runtime/size_hints.hpp): regions
+// are aligned and disjoint except the two receive views, which coincide by design; the hint is the layout's size,
+// no larger than DeepEP's for the same shape, and it rejects every shape a low-latency call would reject.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "../runtime/message_of.hpp"
+#include "kernels/ll_layout.hpp"
+#include "runtime/call_checks.hpp"
+#include "runtime/size_hints.hpp"
+
+namespace uccl::ep::kernels::ll {
+namespace {
+
+using runtime::lowLatencyRdmaSizeHint;
+using runtime::mentions;
+using runtime::messageOf;
+
+// DeepEP's get_low_latency_rdma_size_hint (csrc/config.hpp, LowLatencyLayout): per half a send buffer of
+// max(M * msg, E * M * combine_msg) and a receive buffer of max(E * M * msg, E * M * combine_msg), with msg = 16 +
+// max(BF16 row, FP8 row + a float per 128 channels) and combine_msg = BF16 row + 4 bytes of min/max per 128
+// channels; two halves, two signal buffers of E ints rounded up to 128 (newer versions hold more), then 128 more.
+size_t deepEpHint(size_t M, size_t hidden, size_t E) {
+  const size_t scales = hidden / 128;
+  const size_t msg = 16 + std::max(hidden * 2, hidden + scales * 4);
+  const size_t combine_msg = scales * 4 + hidden * 2;
+  const size_t send = std::max(M * msg, E * M * combine_msg);
+  const size_t recv = std::max(E * M * msg, E * M * combine_msg);
+  const size_t total = 2 * (send + recv + alignUp(E * 4, 128));
+  return (total + 128) / 128 * 128;
+}
+
+TEST(LowLatencyLayout, RegionsAreAlignedAndDisjointExceptTheSharedReceiveRegion) {
+  for (int R : {1, 2, 3, 8, 12, 16}) {
+    for (int hidden : {128, 1024, 2560, 7168, 8192}) {
+      for (int M : {1, 37, 128}) {
+        const int E = R * 4;
+        const Layout l = runtime::lowLatencyLayout(M, hidden, R, E);
+        const std::string shape = std::to_string(M) + " " + std::to_string(hidden) + " " + std::to_string(R);
+        EXPECT_EQ(l.msg_bytes % 16, 0u) << shape;
+        EXPECT_EQ(l.row_bytes % 16, 0u) << shape;
+        EXPECT_GE(l.msg_bytes, kHeaderBytes + 2 * size_t(hidden)) << shape;
+        EXPECT_GE(l.msg_bytes, kHeaderBytes + fp8MessagePayload(hidden)) << shape;
+        EXPECT_GE(l.row_bytes, 2 * size_t(hidden)) << shape;
+        EXPECT_GE(l.row_bytes, logfmtRowBytes(hidden)) << shape;
+        // The receive region: dispatch messages and combine rows are two views of the same bytes.
+        EXPECT_EQ(l.dispatchRecv(0, 0, 0), 0u) << shape;
+        EXPECT_EQ(l.combineRecv(0, 0), 0u) << shape;
+        const size_t recv_end = std::max(l.dispatchRecv(l.experts_per_rank - 1, R - 1, M - 1) + l.msg_bytes,
+                                         l.combineRecv(E - 1, M - 1) + l.row_bytes);
+        // The send region: after the receive region, 128-byte aligned, inside the half.
+        EXPECT_EQ(l.send_off % 128, 0u) << shape;
+        EXPECT_LE(recv_end, l.send_off) << shape;
+        EXPECT_GT(recv_end + 128, l.send_off) << shape;  // no gap beyond the alignment
+        EXPECT_EQ(l.dispatchStaging(0, 0), l.send_off) << shape;
+        EXPECT_EQ(l.combineSend(0, 0), l.send_off) << shape;
+        EXPECT_LE(l.dispatchStaging(E - 1, M - 1) + l.msg_bytes, l.half_bytes) << shape;
+        EXPECT_LE(l.combineSend(l.experts_per_rank - 1, R * M - 1) + l.row_bytes, l.half_bytes) << shape;
+        // Two regions per half, not three: the half is the send region's end, rounded up to 128.
+        const size_t send_end = std::max(l.dispatchStaging(E - 1, M - 1) + l.msg_bytes,
+                                         l.combineSend(l.experts_per_rank - 1, R * M - 1) + l.row_bytes);
+        EXPECT_EQ(l.half_bytes, alignUp(send_end, 128)) << shape;
+        EXPECT_EQ(l.halfOffset(1), l.half_bytes) << shape;
+        EXPECT_EQ(l.totalBytes(), 2 * l.half_bytes) << shape;
+        EXPECT_EQ(lowLatencyRdmaSizeHint(M, hidden, R, E), l.totalBytes()) << shape;
+        EXPECT_EQ(l.combineFlag(E - 1) + 1, l.signals_per_half) << shape;
+        EXPECT_EQ(l.dispatchCount(l.experts_per_rank - 1, R - 1) + 1, l.combine_flag_index) << shape;
+      }
+    }
+  }
+}
+
+TEST(LowLatencyLayout, TheHintGrowsWithEveryArgument) {
+  EXPECT_LT(lowLatencyRdmaSizeHint(64, 7168, 8, 288), lowLatencyRdmaSizeHint(128, 7168, 8, 288));
+  EXPECT_LT(lowLatencyRdmaSizeHint(128, 4096, 8, 288), lowLatencyRdmaSizeHint(128, 7168, 8, 288));
+  EXPECT_LT(lowLatencyRdmaSizeHint(128, 7168, 8, 256), lowLatencyRdmaSizeHint(128, 7168, 8, 288));
+}
+
+TEST(LowLatencyLayout, TheHintIsNoLargerThanDeepEPs) {
+  // DeepSeek-V3 decode: 128 tokens, hidden 7168, 288 experts (DeepEP asks 2,146,961,792 bytes on every rank count).
+  for (int R : {2, 8, 16}) {
+    const size_t ours = lowLatencyRdmaSizeHint(128, 7168, R, 288);
+    EXPECT_EQ(ours, 2116288512u) << R << " ranks";
+    EXPECT_LE(ours, deepEpHint(128, 7168, 288)) << R << " ranks";
+    EXPECT_LE(ours, size_t{2147483648}) << R << " ranks";
+  }
+  // Every hidden size from 1024 up (DeepEP's kernels are built for 2048 and up); below 1024 the 16-byte message
+  // header, which DeepEP's combine message lacks, can make ours a few bytes per slot larger.
+  for (int hidden = 1024; hidden <= kMaxHidden; hidden += 128) {
+    for (int M : {1, 2, 7, 128, 1000, kMaxTokensPerRank}) {
+      for (int R : {1, 2, 3, 8, 16, 32}) {
+        for (int E : {R, 3 * R, 8 * R, 36 * R}) {
+          EXPECT_LE(lowLatencyRdmaSizeHint(M, hidden, R, E), deepEpHint(M, hidden, E))
+              << M << " tokens, hidden " << hidden << ", " << R << " ranks, " << E << " experts";
+        }
+      }
+    }
+  }
+}
+
+// The hint takes the sizes through the same check a low-latency call does, and names the argument it rejects.
+TEST(LowLatencyLayout, TheHintRejectsWhatACallRejects) {
+  struct Bad {
+    int M, hidden, R, E;
+    const char* name;
+  };
+  const Bad bad[] = {
+      {128, 100, 16, 288, "hidden"},
+      {128, 16384, 16, 288, "hidden"},
+      {128, 0, 16, 288, "hidden"},
+      {128, 7168 + 64, 16, 288, "hidden"},
+      {kMaxTokensPerRank + 1, 7168, 16, 288, "num_max_dispatch_tokens_per_rank"},
+      {0, 7168, 16, 288, "num_max_dispatch_tokens_per_rank"},
+      {128, 7168, 16, 289, "num_experts"},
+      {128, 7168, 16, 0, "num_experts"},
+      {128, 7168, 2, 2 * (kMaxExpertsPerRank + 1), "num_experts / num_ranks"},
+      {128, 7168, 0, 288, "num_ranks"},
+  };
+  for (const Bad& b : bad) {
+    const std::string msg = messageOf<InvalidArgument>([&] { lowLatencyRdmaSizeHint(b.M, b.hidden, b.R, b.E); });
+    EXPECT_TRUE(mentions(msg, {"get_low_latency_rdma_size_hint", b.name}));
+    EXPECT_THROW(runtime::lowLatencyLayout(b.M, b.hidden, b.R, b.E), InvalidArgument) << msg;
+  }
+}
+
+// The largest shapes the limits allow do not wrap: the hint is exactly four regions plus alignment.
+TEST(LowLatencyLayout, TheLargestShapesDoNotWrap) {
+  const int R = INT_MAX / kMaxExpertsPerRank;
+  const int E = R * kMaxExpertsPerRank;
+  const size_t hint = lowLatencyRdmaSizeHint(kMaxTokensPerRank, kMaxHidden, R, E);
+  const unsigned __int128 region =
+      static_cast<unsigned __int128>(E) * kMaxTokensPerRank * std::max(messageBytes(kMaxHidden), rowBytes(kMaxHidden));
+  EXPECT_GE(static_cast<unsigned __int128>(hint), 4 * region);
+  EXPECT_LT(static_cast<unsigned __int128>(hint), 4 * region + 512);
+}
+
+}  // namespace
+}  // namespace uccl::ep::kernels::ll
