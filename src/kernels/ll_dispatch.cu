@@ -250,8 +250,10 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
 }
 
 UCCL_EP_HOST_DEVICE Parts dispatchParts(const Context& ctx, int num_tokens) {
-  // Receive: one block per local expert, up to two per SM (the blocks are small: 64 registers a thread).
-  return Parts{blocksFor(num_tokens, ctx.num_sms), blocksFor(ctx.layout.experts_per_rank, 2 * ctx.num_sms)};
+  // Receive: one block per local expert, up to two per SM (the blocks are small: 64 registers a thread) unless
+  // other ranks' launches need the room.
+  return Parts{blocksFor(num_tokens, ctx.num_sms),
+               blocksFor(ctx.layout.experts_per_rank, (ctx.gpu_shared ? 1 : 2) * ctx.num_sms)};
 }
 
 __global__ void __launch_bounds__(kThreads) dispatch(Context ctx, DispatchArgs a, Phase phase) {

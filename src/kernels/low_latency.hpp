@@ -53,7 +53,9 @@ struct Context {
   ErrorRecord* error = nullptr;             // host-mapped (error_record.hpp)
   uint64_t timeout_ns = 0;
   int32_t* scratch = nullptr;               // device, at least scratchInts(layout) int32 for this half
-  int num_sms = 0;                          // blocks to use for per-token work
+  int num_sms = 0;                          // SMs this rank's launches may fill: the GPU's, split between the ranks
+                                            // that share it (MPS), whose launches must all be resident at once
+  bool gpu_shared = false;                  // other ranks run on this GPU: at most one block per SM of num_sms
 };
 
 // Scratch per half (int32, zero between calls): the combine's count of finished receive blocks (the last one resets

@@ -66,6 +66,7 @@ struct Buffer::Impl {
   // The (num_tokens, num_topk, num_experts) checkDispatchLayout passed last.
   std::optional<std::tuple<int, int, int>> checked_layout;
   NormalPath normal_path;  // decided at connect()
+  int ranks_on_gpu = 1;    // ranks of the job on this rank's GPU (MPS), itself included; decided at connect()
 
   PeerInfo self;  // what localInfo() reports, minus the proxy blob (taken when asked)
 

@@ -60,7 +60,10 @@ ll::Context Buffer::Impl::lowLatencyContext(const ll::Layout& layout, int half) 
   c.error = error->device();
   c.timeout_ns = env().timeoutNs();
   c.scratch = scratch->get() + static_cast<size_t>(half) * scratch_per_half;
-  c.num_sms = num_sms;
+  // Ranks sharing the GPU split its SMs, so that every one's launch is resident at once: their receive parts wait
+  // for each other's send parts.
+  c.num_sms = num_sms / ranks_on_gpu > 0 ? num_sms / ranks_on_gpu : 1;
+  c.gpu_shared = ranks_on_gpu > 1;
   return c;
 }
 

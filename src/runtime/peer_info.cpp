@@ -154,6 +154,12 @@ NormalPath decideNormalPath(const std::vector<PeerInfo>& peers, const std::strin
   return {true, setting == "pipelined" ? "pipelined (UCCL_EP_NORMAL_PATH=pipelined)" : "pipelined (one GPU per rank)"};
 }
 
+int ranksOnGpu(const std::vector<PeerInfo>& peers, const PeerInfo& self) {
+  int n = 0;
+  for (const PeerInfo& p : peers) n += sameHost(p, self) && p.pci_bus_id == self.pci_bus_id;
+  return n > 0 ? n : 1;
+}
+
 std::string describeHost(const PeerInfo& info) {
   return fmt::format("'{}' (boot id {})", info.hostname, info.boot_id.empty() ? "unknown" : info.boot_id);
 }

@@ -61,6 +61,10 @@ struct NormalPath {
 };
 NormalPath decideNormalPath(const std::vector<PeerInfo>& peers, const std::string& setting);
 
+// How many of `peers` run on `self`'s GPU (same host, same PCI bus id), itself included. Kernels whose blocks wait
+// for other ranks size their grids by it, so that the launches of all ranks sharing a GPU fit on it at once.
+int ranksOnGpu(const std::vector<PeerInfo>& peers, const PeerInfo& self);
+
 // This machine's identity, as localInfo() reports it.
 std::string localHostname();
 std::string localBootId();  // empty when /proc does not have it

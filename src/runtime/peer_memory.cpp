@@ -129,6 +129,7 @@ void Buffer::connect(const std::vector<std::string>& infos) {
     throw;
   }
   m.normal_path = path;
+  m.ranks_on_gpu = ranksOnGpu(peers, m.self);
   m.connected = true;
 }
 

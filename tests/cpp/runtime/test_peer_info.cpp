@@ -177,6 +177,17 @@ TEST(PeerInfo, NormalPathIsPipelinedOnlyWithOneGpuPerRank) {
   expectError([&] { decideNormalPath(peers, "pipelined"); }, {"UCCL_EP_NORMAL_PATH=pipelined", "ranks 0 and 2"});
 }
 
+TEST(PeerInfo, RanksOnAGpuCountSameHostAndBusId) {
+  std::vector<PeerInfo> peers = {sample(0), sample(1), sample(2), sample(3)};
+  EXPECT_EQ(ranksOnGpu(peers, peers[0]), 4);  // one GPU, one host: all four
+  peers[1].pci_bus_id = "0000:2b:00.0";
+  peers[3].boot_id = "another-boot";  // same bus id on another host: another GPU
+  EXPECT_EQ(ranksOnGpu(peers, peers[0]), 2);
+  EXPECT_EQ(ranksOnGpu(peers, peers[1]), 1);
+  EXPECT_EQ(ranksOnGpu(peers, peers[3]), 1);
+  EXPECT_EQ(ranksOnGpu({}, peers[0]), 1);  // never below one: the rank itself
+}
+
 TEST(PeerInfo, LocalIdentity) {
   EXPECT_FALSE(localHostname().empty());
   const std::string id = localBootId();
