@@ -87,7 +87,8 @@ void Buffer::Impl::release() noexcept {
       }
     }
     peer_maps.clear();  // peers' memory first: CUDA IPC mappings close before the exporters free
-    // The proxies deregister the regions and drop the rings before the memory behind them goes.
+    // The floor and the proxies deregister the regions and drop the rings before the memory behind them goes.
+    floor.reset();
     proxies.reset();
     ring_views.reset();
     rings.clear();
@@ -178,10 +179,13 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
     if (m.proxies->transport(0).capabilities() & transport::kGpuMemory) {
       m.proxies->addRegion(0, m.gpuBuffer(), rdma_bytes, transport::MemoryKind::kDevice);
       m.rdma_base = m.gpuBuffer();
+      m.rdma_region = m.gpuBuffer();
+      m.rdma_kind = transport::MemoryKind::kDevice;
     } else {
       m.rdma_host = std::make_unique<Mapped<uint8_t>>(rdma_bytes);
       m.proxies->addRegion(0, m.rdma_host->host(), rdma_bytes, transport::MemoryKind::kHost);
       m.rdma_base = m.rdma_host->device();
+      m.rdma_region = m.rdma_host->host();
     }
     m.rdma_signals = std::make_unique<Mapped<int64_t>>(m.signal_count);
     m.proxies->setSignalRegion(m.rdma_signals->host(), m.signal_count);

@@ -64,7 +64,13 @@ struct ProxyConfig {
 
   // Fills num_threads, transport, ifname, the in-flight limits and timeout from the environment.
   static ProxyConfig fromEnv(int rank, int world);
+  // Thread `index`'s endpoint: its options, and the endpoint opened through transport_factory or createTransport.
+  transport::TransportOptions transportOptions(int thread_index) const;
+  std::unique_ptr<transport::Transport> openTransport(int thread_index) const;
 };
+
+// The proxy thread that drains ring `ring_id` (ProxyGroup::addRing).
+inline int threadOfRing(uint32_t ring_id, int num_threads) { return static_cast<int>(ring_id % num_threads); }
 
 struct ThreadStats {
   uint64_t descriptors = 0;  // retired

@@ -13,6 +13,7 @@
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/ring/host_ring.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "wait_until.hpp"
 
 namespace uccl::ep::proxy {
 namespace {
@@ -22,16 +23,8 @@ using testing::HeldState;
 using testing::HeldTransport;
 using transport::OpKind;
 
-constexpr uint64_t kSecond = 1000ull * 1000 * 1000;
-
-bool waitUntil(const std::function<bool()>& pred, double seconds = 10) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
-}
+using testing::kSecond;
+using testing::waitUntil;
 
 // Rank 0 of a world of 2, one proxy thread, one ring, regions 0 and 1 of 4 KiB, 16 signal counters.
 class ProxyTest : public ::testing::Test {
