@@ -14,6 +14,7 @@ ProxyConfig ProxyConfig::fromEnv(int rank, int world) {
   c.world = world;
   c.num_threads = e.num_proxy_threads;
   c.transport = e.transport;
+  c.fabric_hmem = e.fabric_hmem;
   c.ifname = e.socket_ifname;
   c.max_inflight_bytes = e.max_inflight_bytes;
   c.max_inflight_normal = e.max_inflight_normal;
@@ -25,6 +26,7 @@ ProxyConfig ProxyConfig::fromEnv(int rank, int world) {
 transport::TransportOptions ProxyConfig::transportOptions(int thread_index) const {
   transport::TransportOptions o;
   o.kind = transport;
+  o.fabric_hmem = fabric_hmem;
   o.rank = rank;
   o.world = world;
   o.thread_index = thread_index;

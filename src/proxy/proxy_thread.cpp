@@ -49,6 +49,12 @@ ProxyThread::~ProxyThread() {
 }
 
 void ProxyThread::addRegion(uint32_t index, void* base, size_t size, transport::MemoryKind kind) {
+  // A region registered again replaces the earlier one (a runtime falling back to host memory after some threads
+  // registered device memory).
+  if (has_region_[index]) {
+    has_region_[index] = false;
+    transport_->deregisterMemory(regions_[index].id);
+  }
   regions_[index] = transport_->registerMemory(base, size, kind);
   has_region_[index] = true;
 }

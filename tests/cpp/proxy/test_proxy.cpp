@@ -291,6 +291,28 @@ TEST(ProxyConfigTest, MismatchedThreadCountsAreRefused) {
   EXPECT_THROW(ga.connect({ga.localInfo(), gb.localInfo()}), Error);
 }
 
+TEST(ProxyRegions, ARegionAddedAgainReplacesTheEarlierOne) {
+  HeldState s;
+  ProxyConfig c;
+  c.num_threads = 1;
+  c.transport_factory = [&](const transport::TransportOptions&) { return std::make_unique<HeldTransport>(&s); };
+  ProxyGroup g(c);
+  alignas(16) static uint8_t first[256], second[512];
+  g.addRegion(0, first, sizeof(first), transport::MemoryKind::kHost);
+  g.addRegion(0, second, sizeof(second), transport::MemoryKind::kHost);  // as a runtime falling back to host memory
+  EXPECT_EQ(s.deregistered, std::vector<uint32_t>{0}) << "the first registration was not released";
+  ring::HostRing r(4, 0);
+  g.addRing(r.view(), RingKind::kNormal);
+  g.connect({g.localInfo()});
+  g.start();
+  ring::push(r.view(), ring::makeWrite(0, 0, 0, 0, 0, 512), kSecond);
+  ASSERT_TRUE(waitUntil([&] { return s.postedCount() == 1; }));
+  EXPECT_EQ(s.posted[0].remote.addr, reinterpret_cast<uint64_t>(second));
+  EXPECT_EQ(s.posted[0].remote.size, sizeof(second));
+  EXPECT_EQ(s.posted[0].local_mem, 1u);
+  g.stop();
+}
+
 TEST(Numa, PinsToTheNodesCpus) {
   // Every Linux host has node 0 (NUMA or not); run in a thread of its own to leave the test runner unpinned.
   std::thread([] {
