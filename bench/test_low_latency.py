@@ -12,6 +12,14 @@ starting together (CUDA events, and the host time until each call returns); the 
 mode apart; and the GPU time of each kernel launch (torch profiler, median) for single calls and hook halves. Bandwidth counts the (token,
 destination-rank) messages this rank sends. Rank 0 prints a Markdown row for bench/RESULTS.md.
 
+Between emulated nodes (some peers reached through the proxies) it also times the transport floor (bench/ll_floor.py):
+the same writes and signals each call hands the proxies, posted straight through the same transport from the CPU,
+and prints it beside the measured call with the ratio measured / (floor + NVLink-path time); the NVLink-path time of
+each call comes from --nvlink-us DISPATCH,COMBINE (this bench's figures with every rank on one node). --no-floor
+skips it.
+
+    python scripts/launch.py --nproc 2 --ranks-per-node 1 -- bench/test_low_latency.py --nvlink-us 40,60
+
 Process group and GPU choice: tests/python/gpu/rank_group.py.
 """
 import os
@@ -27,9 +35,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "python", "gpu")
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+import ll_floor  # noqa: E402
 import ll_reference as ref  # noqa: E402
 import low_latency_checks as checks  # noqa: E402  (arguments, inputs, the Buffer)
-from rank_group import Dist, fail, log0  # noqa: E402
+from rank_group import Dist, all_gather_tensor, fail, log0  # noqa: E402
 
 
 def summary_line(r: dict) -> str:
@@ -225,6 +234,9 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
     k_hook = kernel_launches(hooked, iters)
     med = statistics.median
 
+    # 5. The transport floor of both calls (between emulated nodes), all ranks starting together as in 2.
+    floor = run_floor(args, chk, idx, sync_all)
+
     dbytes, cbytes = ref.dispatch_bytes(idx, args.hidden)
     res = dict(rank=d.rank, world=d.world, dispatch_us=median_us(disp), combine_us=median_us(comb),
                pair_us=median_us(pair), loop_us=loop_us, hook_dispatch_send_us=median_us(hs),
@@ -238,6 +250,23 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
                host_dispatch_us=med(host_d) * 1e6, host_combine_us=med(host_c) * 1e6)
     res["dispatch_gbs"] = dbytes / 1e3 / res["dispatch_us"]  # bytes/us = MB/s; /1e3 = GB/s
     res["combine_gbs"] = cbytes / 1e3 / res["combine_us"]
+    res.update(floor)
+    return res
+
+
+def run_floor(args, chk: checks.Checker, idx, sync_all) -> dict:
+    """The floor's figures (ll_floor.measure), or {} where no peer is reached through the proxies or --no-floor.
+    Collective: every rank reaches the same decision (the topology is symmetric)."""
+    runtime = getattr(chk.buffer, "_runtime", None)  # absent on the CPU stand-ins the tests use
+    transport = runtime.transport_name() if runtime is not None else ""
+    if args.no_floor or not transport:
+        return {}
+    counts = ll_floor.expert_counts([i.cpu() for i in all_gather_tensor(idx)], chk.E)
+    floor = ll_floor.Floor(chk.buffer)
+    plans = {c: floor.plan(c, counts, chk.M, args.hidden, chk.E) for c in ll_floor.CALLS}
+    res = ll_floor.measure(floor, plans, sync_all, args.bench_warmup, args.bench_iters)
+    floor.close()
+    res["transport"] = transport
     return res
 
 
@@ -249,11 +278,14 @@ def run_all(args, d: Dist, chk: checks.Checker, ranks_per_node: int):
         log0(d, "sanity check passed (--no-bench: no figures)")
         return
     res = run_bench(args, chk, d)
-    print(summary_line(res), flush=True)
+    print(summary_line(res) + (ll_floor.summary_part(res) if "transport" in res else ""), flush=True)
     results = [None] * d.world
     dist.all_gather_object(results, res)
     if d.rank == 0:
-        print("\n".join(aggregate_lines(results, args, ranks_per_node)), flush=True)
+        lines = aggregate_lines(results, args, ranks_per_node)
+        if "transport" in res:
+            lines += ll_floor.floor_lines(results, ll_floor.parse_nvlink_us(args.nvlink_us), res["transport"])
+        print("\n".join(lines), flush=True)
 
 
 def main(argv=None):

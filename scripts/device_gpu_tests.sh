@@ -94,6 +94,9 @@ say "configure: ${CMAKE_ARGS[*]}"
 cmake -S "$ROOT" -B "$BUILD_DIR" "${GENERATOR[@]}" "${CMAKE_ARGS[@]}" >>"$BUILD_LOG" 2>&1 || { tail -40 "$BUILD_LOG"; exit 3; }
 TARGETS=(test_ring_gpu gpu_ring_bench)
 [[ $BUILD_PYTHON == 1 ]] && TARGETS=(uccl_ep_python test_ring_gpu test_shared_memory_gpu)
+# GPU memory through libfabric (FI_HMEM), where the fabric backend is configured (libfabric headers found).
+[[ $BUILD_PYTHON == 1 ]] && grep -qs "test_fabric_hmem_gpu" "$BUILD_DIR/build.ninja" "$BUILD_DIR/Makefile" &&
+  TARGETS+=(test_fabric_hmem_gpu)
 say "build: ${TARGETS[*]}"
 cmake --build "$BUILD_DIR" --target "${TARGETS[@]}" -j "$JOBS" >>"$BUILD_LOG" 2>&1 ||
   { tail -60 "$BUILD_LOG"; exit 3; }

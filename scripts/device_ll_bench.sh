@@ -7,6 +7,10 @@
 #
 #   scripts/device_ll_bench.sh "2:2 2:1 4:4" [extra test_low_latency.py arguments...]
 #
+# Proxied configurations also print the transport floor (bench/ll_floor.py); pass the one-node figures of the same
+# ranks as --nvlink-us DISPATCH,COMBINE for the ratio to floor + NVLink-path time:
+#   scripts/device_ll_bench.sh "2:2" && scripts/device_ll_bench.sh "2:1" --nvlink-us <dispatch us>,<combine us>
+#
 # Environment: BUILD_DIR (default <repo>/build-device), TIMEOUT per configuration (default 240 s); proxied
 # configurations run UCCL_EP_NUM_PROXY_THREADS proxy threads per rank (default 1 here: 8 ranks x 4 threads would
 # oversubscribe a 16-core machine).
@@ -27,7 +31,8 @@ for c in $configs; do
   echo "== ${cmd[*]}" | tee "$log"
   "${cmd[@]}" >>"$log" 2>&1
   rc=$?
-  grep -E "topology:|sanity check passed|^\[rank 0\] \| [0-9]|Error|error:|failed" "$log" | grep -v "^\[rank .\] \[rank.\]:   " | tail -6
+  grep -E "topology:|sanity check passed|^\[rank 0\] \| [0-9]|transport floor over|^\[rank 0\] \| (dispatch|combine) \||RDMA buffer of|Error|error:|failed" "$log" |
+    grep -v "^\[rank .\] \[rank.\]:   " | tail -12
   [[ $rc -eq 0 ]] || { echo "== ${n} ranks, ${k} per node: FAILED (exit $rc)"; status=1; }
 done
 exit $status

@@ -14,12 +14,32 @@ ProxyConfig ProxyConfig::fromEnv(int rank, int world) {
   c.world = world;
   c.num_threads = e.num_proxy_threads;
   c.transport = e.transport;
+  c.fabric_hmem = e.fabric_hmem;
   c.ifname = e.socket_ifname;
   c.max_inflight_bytes = e.max_inflight_bytes;
   c.max_inflight_normal = e.max_inflight_normal;
   c.max_inflight_low_latency = e.max_inflight_low_latency;
   c.timeout_ns = e.timeoutNs();
   return c;
+}
+
+transport::TransportOptions ProxyConfig::transportOptions(int thread_index) const {
+  transport::TransportOptions o;
+  o.kind = transport;
+  o.fabric_hmem = fabric_hmem;
+  o.rank = rank;
+  o.world = world;
+  o.thread_index = thread_index;
+  o.ifname = ifname;
+  o.gpu_device = gpu_device;
+  o.timeout_ns = timeout_ns;
+  o.all_peers_local = all_peers_local;
+  return o;
+}
+
+std::unique_ptr<transport::Transport> ProxyConfig::openTransport(int thread_index) const {
+  const transport::TransportOptions o = transportOptions(thread_index);
+  return transport_factory ? transport_factory(o) : transport::createTransport(o);
 }
 
 ProxyGroup::ProxyGroup(const ProxyConfig& config) : config_(config) {
@@ -58,7 +78,7 @@ void ProxyGroup::addRing(const ring::RingView& view, RingKind kind) {
   UCCL_EP_CHECK(view.control->magic == ring::kRingMagic && view.control->layout_version == ring::kRingLayoutVersion,
                 "ring {} is not initialised (magic {:#x}, layout version {}; expected {:#x}, {})", view.ring_id,
                 view.control->magic, view.control->layout_version, ring::kRingMagic, ring::kRingLayoutVersion);
-  threads_[view.ring_id % threads_.size()]->addRing(view, kind);
+  threads_[threadOfRing(view.ring_id, numThreads())]->addRing(view, kind);
 }
 
 transport::Blob ProxyGroup::localInfo() const {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "proxy/endpoint_info.hpp"
+#include "proxy/signal_rules.hpp"
 #include "uccl_ep/platform/clock.hpp"
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"
@@ -36,18 +38,7 @@ uint64_t wrId(uint32_t ring_index, uint64_t pos) {
 }  // namespace
 
 ProxyThread::ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error)
-    : index_(index), config_(config), error_(error) {
-  transport::TransportOptions o;
-  o.kind = config.transport;
-  o.rank = config.rank;
-  o.world = config.world;
-  o.thread_index = index;
-  o.ifname = config.ifname;
-  o.gpu_device = config.gpu_device;
-  o.timeout_ns = config.timeout_ns;
-  o.all_peers_local = config.all_peers_local;
-  transport_ = config.transport_factory ? config.transport_factory(o) : transport::createTransport(o);
-}
+    : index_(index), config_(config), error_(error), transport_(config.openTransport(index)) {}
 
 ProxyThread::~ProxyThread() {
   stop();
@@ -58,6 +49,12 @@ ProxyThread::~ProxyThread() {
 }
 
 void ProxyThread::addRegion(uint32_t index, void* base, size_t size, transport::MemoryKind kind) {
+  // A region registered again replaces the earlier one (a runtime falling back to host memory after some threads
+  // registered device memory).
+  if (has_region_[index]) {
+    has_region_[index] = false;
+    transport_->deregisterMemory(regions_[index].id);
+  }
   regions_[index] = transport_->registerMemory(base, size, kind);
   has_region_[index] = true;
 }
@@ -84,56 +81,28 @@ void ProxyThread::addRing(const ring::RingView& view, RingKind kind) {
 }
 
 transport::Blob ProxyThread::localInfo() const {
-  transport::Blob out;
-  transport::appendBlob(out, transport_->address());
+  transport::RemoteMemory regions[ring::kMaxRegions];
   for (uint32_t i = 0; i < ring::kMaxRegions; ++i) {
-    transport::appendBlob(out, has_region_[i] ? transport::encodeRemote(regions_[i].remote) : transport::Blob{});
+    if (has_region_[i]) regions[i] = regions_[i].remote;
   }
-  transport::appendBlob(out, signals_ ? transport::encodeRemote(signal_mr_.remote) : transport::Blob{});
-  return out;
+  return encodeEndpointInfo(transport_->address(), regions, signals_ ? &signal_mr_.remote : nullptr);
 }
 
 void ProxyThread::connect(const std::vector<transport::Blob>& infos) {
   std::vector<transport::Blob> addresses(infos.size());
   peers_.assign(infos.size(), PeerTable{});
   for (size_t rank = 0; rank < infos.size(); ++rank) {
-    size_t off = 0;
-    addresses[rank] = transport::readBlob(infos[rank], &off);
-    for (uint32_t i = 0; i < ring::kMaxRegions; ++i) {
-      transport::Blob b = transport::readBlob(infos[rank], &off);
-      if (!b.empty()) peers_[rank].regions[i] = transport::decodeRemote(b);
-    }
-    transport::Blob s = transport::readBlob(infos[rank], &off);
-    if (!s.empty()) {
-      peers_[rank].signals = transport::decodeRemote(s);
-      peers_[rank].num_signals = peers_[rank].signals.size / sizeof(int64_t);
-    }
+    EndpointInfo info = decodeEndpointInfo(infos[rank]);
+    addresses[rank] = std::move(info.address);
+    peers_[rank] = info.table;
   }
   transport_->connect(addresses);
 
   const uint32_t caps = transport_->capabilities();
   ordered_ = (caps & transport::kOrderedDelivery) != 0;
   cumulative_ = (caps & transport::kCumulativeCompletions) != 0;
-  wide_immediates_ = transport_->immediateBytes() >= 8;
-  const bool atomics = (caps & transport::kNativeAtomics) != 0;
-  const bool imm = (caps & transport::kRemoteCqData) != 0;
-  switch (config_.signal_path) {
-    case SignalPath::kAuto:
-      UCCL_EP_CHECK(atomics || imm, "transport {} offers neither native atomics nor remote CQ data for signals",
-                    transport_->name());
-      signal_path_ = (atomics && ordered_) || !imm ? SignalPath::kAtomic : SignalPath::kImmediate;
-      break;
-    case SignalPath::kAtomic:
-      UCCL_EP_CHECK(atomics, "signal path 'atomic' asked for, but transport {} has no native atomics",
-                    transport_->name());
-      signal_path_ = SignalPath::kAtomic;
-      break;
-    case SignalPath::kImmediate:
-      UCCL_EP_CHECK(imm, "signal path 'immediate' asked for, but transport {} has no remote CQ data",
-                    transport_->name());
-      signal_path_ = SignalPath::kImmediate;
-      break;
-  }
+  immediates_ = ImmediateCodec(transport_->immediateBytes());
+  signal_path_ = resolveSignalPath(config_.signal_path, *transport_);
   queues_.assign(infos.size(), PeerQueue{});
   for (auto& q : queues_) {
     q.requests.resize(kQueueCapacity);
@@ -287,7 +256,7 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
       PeerQueue& q = queues_[x.dst_rank];
       if (signal_path_ == SignalPath::kImmediate) {
         bool fits = false;
-        const uint64_t imm = encodeImmediate(x.signal_index, x.signal_value, &fits);
+        const uint64_t imm = immediates_.encode(x.signal_index, x.signal_value, &fits);
         if (!fits) {
           return reject(fmt::format("signal index {} and value {} do not fit the {}-byte immediate of {}",
                                     x.signal_index, x.signal_value, transport_->immediateBytes(),
@@ -312,7 +281,7 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
       w->local_mem = signal_mr_.id;
       w->remote = peer.signals;
       if (immediate) {
-        w->imm = encodeImmediate(x.signal_index, x.signal_value, nullptr);
+        w->imm = immediates_.encode(x.signal_index, x.signal_value, nullptr);
       } else {
         w->remote_offset = uint64_t{x.signal_index} * sizeof(int64_t);
         w->imm = static_cast<uint64_t>(int64_t{x.signal_value});
@@ -325,13 +294,6 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
     default:
       return reject(fmt::format("unknown opcode {}", static_cast<unsigned>(x.opcode)));
   }
-}
-
-uint64_t ProxyThread::encodeImmediate(uint32_t index, int32_t value, bool* fits) const {
-  const bool wide = wide_immediates_;
-  if (fits != nullptr) *fits = wide || (index <= 0xffff && value >= INT16_MIN && value <= INT16_MAX);
-  return wide ? (uint64_t{index} << 32) | static_cast<uint32_t>(value)
-              : (uint64_t{index} << 16) | static_cast<uint16_t>(value);
 }
 
 WorkRequest* ProxyThread::enqueue(uint32_t peer, OpKind kind, uint32_t ring_index, uint64_t pos) {
@@ -350,13 +312,7 @@ WorkRequest* ProxyThread::enqueue(uint32_t peer, OpKind kind, uint32_t ring_inde
 void ProxyThread::applyImmediate(const Completion& c) {
   uint64_t index;
   int64_t value;
-  if (wide_immediates_) {
-    index = c.imm >> 32;
-    value = static_cast<int32_t>(static_cast<uint32_t>(c.imm));
-  } else {
-    index = (c.imm >> 16) & 0xffff;
-    value = static_cast<int16_t>(static_cast<uint16_t>(c.imm));
-  }
+  immediates_.decode(c.imm, &index, &value);
   if (index >= num_signals_) {
     fail(fmt::format("peer {} sent a signal for counter {}, but rank {} has {} counters", c.peer, index, config_.rank,
                      num_signals_));

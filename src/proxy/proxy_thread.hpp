@@ -9,18 +9,13 @@
 #include <thread>
 #include <vector>
 
+#include "proxy/endpoint_info.hpp"
+#include "proxy/signal_rules.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/ring/ring.hpp"
 #include "uccl_ep/transport/transport.hpp"
 
 namespace uccl::ep::proxy {
-
-// What this thread knows of one peer's memory (for its own thread index).
-struct PeerTable {
-  transport::RemoteMemory regions[ring::kMaxRegions];  // size 0: not registered
-  transport::RemoteMemory signals;                      // int64 counters
-  uint64_t num_signals = 0;
-};
 
 class ProxyThread {
  public:
@@ -78,7 +73,6 @@ class ProxyThread {
   void completeOne(uint64_t wr_id);
   void applyImmediate(const transport::Completion& c);
   void fail(const std::string& message);
-  uint64_t encodeImmediate(uint32_t index, int32_t value, bool* fits) const;
   // The next free request in `peer`'s queue, filled with kind, peer and wr_id; nullptr when the queue is full.
   transport::WorkRequest* enqueue(uint32_t peer, transport::OpKind kind, uint32_t ring_index, uint64_t pos);
 
@@ -89,7 +83,7 @@ class ProxyThread {
   SignalPath signal_path_ = SignalPath::kImmediate;
   bool ordered_ = false;
   bool cumulative_ = false;  // selective signalling: one signaled request per post
-  bool wide_immediates_ = false;  // 8-byte immediates: index << 32 | value; else index << 16 | value
+  ImmediateCodec immediates_;
 
   transport::LocalMemory regions_[ring::kMaxRegions];
   bool has_region_[ring::kMaxRegions] = {};

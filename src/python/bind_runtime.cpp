@@ -115,6 +115,45 @@ void bindLowLatency(py::class_<Runtime>& c) {
           arg("stream"));
 }
 
+void bindFloor(py::class_<Runtime>& c) {
+  using py::arg;
+  c.def(
+       "low_latency_floor_plan",
+       [](const Runtime& r, int m, int hidden, int e, const std::string& call, const std::vector<int32_t>& counts) {
+         return r.b().lowLatencyFloorPlan(LowLatencyShape{m, hidden, e}, runtime::lowLatencyCallOf(call), counts);
+       },
+       py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"), arg("call"),
+       arg("counts"),
+       "this rank's proxy work in one call ('dispatch' or 'combine') as a FloorPlan; counts[s * E + e] = tokens of "
+       "rank s that picked expert e")
+      .def(
+          "transport_floor_info",
+          [](const Runtime& r) {
+            return py::bytes(nogil(r, [](runtime::Buffer& b) { return b.transportFloorInfo(); }));
+          },
+          "opens the transport floor (own endpoints, the proxies' configuration, the same RDMA buffer); this rank's "
+          "bytes for transport_floor_connect on every rank")
+      .def(
+          "transport_floor_connect",
+          [](const Runtime& r, const std::vector<std::string>& infos) {
+            nogil(r, [&](runtime::Buffer& b) { b.transportFloorConnect(infos); });
+          },
+          arg("infos"))
+      .def(
+          "transport_floor_run",
+          [](const Runtime& r, const proxy::FloorPlan& plan) {
+            return nogil(r, [&](runtime::Buffer& b) { return b.transportFloorRun(plan); });
+          },
+          arg("plan"), "one run of the plan, every rank together, no call in flight; a FloorResult")
+      .def(
+          "transport_floor_close",
+          [](const Runtime& r) { nogil(r, [](runtime::Buffer& b) { b.transportFloorClose(); }); },
+          "after a barrier that follows every rank's last run")
+      .def(
+          "transport_name", [](const Runtime& r) { return r.b().transportName(); },
+          "the proxies' transport, e.g. 'fabric/shm:shm'; empty when no peer is reached through the proxies");
+}
+
 void bindNormal(py::class_<Runtime>& c) {
   using py::arg;
   c.def(
@@ -195,6 +234,7 @@ void bindRuntime(py::module_& m) {
       .def("check_errors", [](const Runtime& r) { r.b().checkErrors(); },
            "raises the first failure a kernel or a proxy recorded");
   bindLowLatency(c);
+  bindFloor(c);
   bindNormal(c);
 }
 

@@ -7,6 +7,7 @@
 #include "python/bind.hpp"
 #include "python/bind_args.hpp"
 #include "runtime/topology.hpp"
+#include "uccl_ep/proxy/transport_floor.hpp"
 
 namespace uccl::ep::python {
 
@@ -106,12 +107,40 @@ void bindAnswers(py::module_& m) {
       .def_property_readonly("scratch_ints", [](const L& l) { return ll::scratchInts(l); });
 }
 
+void bindFloor(py::module_& m) {
+  namespace px = proxy;
+  py::class_<px::FloorOp>(m, "FloorOp", "uccl_ep/proxy/transport_floor.hpp FloorOp: one WRITE + SIGNAL pair; read-only")
+      .def_readonly("peer", &px::FloorOp::peer)
+      .def_readonly("lane", &px::FloorOp::lane)
+      .def_readonly("src_offset", &px::FloorOp::src_offset)
+      .def_readonly("dst_offset", &px::FloorOp::dst_offset)
+      .def_readonly("bytes", &px::FloorOp::bytes)
+      .def_readonly("signal_index", &px::FloorOp::signal_index)
+      .def_readonly("signal_value", &px::FloorOp::signal_value);
+  py::class_<px::FloorExpect>(m, "FloorExpect", "a counter that must reach `value`, sent by `peer`; read-only")
+      .def_readonly("peer", &px::FloorExpect::peer)
+      .def_readonly("signal_index", &px::FloorExpect::signal_index)
+      .def_readonly("value", &px::FloorExpect::value);
+  py::class_<px::FloorPlan>(m, "FloorPlan", "what one rank sends (ops) and receives (expect) in one call; read-only")
+      .def_readonly("ops", &px::FloorPlan::ops)
+      .def_readonly("expect", &px::FloorPlan::expect)
+      .def_property_readonly("writes", &px::FloorPlan::writes)
+      .def_property_readonly("bytes", &px::FloorPlan::bytes);
+  py::class_<px::FloorResult>(m, "FloorResult", "one run of a plan through the transport floor; read-only")
+      .def_readonly("seconds", &px::FloorResult::seconds, "until every expected signal was applied here")
+      .def_readonly("sends_seconds", &px::FloorResult::sends_seconds, "until every op sent from here completed")
+      .def_readonly("writes", &px::FloorResult::writes)
+      .def_readonly("bytes", &px::FloorResult::bytes)
+      .def_readonly("signals", &px::FloorResult::signals);
+}
+
 }  // namespace
 
 void bindStructs(py::module_& m) {
   bindLowLatencyArgs(m);
   bindNormalArgs(m);
   bindAnswers(m);
+  bindFloor(m);
 }
 
 }  // namespace uccl::ep::python

@@ -15,6 +15,7 @@
 #include "kernels/ll_layout.hpp"
 #include "python/bind.hpp"
 #include "runtime/call_checks.hpp"
+#include "runtime/ll_floor_plan.hpp"
 #include "runtime/size_hints.hpp"
 #include "runtime/topology.hpp"
 #include "uccl_ep/util/error.hpp"
@@ -49,6 +50,25 @@ void bindHostCalls(py::module_& m) {
       },
       arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_ranks"), arg("num_experts"),
       "the low-latency layout for these sizes, after checking them");
+  m.def(
+      "low_latency_floor_plan",
+      [](const kernels::ll::Layout& layout, const std::string& call, int rank, std::vector<int32_t> counts,
+         const std::vector<bool>& proxy_peers, int half, int num_rings, int num_threads) {
+        rt::LowLatencyFloorArgs a;
+        a.layout = layout;
+        a.call = rt::lowLatencyCallOf(call);
+        a.rank = rank;
+        a.counts = std::move(counts);
+        a.proxy_peer.assign(proxy_peers.begin(), proxy_peers.end());
+        a.half = half;
+        a.num_rings = num_rings;
+        a.num_threads = num_threads;
+        return rt::lowLatencyFloorPlan(a);
+      },
+      py::kw_only(), arg("layout"), arg("call"), arg("rank"), arg("counts"), arg("proxy_peers"), arg("half") = 0,
+      arg("num_rings"), arg("num_threads"),
+      "the transport-floor plan of one low-latency call ('dispatch' or 'combine') at `rank` "
+      "(runtime/ll_floor_plan.hpp); counts[s * E + e] = tokens of rank s that picked expert e");
   m.def("check_low_latency_dispatch", &rt::checkLowLatencyDispatch, arg("layout"), arg("args"),
         "the per-call checks of low_latency_dispatch (the runtime runs them in every launch)");
   m.def("check_low_latency_combine", &rt::checkLowLatencyCombine, arg("layout"), arg("args"),

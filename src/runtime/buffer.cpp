@@ -87,7 +87,8 @@ void Buffer::Impl::release() noexcept {
       }
     }
     peer_maps.clear();  // peers' memory first: CUDA IPC mappings close before the exporters free
-    // The proxies deregister the regions and drop the rings before the memory behind them goes.
+    // The floor and the proxies deregister the regions and drop the rings before the memory behind them goes.
+    floor.reset();
     proxies.reset();
     ring_views.reset();
     rings.clear();
@@ -174,15 +175,30 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
     m.proxies = std::make_unique<proxy::ProxyGroup>(pc);
     m.transport_name = m.proxies->transport(0).name();
 
+    // The RDMA buffer: the gpu buffer itself where the transport registers GPU memory (verbs with dma-buf or peer
+    // memory, libfabric with FI_HMEM), else pinned host memory. The registration is the last part of the probe: when
+    // it fails, pinned host memory it is.
     const size_t rdma_bytes = static_cast<size_t>(config.num_rdma_bytes);
+    std::string why_host = "the transport does not register GPU memory";
     if (m.proxies->transport(0).capabilities() & transport::kGpuMemory) {
-      m.proxies->addRegion(0, m.gpuBuffer(), rdma_bytes, transport::MemoryKind::kDevice);
-      m.rdma_base = m.gpuBuffer();
-    } else {
+      try {
+        m.proxies->addRegion(0, m.gpuBuffer(), rdma_bytes, transport::MemoryKind::kDevice);
+        m.rdma_base = m.gpuBuffer();
+        m.rdma_region = m.gpuBuffer();
+        m.rdma_kind = transport::MemoryKind::kDevice;
+      } catch (const Error& e) {
+        why_host = fmt::format("registering GPU memory failed: {}", e.what());
+      }
+    }
+    if (m.rdma_region == nullptr) {
       m.rdma_host = std::make_unique<Mapped<uint8_t>>(rdma_bytes);
       m.proxies->addRegion(0, m.rdma_host->host(), rdma_bytes, transport::MemoryKind::kHost);
       m.rdma_base = m.rdma_host->device();
+      m.rdma_region = m.rdma_host->host();
     }
+    log().info("uccl-ep Buffer (rank {}): RDMA buffer of {} bytes in {} through {}{}", rank, rdma_bytes,
+               m.rdma_kind == transport::MemoryKind::kDevice ? "GPU memory" : "pinned host memory", m.transport_name,
+               m.rdma_kind == transport::MemoryKind::kDevice ? "" : " (" + why_host + ")");
     m.rdma_signals = std::make_unique<Mapped<int64_t>>(m.signal_count);
     m.proxies->setSignalRegion(m.rdma_signals->host(), m.signal_count);
 

@@ -30,7 +30,9 @@
 
 #include "kernels/intranode.hpp"
 #include "kernels/low_latency.hpp"
+#include "runtime/ll_floor_plan.hpp"
 #include "runtime/topology.hpp"
+#include "uccl_ep/proxy/transport_floor.hpp"
 
 namespace uccl::ep::runtime {
 
@@ -115,6 +117,24 @@ class Buffer {
   void lowLatencyUpdateMaskBuffer(int rank_to_mask, bool mask, uintptr_t stream);
   void lowLatencyQueryMaskBuffer(uintptr_t mask_status, uintptr_t stream) const;  // copies [R] int32
   void lowLatencyCleanMaskBuffer(uintptr_t stream);
+
+  // --- transport floor (buffer_floor.cpp, uccl_ep/proxy/transport_floor.hpp) ---------------------------------
+  // What the proxies carry in one low-latency call on this rank, as a floor plan: counts[s * E + e] = tokens of rank
+  // s that picked expert e (runtime/ll_floor_plan.hpp). Empty when no peer is reached through the proxies.
+  proxy::FloorPlan lowLatencyFloorPlan(const LowLatencyShape& shape, LowLatencyCall call,
+                                       const std::vector<int32_t>& counts);
+  // The floor's endpoints, opened on first call through the proxies' configuration and registering the RDMA buffer
+  // as the proxies did; the caller all-gathers the blob and passes every rank's to transportFloorConnect. Throws
+  // when no peer is reached through the proxies (there is no transport to measure).
+  std::string transportFloorInfo();
+  void transportFloorConnect(const std::vector<std::string>& infos);
+  // One run of `plan` (every rank together, after a barrier). No call may be in flight or waiting for its receive
+  // hook on any rank: the floor writes the same receive areas a call does. Checks what this rank can see (its
+  // stream work and its rings) and throws naming the ring otherwise.
+  proxy::FloorResult transportFloorRun(const proxy::FloorPlan& plan);
+  void transportFloorClose();  // after a barrier that follows every rank's last run; idempotent
+  // The proxies' transport, e.g. "fabric/shm:shm"; empty when no peer is reached through the proxies.
+  std::string transportName() const;
 
   // --- normal mode within one NVLink domain (buffer_normal.cpp, kernels/intranode.hpp) ------------------------
   // The checks of get_dispatch_layout, made before the caller sizes its outputs by num_experts; the launch then skips

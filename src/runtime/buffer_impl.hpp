@@ -1,6 +1,6 @@
 // Buffer::Impl: the state behind runtime::Buffer, shared by the files that implement it, one concern each:
 // buffer.cpp (life cycle, allocation), peer_memory.cpp (mapping the peers' memory at connect), buffer_low_latency.cpp,
-// buffer_normal.cpp and kernel_errors.cpp. Internal to the runtime library.
+// buffer_normal.cpp, buffer_floor.cpp and kernel_errors.cpp. Internal to the runtime library.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,6 +20,7 @@
 #include "runtime/shared_memory.hpp"
 #include "runtime/topology.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
+#include "uccl_ep/proxy/transport_floor.hpp"
 #include "uccl_ep/util/error.hpp"
 
 namespace uccl::ep::runtime {
@@ -53,8 +54,11 @@ struct Buffer::Impl {
   std::unique_ptr<DeviceArray<ring::RingView>> ring_views;
   std::unique_ptr<Mapped<uint8_t>> rdma_host;  // when the transport cannot reach GPU memory
   uint8_t* rdma_base = nullptr;                // device pointer of the RDMA buffer
+  void* rdma_region = nullptr;                 // the RDMA buffer as the proxies registered it (region 0)
+  transport::MemoryKind rdma_kind = transport::MemoryKind::kHost;
   std::unique_ptr<Mapped<int64_t>> rdma_signals;
   std::string transport_name;
+  std::unique_ptr<proxy::TransportFloor> floor;  // buffer_floor.cpp; closed before the memory it registered goes
 
   // Low-latency mode: the layouts checked so far (decode repeats a few shapes) and the half the next call uses.
   std::deque<std::pair<LowLatencyShape, kernels::ll::Layout>> ll_layouts;  // deque: references stay valid

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 #include <limits>
 
 #include "uccl_ep/util/error.hpp"
@@ -110,6 +111,17 @@ int positiveOrUnset(const char* name) {
   }
   return static_cast<int>(x);
 }
+
+// The value if it is one of `allowed` (listed in this order when it is not); unset or empty gives `fallback`.
+std::string oneOf(const char* name, const char* fallback, std::initializer_list<const char*> allowed) {
+  const std::string v = envString(name).value_or(fallback);
+  std::string list;
+  for (const char* a : allowed) {
+    if (v == a) return v;
+    list += list.empty() ? a : std::string(", ") + a;
+  }
+  UCCL_EP_THROW_ARG("{}='{}' is not one of {}", name, v, list);
+}
 }  // namespace
 
 Env readEnv() {
@@ -122,11 +134,8 @@ Env readEnv() {
   e.max_inflight_bytes = nonNegative<uint64_t>("UCCL_IB_MAX_INFLIGHT_BYTES", 0);
   e.max_inflight_normal = nonNegative<uint32_t>("UCCL_IB_MAX_INFLIGHT_NORMAL", 0);
   e.max_inflight_low_latency = nonNegative<uint32_t>("UCCL_IB_MAX_INFLIGHT_LOW_LATENCY", 0);
-  e.transport = envString("UCCL_EP_TRANSPORT").value_or("auto");
-  if (e.transport != "auto" && e.transport != "verbs" && e.transport != "efa" && e.transport != "tcp" &&
-      e.transport != "shm") {
-    UCCL_EP_THROW_ARG("UCCL_EP_TRANSPORT='{}' is not one of verbs, efa, tcp, shm, auto", e.transport);
-  }
+  e.transport = oneOf("UCCL_EP_TRANSPORT", "auto", {"verbs", "efa", "tcp", "shm", "auto"});
+  e.fabric_hmem = oneOf("UCCL_EP_FABRIC_HMEM", "auto", {"auto", "on", "off"});
   e.num_proxy_threads = inRange<int>("UCCL_EP_NUM_PROXY_THREADS", 4, 1, 64);
   e.ranks_per_node = inRange<int>("UCCL_EP_RANKS_PER_NODE", 0, 0, std::numeric_limits<int>::max());
   e.local_world_size = positiveOrUnset("LOCAL_WORLD_SIZE");
@@ -137,10 +146,7 @@ Env readEnv() {
       e.normal_mnnvl_source = name;
     }
   }
-  e.normal_path = envString("UCCL_EP_NORMAL_PATH").value_or("auto");
-  if (e.normal_path != "auto" && e.normal_path != "pipelined" && e.normal_path != "staged") {
-    UCCL_EP_THROW_ARG("UCCL_EP_NORMAL_PATH='{}' is not one of auto, pipelined, staged", e.normal_path);
-  }
+  e.normal_path = oneOf("UCCL_EP_NORMAL_PATH", "auto", {"auto", "pipelined", "staged"});
   e.timeout_secs = envTimeoutSecs("UCCL_EP_TIMEOUT_SECS", 100.0);
   e.log_level = parseLogLevel("UCCL_LOG_LEVEL", envString("UCCL_LOG_LEVEL").value_or("info"));
   return e;

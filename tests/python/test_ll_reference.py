@@ -3,6 +3,7 @@ combine reference, the FP8 scale / e4m3 / UE8M0 arithmetic, calc_diff and the ro
 import os
 import struct
 import sys
+import types
 
 import pytest
 import torch
@@ -407,6 +408,16 @@ class FakeLowLatencyBuffer:
         # As the real kernels do: the first top-k entry outside [-1, E) is recorded and skipped; the next call (or
         # the hook, after its receive half) raises it. `kernels`: the kernel names a call "launches".
         self.recorded, self.kernels = None, []
+        if os.environ.get("FAKE_FLOOR") == "1":
+            self._runtime = FakeFloorRuntime(self.R, self.rank)
+
+    def _all_gather(self, obj):
+        out = [None] * self.R
+        self.dist.all_gather_object(out, obj)
+        return out
+
+    def _barrier(self):
+        self.dist.barrier()
 
     def raise_recorded(self):
         error, self.recorded = self.recorded, None
@@ -528,6 +539,45 @@ class FakeLowLatencyBuffer:
         return combined, event, hook
 
 
+class FakeFloorRuntime:
+    """The transport-floor part of _C.Runtime for FakeLowLatencyBuffer: real plans (_C.low_latency_floor_plan, one
+    rank per node), runs that take a time from the plan's size, and a check of the collective order."""
+
+    def __init__(self, R, rank):
+        sys.path.insert(0, os.path.join(REPO, "python"))
+        import uccl.ep as ep
+        self.native, self.R, self.rank, self.state = ep._C, R, rank, "new"
+
+    def transport_name(self):
+        return "fake/loopback"
+
+    def check_errors(self):
+        pass
+
+    def transport_floor_info(self):
+        assert self.state == "new"
+        self.state = "opened"
+        return b"rank%d" % self.rank
+
+    def transport_floor_connect(self, infos):
+        assert self.state == "opened" and infos == [b"rank%d" % r for r in range(self.R)]
+        self.state = "connected"
+
+    def low_latency_floor_plan(self, num_max_dispatch_tokens_per_rank, hidden, num_experts, call, counts):
+        layout = self.native.low_latency_layout(num_max_dispatch_tokens_per_rank, hidden, self.R, num_experts)
+        return self.native.low_latency_floor_plan(layout=layout, call=call, rank=self.rank, counts=counts,
+                                                  proxy_peers=[p != self.rank for p in range(self.R)], num_rings=2,
+                                                  num_threads=1)
+
+    def transport_floor_run(self, plan):
+        assert self.state == "connected" and plan.expect
+        return types.SimpleNamespace(seconds=1e-6 * (10 + len(plan.ops)), sends_seconds=1e-6)
+
+    def transport_floor_close(self):
+        assert self.state == "connected"
+        self.state = "closed"
+
+
 def fake_rank_main(argv):
     """One rank of the low-latency checks, then of the bench, against FakeLowLatencyBuffer (run through
     scripts/launch.py)."""
@@ -555,9 +605,9 @@ def fake_rank_main(argv):
     dist.destroy_process_group()
 
 
-def run_fake_bench(bug, *bench_args):
+def run_fake_bench(bug, *bench_args, floor=False):
     import subprocess
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", FAKE_BUG=bug)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", FAKE_BUG=bug, FAKE_FLOOR="1" if floor else "0")
     cmd = [sys.executable, LAUNCH, "--nproc", "2", "--timeout", "300", "--", os.path.abspath(__file__), "--fake-rank",
            "--num-tokens", "8", "--hidden", "512", "--num-topk", "3", "--num-experts", "8", "--num-masked", "3",
            "--bench-iters", "3", "--bench-warmup", "1", "--graph-replays", "2", *bench_args]
@@ -574,6 +624,15 @@ def test_bench_flow_against_fake_buffer():
     assert "[rank 1] rank 1/2: dispatch" in r.stdout
     assert "[rank 0] | 2 (2) | 8, 512, 3, 8 |" in r.stdout
     assert "GPU (profiler): dispatch 1.0 combine 1.0 us, hook send+recv 1.0+1.0 / 1.0+1.0 us" in r.stdout
+
+
+def test_bench_prints_the_transport_floor_against_fake_buffer(native):
+    r = run_fake_bench("", "--only", "kernel-names", "--nvlink-us", "1.5,2.5", floor=True)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "[rank 1] rank 1/2: dispatch" in r.stdout and " | floor: dispatch 1" in r.stdout
+    assert "[rank 0] transport floor over fake/loopback" in r.stdout
+    assert "[rank 0] | dispatch | " in r.stdout and " | 1.5 | " in r.stdout
+    assert "[rank 0] | combine | " in r.stdout and " | 2.5 | " in r.stdout
 
 
 @pytest.mark.parametrize("bug,message", [

@@ -5,7 +5,7 @@
 //
 // Set-up order (every rank the same):
 //   ProxyGroup g(config);
-//   g.addRegion(i, base, size, kind)    local data regions, indices < ring::kMaxRegions
+//   g.addRegion(i, base, size, kind)    local data regions, indices < ring::kMaxRegions (again: replaces region i)
 //   g.setSignalRegion(counters, n)      int64 counters the peers' SIGNAL descriptors add to
 //   g.addRing(view, kind)               rings this rank's producers push into
 //   blob = g.localInfo()                -> exchange through bootstrap (allGather) ->
@@ -47,6 +47,7 @@ struct ProxyConfig {
   int numa_node = -1;          // pin threads to this node's CPUs; -1: the GPU's node (below), else no pinning
   std::string gpu_pci_bus_id;  // e.g. "0000:1a:00.0" (cudaDeviceGetPCIBusId): its NUMA node when numa_node < 0
   std::string transport = "auto";
+  std::string fabric_hmem = "auto";  // UCCL_EP_FABRIC_HMEM (transport.hpp TransportOptions::fabric_hmem)
   std::string ifname;
   bool all_peers_local = false;
   int gpu_device = -1;
@@ -62,9 +63,15 @@ struct ProxyConfig {
   // Opens each thread's endpoint; empty: transport::createTransport (tests inject fakes here).
   std::function<std::unique_ptr<transport::Transport>(const transport::TransportOptions&)> transport_factory;
 
-  // Fills num_threads, transport, ifname, the in-flight limits and timeout from the environment.
+  // Fills num_threads, transport, fabric_hmem, ifname, the in-flight limits and timeout from the environment.
   static ProxyConfig fromEnv(int rank, int world);
+  // Thread `index`'s endpoint: its options, and the endpoint opened through transport_factory or createTransport.
+  transport::TransportOptions transportOptions(int thread_index) const;
+  std::unique_ptr<transport::Transport> openTransport(int thread_index) const;
 };
+
+// The proxy thread that drains ring `ring_id` (ProxyGroup::addRing).
+inline int threadOfRing(uint32_t ring_id, int num_threads) { return static_cast<int>(ring_id % num_threads); }
 
 struct ThreadStats {
   uint64_t descriptors = 0;  // retired

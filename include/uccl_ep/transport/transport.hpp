@@ -117,6 +117,9 @@ struct TransportOptions {
   int thread_index = 0;
   std::string ifname;       // UCCL_SOCKET_IFNAME, for tcp
   int gpu_device = -1;      // CUDA device whose memory may be registered (-1: none)
+  // libfabric: whether to ask the provider for FI_HMEM so that gpu_device's memory can be registered (kGpuMemory):
+  // "auto" where granted, "on" required (open fails otherwise), "off" never. Only with gpu_device >= 0.
+  std::string fabric_hmem = "auto";
   uint64_t timeout_ns = 0;  // bound on connect()
   bool all_peers_local = false;  // every rank runs on this host (lets "auto" pick shm)
 };

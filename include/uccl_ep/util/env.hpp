@@ -35,6 +35,7 @@ struct Env {
   uint32_t max_inflight_normal = 0;       // UCCL_IB_MAX_INFLIGHT_NORMAL
   uint32_t max_inflight_low_latency = 0;  // UCCL_IB_MAX_INFLIGHT_LOW_LATENCY
   std::string transport = "auto";         // UCCL_EP_TRANSPORT: verbs | efa | tcp | shm | auto
+  std::string fabric_hmem = "auto";       // UCCL_EP_FABRIC_HMEM: auto | on | off (GPU memory through libfabric)
   int num_proxy_threads = 4;              // UCCL_EP_NUM_PROXY_THREADS
   int ranks_per_node = 0;                 // UCCL_EP_RANKS_PER_NODE (0: unset)
   int local_world_size = 0;               // LOCAL_WORLD_SIZE, torchrun's ranks on this host (0: unset)

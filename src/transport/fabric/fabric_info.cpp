@@ -55,7 +55,7 @@ void setShmName(fi_info& hints) {
   hints.src_addrlen = name.size() + 1;
 }
 
-InfoPtr makeHints(const std::string& prov, uint32_t dropped) {
+InfoPtr makeHints(const std::string& prov, uint32_t dropped, bool hmem) {
   if (!libfabric().loaded()) {
     UCCL_EP_THROW("fabric/{}: libfabric is not available ({}); install libfabric 1.x to use the tcp, shm or efa "
                   "transports",
@@ -69,6 +69,7 @@ InfoPtr makeHints(const std::string& prov, uint32_t dropped) {
   hints->caps = FI_RMA | FI_WRITE | FI_READ | FI_REMOTE_WRITE | FI_REMOTE_READ | FI_MSG;
   if (!(dropped & kDropAtomics)) hints->caps |= FI_ATOMIC;
   if (!(dropped & kDropSource)) hints->caps |= FI_SOURCE;
+  if (hmem) hints->caps |= FI_HMEM;
   // Modes we can live with: every op carries a fi_context2 from our pool, and remote CQ data may consume a
   // posted receive.
   hints->mode = FI_CONTEXT | FI_CONTEXT2 | FI_RX_CQ_DATA;
@@ -76,6 +77,7 @@ InfoPtr makeHints(const std::string& prov, uint32_t dropped) {
   // keys we request instead of their own, which count up from 1.
   hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_ENDPOINT;
   if (prov == "efa") hints->domain_attr->mr_mode |= FI_MR_PROV_KEY;
+  if (hmem) hints->domain_attr->mr_mode |= FI_MR_HMEM;  // device memory is registered, and named by its iface
   hints->domain_attr->threading = FI_THREAD_DOMAIN;  // one proxy thread per Transport
   hints->domain_attr->av_type = FI_AV_TABLE;
   if (!(dropped & kDropDelivery)) hints->tx_attr->op_flags = FI_DELIVERY_COMPLETE;
@@ -131,12 +133,12 @@ std::string providerString(const std::string& provider) {
   UCCL_EP_THROW("fabric: unknown provider '{}' (expected efa, tcp or shm)", provider);
 }
 
-Selection selectInfo(const TransportOptions& options, const std::string& provider) {
+Selection selectInfo(const TransportOptions& options, const std::string& provider, bool hmem) {
   const std::string prov = providerString(provider);
   std::string seenDomains;
   int lastError = -FI_ENODATA;
   for (uint32_t dropped = 0; dropped < kDropAll; ++dropped) {
-    InfoPtr hints = makeHints(prov, dropped);
+    InfoPtr hints = makeHints(prov, dropped, hmem);
     fi_info* raw = nullptr;
     const int rc = fi_getinfo(kApiVersion, nullptr, nullptr, 0, hints.get(), &raw);
     if (rc != 0) {
@@ -158,15 +160,17 @@ Selection selectInfo(const TransportOptions& options, const std::string& provide
     s.source = !(dropped & kDropSource) && (s.info->caps & FI_SOURCE);
     s.delivery = !(dropped & kDropDelivery) && (s.info->tx_attr->op_flags & FI_DELIVERY_COMPLETE);
     s.ordered = !(dropped & kDropOrder);
-    log().debug("fabric/{}: fi_getinfo granted the hints with optional features dropped mask {:#x}", prov, dropped);
+    s.hmem = hmem && (s.info->caps & FI_HMEM);
+    log().debug("fabric/{}: fi_getinfo granted the hints{} with optional features dropped mask {:#x}", prov,
+                hmem ? " with FI_HMEM" : "", dropped);
     return s;
   }
   if (!seenDomains.empty()) {
     UCCL_EP_THROW("fabric/{}: no domain matches (ifname '{}', all_peers_local {}); the provider offers: {}", prov,
                   options.ifname, options.all_peers_local, seenDomains);
   }
-  UCCL_EP_THROW("fabric/{}: fi_getinfo found no FI_EP_RDM endpoint with FI_RMA and remote write: {}", prov,
-                fi_strerror(-lastError));
+  UCCL_EP_THROW("fabric/{}: fi_getinfo found no FI_EP_RDM endpoint with FI_RMA and remote write{}: {}", prov,
+                hmem ? " and FI_HMEM" : "", fi_strerror(-lastError));
 }
 
 bool orderedDelivery(const fi_info& info) {

@@ -27,15 +27,17 @@ struct Selection {
   bool ordered = false;   // the ordering hints below were granted
   bool source = false;    // FI_SOURCE: receive completions carry the sender's fi_addr
   bool delivery = false;  // FI_DELIVERY_COMPLETE accepted in tx op_flags
+  bool hmem = false;      // FI_HMEM granted (asked for with hmem): device memory may be registered (FI_MR_HMEM)
 };
 
 // The libfabric provider string for our short name: "tcp" -> "tcp;ofi_rxm", "shm", "efa". Throws otherwise.
 std::string providerString(const std::string& provider);
 
 // Runs fi_getinfo for FI_EP_RDM, dropping optional features (ordering first, then FI_SOURCE, then delivery
-// complete, then atomics) until the provider answers, and picks the domain (see pickDomain in the .cpp).
+// complete, then atomics) until the provider answers, and picks the domain (see pickDomain in the .cpp). With hmem,
+// FI_HMEM is required (caps FI_HMEM, mr_mode FI_MR_HMEM): the probe for registering GPU memory with the provider.
 // Throws uccl::ep::Error naming the provider and what was tried when nothing matches.
-Selection selectInfo(const TransportOptions& options, const std::string& provider);
+Selection selectInfo(const TransportOptions& options, const std::string& provider, bool hmem = false);
 
 // kOrderedDelivery: write-after-write across RMA and atomics (FI_ORDER_WAW, which libfabric 1.17 defines for
 // "RMA and atomic write operations" together) plus the RMA- and atomic-only variants, and data placement in

@@ -41,8 +41,31 @@ FabricTransport::FabricTransport(const TransportOptions& options, const std::str
 
 FabricTransport::~FabricTransport() { close(); }
 
+// GPU memory through the provider (FI_HMEM): asked for only with a CUDA device and UCCL_EP_FABRIC_HMEM not off. The
+// entry that grants it may offer less otherwise (shm's has no atomics), so without a device nothing changes. A grant
+// is a promise to try: the CUDA registration itself (registerMemory) is the rest of the probe, and the runtime falls
+// back to pinned host memory when it fails.
+Selection FabricTransport::select(const TransportOptions& options, const std::string& provider) {
+  const bool want = options.gpu_device >= 0 && options.fabric_hmem != "off";
+  if (want) {
+    try {
+      Selection s = selectInfo(options, provider, /*hmem=*/true);
+      if (s.hmem) return s;
+    } catch (const Error& e) {
+      if (options.fabric_hmem == "on") {
+        UCCL_EP_THROW("fabric/{}: UCCL_EP_FABRIC_HMEM=on, but the provider grants no FI_HMEM endpoint: {}", provider,
+                      e.what());
+      }
+      log().info("fabric/{} (rank {}, thread {}): no FI_HMEM endpoint, GPU memory stays unregistered ({})", provider,
+                 options.rank, options.thread_index, e.what());
+    }
+  }
+  return selectInfo(options, provider);
+}
+
 void FabricTransport::open(const TransportOptions& options, const std::string& provider) {
-  sel_ = selectInfo(options, provider);
+  sel_ = select(options, provider);
+  gpuDevice_ = options.gpu_device;
   fi_info* info = sel_.info.get();
   prov_ = info->fabric_attr->prov_name;
   name_ = "fabric/" + prov_ + ":" + info->domain_attr->name;
@@ -99,12 +122,14 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
 
   immBytes_ = static_cast<uint32_t>(std::min<size_t>(info->domain_attr->cq_data_size, 8));
   if (immBytes_ > 0) caps_ |= kRemoteCqData;
+  if (sel_.hmem) caps_ |= kGpuMemory;
   if (sel_.ordered && orderedDelivery(*info)) caps_ |= kOrderedDelivery;
   log().info(
       "{}: capabilities: native atomics {}{}, remote cq data {} bytes, ordered delivery {}, delivery complete {}, "
-      "FI_SOURCE {}, FI_RX_CQ_DATA {}, tx depth {}",
+      "FI_SOURCE {}, FI_RX_CQ_DATA {}, tx depth {}, GPU memory (FI_HMEM) {}",
       name_, (caps_ & kNativeAtomics) != 0, fetchOnly_ ? " (fetching)" : "", immBytes_, (caps_ & kOrderedDelivery) != 0,
-      sel_.delivery, sel_.source, rxCqData_, txDepth_);
+      sel_.delivery, sel_.source, rxCqData_, txDepth_,
+      sel_.hmem ? fmt::format("granted, CUDA device {}", gpuDevice_) : std::string("no"));
   if (!sel_.delivery) {
     log().warn("{}: provider refused FI_DELIVERY_COMPLETE; a local completion may precede placement at the target",
                name_);
@@ -198,16 +223,33 @@ void FabricTransport::connect(const std::vector<Blob>& addresses) {
 }
 
 LocalMemory FabricTransport::registerMemory(void* base, size_t size, MemoryKind kind) {
-  UCCL_EP_CHECK(kind == MemoryKind::kHost, "{}: device memory registration is not supported (region at {})", name_,
-                base);
+  const bool device = kind == MemoryKind::kDevice;
+  if (device && !sel_.hmem) {
+    UCCL_EP_THROW(
+        "{}: device memory at {} cannot be registered: the endpoint was opened without FI_HMEM (it needs a "
+        "CUDA device in the options, UCCL_EP_FABRIC_HMEM not off, and a provider that grants it)",
+        name_, base);
+  }
   UCCL_EP_CHECK(base != nullptr && size > 0, "{}: cannot register region at {} of {} bytes", name_, base, size);
   fid_mr* mr = nullptr;
   const uint64_t access = kMrLocalAccess | FI_REMOTE_WRITE | (fetchOnly_ ? FI_REMOTE_READ : 0);
+  const iovec iov{base, size};
+  fi_mr_attr attr{};
+  attr.mr_iov = &iov;
+  attr.iov_count = 1;
+  attr.access = access;
+  attr.iface = device ? FI_HMEM_CUDA : FI_HMEM_SYSTEM;
+  attr.device.cuda = device ? gpuDevice_ : 0;
   int rc = -FI_ENOKEY;
   for (int attempt = 0; attempt < 8 && rc == -FI_ENOKEY; ++attempt) {  // a random key may be taken: draw again
-    rc = fi_mr_reg(domain_, base, size, access, 0, provKey_ ? 0 : newKey(), 0, &mr, nullptr);
+    attr.requested_key = provKey_ ? 0 : newKey();
+    rc = fi_mr_regattr(domain_, &attr, 0, &mr);
   }
-  checkFi(rc, prov_, "fi_mr_reg");
+  if (rc != 0 && device) {
+    UCCL_EP_THROW("{}: registering {} bytes of CUDA device {} memory at {} (FI_HMEM_CUDA) failed: {} ({})", name_, size,
+                  gpuDevice_, base, fi_strerror(-rc), rc);
+  }
+  checkFi(rc, prov_, "fi_mr_regattr");
   if (mrEndpoint_) {
     const int rc = fi_mr_bind(mr, &ep_->fid, 0);
     const int en = rc == 0 ? fi_mr_enable(mr) : rc;
@@ -232,7 +274,8 @@ LocalMemory FabricTransport::registerMemory(void* base, size_t size, MemoryKind 
   m.remote.key = fi_mr_key(mr);
   m.remote.size = size;
   UCCL_EP_CHECK(m.remote.key != FI_KEY_NOTAVAIL, "{}: fi_mr_key gave no key for region at {}", name_, base);
-  log().debug("{}: registered region {} at {} ({} bytes), key {:#x}", name_, m.id, base, size, m.remote.key);
+  log().debug("{}: registered {} region {} at {} ({} bytes), key {:#x}", name_, device ? "device" : "host", m.id, base,
+              size, m.remote.key);
   return m;
 }
 

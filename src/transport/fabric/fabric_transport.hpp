@@ -8,7 +8,9 @@
 //    reports the signaled ones only; an unsignaled one that fails is still reported, with ok=false;
 //  - with FI_AV_TABLE the fi_addr_t of rank r is r, so sources map to ranks without a lookup;
 //  - writes with data carry FI_DELIVERY_COMPLETE where granted (tcp, shm), so their local completion means the
-//    bytes are at the target; zero-length writes and atomics carry it too except on shm (see open()).
+//    bytes are at the target; zero-length writes and atomics carry it too except on shm (see open());
+//  - with a CUDA device in the options the endpoint is opened with FI_HMEM where the provider grants it (select()):
+//    device regions are registered with iface FI_HMEM_CUDA, host ones with FI_HMEM_SYSTEM (kGpuMemory).
 #pragma once
 
 #include <rdma/fabric.h>
@@ -72,6 +74,7 @@ class FabricTransport final : public Transport {
     std::string text;
   };
 
+  Selection select(const TransportOptions& options, const std::string& provider);
   void open(const TransportOptions& options, const std::string& provider);
   void close() noexcept;
   void setupAtomics();
@@ -111,6 +114,7 @@ class FabricTransport final : public Transport {
   uint64_t keyMask_ = ~uint64_t{0};
   uint64_t newKey() { return keyGen_() & keyMask_; }
   bool connected_ = false;
+  int gpuDevice_ = -1;  // the CUDA device whose memory FI_HMEM registrations name
 
   std::vector<Region> regions_;  // index = LocalMemory::id; mr == nullptr once deregistered
   std::vector<Op> ops_;          // [0, txDepth_) transmit ops, then the receive pool

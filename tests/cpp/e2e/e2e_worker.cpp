@@ -8,49 +8,32 @@
 // region at a slot of its own, then a SIGNAL adding (iter % 3) + 1 to the destination's counter for this rank.
 // A rank is done when every source's counter reached its exact expected sum; then it checks every byte.
 // Exit codes: 0 ok, 1 check failed, 2 timeout or transport error (message names the peer), 3 rejected input.
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
-#include <csignal>
 #include <cstring>
-#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "uccl_ep/bootstrap/rendezvous.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/ring/host_ring.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "worker_common.hpp"
 
 namespace {
 
 using namespace uccl::ep;
 
-struct Args {
-  int rank = 0, world = 2, port = 0, threads = 2, rings = 2, iters = 16;
+struct Args : e2e::WorkerFlags {
+  int rings = 2, iters = 16;
   uint32_t chunk = 4096;
-  std::string host = "127.0.0.1", token, transport = "tcp", signal = "auto", fault = "none";
 };
 
 Args parse(int argc, char** argv) {
-  std::map<std::string, std::string> kv;
-  for (int i = 1; i + 1 < argc; i += 2) kv[argv[i]] = argv[i + 1];
   Args a;
-  auto get = [&](const char* k, auto& field) {
-    auto it = kv.find(k);
-    if (it == kv.end()) return;
-    if constexpr (std::is_same_v<std::decay_t<decltype(field)>, std::string>) {
-      field = it->second;
-    } else {
-      field = static_cast<std::decay_t<decltype(field)>>(std::stoll(it->second));
-    }
-  };
-  get("--rank", a.rank), get("--world", a.world), get("--port", a.port), get("--threads", a.threads);
-  get("--rings", a.rings), get("--iters", a.iters), get("--chunk", a.chunk), get("--host", a.host);
-  get("--token", a.token), get("--transport", a.transport), get("--signal", a.signal), get("--fault", a.fault);
+  static_cast<e2e::WorkerFlags&>(a) = e2e::WorkerFlags::parse(argc, argv);
+  a.number("--rings", a.rings), a.number("--iters", a.iters), a.number("--chunk", a.chunk);
   return a;
 }
 
@@ -64,11 +47,7 @@ int64_t expectedSum(const Args& a) {
   return s * a.rings;
 }
 
-[[noreturn]] void die(int code, const std::string& msg) {
-  std::fprintf(stderr, "e2e rank: %s\n", msg.c_str());
-  std::fflush(stderr);
-  std::_Exit(code);
-}
+[[noreturn]] void die(int code, const std::string& msg) { e2e::die("e2e rank", code, msg); }
 
 int run(const Args& a) {
   const uint64_t timeout_ns = env().timeoutNs();
@@ -83,24 +62,8 @@ int run(const Args& a) {
         for (uint32_t i = 0; i < a.chunk; ++i)
           send[dst * per_src + (r * a.iters + it) * slot + i] = pattern(a.rank, dst, r, it, i);
 
-  bootstrap::RendezvousOptions ro;
-  ro.host = a.host;
-  ro.port = a.port;
-  ro.rank = a.rank;
-  ro.world = a.world;
-  ro.token = a.token;
-  ro.ifname = env().socket_ifname;
-  ro.timeout_ns = timeout_ns;
-  bootstrap::TcpRendezvous rv(ro);
-
-  proxy::ProxyConfig pc = proxy::ProxyConfig::fromEnv(a.rank, a.world);
-  pc.num_threads = a.threads;
-  pc.transport = a.transport;
-  pc.all_peers_local = true;
-  pc.signal_path = a.signal == "atomic" ? proxy::SignalPath::kAtomic
-                   : a.signal == "imm"  ? proxy::SignalPath::kImmediate
-                                        : proxy::SignalPath::kAuto;
-  proxy::ProxyGroup group(pc);
+  bootstrap::TcpRendezvous rv(a.rendezvous());
+  proxy::ProxyGroup group(a.proxyConfig());
   group.addRegion(0, send.data(), send.size(), transport::MemoryKind::kHost);
   group.addRegion(1, recv.data(), recv.size(), transport::MemoryKind::kHost);
   group.setSignalRegion(counters.data(), counters.size());
@@ -116,17 +79,7 @@ int run(const Args& a) {
                group.signalPath() == proxy::SignalPath::kAtomic ? "atomic" : "immediate");
 
   if (a.fault == "die" && a.rank == a.world - 1) std::_Exit(0);  // vanish without a word, as a crash would
-  if (a.fault == "stop" && a.rank == a.world - 1) {
-    // Freeze (SIGSTOP) like a debugged or swapped-out process; a watchdog child ends it once the others had time
-    // to give up, so the test need not wait for the launcher's deadline.
-    const pid_t self = getpid();
-    if (fork() == 0) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(3 * env().timeout_secs + 5));
-      kill(self, SIGKILL);
-      std::_Exit(0);
-    }
-    raise(SIGSTOP);
-  }
+  if (a.fault == "stop" && a.rank == a.world - 1) e2e::freezeWithWatchdog();
 
   if (a.fault == "corrupt") {
     // A write whose destination runs past the end of the peer's region: must be rejected, nothing written.

@@ -18,6 +18,7 @@ struct HeldState {
   std::vector<size_t> post_sizes;                   // requests per post() call
   std::deque<transport::Completion> ready;          // what the next poll() returns
   std::vector<transport::LocalMemory> regions;
+  std::vector<uint32_t> deregistered;  // ids, in order
   uint32_t caps = transport::kRemoteCqData | transport::kNativeAtomics | transport::kOrderedDelivery;
   uint32_t imm_bytes = 8;
   size_t accept_per_post = SIZE_MAX;  // emulate a full send queue
@@ -65,7 +66,10 @@ class HeldTransport final : public transport::Transport {
     s_->regions.push_back(m);
     return m;
   }
-  void deregisterMemory(uint32_t) override {}
+  void deregisterMemory(uint32_t id) override {
+    std::lock_guard<std::mutex> g(s_->mu);
+    s_->deregistered.push_back(id);
+  }
   size_t post(const transport::WorkRequest* r, size_t n) override {
     std::lock_guard<std::mutex> g(s_->mu);
     const size_t take = std::min(n, s_->accept_per_post);

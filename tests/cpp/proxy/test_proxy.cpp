@@ -13,6 +13,7 @@
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/ring/host_ring.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "wait_until.hpp"
 
 namespace uccl::ep::proxy {
 namespace {
@@ -22,16 +23,8 @@ using testing::HeldState;
 using testing::HeldTransport;
 using transport::OpKind;
 
-constexpr uint64_t kSecond = 1000ull * 1000 * 1000;
-
-bool waitUntil(const std::function<bool()>& pred, double seconds = 10) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
-}
+using testing::kSecond;
+using testing::waitUntil;
 
 // Rank 0 of a world of 2, one proxy thread, one ring, regions 0 and 1 of 4 KiB, 16 signal counters.
 class ProxyTest : public ::testing::Test {
@@ -296,6 +289,28 @@ TEST(ProxyConfigTest, MismatchedThreadCountsAreRefused) {
   b.num_threads = 3;
   ProxyGroup ga(a), gb(b);
   EXPECT_THROW(ga.connect({ga.localInfo(), gb.localInfo()}), Error);
+}
+
+TEST(ProxyRegions, ARegionAddedAgainReplacesTheEarlierOne) {
+  HeldState s;
+  ProxyConfig c;
+  c.num_threads = 1;
+  c.transport_factory = [&](const transport::TransportOptions&) { return std::make_unique<HeldTransport>(&s); };
+  ProxyGroup g(c);
+  alignas(16) static uint8_t first[256], second[512];
+  g.addRegion(0, first, sizeof(first), transport::MemoryKind::kHost);
+  g.addRegion(0, second, sizeof(second), transport::MemoryKind::kHost);  // as a runtime falling back to host memory
+  EXPECT_EQ(s.deregistered, std::vector<uint32_t>{0}) << "the first registration was not released";
+  ring::HostRing r(4, 0);
+  g.addRing(r.view(), RingKind::kNormal);
+  g.connect({g.localInfo()});
+  g.start();
+  ring::push(r.view(), ring::makeWrite(0, 0, 0, 0, 0, 512), kSecond);
+  ASSERT_TRUE(waitUntil([&] { return s.postedCount() == 1; }));
+  EXPECT_EQ(s.posted[0].remote.addr, reinterpret_cast<uint64_t>(second));
+  EXPECT_EQ(s.posted[0].remote.size, sizeof(second));
+  EXPECT_EQ(s.posted[0].local_mem, 1u);
+  g.stop();
 }
 
 TEST(Numa, PinsToTheNodesCpus) {

@@ -243,17 +243,33 @@ TEST(EnvFields, IntegerVariablesAcceptTheirRangeAndNameAnythingOutside) {
   }
 }
 
-TEST(EnvNormalPath, DefaultsToAutoAcceptsTheThreePathsAndNamesAnythingElse) {
-  {
-    ScopedEnv e({{"UCCL_EP_NORMAL_PATH", nullptr}});
-    EXPECT_EQ(readEnv().normal_path, "auto");
+// The variables that take one of a few words: the default when unset, each word accepted, anything else named.
+TEST(EnvChoices, DefaultWhenUnsetEachWordAcceptedAnythingElseNamed) {
+  struct Choice {
+    const char* name;
+    std::string Env::*field;
+    const char* fallback;
+    std::vector<const char*> words;
+    const char* listed;  // the accepted words as the message lists them
+  };
+  const std::vector<Choice> choices = {
+      {"UCCL_EP_NORMAL_PATH", &Env::normal_path, "auto", {"auto", "pipelined", "staged"}, "auto, pipelined, staged"},
+      {"UCCL_EP_FABRIC_HMEM", &Env::fabric_hmem, "auto", {"auto", "on", "off"}, "auto, on, off"},
+      {"UCCL_EP_TRANSPORT", &Env::transport, "auto", {"verbs", "efa", "tcp", "shm", "auto"},
+       "verbs, efa, tcp, shm, auto"},
+  };
+  for (const Choice& c : choices) {
+    {
+      ScopedEnv e({{c.name, nullptr}});
+      EXPECT_EQ(readEnv().*c.field, c.fallback) << c.name;
+    }
+    for (const char* v : c.words) {
+      ScopedEnv e({{c.name, v}});
+      EXPECT_EQ(readEnv().*c.field, v) << c.name;
+    }
+    ScopedEnv e({{c.name, "fast"}});
+    EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {c.name, "'fast'", c.listed})) << c.name;
   }
-  for (const char* v : {"auto", "pipelined", "staged"}) {
-    ScopedEnv e({{"UCCL_EP_NORMAL_PATH", v}});
-    EXPECT_EQ(readEnv().normal_path, v);
-  }
-  ScopedEnv e({{"UCCL_EP_NORMAL_PATH", "fast"}});
-  EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {"UCCL_EP_NORMAL_PATH", "'fast'", "staged"}));
 }
 
 }  // namespace

@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+import ll_floor  # noqa: E402
 import ll_reference as ref  # noqa: E402
 from rank_group import Dist, all_gather_tensor, dist_env, fail, import_ep, join_group, log0, topology_line, \
     watch_buffer  # noqa: E402
@@ -71,6 +72,10 @@ def parse_args(argv=None):
     p.add_argument("--bench-warmup", type=int, default=10)
     p.add_argument("--bench-iters", type=int, default=50)
     p.add_argument("--graph-replays", type=int, default=4)
+    p.add_argument("--nvlink-us", default=None, metavar="DISPATCH,COMBINE",
+                   help="bench: the NVLink-path time of each call in us (this bench with every rank on one node), for "
+                   "the ratio measured / (transport floor + NVLink-path time) between emulated nodes")
+    p.add_argument("--no-floor", action="store_true", help="bench: skip the transport floor between emulated nodes")
     p.add_argument("--only", choices=ONLY, default=None,
                    help="run one group of checks: " + "; ".join(f"{k}: {v}" for k, v in ONLY.items()))
     a = p.parse_args(argv)
@@ -80,6 +85,10 @@ def parse_args(argv=None):
         p.error("need --num-tokens >= 1 and 1 <= --num-topk <= --num-experts")
     if a.bench_iters < 1 or a.bench_warmup < 0:
         p.error("need --bench-iters >= 1 and --bench-warmup >= 0")
+    try:
+        ll_floor.parse_nvlink_us(a.nvlink_us)
+    except ValueError as e:
+        p.error(str(e))
     return a
 
 

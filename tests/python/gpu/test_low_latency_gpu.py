@@ -48,3 +48,19 @@ def test_low_latency_check_group_passes(name):
     and the rank, and the buffer works afterwards. kernel-names: one kernel named *dispatch*, one *combine*."""
     assert_passed(run_ranks("low_latency_checks.py", ONLY_CASES[name]))
 
+
+
+def test_the_bench_prints_the_transport_floor_between_emulated_nodes():
+    """bench/test_low_latency.py on two emulated nodes: the transport floor of both calls (the same writes and signals
+    through the Buffer's own transport and RDMA buffer, from the CPU) beside the measured calls, with the ratio to
+    floor + the NVLink-path time given."""
+    from rank_cases import REPO
+    bench = os.path.join(REPO, "bench", "test_low_latency.py")
+    case = RankCase(2, 1, ("--num-tokens", "32", "--hidden", "1024", "--num-topk", "4", "--num-experts", "16",
+                           "--bench-warmup", "2", "--bench-iters", "5", "--nvlink-us", "10,20"), env=PROXIED)
+    run = run_ranks(bench, case)
+    tail = f"\n--- stdout (end) ---\n{run.stdout[-6000:]}\n--- stderr (end) ---\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, tail
+    assert "[rank 0] transport floor over fabric/shm" in run.stdout, tail
+    assert "[rank 1] rank 1/2: dispatch" in run.stdout and " | floor: dispatch " in run.stdout, tail
+    assert "[rank 0] | dispatch | " in run.stdout and "[rank 0] | combine | " in run.stdout, tail
