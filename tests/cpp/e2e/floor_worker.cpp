@@ -90,6 +90,29 @@ int run(const Args& a) {
   std::fprintf(stderr, "floor rank %d: %s, signals %s\n", a.rank, floor.transportName().c_str(),
                floor.signalPath() == proxy::SignalPath::kAtomic ? "atomic" : "immediate");
 
+  // Every range a peer wrote here in `call` holds the peer's pattern of its source range, and changed. Checked after
+  // each call: the dispatch's and the combine's receive areas are one region (ll_layout.hpp).
+  size_t checked = 0;
+  auto verify = [&](runtime::LowLatencyCall call) {
+    for (int src = 0; src < a.world; ++src) {
+      if (src == a.rank) continue;
+      for (const proxy::FloorOp& o : planOf(a, layout, call, src, counts).ops) {
+        if (o.peer != static_cast<uint32_t>(a.rank) || o.bytes == 0) continue;
+        bool changed = false;
+        for (uint64_t i = 0; i < o.bytes; ++i) {
+          const uint8_t want = pattern(src, o.src_offset + i);
+          if (region[o.dst_offset + i] != want) {
+            die(1, fmt::format("byte {} of the write from rank {} (to offset {}) is {:#x}, expected {:#x}", i, src,
+                               o.dst_offset, region[o.dst_offset + i], want));
+          }
+          changed |= initial[o.dst_offset + i] != want;
+        }
+        if (!changed) die(1, fmt::format("the write from rank {} to offset {} changed nothing", src, o.dst_offset));
+        checked += o.bytes;
+      }
+    }
+  };
+
   for (const auto call : {runtime::LowLatencyCall::kDispatch, runtime::LowLatencyCall::kCombine}) {
     const char* name = call == runtime::LowLatencyCall::kDispatch ? "dispatch" : "combine";
     const proxy::FloorPlan plan = planOf(a, layout, call, a.rank, counts);
@@ -110,30 +133,10 @@ int run(const Args& a) {
     std::sort(us.begin(), us.end());
     std::printf("floor rank %d %s: %zu ops, %llu bytes, median %.1f us\n", a.rank, name, plan.ops.size(),
                 static_cast<unsigned long long>(plan.bytes()), us[us.size() / 2]);
+    rv.barrier();  // every peer's runs of this call are done
+    verify(call);
   }
-  rv.barrier();
 
-  // Every range a peer wrote here holds the peer's pattern of its source range, and changed.
-  size_t checked = 0;
-  for (int src = 0; src < a.world; ++src) {
-    if (src == a.rank) continue;
-    for (const auto call : {runtime::LowLatencyCall::kDispatch, runtime::LowLatencyCall::kCombine}) {
-      for (const proxy::FloorOp& o : planOf(a, layout, call, src, counts).ops) {
-        if (o.peer != static_cast<uint32_t>(a.rank) || o.bytes == 0) continue;
-        bool changed = false;
-        for (uint64_t i = 0; i < o.bytes; ++i) {
-          const uint8_t want = pattern(src, o.src_offset + i);
-          if (region[o.dst_offset + i] != want) {
-            die(1, fmt::format("byte {} of the write from rank {} (to offset {}) is {:#x}, expected {:#x}", i, src,
-                               o.dst_offset, region[o.dst_offset + i], want));
-          }
-          changed |= initial[o.dst_offset + i] != want;
-        }
-        if (!changed) die(1, fmt::format("the write from rank {} to offset {} changed nothing", src, o.dst_offset));
-        checked += o.bytes;
-      }
-    }
-  }
   floor.stop();
   std::printf("floor rank %d ok: %zu bytes from peers verified\n", a.rank, checked);
   return 0;
