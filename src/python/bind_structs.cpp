@@ -1,11 +1,11 @@
 // The argument structs of every kernel call, by name (bind_args.hpp), and the runtime's read-only answers: Topology
-// and the low-latency layout. Field names are the Python argument names and the C++ field names.
+// and the low-latency layout. Field names are the Python argument names and the C++ field names. The classes
+// LowLatencyDispatchCall / LowLatencyCombineCall parse the keywords of the runtime's low-latency calls (bind.hpp).
 #include <pybind11/stl.h>
 
 #include "kernels/intranode.hpp"
 #include "kernels/low_latency.hpp"
 #include "python/bind.hpp"
-#include "python/bind_args.hpp"
 #include "runtime/topology.hpp"
 
 namespace uccl::ep::python {
@@ -40,6 +40,40 @@ const Fields<ll::CombineArgs>& combineFields() {
           .value("use_logfmt", &C::use_logfmt).value("zero_copy", &C::zero_copy));
   return f;
 }
+
+// The call's own keywords after the argument struct's (bind.hpp LowLatencyCall); all of them required.
+template <typename Args>
+const Fields<LowLatencyCall<Args>>& callFields(const char* name, const Fields<Args>& args) {
+  using C = LowLatencyCall<Args>;
+  using S = runtime::LowLatencyShape;
+  using St = runtime::LowLatencyStreams;
+  Fields<S> shape("shape");
+  shape.value("num_max_dispatch_tokens_per_rank", &S::num_max_dispatch_tokens_per_rank, true)
+      .value("hidden", &S::hidden, true)
+      .value("num_experts", &S::num_experts, true);
+  Fields<St> streams("streams");
+  streams.value("stream", &St::stream, true).value("caller_stream", &St::caller_stream, true)
+      .value("caller_waits", &St::caller_waits, true);
+  return leaked(Fields<C>(name)
+                    .nested(&C::args, args)
+                    .nested(&C::shape, shape)
+                    .value("return_recv_hook", &C::return_recv_hook, true)
+                    .nested(&C::streams, streams));
+}
+
+}  // namespace
+
+const Fields<LowLatencyDispatchCall>& lowLatencyDispatchCallFields() {
+  static const auto& f = callFields("LowLatencyDispatchCall", dispatchFields());
+  return f;
+}
+
+const Fields<LowLatencyCombineCall>& lowLatencyCombineCallFields() {
+  static const auto& f = callFields("LowLatencyCombineCall", combineFields());
+  return f;
+}
+
+namespace {
 
 void bindNormalArgs(py::module_& m) {
   using L = in::LayoutArgs;
@@ -121,6 +155,10 @@ void bindAnswers(py::module_& m) {
 void bindStructs(py::module_& m) {
   bindArgsClass(m, "kernels/low_latency.hpp DispatchArgs (low_latency_dispatch)", dispatchFields());
   bindArgsClass(m, "kernels/low_latency.hpp CombineArgs (low_latency_combine)", combineFields());
+  bindArgsClass(m, "the keywords of Runtime.low_latency_dispatch: DispatchArgs, sizes, hook flag, streams",
+                lowLatencyDispatchCallFields());
+  bindArgsClass(m, "the keywords of Runtime.low_latency_combine: CombineArgs, sizes, hook flag, streams",
+                lowLatencyCombineCallFields());
   bindNormalArgs(m);
   bindAnswers(m);
 }
