@@ -284,3 +284,20 @@ def test_the_host_check_of_expert_ids_is_opt_in():
     from uccl.ep import Buffer
     assert Buffer.validate_expert_ids is False
 
+
+
+def test_the_host_time_bench_runs_on_the_stand_in(native):
+    """bench/host_time.py (the figures of issue 11's host budget without a GPU) prints one median per call."""
+    import os
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, os.path.join(repo, "bench", "host_time.py"), "--iters", "20", "--warmup", "2",
+                        "--num-tokens", "4", "--hidden", "512", "--profile"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("host time per low-latency call (stand-in)"))
+    for call in ("dispatch", "combine", "dispatch send (hook)", "dispatch hook()", "combine send (hook)",
+                 "combine hook()"):
+        assert f" {call} " in line, line
+    assert "low_latency_dispatch" in r.stdout  # the profile names the calls
