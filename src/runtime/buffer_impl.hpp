@@ -105,8 +105,9 @@ struct Buffer::Impl {
   kernels::ll::Context lowLatencyContext(const kernels::ll::Layout& layout, int half) const;
   void launchLowLatency(const kernels::ll::Layout& layout, const LowLatencyPending& p, kernels::ll::Phase phase,
                         uintptr_t stream) const;
-  // Work queued on `waiter` from now on waits for the work queued so far on `waited` (no host wait).
-  void streamWaits(uintptr_t waiter, uintptr_t waited, const char* call) const;
+  // Work queued on `waiter` from now on waits for the work queued so far on `waited` (no host wait); `capturing`:
+  // the two are in a CUDA-graph capture.
+  void streamWaits(uintptr_t waiter, uintptr_t waited, bool capturing, const char* call) const;
   kernels::intranode::Context normalContext(const char* call, const NormalConfig& config) const;
 
   // kernel_errors.cpp: throws what a kernel or a proxy recorded. A rejected argument (kBadExpertId) is cleared when

@@ -77,13 +77,10 @@ void Buffer::Impl::launchLowLatency(const ll::Layout& layout, const LowLatencyPe
   }
 }
 
-void Buffer::Impl::streamWaits(uintptr_t waiter, uintptr_t waited, const char* call) const {
-  if (waiter == waited) return;
+void Buffer::Impl::streamWaits(uintptr_t waiter, uintptr_t waited, bool capturing, const char* call) const {
   const auto from = reinterpret_cast<cudaStream_t>(waited);
   const auto to = reinterpret_cast<cudaStream_t>(waiter);
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  UCCL_EP_CUDA_OR_THROW(cudaStreamIsCapturing(from, &capture), "rank {}: {}: stream capture status", cfg.rank, call);
-  if (capture == cudaStreamCaptureStatusNone) {
+  if (!capturing) {
     UCCL_EP_CUDA_OR_THROW(cudaEventRecord(ll_order_event, from), "rank {}: {}: recording the stream-order event",
                           cfg.rank, call);
     UCCL_EP_CUDA_OR_THROW(cudaStreamWaitEvent(to, ll_order_event, 0), "rank {}: {}: a stream waiting for another",
@@ -113,10 +110,19 @@ LowLatencyPending Buffer::lowLatencySend(LowLatencyPending p, bool return_recv_h
     checkLowLatencyDispatch(layout, p.dispatch);
   }
   p.half = m.ll_half;
-  m.streamWaits(s.stream, s.caller_stream, call);
+  // The comm stream joins a capture of the caller's stream through the first wait, so one query serves both.
+  const bool other_stream = s.stream != s.caller_stream;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (other_stream) {
+    UCCL_EP_CUDA_OR_THROW(cudaStreamIsCapturing(reinterpret_cast<cudaStream_t>(s.caller_stream), &capture),
+                          "rank {}: {}: stream capture status", m.cfg.rank, call);
+    m.streamWaits(s.stream, s.caller_stream, capture != cudaStreamCaptureStatusNone, call);
+  }
   m.launchLowLatency(layout, p, return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth, s.stream);
   m.ll_half ^= 1;  // only once the launch went through: every rank flips in step
-  if (s.caller_waits) m.streamWaits(s.caller_stream, s.stream, call);
+  if (other_stream && s.caller_waits) {
+    m.streamWaits(s.caller_stream, s.stream, capture != cudaStreamCaptureStatusNone, call);
+  }
   return p;
 }
 
