@@ -3,9 +3,9 @@ low_latency_combine (and of a receive hook) until it returns, median over many c
 call on the device machine.
 
 Without a GPU this runs uccl.ep.Buffer over the CPU stand-in of tests/python/ll_stand_in.py: the figure is Python,
-the argument checks, the output allocation (CPU tensors) and the binding's keyword parsing, without the runtime's
-launch and with the CPU allocator in place of the CUDA caching allocator. torch without float8 allocates the FP8
-codes as uint8 here. On the device, bench/profile_kernels.py --mode ll prints the same figures for the real runtime
+the argument checks, the output allocation (CPU tensors, through torch.empty_strided: the low-overhead entry Buffer
+uses on a GPU allocates CUDA memory only) and the binding's keyword parsing, without the runtime's launch and with the
+CPU allocator in place of the CUDA caching allocator. torch without float8 allocates the FP8 codes as uint8 here. On the device, bench/profile_kernels.py --mode ll prints the same figures for the real runtime
 (it calls measure() below):
 
     UCCL_EP_BUILD_DIR=build /usr/bin/python3 bench/host_time.py [--iters N] [--profile]

@@ -280,6 +280,45 @@ def test_the_hook_does_not_check_errors_before_its_native_half(ll_buffer):
     assert rt.calls[-1][0] == "low_latency_dispatch hook"
 
 
+@pytest.mark.parametrize("ue8m0", [False, True])
+@pytest.mark.parametrize("allocator", ["torch.empty_strided", "torch's fast entry"])
+def test_outputs_keep_the_api_layout_from_either_allocator(ll_buffer, monkeypatch, ue8m0, allocator):
+    """api.md's shapes, dtypes and strides (scales column-major in the last two dims), from torch's public entry and
+    from the fast one (used while the buffer's device is the current one; a stand-in of it here)."""
+    buf, rt = ll_buffer
+    if not hasattr(torch, "float8_e4m3fn"):
+        monkeypatch.setattr(torch, "float8_e4m3fn", torch.uint8, raising=False)  # FP8 codes as bytes (torch 1.13)
+    fast = []
+    st = buf._low_latency_state()
+    if allocator != "torch.empty_strided":
+        def fast_empty(size, stride, dtype):
+            fast.append(size)
+            return torch.empty_strided(size, stride, dtype=dtype)
+
+        monkeypatch.setattr(st, "fast_empty", fast_empty)
+        monkeypatch.setattr(buffer_module, "_cuda_device", lambda: st.device_index)
+    x, idx, w = inputs()
+    hidden = 512
+    x = _bf16(M, hidden)
+    (recv_x, scales), recv_count, handle, _, _ = buf.low_latency_dispatch(x, idx, M, E, use_fp8=True,
+                                                                          round_scale=ue8m0, use_ue8m0=ue8m0)
+    El, RM, groups = E // 2, 2 * M, hidden // (512 if ue8m0 else 128)
+    assert (recv_x.shape, recv_x.dtype, recv_x.is_contiguous()) == ((El, RM, hidden), torch.float8_e4m3fn, True)
+    assert (scales.shape, scales.stride()) == ((El, RM, groups), (groups * RM, 1, RM))
+    assert scales.dtype == (torch.int32 if ue8m0 else torch.float32) and scales.transpose(1, 2).is_contiguous()
+    assert (recv_count.shape, recv_count.dtype) == ((El,), torch.int32)
+    src_info, layout_range = handle[0], handle[1]
+    assert (src_info.shape, src_info.dtype, src_info.is_contiguous()) == ((El, RM), torch.int32, True)
+    assert (layout_range.shape, layout_range.dtype, layout_range.is_contiguous()) == ((El, 2), torch.int64, True)
+    assert handle[2:] == (M, hidden, E)
+    combined, _, _ = buf.low_latency_combine(_bf16(El, RM, hidden), idx, w, handle)
+    assert (combined.shape, combined.dtype, combined.is_contiguous()) == ((M, hidden), torch.bfloat16, True)
+    assert len(fast) == (0 if allocator == "torch.empty_strided" else 6)
+    monkeypatch.setattr(buffer_module, "_cuda_device", lambda: st.device_index + 1)  # another device is current
+    buf.low_latency_dispatch(x, idx, M, E, use_fp8=True)
+    assert len(fast) == (0 if allocator == "torch.empty_strided" else 6)  # torch's public entry, on the buffer's
+
+
 def test_the_host_check_of_expert_ids_is_opt_in():
     from uccl.ep import Buffer
     assert Buffer.validate_expert_ids is False
