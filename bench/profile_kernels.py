@@ -3,8 +3,13 @@ Python) of uccl.ep's dispatch and combine.
 
 One rank per process under scripts/launch.py (or torchrun); rank 0 prints one table per mode:
 
-    python3 scripts/launch.py --nproc 2 -- bench/profile_kernels.py --mode ll
+    python3 scripts/launch.py --nproc 2 -- bench/profile_kernels.py --mode ll [--host-profile]
     python3 scripts/launch.py --nproc 2 -- bench/profile_kernels.py --mode normal
+
+Low-latency host time (issue 11's budget: 10 us per call) is measured by bench/host_time.py's measure(): dispatch,
+combine, and each with a receive hook (the send call and hook() apart), the GPU synchronized between steps so that
+no call waits for the launch queue. --host-profile adds rank 0's cProfile breakdown of those calls, and the cost of
+one allocation on the device (the dispatch allocates five outputs, the combine one).
 
 Only the public uccl.ep API is used, so the same script profiles any version of the package on PYTHONPATH (that is
 how bench/RESULTS.md compares a change with the code before it). The reference in the same run is a device-to-device
@@ -19,6 +24,8 @@ import time
 import torch
 import torch.distributed as dist
 
+import host_time  # bench/, beside this file
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -31,6 +38,8 @@ def parse_args():
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--num-sms", type=int, default=0, help="Buffer.set_num_sms before the calls (0: the default)")
     p.add_argument("--label", default="", help="printed with the table (e.g. before / after)")
+    p.add_argument("--host-iters", type=int, default=200, help="low-latency steps timed for the host time")
+    p.add_argument("--host-profile", action="store_true", help="ll: rank 0's cProfile of the calls' host time")
     return p.parse_args()
 
 
@@ -70,6 +79,24 @@ def copy_us(nbytes: int, iters: int) -> float:
     return start.elapsed_time(end) / iters * 1e3
 
 
+def empty_us(iters: int) -> str:
+    """Median host time of one small allocation on the current CUDA device (the caching allocator's reuse path):
+    torch.empty, and the entry torch.compile's code uses (uccl.ep allocates through it where it exists)."""
+    fast = getattr(getattr(getattr(torch._C, "_dynamo", None), "guards", None), "_empty_strided_cuda", None)
+    ways = {"torch.empty": lambda: torch.empty((64, 256), dtype=torch.int32, device="cuda")}
+    if fast is not None:
+        ways["torch._C._dynamo.guards._empty_strided_cuda"] = lambda: fast((64, 256), (256, 1), torch.int32)
+    out = []
+    for name, alloc in ways.items():
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            alloc()
+            times.append(time.perf_counter() - t0)
+        out.append(f"{name} {statistics.median(times) * 1e6:.2f} us")
+    return ", ".join(out)
+
+
 def main():
     args = parse_args()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -92,14 +119,9 @@ def main():
                         low_latency_mode=True, num_qps_per_rank=E // world)
         y = torch.ones((E // world, world * T, H), dtype=torch.bfloat16, device="cuda")  # expert outputs
 
-        def step(host=None):
-            t0 = time.perf_counter()
+        def step():
             _, _, handle, _, _ = buf.low_latency_dispatch(x, topk_idx, T, E, use_fp8=True)
-            t1 = time.perf_counter()
             buf.low_latency_combine(y, topk_idx, topk_weights, handle)
-            if host is not None:
-                host["dispatch"].append(t1 - t0)
-                host["combine"].append(time.perf_counter() - t1)
         moved = T * K * (H + H // 128 * 4) + T * K * H * 2  # FP8 rows out, BF16 rows back
     else:
         buf = ep.Buffer(dist.group.WORLD, int(1e9), 0)
@@ -124,11 +146,23 @@ def main():
     call_us = wall_us(step, args.iters)
     # Host time per call: how long each call takes to return to Python (the launches are asynchronous; the GPU's
     # time is the table below). Median over the iterations.
-    host = {"dispatch": [], "combine": []}
-    for _ in range(args.iters):
-        step(host)
-    torch.cuda.synchronize()
-    host_us = {k: statistics.median(v) * 1e6 for k, v in host.items()}
+    breakdown = ""
+    if ll:
+        host_us = host_time.measure(buf, x, topk_idx, topk_weights, y, T, E, use_fp8=True, iters=args.host_iters,
+                                    warmup=args.warmup, sync=torch.cuda.synchronize)
+        if args.host_profile:  # every rank makes the calls (they are collective); rank 0 prints its figures
+            breakdown = (host_time.profile(buf, x, topk_idx, topk_weights, y, T, E, use_fp8=True,
+                                           iters=args.host_iters, top=16, sync=torch.cuda.synchronize)
+                         + f"\nreference: one allocation on {torch.cuda.get_device_name()} (median): "
+                           f"{empty_us(args.host_iters)}")
+            torch.cuda.synchronize()
+        dist.barrier()
+    else:
+        host = {"dispatch": [], "combine": []}
+        for _ in range(args.iters):
+            step(host)
+        torch.cuda.synchronize()
+        host_us = {k: statistics.median(v) * 1e6 for k, v in host.items()}
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(args.iters):
             step()
@@ -145,7 +179,13 @@ def main():
         print(f"wall per dispatch+combine: {sum(walls) / world:.1f} us (ranks {min(walls):.1f}..{max(walls):.1f}); "
               f"reference: device copy of the {moved / 1e6:.2f} MB one call moves per rank {ref_us:.1f} us; "
               f"ratio {sum(walls) / world / ref_us:.2f}")
-        for call in ("dispatch", "combine"):
+        if ll:
+            print("host time per low-latency call (median until it returns; rank mean, min..max), us: " + " | ".join(
+                f"{call} {sum(r[2][call] for r in rows) / world:.1f} ({min(r[2][call] for r in rows):.1f}.."
+                f"{max(r[2][call] for r in rows):.1f})" for call in host_time.CALLS))
+            if breakdown:
+                print(f"rank 0 host time by function (cProfile; it slows each call, read the shares):\n{breakdown}")
+        for call in () if ll else ("dispatch", "combine"):
             hs = [r[2][call] for r in rows]
             print(f"host time per {call} call (median, until it returns): {sum(hs) / world:.1f} us "
                   f"(ranks {min(hs):.1f}..{max(hs):.1f})")

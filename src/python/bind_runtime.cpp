@@ -1,6 +1,5 @@
 // class Runtime: runtime::Buffer for Python. Every method takes keyword arguments; kernel arguments come as the
 // argument structs of bind_structs.cpp. Calls that wait or launch release the GIL.
-#include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
 #include <memory>
@@ -51,42 +50,58 @@ auto nogil(const Runtime& r, F&& f) {
   return f(buf);
 }
 
-// None, or hook(stream) running the receive half of `pending`. The hook holds the Runtime object alive.
-py::object hookOf(py::object self, runtime::LowLatencyPending pending, bool return_recv_hook) {
-  if (!return_recv_hook) return py::none();
-  auto p = std::make_shared<runtime::LowLatencyPending>(std::move(pending));
-  return py::cpp_function(
-      [self, p](uintptr_t stream) {
-        nogil(self.cast<const Runtime&>(), [&](runtime::Buffer& b) { b.lowLatencyReceive(*p, stream); });
-      },
-      py::arg("stream"), "runs the receive half on `stream` (the same buffer half as the send)");
-}
+// The receive half of a low-latency call made with return_recv_hook: hook(stream) runs it once on `stream` (the same
+// buffer half as the send). Holds the Runtime object alive. A class rather than a function object made per call:
+// building a pybind11 function costs more than the rest of the call.
+class LowLatencyReceive {
+ public:
+  LowLatencyReceive(py::object runtime, runtime::LowLatencyPending pending)
+      : runtime_(std::move(runtime)), pending_(std::move(pending)) {}
+
+  void operator()(uintptr_t stream) const {
+    nogil(runtime_.cast<const Runtime&>(), [&](runtime::Buffer& b) { b.lowLatencyReceive(pending_, stream); });
+  }
+
+ private:
+  py::object runtime_;
+  runtime::LowLatencyPending pending_;
+};
 
 // low_latency_dispatch / low_latency_combine: the send half (and the receive half unless return_recv_hook), then
-// None or the hook.
+// None or the receive hook.
 template <typename Args>
-auto lowLatencyCall(runtime::LowLatencyPending (runtime::Buffer::*send)(const LowLatencyShape&, const Args&, bool,
-                                                                         uintptr_t)) {
-  return [send](py::object self, const Args& a, int m, int hidden, int e, bool hook, uintptr_t stream) {
-    auto p = nogil(self.cast<const Runtime&>(),
-                   [&](runtime::Buffer& b) { return (b.*send)(LowLatencyShape{m, hidden, e}, a, hook, stream); });
-    return hookOf(self, std::move(p), hook);
+auto lowLatencyCall(const char* name, const Fields<LowLatencyCall<Args>>& fields,
+                    runtime::LowLatencyPending (runtime::Buffer::*send)(const LowLatencyShape&, const Args&, bool,
+                                                                         const runtime::LowLatencyStreams&)) {
+  const auto* f = &fields;
+  const std::string caller = std::string("Runtime.") + name + "()";
+  return [f, send, caller](py::object self, const py::kwargs& kw) -> py::object {
+    const LowLatencyCall<Args> c = f->make(kw, caller);
+    auto p = nogil(self.cast<const Runtime&>(), [&](runtime::Buffer& b) {
+      return (b.*send)(c.shape, c.args, c.return_recv_hook, c.streams);
+    });
+    if (!c.return_recv_hook) return py::none();
+    return py::cast(LowLatencyReceive(std::move(self), std::move(p)));
   };
 }
 
-void bindLowLatency(py::class_<Runtime>& c) {
+void bindLowLatency(py::module_& m, py::class_<Runtime>& c) {
   using py::arg;
+  py::class_<LowLatencyReceive>(m, "LowLatencyReceive", "the receive half of a low-latency call (return_recv_hook)")
+      .def("__call__", &LowLatencyReceive::operator(), arg("stream"),
+           "runs the receive half on `stream` (the same buffer half as the send); raises what the send recorded");
+  const auto& dispatch = lowLatencyDispatchCallFields();
+  const auto& combine = lowLatencyCombineCallFields();
   c.def(
        "low_latency_layout",
        [](const Runtime& r, int m, int hidden, int e) { return r.b().lowLatencyLayout(LowLatencyShape{m, hidden, e}); },
        py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"),
        "the layout for these sizes, checked against the limits and num_rdma_bytes (kept per size triple)")
-      .def("low_latency_dispatch", lowLatencyCall(&runtime::Buffer::lowLatencyDispatch), arg("args"), py::kw_only(),
-           arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"), arg("return_recv_hook"),
-           arg("stream"), "None, or hook(stream) when return_recv_hook")
-      .def("low_latency_combine", lowLatencyCall(&runtime::Buffer::lowLatencyCombine), arg("args"), py::kw_only(),
-           arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"), arg("return_recv_hook"),
-           arg("stream"), "None, or hook(stream) when return_recv_hook")
+      .def("low_latency_dispatch", lowLatencyCall("low_latency_dispatch", dispatch, &runtime::Buffer::lowLatencyDispatch),
+           ("keywords: " + dispatch.joined() + ". Runs on `stream` after `caller_stream`'s work; with caller_waits, "
+            "caller_stream waits for it. Returns None, or a LowLatencyReceive when return_recv_hook").c_str())
+      .def("low_latency_combine", lowLatencyCall("low_latency_combine", combine, &runtime::Buffer::lowLatencyCombine),
+           ("keywords: " + combine.joined() + ". Streams and result as low_latency_dispatch").c_str())
       .def(
           "get_next_low_latency_combine_buffer",
           [](const Runtime& r, int m, int hidden, int e) {
@@ -233,7 +248,7 @@ void bindRuntime(py::module_& m) {
       .def("nvl_buffer_ptr", [](const Runtime& r) { return r.b().nvlBufferPtr(); })
       .def("check_errors", [](const Runtime& r) { r.b().checkErrors(); },
            "raises the first failure a kernel or a proxy recorded");
-  bindLowLatency(c);
+  bindLowLatency(m, c);
   bindFloor(c);
   bindNormal(c);
 }

@@ -1,11 +1,11 @@
-// The argument structs of every kernel call, by name (bind_args.hpp), and the runtime's read-only answers:
-// Topology and the low-latency layout. Field names are the Python argument names and the C++ field names.
+// The argument structs of every kernel call, by name (bind_args.hpp), and the runtime's read-only answers: Topology
+// and the low-latency layout. Field names are the Python argument names and the C++ field names. The classes
+// LowLatencyDispatchCall / LowLatencyCombineCall parse the keywords of the runtime's low-latency calls (bind.hpp).
 #include <pybind11/stl.h>
 
 #include "kernels/intranode.hpp"
 #include "kernels/low_latency.hpp"
 #include "python/bind.hpp"
-#include "python/bind_args.hpp"
 #include "runtime/topology.hpp"
 #include "uccl_ep/proxy/transport_floor.hpp"
 
@@ -16,60 +16,104 @@ namespace in = kernels::intranode;
 
 namespace {
 
-void bindLowLatencyArgs(py::module_& m) {
+const Fields<ll::DispatchArgs>& dispatchFields() {
   using D = ll::DispatchArgs;
-  ArgsClass<D>(m, "LowLatencyDispatchArgs", "kernels/low_latency.hpp DispatchArgs (low_latency_dispatch)")
-      .pointer("x", &D::x).value("num_tokens", &D::num_tokens).pointer("topk_idx", &D::topk_idx)
-      .value("num_topk", &D::num_topk).pointer("recv_x", &D::recv_x).pointer("recv_x_scales", &D::recv_x_scales)
-      .pointer("recv_count", &D::recv_count).pointer("src_info", &D::src_info)
-      .pointer("layout_range", &D::layout_range)
-      .pointer("cumulative_local_expert_recv_stats", &D::cumulative_local_expert_recv_stats)
-      .pointer("dispatch_wait_recv_cost_stats", &D::dispatch_wait_recv_cost_stats)
-      .value("use_fp8", &D::use_fp8).value("round_scale", &D::round_scale).value("use_ue8m0", &D::use_ue8m0)
-      .done();
-  using C = ll::CombineArgs;
-  ArgsClass<C>(m, "LowLatencyCombineArgs", "kernels/low_latency.hpp CombineArgs (low_latency_combine)")
-      .pointer("x", &C::x).pointer("topk_idx", &C::topk_idx).pointer("topk_weights", &C::topk_weights)
-      .value("num_tokens", &C::num_tokens).value("num_topk", &C::num_topk).pointer("src_info", &C::src_info)
-      .pointer("layout_range", &C::layout_range).pointer("combined_x", &C::combined_x)
-      .pointer("combine_wait_recv_cost_stats", &C::combine_wait_recv_cost_stats)
-      .value("use_logfmt", &C::use_logfmt).value("zero_copy", &C::zero_copy)
-      .done();
+  static const Fields<D>& f = leaked(
+      Fields<D>("LowLatencyDispatchArgs")
+          .pointer("x", &D::x).value("num_tokens", &D::num_tokens).pointer("topk_idx", &D::topk_idx)
+          .value("num_topk", &D::num_topk).pointer("recv_x", &D::recv_x).pointer("recv_x_scales", &D::recv_x_scales)
+          .pointer("recv_count", &D::recv_count).pointer("src_info", &D::src_info)
+          .pointer("layout_range", &D::layout_range)
+          .pointer("cumulative_local_expert_recv_stats", &D::cumulative_local_expert_recv_stats)
+          .pointer("dispatch_wait_recv_cost_stats", &D::dispatch_wait_recv_cost_stats)
+          .value("use_fp8", &D::use_fp8).value("round_scale", &D::round_scale).value("use_ue8m0", &D::use_ue8m0));
+  return f;
 }
+
+const Fields<ll::CombineArgs>& combineFields() {
+  using C = ll::CombineArgs;
+  static const Fields<C>& f = leaked(
+      Fields<C>("LowLatencyCombineArgs")
+          .pointer("x", &C::x).pointer("topk_idx", &C::topk_idx).pointer("topk_weights", &C::topk_weights)
+          .value("num_tokens", &C::num_tokens).value("num_topk", &C::num_topk).pointer("src_info", &C::src_info)
+          .pointer("layout_range", &C::layout_range).pointer("combined_x", &C::combined_x)
+          .pointer("combine_wait_recv_cost_stats", &C::combine_wait_recv_cost_stats)
+          .value("use_logfmt", &C::use_logfmt).value("zero_copy", &C::zero_copy));
+  return f;
+}
+
+// The call's own keywords after the argument struct's (bind.hpp LowLatencyCall); all of them required.
+template <typename Args>
+const Fields<LowLatencyCall<Args>>& callFields(const char* name, const Fields<Args>& args) {
+  using C = LowLatencyCall<Args>;
+  using S = runtime::LowLatencyShape;
+  using St = runtime::LowLatencyStreams;
+  Fields<S> shape("shape");
+  shape.value("num_max_dispatch_tokens_per_rank", &S::num_max_dispatch_tokens_per_rank, true)
+      .value("hidden", &S::hidden, true)
+      .value("num_experts", &S::num_experts, true);
+  Fields<St> streams("streams");
+  streams.value("stream", &St::stream, true).value("caller_stream", &St::caller_stream, true)
+      .value("caller_waits", &St::caller_waits, true);
+  return leaked(Fields<C>(name)
+                    .nested(&C::args, args)
+                    .nested(&C::shape, shape)
+                    .value("return_recv_hook", &C::return_recv_hook, true)
+                    .nested(&C::streams, streams));
+}
+
+}  // namespace
+
+const Fields<LowLatencyDispatchCall>& lowLatencyDispatchCallFields() {
+  static const auto& f = callFields("LowLatencyDispatchCall", dispatchFields());
+  return f;
+}
+
+const Fields<LowLatencyCombineCall>& lowLatencyCombineCallFields() {
+  static const auto& f = callFields("LowLatencyCombineCall", combineFields());
+  return f;
+}
+
+namespace {
 
 void bindNormalArgs(py::module_& m) {
   using L = in::LayoutArgs;
-  ArgsClass<L>(m, "DispatchLayoutArgs", "kernels/intranode.hpp LayoutArgs (get_dispatch_layout)")
-      .pointer("topk_idx", &L::topk_idx).value("num_tokens", &L::num_tokens).value("num_topk", &L::num_topk)
-      .value("num_experts", &L::num_experts).pointer("num_tokens_per_rank", &L::num_tokens_per_rank)
-      .pointer("num_tokens_per_rdma_rank", &L::num_tokens_per_rdma_rank)
-      .pointer("num_tokens_per_expert", &L::num_tokens_per_expert).pointer("is_token_in_rank", &L::is_token_in_rank)
-      .done();
+  bindArgsClass(m, "kernels/intranode.hpp LayoutArgs (get_dispatch_layout)",
+                leaked(Fields<L>("DispatchLayoutArgs")
+                           .pointer("topk_idx", &L::topk_idx).value("num_tokens", &L::num_tokens)
+                           .value("num_topk", &L::num_topk).value("num_experts", &L::num_experts)
+                           .pointer("num_tokens_per_rank", &L::num_tokens_per_rank)
+                           .pointer("num_tokens_per_rdma_rank", &L::num_tokens_per_rdma_rank)
+                           .pointer("num_tokens_per_expert", &L::num_tokens_per_expert)
+                           .pointer("is_token_in_rank", &L::is_token_in_rank)));
   using D = in::DispatchArgs;
-  ArgsClass<D>(m, "DispatchArgs", "kernels/intranode.hpp DispatchArgs (dispatch, send half)")
-      .pointer("x", &D::x).value("x_row_stride", &D::x_row_stride).value("hidden_bytes", &D::hidden_bytes)
-      .pointer("x_scales", &D::x_scales).value("num_scales", &D::num_scales)
-      .value("x_scales_token_stride", &D::x_scales_token_stride).value("x_scales_col_stride", &D::x_scales_col_stride)
-      .pointer("topk_idx", &D::topk_idx).pointer("topk_weights", &D::topk_weights).value("num_topk", &D::num_topk)
-      .pointer("is_token_in_rank", &D::is_token_in_rank).pointer("num_tokens_per_expert", &D::num_tokens_per_expert)
-      .value("num_tokens", &D::num_tokens).value("num_experts", &D::num_experts)
-      .value("num_worst_tokens", &D::num_worst_tokens).pointer("rank_prefix_matrix", &D::rank_prefix_matrix)
-      .pointer("send_pos", &D::send_pos)
-      .done();
+  bindArgsClass(m, "kernels/intranode.hpp DispatchArgs (dispatch, send half)",
+                leaked(Fields<D>("DispatchArgs")
+                           .pointer("x", &D::x).value("x_row_stride", &D::x_row_stride)
+                           .value("hidden_bytes", &D::hidden_bytes).pointer("x_scales", &D::x_scales)
+                           .value("num_scales", &D::num_scales).value("x_scales_token_stride", &D::x_scales_token_stride)
+                           .value("x_scales_col_stride", &D::x_scales_col_stride).pointer("topk_idx", &D::topk_idx)
+                           .pointer("topk_weights", &D::topk_weights).value("num_topk", &D::num_topk)
+                           .pointer("is_token_in_rank", &D::is_token_in_rank)
+                           .pointer("num_tokens_per_expert", &D::num_tokens_per_expert)
+                           .value("num_tokens", &D::num_tokens).value("num_experts", &D::num_experts)
+                           .value("num_worst_tokens", &D::num_worst_tokens)
+                           .pointer("rank_prefix_matrix", &D::rank_prefix_matrix).pointer("send_pos", &D::send_pos)));
   using O = in::DispatchOutputs;
-  ArgsClass<O>(m, "DispatchOutputs", "kernels/intranode.hpp DispatchOutputs (dispatch, receive half)")
-      .pointer("recv_x", &O::recv_x).pointer("recv_x_scales", &O::recv_x_scales)
-      .pointer("recv_topk_idx", &O::recv_topk_idx).pointer("recv_topk_weights", &O::recv_topk_weights)
-      .pointer("recv_src_idx", &O::recv_src_idx).value("num_recv_tokens", &O::num_recv_tokens)
-      .done();
+  bindArgsClass(m, "kernels/intranode.hpp DispatchOutputs (dispatch, receive half)",
+                leaked(Fields<O>("DispatchOutputs")
+                           .pointer("recv_x", &O::recv_x).pointer("recv_x_scales", &O::recv_x_scales)
+                           .pointer("recv_topk_idx", &O::recv_topk_idx).pointer("recv_topk_weights", &O::recv_topk_weights)
+                           .pointer("recv_src_idx", &O::recv_src_idx).value("num_recv_tokens", &O::num_recv_tokens)));
   using C = in::CombineArgs;
-  ArgsClass<C>(m, "CombineArgs", "kernels/intranode.hpp CombineArgs (combine)")
-      .pointer("x", &C::x).pointer("topk_weights", &C::topk_weights).pointer("bias_0", &C::bias_0)
-      .pointer("bias_1", &C::bias_1).pointer("send_pos", &C::send_pos)
-      .pointer("rank_prefix_matrix", &C::rank_prefix_matrix).value("num_tokens", &C::num_tokens)
-      .value("num_recv_tokens", &C::num_recv_tokens).value("hidden", &C::hidden).value("num_topk", &C::num_topk)
-      .pointer("combined_x", &C::combined_x).pointer("combined_topk_weights", &C::combined_topk_weights)
-      .done();
+  bindArgsClass(m, "kernels/intranode.hpp CombineArgs (combine)",
+                leaked(Fields<C>("CombineArgs")
+                           .pointer("x", &C::x).pointer("topk_weights", &C::topk_weights).pointer("bias_0", &C::bias_0)
+                           .pointer("bias_1", &C::bias_1).pointer("send_pos", &C::send_pos)
+                           .pointer("rank_prefix_matrix", &C::rank_prefix_matrix).value("num_tokens", &C::num_tokens)
+                           .value("num_recv_tokens", &C::num_recv_tokens).value("hidden", &C::hidden)
+                           .value("num_topk", &C::num_topk).pointer("combined_x", &C::combined_x)
+                           .pointer("combined_topk_weights", &C::combined_topk_weights)));
 }
 
 void bindAnswers(py::module_& m) {
@@ -137,7 +181,12 @@ void bindFloor(py::module_& m) {
 }  // namespace
 
 void bindStructs(py::module_& m) {
-  bindLowLatencyArgs(m);
+  bindArgsClass(m, "kernels/low_latency.hpp DispatchArgs (low_latency_dispatch)", dispatchFields());
+  bindArgsClass(m, "kernels/low_latency.hpp CombineArgs (low_latency_combine)", combineFields());
+  bindArgsClass(m, "the keywords of Runtime.low_latency_dispatch: DispatchArgs, sizes, hook flag, streams",
+                lowLatencyDispatchCallFields());
+  bindArgsClass(m, "the keywords of Runtime.low_latency_combine: CombineArgs, sizes, hook flag, streams",
+                lowLatencyCombineCallFields());
   bindNormalArgs(m);
   bindAnswers(m);
   bindFloor(m);

@@ -103,6 +103,8 @@ void Buffer::Impl::release() noexcept {
     mask_values.reset();
     mask.reset();
     error.reset();
+    if (ll_order_event != nullptr) logCuda(cudaEventDestroy(ll_order_event), "cudaEventDestroy", "Buffer destroy");
+    ll_order_event = nullptr;
     gpu_alloc.reset();
     nvl_alloc.reset();
   } catch (const std::exception& e) {
@@ -141,6 +143,8 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   m.host_counts = std::make_unique<Mapped<intranode::HostCounts>>(1);
 
   m.error = std::make_unique<Mapped<kernels::ErrorRecord>>(1);
+  UCCL_EP_CUDA_OR_THROW(cudaEventCreateWithFlags(&m.ll_order_event, cudaEventDisableTiming),
+                        "Buffer (rank {}): the low-latency stream-order event", rank);
   m.mask = zeroedArray<int32_t>(world, rank, "mask");
   m.mask_values = std::make_unique<DeviceArray<int32_t>>(2);
   const int32_t values[2] = {0, 1};

@@ -59,6 +59,15 @@ struct LowLatencyShape {
   }
 };
 
+// The streams of a low-latency call (cudaStream_t handles as ints). The call runs on `stream` after the work queued so
+// far on `caller_stream`; with caller_waits, work queued on caller_stream afterwards waits for the call (its send
+// half when it returns a hook). Ordered through an event the Buffer records and waits on; nothing waits on the host.
+struct LowLatencyStreams {
+  uintptr_t stream = 0;
+  uintptr_t caller_stream = 0;
+  bool caller_waits = true;
+};
+
 // A low-latency call whose receive half runs later (return_recv_hook): the half it used and its arguments.
 struct LowLatencyPending {
   LowLatencyShape shape;
@@ -103,9 +112,9 @@ class Buffer {
   // outstanding. With return_recv_hook only the send half runs now; the returned pending call runs the receive
   // half through lowLatencyReceive (on the same half). Throws before launching when an argument is out of range.
   LowLatencyPending lowLatencyDispatch(const LowLatencyShape& shape, const kernels::ll::DispatchArgs& args,
-                                       bool return_recv_hook, uintptr_t stream);
+                                       bool return_recv_hook, const LowLatencyStreams& streams);
   LowLatencyPending lowLatencyCombine(const LowLatencyShape& shape, const kernels::ll::CombineArgs& args,
-                                      bool return_recv_hook, uintptr_t stream);
+                                      bool return_recv_hook, const LowLatencyStreams& streams);
   // Raises a fatal recorded error before it launches, and a rejected argument of the send half (InvalidArgument)
   // after: the receive half runs either way, so the buffer half is consumed and stays usable.
   void lowLatencyReceive(const LowLatencyPending& pending, uintptr_t stream);
@@ -157,7 +166,7 @@ class Buffer {
 
  private:
   // The send half (and the receive half unless return_recv_hook) of a low-latency call on the current half.
-  LowLatencyPending lowLatencySend(LowLatencyPending pending, bool return_recv_hook, uintptr_t stream);
+  LowLatencyPending lowLatencySend(LowLatencyPending pending, bool return_recv_hook, const LowLatencyStreams& streams);
 
   struct Impl;
   std::unique_ptr<Impl> impl_;

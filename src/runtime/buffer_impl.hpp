@@ -63,6 +63,9 @@ struct Buffer::Impl {
   // Low-latency mode: the layouts checked so far (decode repeats a few shapes) and the half the next call uses.
   std::deque<std::pair<LowLatencyShape, kernels::ll::Layout>> ll_layouts;  // deque: references stay valid
   int ll_half = 0;
+  // Orders a low-latency call's stream after its caller's and back (LowLatencyStreams). One event serves every wait
+  // outside graph capture: cudaStreamWaitEvent waits for the record made before it, so recording it again is safe.
+  cudaEvent_t ll_order_event = nullptr;
 
   // Normal mode: the CPU-wait counts, and the dispatch whose receive half has yet to run.
   std::unique_ptr<Mapped<kernels::intranode::HostCounts>> host_counts;
@@ -106,6 +109,9 @@ struct Buffer::Impl {
   kernels::ll::Context lowLatencyContext(const kernels::ll::Layout& layout, int half) const;
   void launchLowLatency(const kernels::ll::Layout& layout, const LowLatencyPending& p, kernels::ll::Phase phase,
                         uintptr_t stream) const;
+  // Work queued on `waiter` from now on waits for the work queued so far on `waited` (no host wait); `capturing`:
+  // the two are in a CUDA-graph capture.
+  void streamWaits(uintptr_t waiter, uintptr_t waited, bool capturing, const char* call) const;
   kernels::intranode::Context normalContext(const char* call, const NormalConfig& config) const;
 
   // kernel_errors.cpp: throws what a kernel or a proxy recorded. A rejected argument (kBadExpertId) is cleared when

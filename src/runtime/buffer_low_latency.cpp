@@ -1,5 +1,5 @@
 // runtime::Buffer, low-latency mode: the layouts (checked once per shape), the buffer half each call uses, the
-// launches of kernels/low_latency.hpp, the clean and the shrink mask.
+// launches of kernels/low_latency.hpp and their order against the caller's stream, the clean and the shrink mask.
 #include <atomic>
 #include <cstring>
 #include <utility>
@@ -77,10 +77,32 @@ void Buffer::Impl::launchLowLatency(const ll::Layout& layout, const LowLatencyPe
   }
 }
 
-LowLatencyPending Buffer::lowLatencySend(LowLatencyPending p, bool return_recv_hook, uintptr_t stream) {
+void Buffer::Impl::streamWaits(uintptr_t waiter, uintptr_t waited, bool capturing, const char* call) const {
+  const auto from = reinterpret_cast<cudaStream_t>(waited);
+  const auto to = reinterpret_cast<cudaStream_t>(waiter);
+  if (!capturing) {
+    UCCL_EP_CUDA_OR_THROW(cudaEventRecord(ll_order_event, from), "rank {}: {}: recording the stream-order event",
+                          cfg.rank, call);
+    UCCL_EP_CUDA_OR_THROW(cudaStreamWaitEvent(to, ll_order_event, 0), "rank {}: {}: a stream waiting for another",
+                          cfg.rank, call);
+    return;
+  }
+  // Inside a CUDA-graph capture (the wait joins `waiter` to it): an event of its own, as torch's wait_stream does, so
+  // the event eager calls reuse never holds a capture's state. Destroying it once the wait is captured is allowed.
+  cudaEvent_t e = nullptr;
+  UCCL_EP_CUDA_OR_THROW(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "rank {}: {}: capture event", cfg.rank,
+                        call);
+  const cudaError_t recorded = cudaEventRecord(e, from);
+  const cudaError_t waited_on = recorded == cudaSuccess ? cudaStreamWaitEvent(to, e, 0) : recorded;
+  logCuda(cudaEventDestroy(e), "cudaEventDestroy", call);
+  UCCL_EP_CUDA_OR_THROW(waited_on, "rank {}: {}: a stream waiting for another inside a graph capture", cfg.rank, call);
+}
+
+LowLatencyPending Buffer::lowLatencySend(LowLatencyPending p, bool return_recv_hook, const LowLatencyStreams& s) {
   Impl& m = *impl_;
+  const char* call = p.combine ? "low_latency_combine" : "low_latency_dispatch";
   checkErrors();
-  m.requireConnected(p.combine ? "low_latency_combine" : "low_latency_dispatch");
+  m.requireConnected(call);
   const ll::Layout& layout = lowLatencyLayout(p.shape);
   if (p.combine) {
     checkLowLatencyCombine(layout, p.combine_args);
@@ -88,26 +110,37 @@ LowLatencyPending Buffer::lowLatencySend(LowLatencyPending p, bool return_recv_h
     checkLowLatencyDispatch(layout, p.dispatch);
   }
   p.half = m.ll_half;
-  m.launchLowLatency(layout, p, return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth, stream);
+  // The comm stream joins a capture of the caller's stream through the first wait, so one query serves both.
+  const bool other_stream = s.stream != s.caller_stream;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (other_stream) {
+    UCCL_EP_CUDA_OR_THROW(cudaStreamIsCapturing(reinterpret_cast<cudaStream_t>(s.caller_stream), &capture),
+                          "rank {}: {}: stream capture status", m.cfg.rank, call);
+    m.streamWaits(s.stream, s.caller_stream, capture != cudaStreamCaptureStatusNone, call);
+  }
+  m.launchLowLatency(layout, p, return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth, s.stream);
   m.ll_half ^= 1;  // only once the launch went through: every rank flips in step
+  if (other_stream && s.caller_waits) {
+    m.streamWaits(s.caller_stream, s.stream, capture != cudaStreamCaptureStatusNone, call);
+  }
   return p;
 }
 
 LowLatencyPending Buffer::lowLatencyDispatch(const LowLatencyShape& shape, const ll::DispatchArgs& args,
-                                             bool return_recv_hook, uintptr_t stream) {
+                                             bool return_recv_hook, const LowLatencyStreams& streams) {
   LowLatencyPending p;
   p.shape = shape;
   p.dispatch = args;
-  return lowLatencySend(std::move(p), return_recv_hook, stream);
+  return lowLatencySend(std::move(p), return_recv_hook, streams);
 }
 
 LowLatencyPending Buffer::lowLatencyCombine(const LowLatencyShape& shape, const ll::CombineArgs& args,
-                                            bool return_recv_hook, uintptr_t stream) {
+                                            bool return_recv_hook, const LowLatencyStreams& streams) {
   LowLatencyPending p;
   p.shape = shape;
   p.combine = true;
   p.combine_args = args;
-  return lowLatencySend(std::move(p), return_recv_hook, stream);
+  return lowLatencySend(std::move(p), return_recv_hook, streams);
 }
 
 void Buffer::lowLatencyReceive(const LowLatencyPending& p, uintptr_t stream) {

@@ -196,6 +196,22 @@ def test_argument_structs_take_names_only(native):
     with pytest.raises(TypeError) as e:
         native.LowLatencyDispatchArgs(cum_stats=1)
     assert "cum_stats" in str(e.value) and "cumulative_local_expert_recv_stats" in str(e.value)
+    with pytest.raises(TypeError, match="argument field 'num_tokens' expects an int or bool, got str"):
+        native.LowLatencyDispatchArgs(num_tokens="3")
+
+
+def test_argument_structs_find_keywords_built_at_run_time(native):
+    """Keywords are found by their interned key object once seen; names built at run time (not interned, a new
+    object each time) are found by their text, every time, and never confused with another field."""
+    for i in range(200):
+        name = "".join(["num_", "tokens"])  # a new str each time
+        other = "num_" + "topk"[: 4 - i % 2]  # 'num_topk', then 'num_top' (no such field)
+        if i % 2:
+            with pytest.raises(TypeError, match="unexpected keyword argument 'num_top'"):
+                native.LowLatencyDispatchArgs(**{name: i, other: 1})
+            continue
+        args = native.LowLatencyDispatchArgs(**{name: i, other: i + 1}, x=i + 2)
+        assert (args.num_tokens, args.num_topk, args.x) == (i, i + 1, i + 2)
 
 
 COMBINE_BAD = [

@@ -2,14 +2,15 @@
 
 The runtime owns the limits, layouts, value checks, the topology and the low-latency buffer halves; this file
 checks what only torch can see (_validate.py), allocates every output tensor, picks streams, builds each call's
-argument struct by name (`_C.DispatchArgs(x=..., ...)`: the Python argument names all the way down) and wraps
-device memory into tensors. A value the runtime rejects raises `uccl.ep.ArgumentError` (a ValueError) before any
+argument struct by name (`_C.DispatchArgs(x=..., ...)`; a low-latency call passes the same fields as keywords of
+its one runtime call: the Python argument names all the way down) and wraps device memory into tensors. A value the runtime rejects raises `uccl.ep.ArgumentError` (a ValueError) before any
 kernel runs.
 
-Streams: a call runs on the buffer's comm stream after that stream waits for the current one. With
-async_finish the call returns an EventOverlap recorded on the comm stream that keeps inputs and outputs alive;
-without it the current stream waits for the comm stream before the call returns. With return_recv_hook only
-the send phase runs now; hook() runs the receive phase on the stream current at hook time.
+Streams: a call runs on the buffer's comm stream after that stream waits for the current one (for the low-latency
+calls the runtime makes both waits, with an event of its own). With async_finish the call returns an EventOverlap
+recorded on the comm stream that keeps inputs and outputs alive; without it the current stream waits for the comm
+stream before the call returns. With return_recv_hook only the send phase runs now; hook() runs the receive phase
+on the stream current at hook time.
 
 Low-latency halves: the RDMA buffer has two halves; the runtime picks the half of each dispatch and combine and
 flips it, so two calls may be outstanding.
@@ -20,7 +21,7 @@ Buffer raises RuntimeError instead of racing it (the two would interleave their 
 import contextlib
 import functools
 import threading
-from typing import Callable, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -34,10 +35,10 @@ def _one_thread(method):
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        lock = self.__dict__.get("_call_lock")
+        lock = self._call_lock
         if lock is None:  # a Buffer whose constructor did not get that far
             return method(self, *args, **kwargs)
-        if not lock.acquire(blocking=False):
+        if not lock.acquire(False):  # positional: a keyword costs here, on every call
             raise RuntimeError(f"Buffer.{method.__name__}: another thread is inside a call on this Buffer; a Buffer "
                                f"serves one thread at a time (serialize the calls, or use one Buffer per thread)")
         try:
@@ -85,10 +86,117 @@ def _as_int(name: str, value) -> int:
     return value
 
 
+_Tensor, _BF16, _F32, _I32, _I64 = torch.Tensor, torch.bfloat16, torch.float32, torch.int32, torch.int64
+
+# The current stream of a device as a cudaStream_t int: torch.cuda.current_stream(index).cuda_stream without building a
+# Stream object (torch's own accessor where this torch has one). The CPU tests replace it with their stand-in.
+_current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
+    lambda index: torch.cuda.current_stream(index).cuda_stream)
+
+
+# torch's allocation entry without argument parsing or dispatch, empty_strided(size, stride, dtype) on the current CUDA
+# device (what the code torch.compile generates allocates with; "saves ~2us on every allocation" says its source), and
+# the current device's index. None where this torch lacks them (then torch.empty_strided allocates).
+_fast_empty = getattr(getattr(getattr(torch._C, "_dynamo", None), "guards", None), "_empty_strided_cuda", None)
+_cuda_device = getattr(torch._C, "_cuda_getDevice", None)
+if _cuda_device is None:
+    _fast_empty = None
+
+
+def _empty_on(device: torch.device):
+    """empty(size, stride, dtype) -> a new tensor on `device`, through torch's public entry."""
+    def empty(size: tuple, stride: tuple, dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty_strided(size, stride, dtype=dtype, device=device)
+
+    return empty
+
+
+def _contiguous_strides(size: tuple) -> tuple:
+    strides, step = [], 1
+    for n in reversed(size):
+        strides.insert(0, step)
+        step *= max(n, 1)
+    return tuple(strides)
+
+
+def _fits(t, dtype: torch.dtype, size: tuple, device_index: int) -> bool:
+    """`t` is a plain contiguous tensor of this dtype and size on this device (no message: see the callers)."""
+    return (type(t) is _Tensor and t.dtype is dtype and t.shape == size and t.is_contiguous()
+            and t.get_device() == device_index)
+
+
+class _DispatchPlan:
+    """What low_latency_dispatch's outputs are for one (M, hidden, num_experts, use_fp8, use_ue8m0), from the runtime's
+    layout (api.md gives the shapes): made once per size tuple, after the runtime accepted the sizes."""
+
+    __slots__ = ("experts_per_rank", "hidden", "recv_x", "scales", "recv_count", "src_info", "layout_range",
+                 "stats_size", "wait_size")
+
+    def __init__(self, experts_per_rank: int, num_ranks: int, max_tokens: int, hidden: int, use_fp8: bool,
+                 use_ue8m0: bool):
+        E, RM = experts_per_rank, num_ranks * max_tokens
+        self.experts_per_rank, self.hidden = E, hidden
+        # Each output as (size, stride, dtype).
+        self.recv_x = _contiguous((E, RM, hidden), torch.float8_e4m3fn if use_fp8 else _BF16)
+        self.scales = None
+        if use_fp8:  # [E, RM, groups] stored column-major in the last two dims: the kernel writes [E, groups, RM]
+            if use_ue8m0:
+                groups, dtype = hidden // limit("kUe8m0ChannelsPerInt"), _I32
+            else:
+                groups, dtype = hidden // limit("kChannelsPerScale"), _F32
+            self.scales = ((E, RM, groups), (groups * RM, 1, RM), dtype)
+        self.recv_count, self.src_info = _contiguous((E,), _I32), _contiguous((E, RM), _I32)
+        self.layout_range = _contiguous((E, num_ranks), _I64)
+        self.stats_size, self.wait_size = (E,), (num_ranks,)
+
+
+def _contiguous(size: tuple, dtype: torch.dtype) -> tuple:
+    return size, _contiguous_strides(size), dtype
+
+
+class _CombinePlan:
+    """low_latency_combine's expected input sizes for one handle's (M, hidden, num_experts)."""
+
+    __slots__ = ("experts_per_rank", "x_size", "src_info_size", "layout_range_size", "wait_size")
+
+    def __init__(self, experts_per_rank: int, num_ranks: int, max_tokens: int, hidden: int):
+        E, RM = experts_per_rank, num_ranks * max_tokens
+        self.experts_per_rank = E
+        self.x_size, self.src_info_size, self.layout_range_size = (E, RM, hidden), (E, RM), (E, num_ranks)
+        self.wait_size = (num_ranks,)
+
+
+class _LowLatencyState:
+    """Per Buffer: the device index and comm stream the low-latency calls use, and their plans by size tuple. A size
+    tuple enters only after the runtime accepted it; the runtime's answer cannot change for the Buffer's life.
+
+    `made` holds the handles of the last two dispatches (two calls may be outstanding): their src_info and
+    layout_range are tensors this Buffer allocated with the plan's shapes, so a combine given one of them (the same
+    tuple object) skips re-reading those two tensors' metadata. Any other handle gets every check."""
+
+    __slots__ = ("device_index", "comm_stream", "dispatch", "combine", "made", "fast_empty", "empty")
+
+    def __init__(self, device: torch.device, comm_stream: int):
+        self.device_index = device.index if device.type == "cuda" else -1
+        self.comm_stream = comm_stream
+        self.dispatch, self.combine = {}, {}
+        self.made = (None, None)
+        # Outputs come from _fast_empty while the buffer's device is the current one, else from torch's public entry.
+        self.fast_empty = _fast_empty if self.device_index >= 0 else None
+        self.empty = _empty_on(device)
+
+    def allocator(self):
+        """empty(size, stride, dtype) on the buffer's device, the cheapest one that is right now."""
+        fast = self.fast_empty
+        return fast if fast is not None and _cuda_device() == self.device_index else self.empty
+
+
 class Buffer:
     """Communication buffers for expert-parallel dispatch and combine (DeepEP's `Buffer`, same signature)."""
 
     num_sms: int = 20
+    _call_lock: Optional[threading.Lock] = None  # set first thing in __init__
+    _ll: Optional[_LowLatencyState] = None  # made by the first low-latency call
     # Expert ids outside [-1, num_experts) are found on the GPU: get_dispatch_layout's kernel and the low-latency
     # kernels skip such an entry and record it, and the next call (or the receive hook) raises ArgumentError naming
     # the entry, the id and the rank; no call reads device memory from the host for it. True adds a host check
@@ -265,6 +373,13 @@ class Buffer:
         return raw.view(dtype).view(size)
 
     # ---- low-latency mode ---------------------------------------------------------------------------------
+    # Host time per call is part of the decode step's latency, so each call does the least it can (issue 11): the
+    # sizes the runtime accepted, and what they imply (output shapes, the layout's experts_per_rank), are kept per size
+    # tuple (_LowLatencyState); the tensor checks run first as plain metadata comparisons, and only when one of them
+    # fails do the checks of _validate.py run, which raise the message (same checks, same order, same words); every
+    # value crosses into the runtime in one call by keyword, which also checks recorded errors, orders the comm stream
+    # after the current one and back (an event in the runtime, nothing waits on the host) and launches. Nothing reads
+    # tensor data on the host: the kernels check the expert ids.
     def _check_expert_ids(self, call: str, topk_idx: torch.Tensor, num_experts: int) -> None:
         # Normal mode only: the low-latency kernels check the ids on the GPU (no host read on their call path).
         # A device-to-host read: skipped while a CUDA graph is being captured, and when the caller turned it off.
@@ -281,19 +396,43 @@ class Buffer:
         return rt.low_latency_layout(num_max_dispatch_tokens_per_rank=max_tokens, hidden=hidden,
                                      num_experts=num_experts)
 
-    def _launch(self, launch: Callable[[int], Optional[Callable]], return_recv_hook: bool, async_finish: bool,
-                keep_alive: tuple):
-        """Runs `launch(stream)` on the comm stream after the current stream; returns (event, hook)."""
-        current = torch.cuda.current_stream(self.device)
-        comm = self._comm_stream
-        comm.wait_stream(current)
-        native_hook = launch(comm.cuda_stream)
-        if async_finish:
-            event = EventOverlap(EventHandle(comm), extra_tensors=keep_alive)
-        else:
-            current.wait_stream(comm)
-            event = EventOverlap(None)
-        return event, (_RecvHook(self, native_hook, keep_alive) if return_recv_hook else None)
+    def _device_index(self) -> int:
+        """The buffer's CUDA device index; -1 for the CPU (what Tensor.get_device() says of a CPU tensor)."""
+        return self.device.index if self.device.type == "cuda" else -1
+
+    def _low_latency_state(self) -> "_LowLatencyState":
+        st = self._ll
+        if st is None:
+            st = self._ll = _LowLatencyState(self.device, self._comm_stream.cuda_stream)
+        return st
+
+    def _ll_keep(self, native_hook, async_finish: bool, tensors: tuple) -> tuple:
+        """(event, hook) of a low-latency call that returns an event to wait on or a receive hook: either keeps the
+        call's tensors (None entries skipped) alive until the work that uses them is done."""
+        keep = tuple(t for t in tensors if t is not None)
+        event = EventOverlap(EventHandle(self._comm_stream), extra_tensors=keep) if async_finish else EventOverlap(None)
+        return event, (None if native_hook is None else _RecvHook(self, native_hook, keep))
+
+    def _ll_dispatch_plan(self, rt, st, x, topk_idx, M, num_experts, cumulative_local_expert_recv_stats,
+                          dispatch_wait_recv_cost_stats, use_fp8, use_ue8m0, async_finish, return_recv_hook):
+        """Every check of low_latency_dispatch with its message (the fast path found something to say), then the
+        plan for these sizes (kept when the sizes are plain ints)."""
+        call = "low_latency_dispatch"
+        R = self.group_size
+        _, hidden = V.check_ll_dispatch(x, topk_idx, M, num_experts, use_fp8, async_finish, return_recv_hook, call=call)
+        self._check_devices(call, x=x, topk_idx=topk_idx,
+                            cumulative_local_expert_recv_stats=cumulative_local_expert_recv_stats,
+                            dispatch_wait_recv_cost_stats=dispatch_wait_recv_cost_stats)
+        key = (M, hidden, num_experts, use_fp8, use_ue8m0)
+        plan = st.dispatch.get(key) if type(M) is int and type(num_experts) is int else None
+        if plan is None:
+            layout = self._ll_layout(rt, M, hidden, num_experts)
+            plan = _DispatchPlan(layout.experts_per_rank, R, M, hidden, use_fp8, use_ue8m0)
+            if type(M) is int and type(num_experts) is int:
+                st.dispatch[key] = plan
+        V.check_ll_dispatch_stats(call, plan.experts_per_rank, R, cumulative_local_expert_recv_stats,
+                                  dispatch_wait_recv_cost_stats)
+        return plan
 
     @_one_thread
     def low_latency_dispatch(self, x: torch.Tensor, topk_idx: torch.Tensor, num_max_dispatch_tokens_per_rank: int,
@@ -308,49 +447,70 @@ class Buffer:
         The buffer has two halves and each low-latency call (dispatch or combine) flips to the other, so at most two
         calls may be outstanding: call k + 2 reuses call k's half. With return_recv_hook=True, run call k's hook on
         every rank before any rank issues call k + 2 (as in DeepEP)."""
-        call = "low_latency_dispatch"
-        rt = self._rt(call)
-        R, M = self.group_size, num_max_dispatch_tokens_per_rank
-        num_tokens, hidden = V.check_ll_dispatch(x, topk_idx, M, num_experts, use_fp8, async_finish,
-                                                 return_recv_hook, call=call)
-        self._check_devices(call, x=x, topk_idx=topk_idx,
-                            cumulative_local_expert_recv_stats=cumulative_local_expert_recv_stats,
-                            dispatch_wait_recv_cost_stats=dispatch_wait_recv_cost_stats)
-        layout = self._ll_layout(rt, M, hidden, num_experts)
-        E_local = layout.experts_per_rank
-        V.check_ll_dispatch_stats(call, E_local, R, cumulative_local_expert_recv_stats, dispatch_wait_recv_cost_stats)
+        rt = self._runtime
+        if rt is None:
+            raise RuntimeError("low_latency_dispatch: the buffer was destroyed")
+        st = self._ll or self._low_latency_state()
+        M, E = num_max_dispatch_tokens_per_rank, num_experts
+        use_fp8, use_ue8m0 = bool(use_fp8), bool(use_ue8m0)
+        cum, wait = cumulative_local_expert_recv_stats, dispatch_wait_recv_cost_stats
+        plan = None
+        if type(x) is _Tensor and type(topk_idx) is _Tensor and type(M) is int and type(E) is int:
+            dev, xs, ks = st.device_index, x.shape, topk_idx.shape
+            if (len(xs) == 2 and len(ks) == 2 and xs[0] == ks[0] and x.dtype is _BF16 and topk_idx.dtype is _I64
+                    and x.is_contiguous() and topk_idx.is_contiguous() and x.get_device() == dev
+                    and topk_idx.get_device() == dev and not (async_finish and return_recv_hook)):
+                plan = st.dispatch.get((M, xs[1], E, use_fp8, use_ue8m0))
+                if plan is not None and not ((cum is None or _fits(cum, _I32, plan.stats_size, dev))
+                                             and (wait is None or _fits(wait, _I64, plan.wait_size, dev))):
+                    plan = None
+        if plan is None:
+            plan = self._ll_dispatch_plan(rt, st, x, topk_idx, M, E, cum, wait, use_fp8, use_ue8m0, async_finish,
+                                          return_recv_hook)
 
-        dev = self.device
-        recv_x = torch.empty((E_local, R * M, hidden), dtype=torch.float8_e4m3fn if use_fp8 else torch.bfloat16,
-                             device=dev)
-        scales = None
-        if use_fp8:
-            # Column-major in the last two dims: the kernel writes [E_local, groups, R*M].
-            if use_ue8m0:
-                groups, dtype = hidden // limit("kUe8m0ChannelsPerInt"), torch.int32
-            else:
-                groups, dtype = hidden // limit("kChannelsPerScale"), torch.float32
-            scales = torch.empty((E_local, groups, R * M), dtype=dtype, device=dev).transpose(1, 2)
-        recv_count = torch.empty((E_local,), dtype=torch.int32, device=dev)
-        src_info = torch.empty((E_local, R * M), dtype=torch.int32, device=dev)
-        layout_range = torch.empty((E_local, R), dtype=torch.int64, device=dev)
-        args = native().LowLatencyDispatchArgs(
-            x=x.data_ptr(), num_tokens=num_tokens, topk_idx=topk_idx.data_ptr(), num_topk=topk_idx.size(1),
-            recv_x=recv_x.data_ptr(), recv_x_scales=_ptr(scales), recv_count=recv_count.data_ptr(),
-            src_info=src_info.data_ptr(), layout_range=layout_range.data_ptr(),
-            cumulative_local_expert_recv_stats=_ptr(cumulative_local_expert_recv_stats),
-            dispatch_wait_recv_cost_stats=_ptr(dispatch_wait_recv_cost_stats), use_fp8=bool(use_fp8),
-            round_scale=bool(round_scale), use_ue8m0=bool(use_ue8m0))
+        empty = st.allocator()
+        recv_x = empty(*plan.recv_x)
+        scales = None if plan.scales is None else empty(*plan.scales)
+        recv_count, src_info, layout_range = empty(*plan.recv_count), empty(*plan.src_info), empty(*plan.layout_range)
+        num_tokens, num_topk = topk_idx.shape
+        native_hook = rt.low_latency_dispatch(
+            x=x.data_ptr(), num_tokens=num_tokens, topk_idx=topk_idx.data_ptr(), num_topk=num_topk,
+            recv_x=recv_x.data_ptr(), recv_x_scales=0 if scales is None else scales.data_ptr(),
+            recv_count=recv_count.data_ptr(), src_info=src_info.data_ptr(), layout_range=layout_range.data_ptr(),
+            cumulative_local_expert_recv_stats=0 if cum is None else cum.data_ptr(),
+            dispatch_wait_recv_cost_stats=0 if wait is None else wait.data_ptr(), use_fp8=use_fp8,
+            round_scale=bool(round_scale), use_ue8m0=use_ue8m0, num_max_dispatch_tokens_per_rank=M,
+            hidden=plan.hidden, num_experts=E, return_recv_hook=bool(return_recv_hook), stream=st.comm_stream,
+            caller_stream=_current_stream(st.device_index), caller_waits=not async_finish)
 
-        def launch(stream: int):
-            return rt.low_latency_dispatch(args=args, num_max_dispatch_tokens_per_rank=M, hidden=hidden,
-                                           num_experts=num_experts, return_recv_hook=return_recv_hook, stream=stream)
-
-        keep = (x, topk_idx, recv_x, scales, recv_count, src_info, layout_range, cumulative_local_expert_recv_stats,
-                dispatch_wait_recv_cost_stats)
-        event, hook = self._launch(launch, return_recv_hook, async_finish, tuple(t for t in keep if t is not None))
-        handle = (src_info, layout_range, M, hidden, num_experts)
+        if async_finish or native_hook is not None:
+            event, hook = self._ll_keep(native_hook, async_finish, (x, topk_idx, recv_x, scales, recv_count, src_info,
+                                                                    layout_range, cum, wait))
+        else:
+            event, hook = EventOverlap(None), None
+        handle = (src_info, layout_range, M, plan.hidden, E)
+        st.made = (st.made[1], handle)
         return (recv_x, scales) if use_fp8 else recv_x, recv_count, handle, event, hook
+
+    def _ll_combine_plan(self, rt, st, x, topk_idx, topk_weights, handle, zero_copy, async_finish, return_recv_hook,
+                         out, combine_wait_recv_cost_stats):
+        """Every check of low_latency_combine with its message, then the plan for the handle's sizes."""
+        call = "low_latency_combine"
+        R = self.group_size
+        M, hidden, num_experts = V.check_ll_handle(call, handle)
+        key = (M, hidden, num_experts)
+        plan = st.combine.get(key) if type(M) is int and type(hidden) is int and type(num_experts) is int else None
+        if plan is None:
+            layout = self._ll_layout(rt, M, hidden, num_experts)
+            plan = _CombinePlan(layout.experts_per_rank, R, M, hidden)
+            if type(M) is int and type(hidden) is int and type(num_experts) is int:
+                st.combine[key] = plan
+        V.check_ll_combine(x, topk_idx, topk_weights, handle, plan.experts_per_rank, R, zero_copy, async_finish,
+                           return_recv_hook, out, combine_wait_recv_cost_stats, call=call)
+        self._check_devices(call, x=None if zero_copy else x, topk_idx=topk_idx, topk_weights=topk_weights,
+                            src_info=handle[0], layout_range=handle[1], out=out,
+                            combine_wait_recv_cost_stats=combine_wait_recv_cost_stats)
+        return plan
 
     @_one_thread
     def low_latency_combine(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tensor, handle: tuple,
@@ -362,35 +522,49 @@ class Buffer:
         Same contract as low_latency_dispatch: at most two low-latency calls outstanding, and with
         return_recv_hook=True call k's hook runs on every rank before any rank issues call k + 2 (the rows a combine
         receives overwrite the messages of the dispatch that used the same half two calls earlier)."""
-        call = "low_latency_combine"
-        rt = self._rt(call)
-        R = self.group_size
-        M, hidden, num_experts = V.check_ll_handle(call, handle)
-        layout = self._ll_layout(rt, M, hidden, num_experts)
-        V.check_ll_combine(x, topk_idx, topk_weights, handle, layout.experts_per_rank, R, zero_copy, async_finish,
-                           return_recv_hook, out, combine_wait_recv_cost_stats, call=call)
-        src_info, layout_range = handle[0], handle[1]
-        self._check_devices(call, x=None if zero_copy else x, topk_idx=topk_idx, topk_weights=topk_weights,
-                            src_info=src_info, layout_range=layout_range, out=out,
-                            combine_wait_recv_cost_stats=combine_wait_recv_cost_stats)
+        rt = self._runtime
+        if rt is None:
+            raise RuntimeError("low_latency_combine: the buffer was destroyed")
+        st = self._ll or self._low_latency_state()
+        wait = combine_wait_recv_cost_stats
+        plan = None
+        if type(handle) is tuple and len(handle) == 5 and type(topk_idx) is _Tensor:
+            src_info, layout_range, M, hidden, E = handle
+            if type(M) is int and type(hidden) is int and type(E) is int:
+                plan = st.combine.get((M, hidden, E))
+            if plan is not None:
+                dev, ks, made = st.device_index, topk_idx.shape, st.made
+                if not (len(ks) == 2 and topk_idx.dtype is _I64 and topk_idx.is_contiguous()
+                        and topk_idx.get_device() == dev and _fits(topk_weights, _F32, ks, dev)
+                        and (handle is made[1] or handle is made[0]
+                             or (_fits(src_info, _I32, plan.src_info_size, dev)
+                                 and _fits(layout_range, _I64, plan.layout_range_size, dev)))
+                        and (zero_copy or _fits(x, _BF16, plan.x_size, dev))
+                        and (out is None or _fits(out, _BF16, (ks[0], hidden), dev))
+                        and (wait is None or _fits(wait, _I64, plan.wait_size, dev))
+                        and not (async_finish and return_recv_hook)):
+                    plan = None
+        if plan is None:
+            plan = self._ll_combine_plan(rt, st, x, topk_idx, topk_weights, handle, zero_copy, async_finish,
+                                         return_recv_hook, out, wait)
+        src_info, layout_range, M, hidden, E = handle
 
         num_tokens, num_topk = topk_idx.shape
-        combined = out if out is not None else torch.empty((num_tokens, hidden), dtype=torch.bfloat16,
-                                                           device=self.device)
-        args = native().LowLatencyCombineArgs(
+        combined = out if out is not None else st.allocator()((num_tokens, hidden), (hidden, 1), _BF16)
+        native_hook = rt.low_latency_combine(
             x=0 if zero_copy else x.data_ptr(), topk_idx=topk_idx.data_ptr(), topk_weights=topk_weights.data_ptr(),
             num_tokens=num_tokens, num_topk=num_topk, src_info=src_info.data_ptr(),
             layout_range=layout_range.data_ptr(), combined_x=combined.data_ptr(),
-            combine_wait_recv_cost_stats=_ptr(combine_wait_recv_cost_stats), use_logfmt=bool(use_logfmt),
-            zero_copy=bool(zero_copy))
+            combine_wait_recv_cost_stats=0 if wait is None else wait.data_ptr(), use_logfmt=bool(use_logfmt),
+            zero_copy=bool(zero_copy), num_max_dispatch_tokens_per_rank=M, hidden=hidden, num_experts=E,
+            return_recv_hook=bool(return_recv_hook), stream=st.comm_stream,
+            caller_stream=_current_stream(st.device_index), caller_waits=not async_finish)
 
-        def launch(stream: int):
-            return rt.low_latency_combine(args=args, num_max_dispatch_tokens_per_rank=M, hidden=hidden,
-                                          num_experts=num_experts, return_recv_hook=return_recv_hook, stream=stream)
-
-        keep = (None if zero_copy else x, topk_idx, topk_weights, src_info, layout_range, combined,
-                combine_wait_recv_cost_stats)
-        event, hook = self._launch(launch, return_recv_hook, async_finish, tuple(t for t in keep if t is not None))
+        if async_finish or native_hook is not None:
+            event, hook = self._ll_keep(native_hook, async_finish, (None if zero_copy else x, topk_idx, topk_weights,
+                                                                    src_info, layout_range, combined, wait))
+        else:
+            event, hook = EventOverlap(None), None
         return combined, event, hook
 
     @_one_thread
@@ -652,6 +826,8 @@ class _RecvHook:
     """The receive half of a low-latency call (return_recv_hook=True): runs on the stream current when called.
     Holds the call's tensors, which the receive kernels still read and write."""
 
+    __slots__ = ("_buffer", "_native_hook", "_tensors", "_ran")
+
     def __init__(self, buffer: Buffer, native_hook, tensors: tuple):
         self._buffer, self._native_hook, self._tensors = buffer, native_hook, tensors
         self._ran = False
@@ -663,12 +839,14 @@ class _RecvHook:
         # A second run would read the half again after a later call may have reused it: refuse it.
         if self._ran:
             raise RuntimeError("low-latency receive hook: this hook already ran; each call's hook runs once")
-        if self._buffer._runtime is None:
+        buf = self._buffer
+        if buf._runtime is None:
             raise RuntimeError("low-latency receive hook: the buffer was destroyed")
         # The native hook raises what was recorded: a fatal error before the receive half launches, a top-k entry
         # the send half rejected (ArgumentError) after it, so the half is consumed either way and runs only once.
         self._ran = True
-        self._native_hook(torch.cuda.current_stream(self._buffer.device).cuda_stream)
+        st = buf._ll
+        self._native_hook(_current_stream(buf._device_index() if st is None else st.device_index))
 
 
 def initialize_uccl(scratch, num_rdma_bytes: int, rank: int, num_ranks: int, group=None, num_experts: int = 0):
