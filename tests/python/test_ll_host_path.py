@@ -340,3 +340,31 @@ def test_the_host_time_bench_runs_on_the_stand_in(native):
                  "combine hook()"):
         assert f" {call} " in line, line
     assert "low_latency_dispatch" in r.stdout  # the profile names the calls
+
+
+def test_low_latency_calls_take_the_current_stream_unless_ordering_needs_the_comm_stream(ll_buffer, monkeypatch):
+    """Without async_finish a call runs on the current stream (the runtime then makes no waits); with it, on the comm
+    stream. A call after an async one, or from another stream than the earlier calls', goes through the comm stream,
+    which waits for the earlier calls' stream too: two low-latency kernels of one Buffer never run at once."""
+    buf, rt = ll_buffer
+    current = {"s": 11}
+    monkeypatch.setattr(buffer_module, "_current_stream", lambda index: current["s"])
+    waits = []
+    monkeypatch.setattr(buffer_module, "_stream_waits", lambda waiter, waited, index: waits.append((waiter, waited)))
+    buf._comm_stream.cuda_stream = 99  # the comm stream's handle, before the first call reads it
+    x, idx, w = inputs()
+
+    def streams(**kwargs):
+        rt.calls.clear()
+        dispatch(buf, x, idx, **kwargs)
+        c = launched(rt)[0][1]
+        return c.stream, c.caller_stream, c.caller_waits
+
+    assert streams() == (11, 11, True)
+    assert streams(async_finish=True) == (99, 11, False)
+    assert streams() == (99, 11, True)  # after an async call: ordered behind it on the comm stream
+    assert streams() == (11, 11, True)
+    assert waits == []
+    current["s"] = 22  # another caller stream than the earlier calls'
+    assert streams() == (99, 22, True) and waits == [(99, 11)]
+    assert streams() == (22, 22, True) and waits == [(99, 11)]

@@ -9,7 +9,8 @@ kernel runs.
 Streams: a call runs on the buffer's comm stream after that stream waits for the current one (for the low-latency
 calls the runtime makes both waits, with an event of its own). With async_finish the call returns an EventOverlap
 recorded on the comm stream that keeps inputs and outputs alive; without it the current stream waits for the comm
-stream before the call returns. With return_recv_hook only the send phase runs now; hook() runs the receive phase
+stream before the call returns, so a low-latency call without async_finish runs on the current stream itself: the
+same order, without the four event calls (a few us of host time per call). With return_recv_hook only the send phase runs now; hook() runs the receive phase
 on the stream current at hook time.
 
 Low-latency halves: the RDMA buffer has two halves; the runtime picks the half of each dispatch and combine and
@@ -94,6 +95,31 @@ _current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
     lambda index: torch.cuda.current_stream(index).cuda_stream)
 
 
+def _ll_streams(st, async_finish: bool) -> dict:
+    """The stream keywords of a low-latency runtime call. Without async_finish, when every earlier low-latency launch
+    is ordered before the current stream: the current stream itself, the order the comm stream and its two waits
+    would give (the runtime skips the waits when the two streams are one). Otherwise the comm stream, after the
+    current stream (the runtime's wait) and after the stream of the earlier launches (here, when that is a third one):
+    two low-latency kernels of one Buffer never run at once."""
+    current = _current_stream(st.device_index)
+    last = st.last_stream
+    if not async_finish and (last is None or last == current):
+        st.last_stream = current
+        return {"stream": current, "caller_stream": current, "caller_waits": True}
+    comm = st.comm_stream
+    if last is not None and last != comm and last != current:
+        _stream_waits(comm, last, st.device_index)
+    st.last_stream = comm if async_finish else current
+    return {"stream": comm, "caller_stream": current, "caller_waits": not async_finish}
+
+
+def _stream_waits(waiter: int, waited: int, device_index: int) -> None:
+    """The stream `waiter` waits for the work queued so far on `waited` (raw cudaStream_t values)."""
+    ev = torch.cuda.Event()
+    ev.record(torch.cuda.ExternalStream(waited, device=device_index))
+    torch.cuda.ExternalStream(waiter, device=device_index).wait_event(ev)
+
+
 # torch's allocation entry without argument parsing or dispatch, empty_strided(size, stride, dtype) on the current CUDA
 # device (what the code torch.compile generates allocates with; "saves ~2us on every allocation" says its source), and
 # the current device's index. None where this torch lacks them (then torch.empty_strided allocates).
@@ -174,11 +200,12 @@ class _LowLatencyState:
     layout_range are tensors this Buffer allocated with the plan's shapes, so a combine given one of them (the same
     tuple object) skips re-reading those two tensors' metadata. Any other handle gets every check."""
 
-    __slots__ = ("device_index", "comm_stream", "dispatch", "combine", "made", "fast_empty", "empty")
+    __slots__ = ("device_index", "comm_stream", "dispatch", "combine", "made", "fast_empty", "empty", "last_stream")
 
     def __init__(self, device: torch.device, comm_stream: int):
         self.device_index = device.index if device.type == "cuda" else -1
         self.comm_stream = comm_stream
+        self.last_stream = None  # a stream ordered after every low-latency launch so far (None: none yet)
         self.dispatch, self.combine = {}, {}
         self.made = (None, None)
         # Outputs come from _fast_empty while the buffer's device is the current one, else from torch's public entry.
@@ -480,8 +507,8 @@ class Buffer:
             cumulative_local_expert_recv_stats=0 if cum is None else cum.data_ptr(),
             dispatch_wait_recv_cost_stats=0 if wait is None else wait.data_ptr(), use_fp8=use_fp8,
             round_scale=bool(round_scale), use_ue8m0=use_ue8m0, num_max_dispatch_tokens_per_rank=M,
-            hidden=plan.hidden, num_experts=E, return_recv_hook=bool(return_recv_hook), stream=st.comm_stream,
-            caller_stream=_current_stream(st.device_index), caller_waits=not async_finish)
+            hidden=plan.hidden, num_experts=E, return_recv_hook=bool(return_recv_hook),
+            **_ll_streams(st, async_finish))
 
         if async_finish or native_hook is not None:
             event, hook = self._ll_keep(native_hook, async_finish, (x, topk_idx, recv_x, scales, recv_count, src_info,
@@ -557,8 +584,7 @@ class Buffer:
             layout_range=layout_range.data_ptr(), combined_x=combined.data_ptr(),
             combine_wait_recv_cost_stats=0 if wait is None else wait.data_ptr(), use_logfmt=bool(use_logfmt),
             zero_copy=bool(zero_copy), num_max_dispatch_tokens_per_rank=M, hidden=hidden, num_experts=E,
-            return_recv_hook=bool(return_recv_hook), stream=st.comm_stream,
-            caller_stream=_current_stream(st.device_index), caller_waits=not async_finish)
+            return_recv_hook=bool(return_recv_hook), **_ll_streams(st, async_finish))
 
         if async_finish or native_hook is not None:
             event, hook = self._ll_keep(native_hook, async_finish, (None if zero_copy else x, topk_idx, topk_weights,
