@@ -23,10 +23,6 @@ namespace {
 
 using namespace device;
 
-#ifndef UCCL_EP_LL_PREFETCH
-#define UCCL_EP_LL_PREFETCH 1
-#endif
-
 // The dispatch's per-expert done counts in the scratch (low_latency.hpp).
 __device__ __forceinline__ unsigned* doneCounts(const Context& ctx) {
   return reinterpret_cast<unsigned*>(ctx.scratch + kDispatchDone);
@@ -39,61 +35,36 @@ inline constexpr int kLaneChannels = kFp8 ? 2 * kValuesPerLane : kValuesPerLane;
 template <bool kFp8>
 inline constexpr int kStepChannels = kWarpSize * kLaneChannels<kFp8>;
 
-// One warp's share of one step: the BF16 values its lanes read (kLaneChannels a lane).
+// One warp stores one step (kStepChannels channels from c0) of token `token`'s row into each of its K messages
+// (entries with a null destination are skipped); the step holding channel 0 also writes the header.
 template <bool kFp8>
-struct StepValues {
-  int4 raw[kLaneChannels<kFp8> / kValuesPerLane];
-};
-
-// The block's (token, step) items: item i is step i % steps of token t0 + i / steps.
-template <bool kFp8>
-__device__ __forceinline__ int stepsPerRow(int hidden) {
-  return (hidden + kStepChannels<kFp8> - 1) / kStepChannels<kFp8>;
-}
-
-// One warp reads item i of the block's tokens [t0, t1) (zeros past the row's end or the last item).
-template <bool kFp8>
-__device__ StepValues<kFp8> loadStep(const uint16_t* x, int hidden, int t0, int t1, int i) {
-  const int steps = stepsPerRow<kFp8>(hidden);
-  const bool item = i < (t1 - t0) * steps;
-  const int c = (item ? i % steps : 0) * kStepChannels<kFp8> + platform::laneId() * kLaneChannels<kFp8>;
-  const uint16_t* row = x + static_cast<size_t>(t0 + (item ? i / steps : 0)) * hidden;
-  StepValues<kFp8> v;
-#pragma unroll
-  for (int j = 0; j < kLaneChannels<kFp8> / kValuesPerLane; ++j) {
-    v.raw[j] = item && c < hidden ? *reinterpret_cast<const int4*>(row + c + j * kValuesPerLane) : make_int4(0, 0, 0, 0);
-  }
-  return v;
-}
-
-// One warp casts item i (its values read by loadStep) and stores it into each of the token's K messages (entries
-// with a null destination are skipped); the step holding channel 0 also writes the header.
-template <bool kFp8>
-__device__ void storeStep(const StepValues<kFp8>& in, const Entry* entries, int K, int hidden, int t0, int i,
+__device__ void storeStep(const Entry* en, int K, const uint16_t* x_row, int hidden, int token, int c0,
                           bool round_scale) {
   constexpr int kLanes = kLaneChannels<kFp8>;
-  const int steps = stepsPerRow<kFp8>(hidden);
-  const int token = t0 + i / steps, c0 = (i % steps) * kStepChannels<kFp8>;
-  const Entry* en = entries + (i / steps) * K;
   const int lane = platform::laneId();
   const int c = c0 + lane * kLanes;
   const bool valid = c < hidden;  // whole scale groups are valid or not (hidden is a multiple of 128)
-  int4 out = in.raw[0];
+  int4 raw[kLanes / kValuesPerLane];
+#pragma unroll
+  for (int i = 0; i < kLanes / kValuesPerLane; ++i) {
+    raw[i] = valid ? *reinterpret_cast<const int4*>(x_row + c + i * kValuesPerLane) : make_int4(0, 0, 0, 0);
+  }
+  int4 out = raw[0];
   float scale = 0.0f;
   if constexpr (kFp8) {
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(in.raw);
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
     float v[kLanes];
     float amax = 0.0f;
 #pragma unroll
-    for (int j = 0; j < kLanes; ++j) {
-      v[j] = platform::bf16ToFloat(h[j]);
-      amax = fmaxf(amax, fabsf(v[j]));
+    for (int i = 0; i < kLanes; ++i) {
+      v[i] = platform::bf16ToFloat(h[i]);
+      amax = fmaxf(amax, fabsf(v[i]));
     }
     amax = platform::groupMax<kChannelsPerScale / kLanes>(amax);
     scale = platform::fp8Scale(amax, round_scale);
     uint32_t p[4] = {0, 0, 0, 0};
 #pragma unroll
-    for (int j = 0; j < kLanes; ++j) p[j / 4] |= uint32_t{platform::floatToFp8E4m3(v[j] / scale)} << (8 * (j % 4));
+    for (int i = 0; i < kLanes; ++i) p[i / 4] |= uint32_t{platform::floatToFp8E4m3(v[i] / scale)} << (8 * (i % 4));
     out = make_int4(static_cast<int>(p[0]), static_cast<int>(p[1]), static_cast<int>(p[2]), static_cast<int>(p[3]));
   }
   for (int k = 0; k < K; ++k) {
@@ -113,17 +84,16 @@ __device__ void storeStep(const StepValues<kFp8>& in, const Entry* entries, int 
   }
 }
 
-// The block's items over its warps; `first` holds the values of the warp's first item (read before the block
-// computed its slots, so that read overlaps that work), the next item's values are read before each item's stores.
+// The block's (token, step) items over its warps.
 template <bool kFp8>
-__device__ void storeRows(StepValues<kFp8> first, const Entry* entries, int K, const uint16_t* x, int hidden, int t0,
-                          int t1, bool round_scale) {
-  const int n = (t1 - t0) * stepsPerRow<kFp8>(hidden);
-  StepValues<kFp8> v = first;
-  for (int i = platform::warpId(); i < n; i += platform::numWarps()) {
-    const StepValues<kFp8> next = loadStep<kFp8>(x, hidden, t0, t1, i + platform::numWarps());
-    storeStep<kFp8>(v, entries, K, hidden, t0, i, round_scale);
-    v = next;
+__device__ void storeRows(const Entry* entries, int K, const uint16_t* x, int hidden, int t0, int t1,
+                          bool round_scale) {
+  constexpr int kStep = kStepChannels<kFp8>;
+  const int steps = (hidden + kStep - 1) / kStep;
+  for (int i = platform::warpId(); i < (t1 - t0) * steps; i += platform::numWarps()) {
+    const int tl = i / steps;
+    storeStep<kFp8>(entries + tl * K, K, x + static_cast<size_t>(t0 + tl) * hidden, hidden, t0 + tl,
+                    (i % steps) * kStep, round_scale);
   }
 }
 
@@ -143,18 +113,13 @@ __device__ void signalExpert(const Context& ctx, int e, int count) {
             static_cast<size_t>(count) * L.msg_bytes, sig, count + 1, kOpDispatchSend, e);
 }
 
-template <bool kFp8>
 __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, int blocks, uint8_t* shm) {
   const Layout& L = ctx.layout;
   const int T = a.num_tokens, K = a.num_topk, E = L.num_experts;
   unsigned* counts = reinterpret_cast<unsigned*>(shm);
   Entry* entries = reinterpret_cast<Entry*>(shm + countsBytes(E));
-  const int t0 = shareBegin(T, b, blocks), t1 = shareBegin(T, b + 1, blocks);
-  const uint16_t* x = static_cast<const uint16_t*>(a.x);
-#if UCCL_EP_LL_PREFETCH
-  const StepValues<kFp8> first = loadStep<kFp8>(x, L.hidden, t0, t1, platform::warpId());
-#endif
   if (b == 0) checkExpertIds(ctx, a.topk_idx, T, K, kOpDispatchSend);  // masked or not
+  const int t0 = shareBegin(T, b, blocks), t1 = shareBegin(T, b + 1, blocks);
   slotEntries(a.topk_idx, T, K, E, t0, t1, counts, entries);
 
   // Each entry's message: in the receiver's buffer (NVLink peer) or in the expert's staging run (proxy peer).
@@ -174,10 +139,12 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   }
   if (!stagingFree(ctx, staging, kOpDispatchSend)) return;  // also the barrier after the destinations
 
-#if !UCCL_EP_LL_PREFETCH
-  const StepValues<kFp8> first = loadStep<kFp8>(x, L.hidden, t0, t1, platform::warpId());
-#endif
-  storeRows<kFp8>(first, entries, K, x, L.hidden, t0, t1, a.round_scale);
+  const uint16_t* x = static_cast<const uint16_t*>(a.x);
+  if (a.use_fp8) {
+    storeRows<true>(entries, K, x, L.hidden, t0, t1, a.round_scale);
+  } else {
+    storeRows<false>(entries, K, x, L.hidden, t0, t1, a.round_scale);
+  }
 
   // The barrier orders the block's stores before thread 0's system-scope fence, and the fence before the done adds
   // (second barrier). The block whose add completes an expert fences again, so every block's messages of that
@@ -292,13 +259,7 @@ UCCL_EP_HOST_DEVICE Parts dispatchParts(const Context& ctx, int num_tokens) {
 __global__ void __launch_bounds__(kThreads) dispatch(Context ctx, DispatchArgs a, Phase phase) {
   extern __shared__ __align__(16) uint8_t shm[];
   const Parts parts = dispatchParts(ctx, a.num_tokens);
-  if (hasSend(phase) && static_cast<int>(blockIdx.x) < parts.send) {
-    if (a.use_fp8) {
-      dispatchSend<true>(ctx, a, blockIdx.x, parts.send, shm);
-    } else {
-      dispatchSend<false>(ctx, a, blockIdx.x, parts.send, shm);
-    }
-  }
+  if (hasSend(phase) && static_cast<int>(blockIdx.x) < parts.send) dispatchSend(ctx, a, blockIdx.x, parts.send, shm);
   const int r = recvIndex(parts, phase);
   if (r >= 0) {
     __syncthreads();  // the send part is done with the shared memory
