@@ -189,14 +189,20 @@ __device__ inline void slotEntries(const int64_t* topk, int T, int K, int E, int
 // The total of expert e after slotEntries.
 __device__ __forceinline__ int expertTotal(const unsigned* counts, int e) { return static_cast<int>(counts[e] & 0xffffu); }
 
-// Waits until every descriptor pushed so far has completed on all rings, so that a staging area the proxy may
-// still be reading from can be overwritten. Returns false (error recorded) on timeout or a dead ring.
+// The staging tickets of this half (low_latency.hpp): row `parity`, one word per ring.
+__device__ __forceinline__ uint64_t* stagingTickets(const Context& ctx, int parity) {
+  return ctx.staging_tickets + static_cast<size_t>(parity) * ctx.num_rings;
+}
+
+// Waits until every WRITE that read this half's send area during the half's previous use has completed, so that the
+// area can be overwritten. Returns false (error recorded) on timeout or a dead ring.
 __device__ inline bool waitRingsIdle(const Context& ctx, int op) {
+  const uint64_t* tickets = stagingTickets(ctx, ctx.use_parity ^ 1);
   for (int i = 0; i < ctx.num_rings; ++i) {
     const ring::RingView& r = ctx.rings[i];
-    const uint64_t head = platform::loadRelaxed<Scope::kDevice>(&r.producer->head);
-    if (head == 0) continue;
-    const ring::Status s = ring::waitCompleted(r, head - 1, ctx.timeout_ns);
+    const uint64_t end = platform::loadRelaxed<Scope::kDevice>(&tickets[i]);
+    if (end == 0) continue;
+    const ring::Status s = ring::waitCompleted(r, end - 1, ctx.timeout_ns);
     if (s != ring::Status::kOk) {
       recordError(ctx.error, kRingError, op, -1, -1, (uint64_t(i) << 32) | uint32_t(s));
       return false;
@@ -214,13 +220,15 @@ __device__ inline bool stagingFree(const Context& ctx, bool need, int op) {
   return free_;
 }
 
+// Pushes d; *ticket (when given) is raised to one past its position. False (error recorded) when the push failed.
 __device__ inline bool pushOrRecord(const Context& ctx, const ring::RingView& r, ring::Descriptor d, int op, int peer,
-                                    int expert) {
+                                    int expert, uint64_t* ticket = nullptr) {
   const ring::PushResult res = ring::push(r, d, ctx.timeout_ns);
   if (res.status != ring::Status::kOk) {
     recordError(ctx.error, kRingError, op, peer, expert, (uint64_t(r.ring_id) << 32) | uint32_t(res.status));
     return false;
   }
+  if (ticket != nullptr) platform::fetchMaxRelaxed<Scope::kDevice>(ticket, res.ticket + 1);
   return true;
 }
 
@@ -228,11 +236,12 @@ __device__ inline bool pushOrRecord(const Context& ctx, const ring::RingView& r,
 // (none when bytes == 0), then the add of `value` to its signal word `sig`. One thread.
 __device__ inline void proxySend(const Context& ctx, int ring_index, int peer, size_t src_off, size_t dst_off,
                                  size_t bytes, size_t sig, int64_t value, int op, int expert) {
-  const ring::RingView& r = ctx.rings[ring_index % ctx.num_rings];
+  const int ring = ring_index % ctx.num_rings;
+  const ring::RingView& r = ctx.rings[ring];
   if (bytes > 0) {
     const ring::Descriptor w = ring::makeWrite(peer, ctx.rdma_region, src_off, ctx.rdma_region, dst_off,
                                                static_cast<uint32_t>(bytes));
-    if (!pushOrRecord(ctx, r, w, op, peer, expert)) return;
+    if (!pushOrRecord(ctx, r, w, op, peer, expert, &stagingTickets(ctx, ctx.use_parity)[ring])) return;
   }
   pushOrRecord(ctx, r, ring::makeSignal(peer, static_cast<uint32_t>(sig), static_cast<int32_t>(value)), op, peer,
                expert);

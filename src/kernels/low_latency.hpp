@@ -53,6 +53,9 @@ struct Context {
   ErrorRecord* error = nullptr;             // host-mapped (error_record.hpp)
   uint64_t timeout_ns = 0;
   int32_t* scratch = nullptr;               // device, at least scratchInts(layout) int32 for this half
+  uint64_t* staging_tickets = nullptr;      // device, this half's [2][num_rings] staging tickets (below)
+  int use_parity = 0;                       // uses of this half so far, mod 2: the row of staging tickets this call
+                                            // raises (the other row holds those of the half's previous use)
   int num_sms = 0;                          // SMs this rank's launches may fill: the GPU's, split between the ranks
                                             // that share it (MPS), whose launches must all be resident at once
   bool gpu_shared = false;                  // other ranks run on this GPU: at most one block per SM of num_sms
@@ -66,6 +69,12 @@ enum ScratchIndex : int {
   kDispatchDone = 1,  // [E]
 };
 inline size_t scratchInts(const Layout& l) { return kDispatchDone + static_cast<size_t>(l.num_experts); }
+
+// Staging tickets (`staging_tickets`, uint64 [2 halves][2 parities][num_rings], zero at start, never cleared, only
+// raised): per half and use parity of that half, one past the position of the last WRITE descriptor, per ring, that
+// read the half's send area. Before a call overwrites the send area of its half it waits for the tickets of the
+// half's previous use only, not for every descriptor on the rings (the other half's call may still be in flight).
+inline size_t stagingTicketWords(int num_rings) { return 2 * 2 * static_cast<size_t>(num_rings); }
 
 // Field names are the Python argument names (uccl.ep.Buffer.low_latency_dispatch / _combine and the handle);
 // the bindings fill these structs by name.

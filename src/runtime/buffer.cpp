@@ -100,6 +100,7 @@ void Buffer::Impl::release() noexcept {
     peer_nvl.reset();
     host_counts.reset();
     scratch.reset();
+    staging_tickets.reset();
     mask_values.reset();
     mask.reset();
     error.reset();
@@ -213,6 +214,7 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
       m.proxies->addRing(m.rings.back()->hostView(), proxy::RingKind::kLowLatency);
       views.push_back(m.rings.back()->deviceView());
     }
+    m.staging_tickets = zeroedArray<uint64_t>(kernels::ll::stagingTicketWords(num_rings), rank, "staging tickets");
     m.ring_views = std::make_unique<DeviceArray<ring::RingView>>(views.size());
     UCCL_EP_CUDA_OR_THROW(
         cudaMemcpy(m.ring_views->get(), views.data(), sizeof(ring::RingView) * views.size(), cudaMemcpyHostToDevice),

@@ -72,6 +72,7 @@ struct LowLatencyStreams {
 struct LowLatencyPending {
   LowLatencyShape shape;
   int half = 0;
+  int use_parity = 0;  // uses of `half` before this call, mod 2 (kernels::ll::Context::use_parity)
   bool combine = false;
   kernels::ll::DispatchArgs dispatch;
   kernels::ll::CombineArgs combine_args;

@@ -44,6 +44,7 @@ struct Buffer::Impl {
   std::unique_ptr<DeviceArray<int32_t>> mask;
   std::unique_ptr<DeviceArray<int32_t>> mask_values;  // {0, 1}: sources of the mask update's copies
   std::unique_ptr<DeviceArray<int32_t>> scratch;
+  std::unique_ptr<DeviceArray<uint64_t>> staging_tickets;  // kernels::ll::stagingTicketWords(rings), never cleared
   std::unique_ptr<DeviceArray<uint8_t*>> peer_gpu_base;
   std::unique_ptr<DeviceArray<int64_t*>> peer_gpu_signals;
   std::unique_ptr<DeviceArray<uint8_t*>> peer_nvl;  // every NVLink-domain peer's nvl buffer (null outside it)
@@ -63,6 +64,7 @@ struct Buffer::Impl {
   // Low-latency mode: the layouts checked so far (decode repeats a few shapes) and the half the next call uses.
   std::deque<std::pair<LowLatencyShape, kernels::ll::Layout>> ll_layouts;  // deque: references stay valid
   int ll_half = 0;
+  uint64_t ll_half_uses[2] = {0, 0};  // low-latency launches of each half so far (their parity picks the tickets)
   // Orders a low-latency call's stream after its caller's and back (LowLatencyStreams). One event serves every wait
   // outside graph capture: cudaStreamWaitEvent waits for the record made before it, so recording it again is safe.
   cudaEvent_t ll_order_event = nullptr;

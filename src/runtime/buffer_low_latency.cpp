@@ -60,6 +60,7 @@ ll::Context Buffer::Impl::lowLatencyContext(const ll::Layout& layout, int half) 
   c.error = error->device();
   c.timeout_ns = env().timeoutNs();
   c.scratch = scratch->get() + static_cast<size_t>(half) * scratch_per_half;
+  if (staging_tickets) c.staging_tickets = staging_tickets->get() + static_cast<size_t>(half) * 2 * rings.size();
   // Ranks sharing the GPU split its SMs, so that every one's launch is resident at once: their receive parts wait
   // for each other's send parts.
   c.num_sms = num_sms / ranks_on_gpu > 0 ? num_sms / ranks_on_gpu : 1;
@@ -69,7 +70,8 @@ ll::Context Buffer::Impl::lowLatencyContext(const ll::Layout& layout, int half) 
 
 void Buffer::Impl::launchLowLatency(const ll::Layout& layout, const LowLatencyPending& p, ll::Phase phase,
                                     uintptr_t stream) const {
-  const ll::Context c = lowLatencyContext(layout, p.half);
+  ll::Context c = lowLatencyContext(layout, p.half);
+  c.use_parity = p.use_parity;
   if (p.combine) {
     ll::launchCombine(c, p.combine_args, phase, reinterpret_cast<void*>(stream));
   } else {
@@ -110,6 +112,7 @@ LowLatencyPending Buffer::lowLatencySend(LowLatencyPending p, bool return_recv_h
     checkLowLatencyDispatch(layout, p.dispatch);
   }
   p.half = m.ll_half;
+  p.use_parity = static_cast<int>(m.ll_half_uses[p.half] & 1);
   // The comm stream joins a capture of the caller's stream through the first wait, so one query serves both.
   const bool other_stream = s.stream != s.caller_stream;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -119,6 +122,7 @@ LowLatencyPending Buffer::lowLatencySend(LowLatencyPending p, bool return_recv_h
     m.streamWaits(s.stream, s.caller_stream, capture != cudaStreamCaptureStatusNone, call);
   }
   m.launchLowLatency(layout, p, return_recv_hook ? ll::Phase::kSend : ll::Phase::kBoth, s.stream);
+  ++m.ll_half_uses[m.ll_half];
   m.ll_half ^= 1;  // only once the launch went through: every rank flips in step
   if (other_stream && s.caller_waits) {
     m.streamWaits(s.caller_stream, s.stream, capture != cudaStreamCaptureStatusNone, call);
