@@ -135,6 +135,7 @@ int run(const Args& a) {
                 static_cast<unsigned long long>(plan.bytes()), us[us.size() / 2]);
     rv.barrier();  // every peer's runs of this call are done
     verify(call);
+    rv.barrier();  // and every rank has checked them before the next call's writes land
   }
 
   floor.stop();
