@@ -26,6 +26,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from . import ArgumentError
 from . import _validate as V
 from ._native import limit, native
 from .config import Config, default_combine_config, default_dispatch_config
@@ -380,21 +381,39 @@ class Buffer:
     def get_local_buffer_tensor(self, dtype: torch.dtype, size: Optional[Union[torch.Size, tuple]] = None,
                                 offset: int = 0, use_rdma_buffer: bool = False) -> torch.Tensor:
         """This rank's NVLink buffer (or RDMA buffer) from byte `offset` as a tensor of `dtype` and `size`
-        (1-D to the end of the buffer when None). The tensor aliases the buffer; it does not own it."""
-        rt = self._rt("get_local_buffer_tensor")
+        (1-D to the end of the buffer when None). The tensor aliases the buffer; it does not own it.
+
+        `offset` must be a multiple of dtype's element size (the buffers start 128-byte aligned, so the tensor is
+        then aligned to its elements; torch needs no more). An offset that is negative, misaligned or past the end,
+        a negative dimension, or a size that does not fit from `offset` raises ArgumentError (a ValueError) naming
+        the argument, before the buffer is touched."""
+        call = "get_local_buffer_tensor"
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"{call}: dtype must be a torch.dtype, got {type(dtype).__name__}")
+        which = "RDMA" if use_rdma_buffer else "NVLink"
         total = self.num_rdma_bytes if use_rdma_buffer else self.num_nvl_bytes
         elem = torch.empty(0, dtype=dtype).element_size()
-        V.check_int("get_local_buffer_tensor", "offset", offset, 0, total)
+        V.check_int(call, "offset", offset)
+        if offset < 0 or offset > total:
+            raise ArgumentError(f"{call}: offset {offset} is outside the {which} buffer of {total} bytes "
+                                f"(expected 0 <= offset <= {total})")
         if offset % elem:
-            raise ValueError(f"get_local_buffer_tensor: offset {offset} is not a multiple of the {elem}-byte element "
-                             f"size of {dtype}: the tensor would be misaligned")
+            raise ArgumentError(f"{call}: offset {offset} is not a multiple of the {elem}-byte element size of "
+                                f"{dtype}: the tensor would be misaligned")
         if size is None:
             size = ((total - offset) // elem,)
+        if isinstance(size, int) or not isinstance(size, (tuple, list, torch.Size)):
+            raise TypeError(f"{call}: size must be a tuple of ints (or None), got {type(size).__name__}")
+        for i, n in enumerate(size):
+            V.check_int(call, f"size[{i}]", n)
+            if n < 0:
+                raise ArgumentError(f"{call}: size[{i}] must be >= 0, got {n} (size {tuple(size)})")
         size = torch.Size(size)
         nbytes = size.numel() * elem
-        if offset + nbytes > total:
-            raise ValueError(f"get_local_buffer_tensor: {nbytes} bytes at offset {offset} exceed the "
-                             f"{'RDMA' if use_rdma_buffer else 'NVLink'} buffer of {total} bytes")
+        if nbytes > total - offset:
+            raise ArgumentError(f"{call}: size {tuple(size)} of {dtype} ({nbytes} bytes) at offset {offset} exceeds "
+                                f"the {which} buffer of {total} bytes ({total - offset} bytes from the offset)")
+        rt = self._rt(call)
         base = rt.rdma_buffer_ptr() if use_rdma_buffer else rt.nvl_buffer_ptr()
         raw = _wrap_device_memory(base + offset, nbytes, rt, self.device)
         return raw.view(dtype).view(size)
