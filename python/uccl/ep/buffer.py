@@ -452,12 +452,12 @@ class Buffer:
             st = self._ll = _LowLatencyState(self.device, self._comm_stream.cuda_stream)
         return st
 
-    def _ll_keep(self, native_hook, async_finish: bool, tensors: tuple) -> tuple:
+    def _ll_keep(self, call: str, native_hook, async_finish: bool, tensors: tuple) -> tuple:
         """(event, hook) of a low-latency call that returns an event to wait on or a receive hook: either keeps the
         call's tensors (None entries skipped) alive until the work that uses them is done."""
         keep = tuple(t for t in tensors if t is not None)
         event = EventOverlap(EventHandle(self._comm_stream), extra_tensors=keep) if async_finish else EventOverlap(None)
-        return event, (None if native_hook is None else _RecvHook(self, native_hook, keep))
+        return event, (None if native_hook is None else _RecvHook(self, native_hook, keep, call))
 
     def _ll_dispatch_plan(self, rt, st, x, topk_idx, M, num_experts, cumulative_local_expert_recv_stats,
                           dispatch_wait_recv_cost_stats, use_fp8, use_ue8m0, async_finish, return_recv_hook):
@@ -530,8 +530,8 @@ class Buffer:
             **_ll_streams(st, async_finish))
 
         if async_finish or native_hook is not None:
-            event, hook = self._ll_keep(native_hook, async_finish, (x, topk_idx, recv_x, scales, recv_count, src_info,
-                                                                    layout_range, cum, wait))
+            event, hook = self._ll_keep("low_latency_dispatch", native_hook, async_finish,
+                                        (x, topk_idx, recv_x, scales, recv_count, src_info, layout_range, cum, wait))
         else:
             event, hook = EventOverlap(None), None
         handle = (src_info, layout_range, M, plan.hidden, E)
@@ -606,8 +606,9 @@ class Buffer:
             return_recv_hook=bool(return_recv_hook), **_ll_streams(st, async_finish))
 
         if async_finish or native_hook is not None:
-            event, hook = self._ll_keep(native_hook, async_finish, (None if zero_copy else x, topk_idx, topk_weights,
-                                                                    src_info, layout_range, combined, wait))
+            event, hook = self._ll_keep("low_latency_combine", native_hook, async_finish,
+                                        (None if zero_copy else x, topk_idx, topk_weights, src_info, layout_range,
+                                         combined, wait))
         else:
             event, hook = EventOverlap(None), None
         return combined, event, hook
@@ -871,11 +872,11 @@ class _RecvHook:
     """The receive half of a low-latency call (return_recv_hook=True): runs on the stream current when called.
     Holds the call's tensors, which the receive kernels still read and write."""
 
-    __slots__ = ("_buffer", "_native_hook", "_tensors", "_ran")
+    __slots__ = ("_buffer", "_native_hook", "_tensors", "_ran", "_call")
 
-    def __init__(self, buffer: Buffer, native_hook, tensors: tuple):
+    def __init__(self, buffer: Buffer, native_hook, tensors: tuple, call: str = "low-latency"):
         self._buffer, self._native_hook, self._tensors = buffer, native_hook, tensors
-        self._ran = False
+        self._ran, self._call = False, call
 
     def __call__(self) -> None:
         self._buffer._run_receive_hook(self)
@@ -883,10 +884,11 @@ class _RecvHook:
     def run(self) -> None:
         # A second run would read the half again after a later call may have reused it: refuse it.
         if self._ran:
-            raise RuntimeError("low-latency receive hook: this hook already ran; each call's hook runs once")
+            raise RuntimeError(f"{self._call} receive hook: this hook already ran; each call's hook runs once "
+                               f"(nothing was launched)")
         buf = self._buffer
         if buf._runtime is None:
-            raise RuntimeError("low-latency receive hook: the buffer was destroyed")
+            raise RuntimeError(f"{self._call} receive hook: the buffer was destroyed")
         # The native hook raises what was recorded: a fatal error before the receive half launches, a top-k entry
         # the send half rejected (ArgumentError) after it, so the half is consumed either way and runs only once.
         self._ran = True
