@@ -53,24 +53,24 @@ void bindHostCalls(py::module_& m) {
   m.def("local_host_id", &rt::localHostId, "this process's host identity (host name and boot id)");
 
   auto hint = [](size_t (*f)(const rt::SizeHintArgs&), const char* call, const char* recv_name) {
-    return [f, call, recv_name](const py::object& num_sms, const py::object& recv_tokens,
-                                const py::object& hidden_bytes, const py::object& num_ranks,
-                                const py::object& num_ranks_per_node) {
-      return f(rt::SizeHintArgs{intArg<int>(call, "num_sms", num_sms), intArg<int>(call, recv_name, recv_tokens),
-                                intArg<long long>(call, "hidden_bytes", hidden_bytes),
-                                intArg<int>(call, "num_ranks", num_ranks),
-                                intArg<int>(call, "num_ranks_per_node", num_ranks_per_node)});
-    };
+    return
+        [f, call, recv_name](const py::object& num_sms, const py::object& recv_tokens, const py::object& hidden_bytes,
+                             const py::object& num_ranks, const py::object& num_ranks_per_node) {
+          return f(rt::SizeHintArgs{intArg<int>(call, "num_sms", num_sms), intArg<int>(call, recv_name, recv_tokens),
+                                    intArg<long long>(call, "hidden_bytes", hidden_bytes),
+                                    intArg<int>(call, "num_ranks", num_ranks),
+                                    intArg<int>(call, "num_ranks_per_node", num_ranks_per_node)});
+        };
   };
   m.def("get_nvl_buffer_size_hint",
         hint(&rt::nvlBufferSizeHint, "get_nvl_buffer_size_hint", "num_max_nvl_chunked_recv_tokens"), py::kw_only(),
-        arg("num_sms"),
-        arg("num_max_nvl_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"), arg("num_ranks_per_node") = 0,
+        arg("num_sms"), arg("num_max_nvl_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"),
+        arg("num_ranks_per_node") = 0,
         "num_nvl_bytes a Config needs (runtime/size_hints.hpp); num_ranks_per_node 0: from the environment");
   m.def("get_rdma_buffer_size_hint",
         hint(&rt::rdmaBufferSizeHint, "get_rdma_buffer_size_hint", "num_max_rdma_chunked_recv_tokens"), py::kw_only(),
-        arg("num_sms"),
-        arg("num_max_rdma_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"), arg("num_ranks_per_node") = 0,
+        arg("num_sms"), arg("num_max_rdma_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"),
+        arg("num_ranks_per_node") = 0,
         "num_rdma_bytes a Config needs in normal mode; 0 when the NVLink domain holds every rank");
 
   m.def(
@@ -78,15 +78,13 @@ void bindHostCalls(py::module_& m) {
       [](const py::object& max_tokens, const py::object& hidden, const py::object& num_ranks,
          const py::object& num_experts) {
         constexpr const char* kCall = "get_low_latency_rdma_size_hint";
-        return rt::lowLatencyRdmaSizeHint(intArg<int>(kCall, "num_max_dispatch_tokens_per_rank", max_tokens),
-                                          intArg<int>(kCall, "hidden", hidden),
-                                          intArg<int>(kCall, "num_ranks", num_ranks),
-                                          intArg<int>(kCall, "num_experts", num_experts));
+        return rt::lowLatencyRdmaSizeHint(
+            intArg<int>(kCall, "num_max_dispatch_tokens_per_rank", max_tokens), intArg<int>(kCall, "hidden", hidden),
+            intArg<int>(kCall, "num_ranks", num_ranks), intArg<int>(kCall, "num_experts", num_experts));
       },
-      arg("num_max_dispatch_tokens_per_rank"),
-        arg("hidden"), arg("num_ranks"), arg("num_experts"),
-        "bytes of RDMA buffer low-latency mode needs (both halves), a multiple of 128; ArgumentError for sizes a "
-        "low-latency call would reject");
+      arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_ranks"), arg("num_experts"),
+      "bytes of RDMA buffer low-latency mode needs (both halves), a multiple of 128; ArgumentError for sizes a "
+      "low-latency call would reject");
   m.def(
       "low_latency_layout",
       [](int max_tokens, int hidden, int num_ranks, int num_experts) {

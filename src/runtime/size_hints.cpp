@@ -54,19 +54,21 @@ size_t total(const SizeHintArgs& a, size_t count, const char* count_name, size_t
   const size_t record = tokenBytes(static_cast<size_t>(a.hidden_bytes));
   size_t ring = 0;
   if (!mulAddFits(static_cast<size_t>(a.recv_tokens), record, kRingCounterBytes, &ring)) {
-    UCCL_EP_THROW_ARG("{}: hidden_bytes={} with {}={} is out of range: one ring of {} records of {} bytes overflows "
-                      "64 bits (a size hint never wraps)",
-                      call, a.hidden_bytes, recv_name, a.recv_tokens, a.recv_tokens, record);
+    UCCL_EP_THROW_ARG(
+        "{}: hidden_bytes={} with {}={} is out of range: one ring of {} records of {} bytes overflows "
+        "64 bits (a size hint never wraps)",
+        call, a.hidden_bytes, recv_name, a.recv_tokens, a.recv_tokens, record);
   }
   // num_sms / 2 < 2^30, count <= num_ranks < 2^31 and copies <= 2: the ring count fits.
   const size_t rings = static_cast<size_t>(a.num_sms / 2) * count * copies;
   size_t v = 0;
   if (!mulAddFits(rings, ring, kernels::kBufferSizeUnit - 1, &v)) {
-    UCCL_EP_THROW_ARG("{}: the size overflows 64 bits: {} rings (num_sms={}: {} channels, x {} {} of num_ranks={}, "
-                      "x {}) of {} bytes (hidden_bytes={}, {}={}); those arguments are out of range (a size hint "
-                      "never wraps)",
-                      call, rings, a.num_sms, a.num_sms / 2, count, count_name, a.num_ranks, copies, ring,
-                      a.hidden_bytes, recv_name, a.recv_tokens);
+    UCCL_EP_THROW_ARG(
+        "{}: the size overflows 64 bits: {} rings (num_sms={}: {} channels, x {} {} of num_ranks={}, "
+        "x {}) of {} bytes (hidden_bytes={}, {}={}); those arguments are out of range (a size hint "
+        "never wraps)",
+        call, rings, a.num_sms, a.num_sms / 2, count, count_name, a.num_ranks, copies, ring, a.hidden_bytes, recv_name,
+        a.recv_tokens);
   }
   return v / kernels::kBufferSizeUnit * kernels::kBufferSizeUnit;
 }
