@@ -12,6 +12,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
+#include <string>
+
 #include "kernels/ll_layout.hpp"
 #include "python/bind.hpp"
 #include "runtime/call_checks.hpp"
@@ -22,27 +25,66 @@
 
 namespace uccl::ep::python {
 
+namespace {
+// Argument `name` of `call` as a T. A Python int outside T's range is ArgumentError naming the call, the argument and
+// T's range: pybind11's own conversion would raise a TypeError that names neither (and a hint must never wrap). A
+// value that is not an int (no __index__) is a TypeError naming the argument.
+template <typename T>
+T intArg(const char* call, const char* name, const py::object& v) {
+  const py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr()));
+  if (!i) {
+    PyErr_Clear();
+    throw py::type_error(fmt::format("{}: {} must be an int, got {}", call, name, Py_TYPE(v.ptr())->tp_name));
+  }
+  int overflow = 0;
+  const long long x = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+  if (x == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow != 0 || x < std::numeric_limits<T>::min() || x > std::numeric_limits<T>::max()) {
+    UCCL_EP_THROW_ARG("{}: {} must be within [{}, {}], got {}", call, name, std::numeric_limits<T>::min(),
+                      std::numeric_limits<T>::max(), py::str(i).cast<std::string>());
+  }
+  return static_cast<T>(x);
+}
+}  // namespace
+
 void bindHostCalls(py::module_& m) {
   using py::arg;
   namespace rt = runtime;
   m.def("local_host_id", &rt::localHostId, "this process's host identity (host name and boot id)");
 
-  auto hint = [](size_t (*f)(const rt::SizeHintArgs&)) {
-    return [f](int num_sms, int recv_tokens, long long hidden_bytes, int num_ranks, int num_ranks_per_node) {
-      return f(rt::SizeHintArgs{num_sms, recv_tokens, hidden_bytes, num_ranks, num_ranks_per_node});
-    };
+  auto hint = [](size_t (*f)(const rt::SizeHintArgs&), const char* call, const char* recv_name) {
+    return
+        [f, call, recv_name](const py::object& num_sms, const py::object& recv_tokens, const py::object& hidden_bytes,
+                             const py::object& num_ranks, const py::object& num_ranks_per_node) {
+          return f(rt::SizeHintArgs{intArg<int>(call, "num_sms", num_sms), intArg<int>(call, recv_name, recv_tokens),
+                                    intArg<long long>(call, "hidden_bytes", hidden_bytes),
+                                    intArg<int>(call, "num_ranks", num_ranks),
+                                    intArg<int>(call, "num_ranks_per_node", num_ranks_per_node)});
+        };
   };
-  m.def("get_nvl_buffer_size_hint", hint(&rt::nvlBufferSizeHint), py::kw_only(), arg("num_sms"),
-        arg("num_max_nvl_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"), arg("num_ranks_per_node") = 0,
+  m.def("get_nvl_buffer_size_hint",
+        hint(&rt::nvlBufferSizeHint, "get_nvl_buffer_size_hint", "num_max_nvl_chunked_recv_tokens"), py::kw_only(),
+        arg("num_sms"), arg("num_max_nvl_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"),
+        arg("num_ranks_per_node") = 0,
         "num_nvl_bytes a Config needs (runtime/size_hints.hpp); num_ranks_per_node 0: from the environment");
-  m.def("get_rdma_buffer_size_hint", hint(&rt::rdmaBufferSizeHint), py::kw_only(), arg("num_sms"),
-        arg("num_max_rdma_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"), arg("num_ranks_per_node") = 0,
+  m.def("get_rdma_buffer_size_hint",
+        hint(&rt::rdmaBufferSizeHint, "get_rdma_buffer_size_hint", "num_max_rdma_chunked_recv_tokens"), py::kw_only(),
+        arg("num_sms"), arg("num_max_rdma_chunked_recv_tokens"), arg("hidden_bytes"), arg("num_ranks"),
+        arg("num_ranks_per_node") = 0,
         "num_rdma_bytes a Config needs in normal mode; 0 when the NVLink domain holds every rank");
 
-  m.def("get_low_latency_rdma_size_hint", &rt::lowLatencyRdmaSizeHint, arg("num_max_dispatch_tokens_per_rank"),
-        arg("hidden"), arg("num_ranks"), arg("num_experts"),
-        "bytes of RDMA buffer low-latency mode needs (both halves), a multiple of 128; ArgumentError for sizes a "
-        "low-latency call would reject");
+  m.def(
+      "get_low_latency_rdma_size_hint",
+      [](const py::object& max_tokens, const py::object& hidden, const py::object& num_ranks,
+         const py::object& num_experts) {
+        constexpr const char* kCall = "get_low_latency_rdma_size_hint";
+        return rt::lowLatencyRdmaSizeHint(
+            intArg<int>(kCall, "num_max_dispatch_tokens_per_rank", max_tokens), intArg<int>(kCall, "hidden", hidden),
+            intArg<int>(kCall, "num_ranks", num_ranks), intArg<int>(kCall, "num_experts", num_experts));
+      },
+      arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_ranks"), arg("num_experts"),
+      "bytes of RDMA buffer low-latency mode needs (both halves), a multiple of 128; ArgumentError for sizes a "
+      "low-latency call would reject");
   m.def(
       "low_latency_layout",
       [](int max_tokens, int hidden, int num_ranks, int num_experts) {

@@ -1,6 +1,7 @@
 #include "runtime/size_hints.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "kernels/internode.hpp"
 #include "kernels/limits.hpp"
@@ -39,25 +40,36 @@ int ranksPerNode(const SizeHintArgs& a, const Env& e) {
   return ranksPerNodeFromEnv(a.num_ranks, std::min(kDefaultRanksPerNode, a.num_ranks), e);
 }
 
-// a * b + c, or InvalidArgument naming the call when it does not fit a size_t (a hint never wraps).
-size_t mulAdd(size_t a, size_t b, size_t c, const char* call) {
-  size_t r = 0;
-  if (__builtin_mul_overflow(a, b, &r) || __builtin_add_overflow(r, c, &r)) {
-    UCCL_EP_THROW_ARG("{}: the size overflows 64 bits ({} x {} + {}); the arguments are out of range", call, a, b, c);
+// r = a * b + c, false when that does not fit a size_t.
+bool mulAddFits(size_t a, size_t b, size_t c, size_t* r) {
+  return !__builtin_mul_overflow(a, b, r) && !__builtin_add_overflow(*r, c, r);
+}
+
+// channels * count * copies rings of (recv_tokens records + counters), rounded up to kBufferSizeUnit; a size that
+// does not fit 64 bits is InvalidArgument naming the arguments that made it (a hint never wraps). `recv_name` is the
+// Config knob behind a.recv_tokens, `count_name` what `count` counts (NVLink peers, nodes).
+size_t total(const SizeHintArgs& a, size_t count, const char* count_name, size_t copies, const char* call,
+             const char* recv_name) {
+  // hidden_bytes < 2^63, so one record (about 1.03 x hidden_bytes) still fits; the products may not.
+  const size_t record = tokenBytes(static_cast<size_t>(a.hidden_bytes));
+  size_t ring = 0;
+  if (!mulAddFits(static_cast<size_t>(a.recv_tokens), record, kRingCounterBytes, &ring)) {
+    UCCL_EP_THROW_ARG(
+        "{}: hidden_bytes={} with {}={} is out of range: one ring of {} records of {} bytes overflows "
+        "64 bits (a size hint never wraps)",
+        call, a.hidden_bytes, recv_name, a.recv_tokens, a.recv_tokens, record);
   }
-  return r;
-}
-
-size_t perRing(const SizeHintArgs& a, const char* call) {
-  // hidden_bytes < 2^63, so one token's bytes (about 1.03 x hidden_bytes) still fit; the products may not.
-  return mulAdd(static_cast<size_t>(a.recv_tokens), tokenBytes(static_cast<size_t>(a.hidden_bytes)), kRingCounterBytes,
-                call);
-}
-
-// channels * count * per_ring * copies, rounded up to kBufferSizeUnit, without wrapping.
-size_t total(const SizeHintArgs& a, size_t count, size_t copies, const char* call) {
-  const size_t v = mulAdd(mulAdd(mulAdd(static_cast<size_t>(a.num_sms / 2), count, 0, call), perRing(a, call), 0, call),
-                          copies, kernels::kBufferSizeUnit - 1, call);
+  // num_sms / 2 < 2^30, count <= num_ranks < 2^31 and copies <= 2: the ring count fits.
+  const size_t rings = static_cast<size_t>(a.num_sms / 2) * count * copies;
+  size_t v = 0;
+  if (!mulAddFits(rings, ring, kernels::kBufferSizeUnit - 1, &v)) {
+    UCCL_EP_THROW_ARG(
+        "{}: the size overflows 64 bits: {} rings (num_sms={}: {} channels, x {} {} of num_ranks={}, "
+        "x {}) of {} bytes (hidden_bytes={}, {}={}); those arguments are out of range (a size hint "
+        "never wraps)",
+        call, rings, a.num_sms, a.num_sms / 2, count, count_name, a.num_ranks, copies, ring, a.hidden_bytes, recv_name,
+        a.recv_tokens);
+  }
   return v / kernels::kBufferSizeUnit * kernels::kBufferSizeUnit;
 }
 
@@ -67,7 +79,8 @@ size_t nvlBufferSizeHint(const SizeHintArgs& a) {
   check(a, "get_nvl_buffer_size_hint");
   const Env e = readEnv();
   const int peers = e.normal_mnnvl ? a.num_ranks : ranksPerNode(a, e);
-  return total(a, static_cast<size_t>(peers), 1, "get_nvl_buffer_size_hint");
+  return total(a, static_cast<size_t>(peers), "NVLink peers", 1, "get_nvl_buffer_size_hint",
+               "num_max_nvl_chunked_recv_tokens");
 }
 
 size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
@@ -75,8 +88,9 @@ size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
   const Env e = readEnv();
   const int rpn = ranksPerNode(a, e);
   if (e.normal_mnnvl || rpn >= a.num_ranks) return 0;
-  const int nodes = (a.num_ranks + rpn - 1) / rpn;
-  return total(a, static_cast<size_t>(nodes), 2, "get_rdma_buffer_size_hint");
+  const int64_t nodes = (int64_t{a.num_ranks} + rpn - 1) / rpn;  // int64_t: num_ranks + rpn - 1 may pass INT_MAX
+  return total(a, static_cast<size_t>(nodes), "nodes", 2, "get_rdma_buffer_size_hint",
+               "num_max_rdma_chunked_recv_tokens");
 }
 
 size_t lowLatencyRdmaSizeHint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts) {

@@ -257,10 +257,46 @@ def _quiet_buffer(**attrs) -> Buffer:
     return b
 
 
-@pytest.mark.parametrize("dtype, offset", [(torch.float32, 2), (torch.int64, 4), (torch.bfloat16, 1)])
+class _UntouchableRuntime:
+    """A runtime stand-in that fails the test when a call reaches it at all (a recorded-error check included)."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"get_local_buffer_tensor reached the runtime ({name}) before checking its arguments")
+
+
+@pytest.mark.parametrize("dtype, offset", [(torch.float32, 2), (torch.int64, 4), (torch.bfloat16, 1),
+                                           (torch.float64, 1 << 19 | 4)])
 def test_local_buffer_tensor_refuses_misaligned_offsets(dtype, offset):
-    with pytest.raises(ValueError, match=f"offset {offset} is not a multiple"):
-        _quiet_buffer().get_local_buffer_tensor(dtype, (4,), offset=offset)
+    with pytest.raises(ep.ArgumentError, match=f"get_local_buffer_tensor: offset {offset} is not a multiple"):
+        _quiet_buffer(_runtime=_UntouchableRuntime()).get_local_buffer_tensor(dtype, (4,), offset=offset)
+
+
+@pytest.mark.parametrize("size, offset, rdma, name", [
+    ((4,), -16, False, "offset -16 is outside the NVLink buffer of 1048576 bytes"),
+    ((4,), (1 << 20) + 16, False, "offset 1048592 is outside the NVLink buffer"),
+    ((4,), 16, True, "offset 16 is outside the RDMA buffer of 0 bytes"),
+    ((1 << 18,), 16, False, r"size \(262144,\) of torch.float32 \(1048576 bytes\) at offset 16 exceeds"),
+    ((1 << 18, 1), 0, False, None),  # the whole buffer: fits
+    ((2 ** 31, 2 ** 31), 0, False, r"size \(2147483648, 2147483648\)"),
+    ((-1,), 0, False, r"size\[0\] must be >= 0, got -1"),
+    ((4, -4), 0, False, r"size\[1\] must be >= 0, got -4"),
+])
+def test_local_buffer_tensor_refuses_what_does_not_fit_before_touching_the_buffer(size, offset, rdma, name):
+    b = _quiet_buffer(_runtime=_UntouchableRuntime())
+    if name is None:
+        with pytest.raises(AssertionError, match="reached the runtime"):  # valid: the call goes on to the runtime
+            b.get_local_buffer_tensor(torch.float32, size, offset=offset, use_rdma_buffer=rdma)
+        return
+    with pytest.raises(ep.ArgumentError, match="get_local_buffer_tensor: " + name):
+        b.get_local_buffer_tensor(torch.float32, size, offset=offset, use_rdma_buffer=rdma)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(dtype="float32"), "dtype"), (dict(size=4), "size"),
+                                          (dict(size=(4.0,)), r"size\[0\]"), (dict(offset=16.0), "offset")])
+def test_local_buffer_tensor_argument_types(kwargs, name):
+    args = dict(dtype=torch.float32, size=(4,), offset=0) | kwargs
+    with pytest.raises(TypeError, match=f"get_local_buffer_tensor: {name} must be"):
+        _quiet_buffer(_runtime=_UntouchableRuntime()).get_local_buffer_tensor(**args)
 
 
 def test_receive_hook_runs_once(monkeypatch):

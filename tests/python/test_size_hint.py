@@ -144,3 +144,81 @@ def test_limits_come_from_native_only(native):
 def test_size_hints_raise_instead_of_wrapping(native, fn, kwargs):
     with pytest.raises(native.ArgumentError, match="overflows 64 bits"):
         getattr(native, fn)(**kwargs)
+
+
+@pytest.fixture
+def one_node_of_eight(monkeypatch):
+    """The node size from nothing in the environment: 8 ranks per node."""
+    for name in ("UCCL_EP_RANKS_PER_NODE", "LOCAL_WORLD_SIZE", "UCCL_EP_NORMAL_MNNVL", "DEEP_EP_NORMAL_MNNVL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+CONFIG_HINTS = [("get_nvl_buffer_size_hint", "num_max_nvl_chunked_recv_tokens"),
+                ("get_rdma_buffer_size_hint", "num_max_rdma_chunked_recv_tokens")]
+
+
+@pytest.mark.parametrize("call, recv", CONFIG_HINTS)
+@pytest.mark.parametrize("name, value", [("hidden_bytes", 2 ** 63), ("hidden_bytes", 2 ** 64 + 7168),
+                                         ("num_ranks", 2 ** 31), ("num_ranks", 2 ** 63),
+                                         ("num_ranks_per_node", 2 ** 31), ("num_ranks_per_node", -2 ** 63 - 1)])
+def test_config_hints_name_an_argument_too_large_for_the_runtime(one_node_of_eight, call, recv, name, value):
+    """A value past the runtime's integer type is ArgumentError naming the call and the argument (not the binding's
+    TypeError that names neither, and never a wrapped value)."""
+    args = dict(hidden_bytes=7168, num_ranks=16, num_ranks_per_node=0)
+    args[name] = value
+    with pytest.raises(ep.ArgumentError, match=f"^{call}: {name} must be within .*, got {value}$"):
+        getattr(ep.Config(), call)(**args)
+
+
+@pytest.mark.parametrize("call, recv", CONFIG_HINTS)
+def test_config_hints_name_a_config_knob_too_large_for_the_runtime(one_node_of_eight, call, recv):
+    huge = ep.Config(2 ** 31, 6, 2 ** 31, 6, 2 ** 31)  # Config itself sets no upper bound
+    with pytest.raises(ep.ArgumentError, match=f"^{call}: num_sms must be within"):
+        getattr(huge, call)(7168, 16)
+    knobs = ep.Config(20, 6, 2 ** 31, 6, 2 ** 31)
+    with pytest.raises(ep.ArgumentError, match=f"^{call}: {recv} must be within .*, got 2147483648$"):
+        getattr(knobs, call)(7168, 16)
+
+
+@pytest.mark.parametrize("call, recv", CONFIG_HINTS)
+def test_config_hints_near_two_to_the_63_name_what_overflows(one_node_of_eight, call, recv):
+    c = ep.Config()
+    for hidden_bytes in (2 ** 63 - 1, 2 ** 62):
+        with pytest.raises(ep.ArgumentError, match=f"^{call}: hidden_bytes={hidden_bytes} with {recv}=256 is out of "
+                                                   f"range: .* overflows 64 bits"):
+            getattr(c, call)(hidden_bytes, 16)
+    wide = ep.Config(2 ** 31 - 2, 6, 256, 6, 256)  # each ring fits; channels x rings do not
+    with pytest.raises(ep.ArgumentError, match=f"^{call}: the size overflows 64 bits: .*num_sms=2147483646.*"
+                                               f"hidden_bytes={2 ** 62 // 256}, {recv}=256"):
+        getattr(wide, call)(2 ** 62 // 256, 16)
+
+
+def test_rdma_hint_for_two_to_the_31_minus_1_ranks_counts_the_nodes_without_wrapping(one_node_of_eight):
+    """ceil(num_ranks / 8) nodes for num_ranks = INT_MAX: the sum num_ranks + 7 must not wrap to a negative count."""
+    c = ep.Config()
+    nodes = -(-(2 ** 31 - 1) // 8)
+    ring = C_ring_bytes(7168, 256)
+    assert c.get_rdma_buffer_size_hint(7168, 2 ** 31 - 1) == up(10 * nodes * ring * 2, 128)
+    assert c.get_rdma_buffer_size_hint(7168, 2 ** 31 - 1) > c.get_rdma_buffer_size_hint(7168, 2 ** 30)
+    assert c.get_nvl_buffer_size_hint(7168, 2 ** 31 - 1) == up(10 * 8 * ring, 128)
+
+
+def C_ring_bytes(hidden_bytes, recv_tokens):
+    """One ring of config.py's formula: recv_tokens records of token_bytes, plus 64 bytes of counters."""
+    token = up(hidden_bytes + 16 * (8 + 4) + -(-hidden_bytes // 128) * 4 + 12, 16)
+    return recv_tokens * token + 64
+
+
+@pytest.mark.parametrize("position, name", enumerate(("num_max_dispatch_tokens_per_rank", "hidden", "num_ranks",
+                                                       "num_experts")))
+@pytest.mark.parametrize("value", [2 ** 31, 2 ** 63, -2 ** 31 - 1])
+def test_low_latency_hint_names_an_argument_too_large_for_the_runtime(position, name, value):
+    args = [128, 7168, 8, 256]
+    args[position] = value
+    for hint in (ep.get_low_latency_rdma_size_hint, ep.Buffer.get_low_latency_rdma_size_hint):
+        with pytest.raises(ep.ArgumentError, match=f"^get_low_latency_rdma_size_hint: {name} must be within .*, "
+                                                   f"got {value}$"):
+            hint(*args)
+    args[position] = 2 ** 31 - 1  # fits the type: the runtime's own limit names it
+    with pytest.raises(ep.ArgumentError, match=f"get_low_latency_rdma_size_hint: .*{name}"):
+        ep.Buffer.get_low_latency_rdma_size_hint(*args)

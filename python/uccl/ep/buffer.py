@@ -26,6 +26,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from . import ArgumentError
 from . import _validate as V
 from ._native import limit, native
 from .config import Config, default_combine_config, default_dispatch_config
@@ -380,21 +381,39 @@ class Buffer:
     def get_local_buffer_tensor(self, dtype: torch.dtype, size: Optional[Union[torch.Size, tuple]] = None,
                                 offset: int = 0, use_rdma_buffer: bool = False) -> torch.Tensor:
         """This rank's NVLink buffer (or RDMA buffer) from byte `offset` as a tensor of `dtype` and `size`
-        (1-D to the end of the buffer when None). The tensor aliases the buffer; it does not own it."""
-        rt = self._rt("get_local_buffer_tensor")
+        (1-D to the end of the buffer when None). The tensor aliases the buffer; it does not own it.
+
+        `offset` must be a multiple of dtype's element size (the buffers start 128-byte aligned, so the tensor is
+        then aligned to its elements; torch needs no more). An offset that is negative, misaligned or past the end,
+        a negative dimension, or a size that does not fit from `offset` raises ArgumentError (a ValueError) naming
+        the argument, before the buffer is touched."""
+        call = "get_local_buffer_tensor"
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"{call}: dtype must be a torch.dtype, got {type(dtype).__name__}")
+        which = "RDMA" if use_rdma_buffer else "NVLink"
         total = self.num_rdma_bytes if use_rdma_buffer else self.num_nvl_bytes
         elem = torch.empty(0, dtype=dtype).element_size()
-        V.check_int("get_local_buffer_tensor", "offset", offset, 0, total)
+        V.check_int(call, "offset", offset)
+        if offset < 0 or offset > total:
+            raise ArgumentError(f"{call}: offset {offset} is outside the {which} buffer of {total} bytes "
+                                f"(expected 0 <= offset <= {total})")
         if offset % elem:
-            raise ValueError(f"get_local_buffer_tensor: offset {offset} is not a multiple of the {elem}-byte element "
-                             f"size of {dtype}: the tensor would be misaligned")
+            raise ArgumentError(f"{call}: offset {offset} is not a multiple of the {elem}-byte element size of "
+                                f"{dtype}: the tensor would be misaligned")
         if size is None:
             size = ((total - offset) // elem,)
+        if isinstance(size, int) or not isinstance(size, (tuple, list, torch.Size)):
+            raise TypeError(f"{call}: size must be a tuple of ints (or None), got {type(size).__name__}")
+        for i, n in enumerate(size):
+            V.check_int(call, f"size[{i}]", n)
+            if n < 0:
+                raise ArgumentError(f"{call}: size[{i}] must be >= 0, got {n} (size {tuple(size)})")
         size = torch.Size(size)
         nbytes = size.numel() * elem
-        if offset + nbytes > total:
-            raise ValueError(f"get_local_buffer_tensor: {nbytes} bytes at offset {offset} exceed the "
-                             f"{'RDMA' if use_rdma_buffer else 'NVLink'} buffer of {total} bytes")
+        if nbytes > total - offset:
+            raise ArgumentError(f"{call}: size {tuple(size)} of {dtype} ({nbytes} bytes) at offset {offset} exceeds "
+                                f"the {which} buffer of {total} bytes ({total - offset} bytes from the offset)")
+        rt = self._rt(call)
         base = rt.rdma_buffer_ptr() if use_rdma_buffer else rt.nvl_buffer_ptr()
         raw = _wrap_device_memory(base + offset, nbytes, rt, self.device)
         return raw.view(dtype).view(size)
@@ -433,12 +452,12 @@ class Buffer:
             st = self._ll = _LowLatencyState(self.device, self._comm_stream.cuda_stream)
         return st
 
-    def _ll_keep(self, native_hook, async_finish: bool, tensors: tuple) -> tuple:
+    def _ll_keep(self, call: str, native_hook, async_finish: bool, tensors: tuple) -> tuple:
         """(event, hook) of a low-latency call that returns an event to wait on or a receive hook: either keeps the
         call's tensors (None entries skipped) alive until the work that uses them is done."""
         keep = tuple(t for t in tensors if t is not None)
         event = EventOverlap(EventHandle(self._comm_stream), extra_tensors=keep) if async_finish else EventOverlap(None)
-        return event, (None if native_hook is None else _RecvHook(self, native_hook, keep))
+        return event, (None if native_hook is None else _RecvHook(self, native_hook, keep, call))
 
     def _ll_dispatch_plan(self, rt, st, x, topk_idx, M, num_experts, cumulative_local_expert_recv_stats,
                           dispatch_wait_recv_cost_stats, use_fp8, use_ue8m0, async_finish, return_recv_hook):
@@ -511,8 +530,8 @@ class Buffer:
             **_ll_streams(st, async_finish))
 
         if async_finish or native_hook is not None:
-            event, hook = self._ll_keep(native_hook, async_finish, (x, topk_idx, recv_x, scales, recv_count, src_info,
-                                                                    layout_range, cum, wait))
+            event, hook = self._ll_keep("low_latency_dispatch", native_hook, async_finish,
+                                        (x, topk_idx, recv_x, scales, recv_count, src_info, layout_range, cum, wait))
         else:
             event, hook = EventOverlap(None), None
         handle = (src_info, layout_range, M, plan.hidden, E)
@@ -587,8 +606,9 @@ class Buffer:
             return_recv_hook=bool(return_recv_hook), **_ll_streams(st, async_finish))
 
         if async_finish or native_hook is not None:
-            event, hook = self._ll_keep(native_hook, async_finish, (None if zero_copy else x, topk_idx, topk_weights,
-                                                                    src_info, layout_range, combined, wait))
+            event, hook = self._ll_keep("low_latency_combine", native_hook, async_finish,
+                                        (None if zero_copy else x, topk_idx, topk_weights, src_info, layout_range,
+                                         combined, wait))
         else:
             event, hook = EventOverlap(None), None
         return combined, event, hook
@@ -852,11 +872,11 @@ class _RecvHook:
     """The receive half of a low-latency call (return_recv_hook=True): runs on the stream current when called.
     Holds the call's tensors, which the receive kernels still read and write."""
 
-    __slots__ = ("_buffer", "_native_hook", "_tensors", "_ran")
+    __slots__ = ("_buffer", "_native_hook", "_tensors", "_ran", "_call")
 
-    def __init__(self, buffer: Buffer, native_hook, tensors: tuple):
+    def __init__(self, buffer: Buffer, native_hook, tensors: tuple, call: str = "low-latency"):
         self._buffer, self._native_hook, self._tensors = buffer, native_hook, tensors
-        self._ran = False
+        self._ran, self._call = False, call
 
     def __call__(self) -> None:
         self._buffer._run_receive_hook(self)
@@ -864,10 +884,11 @@ class _RecvHook:
     def run(self) -> None:
         # A second run would read the half again after a later call may have reused it: refuse it.
         if self._ran:
-            raise RuntimeError("low-latency receive hook: this hook already ran; each call's hook runs once")
+            raise RuntimeError(f"{self._call} receive hook: this hook already ran; each call's hook runs once "
+                               f"(nothing was launched)")
         buf = self._buffer
         if buf._runtime is None:
-            raise RuntimeError("low-latency receive hook: the buffer was destroyed")
+            raise RuntimeError(f"{self._call} receive hook: the buffer was destroyed")
         # The native hook raises what was recorded: a fatal error before the receive half launches, a top-k entry
         # the send half rejected (ArgumentError) after it, so the half is consumed either way and runs only once.
         self._ran = True

@@ -23,6 +23,8 @@ that hold for every kernel version, not tuned to the byte:
 `nvl_peers` is min(num_ranks, ranks per node) and `rdma_nodes` is ceil(num_ranks / ranks per node). Ranks per
 node comes from the `num_ranks_per_node` argument when positive, else the runtime reads the environment
 (UCCL_EP_NORMAL_MNNVL / DEEP_EP_NORMAL_MNNVL: all ranks; UCCL_EP_RANKS_PER_NODE or LOCAL_WORLD_SIZE), else 8.
+A hint never wraps: an argument (or knob) past the runtime's integer type (hidden_bytes 64-bit signed, the others
+32-bit signed), or a size past 64 bits, raises ArgumentError naming the call and the arguments.
 """
 from ._native import native
 

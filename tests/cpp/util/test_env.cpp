@@ -227,11 +227,14 @@ TEST(EnvFields, IntegerVariablesAcceptTheirRangeAndNameAnythingOutside) {
     const char* below;
     const char* above;
   };
-  for (const Case& c : {Case{"UCCL_IB_GID_INDEX", "-1", "255", "-2", "256"}, Case{"UCCL_IB_SL", "0", "15", "-1", "16"},
-                        Case{"UCCL_IB_TC", "0", "255", "-1", "256"},
-                        Case{"UCCL_EP_NUM_PROXY_THREADS", "1", "64", "0", "65"},
-                        Case{"UCCL_IB_MAX_INFLIGHT_NORMAL", "0", "4294967295", "-1", "4294967296"},
-                        Case{"UCCL_IB_MAX_INFLIGHT_BYTES", "0", "9223372036854775807", "-1", "99999999999999999999"}}) {
+  for (const Case& c :
+       {Case{"UCCL_IB_GID_INDEX", "-1", "255", "-2", "256"}, Case{"UCCL_IB_SL", "0", "15", "-1", "16"},
+        Case{"UCCL_IB_TC", "0", "255", "-1", "256"}, Case{"UCCL_EP_NUM_PROXY_THREADS", "1", "64", "0", "65"},
+        Case{"UCCL_IB_MAX_INFLIGHT_NORMAL", "0", "4294967295", "-1", "4294967296"},
+        Case{"UCCL_IB_MAX_INFLIGHT_LOW_LATENCY", "0", "4294967295", "-1", "4294967296"},
+        Case{"UCCL_EP_RANKS_PER_NODE", "0", "2147483647", "-1", "2147483648"},
+        Case{"LOCAL_WORLD_SIZE", "1", "2147483647", "0", "2147483648"},
+        Case{"UCCL_IB_MAX_INFLIGHT_BYTES", "0", "9223372036854775807", "-1", "99999999999999999999"}}) {
     for (const char* ok : {c.lo, c.hi}) {
       ScopedEnv e({{c.name, ok}});
       EXPECT_NO_THROW(readEnv()) << c.name << "=" << ok;
@@ -240,6 +243,24 @@ TEST(EnvFields, IntegerVariablesAcceptTheirRangeAndNameAnythingOutside) {
       ScopedEnv e({{c.name, bad}});
       EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {c.name})) << c.name << "=" << bad;
     }
+  }
+}
+
+// Every numeric variable (README's table) refuses what is not a number in its range, whatever strtod would make of
+// it: infinities, NaN, fractions, exponents, a number with a suffix, blanks. The error names the variable and the
+// value.
+TEST(EnvFields, NumericVariablesRefuseInfinityNanAndNonIntegersNamingTheVariable) {
+  for (const char* name : {"UCCL_IB_GID_INDEX", "UCCL_IB_SL", "UCCL_IB_TC", "UCCL_IB_MAX_INFLIGHT_BYTES",
+                           "UCCL_IB_MAX_INFLIGHT_NORMAL", "UCCL_IB_MAX_INFLIGHT_LOW_LATENCY",
+                           "UCCL_EP_NUM_PROXY_THREADS", "UCCL_EP_RANKS_PER_NODE", "LOCAL_WORLD_SIZE"}) {
+    for (const char* bad : {"inf", "-inf", "infinity", "nan", "NaN", "1.5", "1e3", "4x", " ", "0x"}) {
+      ScopedEnv e({{name, bad}});
+      EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {name, "'" + std::string(bad) + "'"})) << name << "=" << bad;
+    }
+  }
+  for (const char* bad : {"inf", "-inf", "infinity", "nan", "NaN", "-nan", " ", "0x"}) {
+    ScopedEnv e({{"UCCL_EP_TIMEOUT_SECS", bad}});
+    EXPECT_TRUE(mentions(messageOf([] { readEnv(); }), {"UCCL_EP_TIMEOUT_SECS", "'" + std::string(bad) + "'"})) << bad;
   }
 }
 
