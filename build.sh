@@ -13,6 +13,8 @@ Options:
   --tsan            ThreadSanitizer build (UCCL_EP_SANITIZE=thread; CUDA off)
   --asan            AddressSanitizer + UBSan build (UCCL_EP_SANITIZE=address)
   --no-cuda         do not build CUDA code even when nvcc is found
+  --hip             build the GPU layers (kernels, runtime, _C) for HIP with hipcc, for UCCL_EP_HIP_ARCH
+                    (default gfx90a; -- -DUCCL_EP_HIP_ARCH='gfx90a;gfx942' for more), linking libamdhip64
   --build-dir DIR   build directory
   --jobs N          parallel compile jobs (default: number of cores)
   --clean           remove the build directory first
@@ -24,16 +26,17 @@ Options:
   -h, --help        this text
 
 Build directories, under $UCCL_EP_BUILD_ROOT (default: the repository root) unless --build-dir is given:
-  build/ (Release), build-debug/, build-tsan/, build-asan/
+  build/ (Release), build-debug/, build-tsan/, build-asan/, build-hip/ and build-hip-debug/ (--hip)
 Sanitizer builds use the Debug configuration (assertions on; the sanitizer flags set -O1).
 CUDA is built when nvcc is found (/usr/local/cuda/bin/nvcc or PATH); the HIP compile check runs when
-hipcc is found.
+hipcc is found. --hip builds the whole package for HIP instead (no sanitizer flavour).
 EOF
 }
 
 build_type=Release
 sanitize=""
 cuda=auto
+gpu=cuda
 build_dir=""
 jobs=""
 clean=0
@@ -48,6 +51,7 @@ while [[ $# -gt 0 ]]; do
     --asan) [[ -z "${sanitize}" || "${sanitize}" == address ]] || { echo "build.sh: --tsan and --asan exclude each other" >&2; exit 2; }
             sanitize=address ;;
     --no-cuda) cuda=OFF ;;
+    --hip) gpu=hip ;;
     --build-dir) [[ $# -ge 2 ]] || { echo "build.sh: --build-dir needs a directory" >&2; exit 2; }
                  build_dir=$2; shift ;;
     --build-dir=*) build_dir=${1#*=} ;;
@@ -86,6 +90,7 @@ for tool in cmake ninja; do
 done
 
 if [[ -n "${sanitize}" ]]; then
+  [[ "${gpu}" == cuda ]] || { echo "build.sh: --hip builds no sanitizer flavour" >&2; exit 2; }
   build_type=Debug
 fi
 if [[ -z "${build_dir}" ]]; then
@@ -93,8 +98,8 @@ if [[ -z "${build_dir}" ]]; then
   case "${sanitize}:${build_type}" in
     thread:*) build_dir=${root}/build-tsan ;;
     address:*) build_dir=${root}/build-asan ;;
-    :Debug) build_dir=${root}/build-debug ;;
-    *) build_dir=${root}/build ;;
+    :Debug) [[ "${gpu}" == hip ]] && build_dir=${root}/build-hip-debug || build_dir=${root}/build-debug ;;
+    *) [[ "${gpu}" == hip ]] && build_dir=${root}/build-hip || build_dir=${root}/build ;;
   esac
 fi
 jobs=${jobs:-$(nproc)}
@@ -109,10 +114,11 @@ if [[ -f "${build_dir}/CMakeCache.txt" ]] && ! grep -q '^CMAKE_GENERATOR:INTERNA
   exit 1
 fi
 
-echo "[build] ${build_dir}: ${build_type}${sanitize:+, sanitizer=${sanitize}}, CUDA=${cuda}, jobs=${jobs}"
+echo "[build] ${build_dir}: ${build_type}${sanitize:+, sanitizer=${sanitize}}, GPU=${gpu}$([[ "${gpu}" == cuda ]] && echo ", CUDA=${cuda}"), jobs=${jobs}"
 cmake -S "${REPO}" -B "${build_dir}" -G Ninja \
   -DCMAKE_BUILD_TYPE="${build_type}" \
   -DUCCL_EP_SANITIZE="${sanitize}" \
+  -DUCCL_EP_GPU="${gpu}" \
   -DUCCL_EP_CUDA="${cuda}" \
   "${extra[@]}"
 cmake --build "${build_dir}" --parallel "${jobs}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: builds Release and ThreadSanitizer, runs every CTest suite in both (GPU-labelled tests
-# only where a GPU is present), the HIP compile check where hipcc is installed, and pytest on tests/python
-# with the distribution's Python. Exits non-zero when any phase fails; every phase runs regardless.
+# only where a GPU is present), the HIP compile check and the HIP build of _C (build.sh --hip, up to the link of
+# the module against libamdhip64; nothing runs it) where hipcc is installed, and pytest on tests/python with the
+# distribution's Python. Exits non-zero when any phase fails; every phase runs regardless.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,6 +44,7 @@ done
 
 release_dir=${build_root}/build
 tsan_dir=${build_root}/build-tsan
+hip_dir=${build_root}/build-hip
 timeout=${UCCL_EP_TEST_TIMEOUT:-600}
 python=/usr/bin/python3  # owns Debian's python3-pytest and python3-numpy; a pyenv python3 on PATH does not
 log_dir=${build_root}/build-logs  # matches .gitignore's /build*/
@@ -98,6 +100,16 @@ hip_check() {  # built with ALL by the Release build; rebuilt here only to repor
   (cd "${release_dir}" && cmake --build . --target hip_check)
 }
 
+hip_build() {  # the whole package for HIP, up to _C: kernels through hipcc, the runtime and _C linked to libamdhip64
+  "${REPO}/build.sh" --hip --build-dir "${hip_dir}" --jobs "${jobs}" -- -DUCCL_EP_BUILD_TESTS=OFF \
+    -DUCCL_EP_BUILD_BENCH=OFF || return
+  local so
+  so=$(find "${hip_dir}/src/python" -maxdepth 1 -name '_C*.so' | head -n1)
+  [[ -n "${so}" ]] || { echo "HIP build: no _C module in ${hip_dir}/src/python" >&2; return 1; }
+  readelf -d "${so}" | grep -q 'NEEDED.*libamdhip64' || { echo "HIP build: ${so} does not link libamdhip64" >&2; return 1; }
+  echo "HIP build: ${so} links libamdhip64"
+}
+
 pytest_phase() {
   local ntests rc
   ntests=$(find "${REPO}/tests/python" -type f \( -name 'test_*.py' -o -name '*_test.py' \) | wc -l)
@@ -119,6 +131,11 @@ if phase "build Release" "${REPO}/build.sh" --build-dir "${release_dir}" --jobs 
     phase "HIP compile check (gfx90a)" hip_check
   else
     record "HIP compile check" skipped 0
+  fi
+  if command -v hipcc >/dev/null 2>&1; then
+    phase "HIP build of _C (gfx90a)" hip_build
+  else
+    record "HIP build of _C" skipped 0
   fi
   phase "ctest Release" run_ctest "${release_dir}" "${log_dir}/ctest-release.log" "${gpu_filter[@]}"
 else

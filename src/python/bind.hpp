@@ -31,7 +31,7 @@ const Fields<LowLatencyCombineCall>& lowLatencyCombineCallFields();
 void bindStructs(py::module_& m);
 // Layout queries, size hints and the value checks the runtime makes (bindings.cpp). Present in every build.
 void bindHostCalls(py::module_& m);
-#ifdef UCCL_EP_HAVE_CUDA
+#ifdef UCCL_EP_HAVE_GPU
 // class Runtime over runtime::Buffer (bind_runtime.cpp).
 void bindRuntime(py::module_& m);
 #endif

@@ -5,7 +5,8 @@
 // here and checks only what is torch-specific.
 //
 // Always present (pure C++, no CUDA): the limits, the argument structs, Topology, layout queries, size hints, the
-// value checks, has_cuda(). With UCCL_EP_HAVE_CUDA: class Runtime over runtime::Buffer (bind_runtime.cpp).
+// value checks, has_cuda(). With UCCL_EP_HAVE_GPU (CUDA, or HIP: ROCm torch calls it cuda too): class Runtime over
+// runtime::Buffer (bind_runtime.cpp).
 //
 // Exceptions: uccl::ep::Error -> _C.UcclError (a RuntimeError), uccl::ep::TimeoutError -> _C.TimeoutError (a
 // builtins.TimeoutError), uccl::ep::InvalidArgument -> _C.ArgumentError (a ValueError).
@@ -146,10 +147,10 @@ PYBIND11_MODULE(_C, m) {
   py::register_exception<uccl::ep::TimeoutError>(m, "TimeoutError", PyExc_TimeoutError);
   py::register_exception<uccl::ep::InvalidArgument>(m, "ArgumentError", PyExc_ValueError);
 
-#ifdef UCCL_EP_HAVE_CUDA
-  m.def("has_cuda", [] { return true; }, "built with the CUDA runtime (kernels and Runtime present)");
+#ifdef UCCL_EP_HAVE_GPU
+  m.def("has_cuda", [] { return true; }, "built with a GPU runtime, CUDA or HIP (kernels and Runtime present)");
 #else
-  m.def("has_cuda", [] { return false; }, "built with the CUDA runtime (kernels and Runtime present)");
+  m.def("has_cuda", [] { return false; }, "built with a GPU runtime, CUDA or HIP (kernels and Runtime present)");
 #endif
 
   m.attr("kMaxTopk") = k::kMaxTopk;
@@ -168,7 +169,7 @@ PYBIND11_MODULE(_C, m) {
 
   python::bindStructs(m);
   python::bindHostCalls(m);
-#ifdef UCCL_EP_HAVE_CUDA
+#ifdef UCCL_EP_HAVE_GPU
   python::bindRuntime(m);
 #endif
 }

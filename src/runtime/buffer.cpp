@@ -1,8 +1,6 @@
 // runtime::Buffer: configuration checks, the topology decision, allocation, proxies, localInfo and tear-down.
 #include "runtime/buffer.hpp"
 
-#include <cuda_runtime.h>
-
 #include <exception>
 #include <optional>
 #include <string>
@@ -11,6 +9,7 @@
 #include "kernels/limits.hpp"
 #include "runtime/buffer_impl.hpp"
 #include "runtime/cuda_check.hpp"
+#include "uccl_ep/platform/gpu_runtime.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"

@@ -1,12 +1,11 @@
 // runtime::Buffer, the transport floor: a low-latency call's proxy work as a plan (runtime/ll_floor_plan.hpp), and a
 // TransportFloor (uccl_ep/proxy/transport_floor.hpp) opened through the proxies' configuration over the same RDMA
 // buffer, so that the floor moves what the call moves, between the same processes, through the same provider.
-#include <cuda_runtime.h>
-
 #include <atomic>
 
 #include "runtime/buffer_impl.hpp"
 #include "runtime/cuda_check.hpp"
+#include "uccl_ep/platform/gpu_runtime.hpp"
 #include "uccl_ep/util/error.hpp"
 
 namespace uccl::ep::runtime {

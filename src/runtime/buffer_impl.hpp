@@ -3,8 +3,6 @@
 // buffer_normal.cpp, buffer_floor.cpp and kernel_errors.cpp. Internal to the runtime library.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <deque>
 #include <memory>
 #include <optional>
@@ -19,6 +17,7 @@
 #include "runtime/peer_info.hpp"
 #include "runtime/shared_memory.hpp"
 #include "runtime/topology.hpp"
+#include "uccl_ep/platform/gpu_runtime.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/proxy/transport_floor.hpp"
 #include "uccl_ep/util/error.hpp"

@@ -3,19 +3,19 @@
 // not throw.
 #pragma once
 
-#include <cuda_runtime.h>
 #include <fmt/format.h>
 
+#include "uccl_ep/platform/gpu_runtime.hpp"
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"
 
-#define UCCL_EP_CUDA_OR_THROW(expr, ...)                                                                    \
-  do {                                                                                                      \
-    const cudaError_t uccl_ep_e_ = (expr);                                                                  \
-    if (uccl_ep_e_ != cudaSuccess) {                                                                        \
+#define UCCL_EP_CUDA_OR_THROW(expr, ...)                                                                       \
+  do {                                                                                                         \
+    const cudaError_t uccl_ep_e_ = (expr);                                                                     \
+    if (uccl_ep_e_ != cudaSuccess) {                                                                           \
       UCCL_EP_THROW("{}: {} failed: {} ({})", ::fmt::format(__VA_ARGS__), #expr, cudaGetErrorName(uccl_ep_e_), \
-                    cudaGetErrorString(uccl_ep_e_));                                                        \
-    }                                                                                                       \
+                    cudaGetErrorString(uccl_ep_e_));                                                           \
+    }                                                                                                          \
   } while (0)
 
 namespace uccl::ep::runtime {

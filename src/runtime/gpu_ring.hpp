@@ -2,13 +2,12 @@
 // device, ProducerState in device memory. Used by the GPU ring tests and benchmarks, and by the runtime.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
+#include "uccl_ep/platform/gpu_runtime.hpp"
 #include "uccl_ep/ring/ring.hpp"
 
 // Every CUDA call is checked; a failure throws, and GoogleTest reports the exception as the test's failure.
@@ -32,7 +31,7 @@ class Mapped {
     UCCL_EP_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device_), host_, 0));
     std::memset(static_cast<void*>(host_), 0, sizeof(T) * n);
   }
-  ~Mapped() { cudaFreeHost(host_); }
+  ~Mapped() { static_cast<void>(cudaFreeHost(host_)); }  // destructors do not throw
   Mapped(const Mapped&) = delete;
   Mapped& operator=(const Mapped&) = delete;
   T* host() const { return host_; }
@@ -50,7 +49,7 @@ template <typename T>
 class DeviceArray {
  public:
   explicit DeviceArray(size_t n) { UCCL_EP_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), sizeof(T) * n)); }
-  ~DeviceArray() { cudaFree(ptr_); }
+  ~DeviceArray() { static_cast<void>(cudaFree(ptr_)); }
   DeviceArray(const DeviceArray&) = delete;
   DeviceArray& operator=(const DeviceArray&) = delete;
   T* get() const { return ptr_; }

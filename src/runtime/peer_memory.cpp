@@ -5,14 +5,13 @@
 //   gpu buffer  every peer of this node: low-latency rows and signals go straight over NVLink within a node.
 //   nvl buffer  every peer of this rank's NVLink domain (its node, or the whole group when the domain spans nodes):
 //               the normal-mode kernels read and write peers' nvl buffers directly.
-#include <cuda_runtime.h>
-
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "runtime/buffer_impl.hpp"
 #include "runtime/cuda_check.hpp"
+#include "uccl_ep/platform/gpu_runtime.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"

@@ -1,8 +1,10 @@
 #include "runtime/shared_memory.hpp"
 
+#include "uccl_ep/platform/gpu_runtime.hpp"
+#if !defined(UCCL_EP_HIP)
 #include <cuda.h>  // driver types only: the functions come from cudaGetDriverEntryPointByVersion, never from libcuda
 #include <cudaTypedefs.h>
-#include <cuda_runtime.h>
+#endif
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -17,9 +19,20 @@
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"
 
+// A HIP build shares memory through hipIpc handles only: the CUDA driver's virtual memory calls (POSIX-fd and fabric
+// handles, hence MNNVL) and NVML are compiled out, and asking for those handles raises an error (hipOnlyIpc).
+
 namespace uccl::ep::runtime {
 namespace {
 
+#if defined(UCCL_EP_HIP)
+[[noreturn]] void hipOnlyIpc(HandleKind kind, const std::string& who) {
+  UCCL_EP_THROW(
+      "{}: {} handles are not built for HIP (they need the CUDA driver's virtual memory calls); the HIP "
+      "build shares GPU memory through IPC handles within one host only ({}=ipc or auto, no MNNVL)",
+      who, toString(kind), kMemHandleEnv);
+}
+#else
 // ---- driver entry points ---------------------------------------------------------------------------------------
 
 // The driver ABI the typedefs below name (the _v10020 etc. suffixes are unchanged since CUDA 11); asking by
@@ -85,11 +98,13 @@ std::string cuErrorName(CUresult r) {
     }                                                                                               \
   } while (0)
 
-// Tear-down paths log instead of throwing.
-void logCuda(cudaError_t e, const char* what) { runtime::logCuda(e, what, "shared memory release"); }
 void logCu(CUresult r, const char* what) {
   if (r != CUDA_SUCCESS) log().error("uccl-ep shared memory release: {} failed: {}", what, cuErrorName(r));
 }
+#endif  // !UCCL_EP_HIP
+
+// Tear-down paths log instead of throwing.
+void logCuda(cudaError_t e, const char* what) { runtime::logCuda(e, what, "shared memory release"); }
 
 // Makes `device` current (with its primary context, which the driver calls need) for one scope, then restores
 // the caller's device. Never throws by itself: create/open call require(), destructors log().
@@ -104,7 +119,7 @@ class DeviceScope {
     }
   }
   ~DeviceScope() {
-    if (previous_ >= 0 && previous_ != device_) cudaSetDevice(previous_);
+    if (previous_ >= 0 && previous_ != device_) static_cast<void>(cudaSetDevice(previous_));
   }
   void require(const std::string& who) const {
     UCCL_EP_CUDA_OR_THROW(error_, "{}: {} on device {}", who, call_, device_);
@@ -118,6 +133,7 @@ class DeviceScope {
   const char* call_ = "cudaSetDevice";
 };
 
+#if !defined(UCCL_EP_HIP)
 CUmemAllocationHandleType vmmHandleType(HandleKind kind) {
   return kind == HandleKind::kFabric ? CU_MEM_HANDLE_TYPE_FABRIC : CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
 }
@@ -155,6 +171,7 @@ void mapVmm(MappedRange& r, size_t alignment, CUdevice dev, const std::string& w
   access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
   UCCL_EP_CU_OR_THROW(d.cuMemSetAccess(base, r.mapped_bytes, &access, 1), "{}: granting device {} access", who, dev);
 }
+#endif  // !UCCL_EP_HIP
 
 // Undoes whatever part of a create() (owner) or open() happened. Waits for the device first: kernels may still
 // use the memory (cudaFree waits too, cuMemUnmap does not). Never throws.
@@ -168,16 +185,19 @@ void release(const MappedRange& r, bool owner) noexcept {
       logCuda(owner ? cudaFree(r.ptr) : cudaIpcCloseMemHandle(r.ptr), owner ? "cudaFree" : "cudaIpcCloseMemHandle");
       return;
     }
+#if !defined(UCCL_EP_HIP)
     const Driver& d = driver();
     const CUdeviceptr base = reinterpret_cast<CUdeviceptr>(r.ptr);
     if (r.vmm_mapped) logCu(d.cuMemUnmap(base, r.mapped_bytes), "cuMemUnmap");
     if (r.ptr != nullptr) logCu(d.cuMemAddressFree(base, r.mapped_bytes), "cuMemAddressFree");
     if (r.vmm_handle != 0) logCu(d.cuMemRelease(r.vmm_handle), "cuMemRelease");
+#endif
   } catch (const std::exception& e) {
     log().error("uccl-ep shared memory release: {}", e.what());
   }
 }
 
+#if !defined(UCCL_EP_HIP)
 size_t granularity(const CUmemAllocationProp& prop, CUmemAllocationGranularity_flags option, const std::string& who) {
   size_t g = 0;
   UCCL_EP_CU_OR_THROW(driver().cuMemGetAllocationGranularity(&g, &prop, option), "{}: allocation granularity", who);
@@ -222,6 +242,8 @@ std::string formatDomain(const unsigned char (&uuid)[16], unsigned int clique_id
   return all_zero ? "" : fmt::format("{}:{}", hex, clique_id);
 }
 
+#endif  // !UCCL_EP_HIP
+
 }  // namespace
 
 // ---- handle kind -----------------------------------------------------------------------------------------------
@@ -230,10 +252,13 @@ HandleSupport queryHandleSupport(int device) {
   const std::string who = fmt::format("device {} handle support", device);
   DeviceScope scope(device);
   scope.require(who);
-  const Driver& d = driver();
-  const CUdevice dev = cuDevice(device, who);
   HandleSupport s;
   s.device = device;
+#if defined(UCCL_EP_HIP)
+  return s;  // IPC handles only: no VMM, no POSIX-fd or fabric handles
+#else
+  const Driver& d = driver();
+  const CUdevice dev = cuDevice(device, who);
   UCCL_EP_CU_OR_THROW(d.cuDeviceGetAttribute(&s.vmm, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, dev),
                       "{}", who);
   UCCL_EP_CU_OR_THROW(
@@ -242,10 +267,15 @@ HandleSupport queryHandleSupport(int device) {
   UCCL_EP_CU_OR_THROW(d.cuDeviceGetAttribute(&s.fabric, CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED, dev), "{}",
                       who);
   return s;
+#endif
 }
 
 HandleKind chooseHandleKind(bool single_host, int device) {
   const std::optional<HandleKind> requested = memHandleSetting();  // a bad value throws before CUDA is touched
+#if defined(UCCL_EP_HIP)
+  if (requested && *requested != HandleKind::kCudaIpc) hipOnlyIpc(*requested, fmt::format("device {}", device));
+  if (!single_host) hipOnlyIpc(HandleKind::kFabric, fmt::format("device {}, NVLink peers on other hosts", device));
+#endif
   const HandleKind kind = resolveHandleKind(requested, single_host, queryHandleSupport(device));
   log().debug("device {}: NVLink peers share memory through {} handles ({}={}, {})", device, toString(kind),
               kMemHandleEnv, requested ? toString(*requested) : "auto", single_host ? "one host" : "several hosts");
@@ -258,6 +288,10 @@ HandleKind chooseHandleKind(bool single_host, int device) {
 bool fabricHandlesSupported(int device) {
   static std::mutex mu;
   static std::map<int, bool> known;
+#if defined(UCCL_EP_HIP)
+  (void)device;
+  return false;
+#endif
   std::lock_guard<std::mutex> lock(mu);
   if (auto it = known.find(device); it != known.end()) return it->second;
   bool ok = false;
@@ -275,6 +309,10 @@ bool fabricHandlesSupported(int device) {
 }
 
 std::string fabricDomainId(int device) {
+#if defined(UCCL_EP_HIP)
+  (void)device;
+  return "";  // no NVLink fabric, no NVML
+#else
   using InitFn = NvmlReturn (*)();
   using HandleFn = NvmlReturn (*)(const char*, NvmlDevice*);
   using InfoFn = NvmlReturn (*)(NvmlDevice, void*);
@@ -313,6 +351,7 @@ std::string fabricDomainId(int device) {
   } catch (...) {
     return "";
   }
+#endif
 }
 
 // ---- SharedAllocation ------------------------------------------------------------------------------------------
@@ -338,6 +377,9 @@ std::unique_ptr<SharedAllocation> SharedAllocation::create(size_t bytes, int dev
     UCCL_EP_CUDA_OR_THROW(cudaIpcGetMemHandle(&h, r.ptr), "{}", who);
     a->handle_.assign(reinterpret_cast<const char*>(&h), sizeof(h));
   } else {
+#if defined(UCCL_EP_HIP)
+    hipOnlyIpc(kind, who);
+#else
     const Driver& d = driver();
     const CUdevice dev = cuDevice(device, who);
     CUmemAllocationProp prop = vmmProp(dev, kind);
@@ -368,6 +410,7 @@ std::unique_ptr<SharedAllocation> SharedAllocation::create(size_t bytes, int dev
       a->fd_server_ = std::make_unique<FdServer>(fd, fmt::format("rank {}'s shared allocation", rank));
       a->handle_ = a->fd_server_->name();
     }
+#endif
   }
   // Peers read flags in this memory as soon as they map it: zero it, and finish before the blob goes out.
   UCCL_EP_CUDA_OR_THROW(cudaMemset(r.ptr, 0, r.mapped_bytes), "{}: zeroing", who);
@@ -415,6 +458,10 @@ std::unique_ptr<PeerMapping> PeerMapping::open(const std::string& blob, int devi
     UCCL_EP_CUDA_OR_THROW(cudaIpcOpenMemHandle(&r.ptr, h, cudaIpcMemLazyEnablePeerAccess), "{}", who);
     return m;
   }
+#if defined(UCCL_EP_HIP)
+  (void)timeout_ns;  // only fd handles wait for a peer's socket
+  hipOnlyIpc(b.kind, who);
+#else
   const Driver& d = driver();
   const CUdevice dev = cuDevice(device, who);
   const size_t gran = granularity(vmmProp(dev, b.kind), CU_MEM_ALLOC_GRANULARITY_MINIMUM, who);
@@ -438,6 +485,7 @@ std::unique_ptr<PeerMapping> PeerMapping::open(const std::string& blob, int devi
   mapVmm(r, gran, dev, who);
   log().debug("{}: mapped at {}", who, r.ptr);
   return m;
+#endif
 }
 
 PeerMapping::~PeerMapping() { release(range_, /*owner=*/false); }

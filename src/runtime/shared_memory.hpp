@@ -1,7 +1,8 @@
 // GPU memory that peer processes map directly (NVLink / same-GPU loads and stores), through one of three handle
 // kinds: CUDA IPC (cudaMalloc + cudaIpc*, this host only), POSIX fd (driver VMM, the fd passed over a Unix
 // socket, this host only) and fabric (driver VMM with CUmemFabricHandle, across the hosts of an MNNVL domain).
-// Links the CUDA runtime only: driver calls come through cudaGetDriverEntryPointByVersion, NVML through dlopen.
+// Links the CUDA runtime only: driver calls come through cudaGetDriverEntryPointByVersion, NVML through dlopen. A HIP
+// build has CUDA IPC's counterpart only (hipIpc*): asking it for fd or fabric handles raises an error.
 #pragma once
 
 #include <cstddef>
