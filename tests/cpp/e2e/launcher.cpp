@@ -1,5 +1,9 @@
 #include "launcher.hpp"
 
+#if UCCL_EP_E2E_SHM_SWEEP
+#include "transport/fabric/fabric_info.hpp"
+#endif
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -15,6 +19,14 @@
 #include "uccl_ep/util/error.hpp"
 
 namespace uccl::ep::e2e {
+
+size_t sweepDeadRanksShm() {
+#if UCCL_EP_E2E_SHM_SWEEP
+  return transport::fabric::removeStaleShmRegions("/dev/shm");
+#else
+  return 0;
+#endif
+}
 
 std::vector<Outcome> runAll(const std::vector<Launch>& launches, double deadline_s) {
   struct Child {

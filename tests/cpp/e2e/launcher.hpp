@@ -20,6 +20,10 @@ struct Launch {
 // Runs all launches at once; kills any still running after `deadline_s`.
 std::vector<Outcome> runAll(const std::vector<Launch>& launches, double deadline_s);
 
+// Removes the shared-memory regions of ranks that are gone (killed by a fault test), as the next shm transport
+// would at start-up; returns how many. A no-op where the fabric backend is not built.
+size_t sweepDeadRanksShm();
+
 int freeTcpPort();
 
 // Two namespaces joined by a veth pair (10.77.<n>.1 and .2). Torn down by the destructor.
