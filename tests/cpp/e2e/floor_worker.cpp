@@ -120,7 +120,15 @@ int run(const Args& a) {
     for (int it = 0; it < a.iters; ++it) {
       rv.barrier();
       if (a.fault == "stop" && a.rank == a.world - 1) e2e::freezeWithWatchdog();  // others time out
-      const proxy::FloorResult r = floor.run(plan);
+      // A failed run ends the process here, before any destructor: a stopped peer may keep the endpoints' teardown
+      // waiting (seen with shm under TSan), and the failure is what the fault test checks.
+      const proxy::FloorResult r = [&] {
+        try {
+          return floor.run(plan);
+        } catch (const std::exception& e) {
+          die(2, e.what());
+        }
+      }();
       if (!(r.seconds > 0) || r.sends_seconds < 0 || r.writes != plan.writes() || r.bytes != plan.bytes() ||
           r.signals != plan.ops.size()) {
         die(1, fmt::format("{} run {}: {} s, sends {} s, {} writes of {} bytes, {} signals; the plan has {} writes, "
