@@ -2,6 +2,7 @@
 // carveout for every kernel.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <initializer_list>
 #include <stdexcept>
@@ -40,5 +41,23 @@ inline void allowDynamicShared(const void* kernel, size_t bytes) {
               "raising the dynamic shared memory limit");
 #endif
 }
+
+// One kernel's shared memory: the carveout set once (preferMaxShared), and the dynamic limit raised when a launch
+// needs more than any earlier one (allowDynamicShared). Callers keep one per kernel in a function-local static.
+class SharedMemoryLimit {
+ public:
+  explicit SharedMemoryLimit(const void* kernel) : kernel_(kernel) { preferMaxShared({kernel}); }
+  void allow(size_t bytes) {
+    size_t now = allowed_.load(std::memory_order_relaxed);
+    if (bytes <= now) return;
+    allowDynamicShared(kernel_, bytes);
+    while (now < bytes && !allowed_.compare_exchange_weak(now, bytes, std::memory_order_relaxed)) {
+    }
+  }
+
+ private:
+  const void* kernel_;
+  std::atomic<size_t> allowed_{0};
+};
 
 }  // namespace uccl::ep::kernels

@@ -293,14 +293,8 @@ void launchCombine(const Context& ctx, const CombineArgs& args, Phase phase, voi
   // Dynamic shared memory: the receive part's counts and entries.
   const size_t shm =
       hasRecv(phase) ? slotSharedBytes(ctx.layout.num_experts, maxShare(args.num_tokens, parts.recv)) : 0;
-  static size_t allowed = [] {
-    preferMaxShared({reinterpret_cast<const void*>(&combine)});
-    return size_t{0};
-  }();
-  if (shm > allowed) {
-    allowDynamicShared(reinterpret_cast<const void*>(&combine), shm);
-    allowed = shm;
-  }
+  static SharedMemoryLimit limit(reinterpret_cast<const void*>(&combine));
+  limit.allow(shm);
   combine<<<parts.grid(phase), kThreads, shm, static_cast<gpuStream_t>(stream)>>>(ctx, args, phase);
   checkLaunch(gpuGetLastError(), "low-latency combine");
 }

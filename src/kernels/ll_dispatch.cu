@@ -274,14 +274,8 @@ void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, v
   // Dynamic shared memory: the send part's counts and entries, or the receive part's counts[R] and begins[R].
   size_t shm = hasSend(phase) ? slotSharedBytes(ctx.layout.num_experts, maxShare(args.num_tokens, parts.send)) : 0;
   if (hasRecv(phase)) shm = std::max(shm, sizeof(int) * 2 * static_cast<size_t>(ctx.layout.num_ranks));
-  static size_t allowed = [] {
-    preferMaxShared({reinterpret_cast<const void*>(&dispatch)});
-    return size_t{0};
-  }();
-  if (shm > allowed) {
-    allowDynamicShared(reinterpret_cast<const void*>(&dispatch), shm);
-    allowed = shm;
-  }
+  static SharedMemoryLimit limit(reinterpret_cast<const void*>(&dispatch));
+  limit.allow(shm);
   dispatch<<<parts.grid(phase), kThreads, shm, static_cast<gpuStream_t>(stream)>>>(ctx, args, phase);
   checkLaunch(gpuGetLastError(), "low-latency dispatch");
 }
