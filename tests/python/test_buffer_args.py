@@ -6,6 +6,7 @@ import torch
 
 import uccl.ep as ep
 from uccl.ep import Buffer, EventOverlap, utils
+from uccl.ep import _low_latency as ll_module
 from uccl.ep import buffer as buffer_module
 
 
@@ -300,9 +301,9 @@ def test_local_buffer_tensor_argument_types(kwargs, name):
 
 
 def test_receive_hook_runs_once(monkeypatch):
-    monkeypatch.setattr(buffer_module, "_current_stream", lambda device_index: 77)
+    monkeypatch.setattr(ll_module, "_current_stream", lambda device_index: 77)
     ran = []
-    hook = buffer_module._RecvHook(_quiet_buffer(), ran.append, (torch.zeros(1),))
+    hook = ll_module._RecvHook(_quiet_buffer(), ran.append, (torch.zeros(1),))
     hook()
     assert ran == [77]
     with pytest.raises(RuntimeError, match="already ran"):
@@ -338,7 +339,7 @@ def test_a_second_thread_inside_a_call_raises_instead_of_racing():
     with pytest.raises(RuntimeError, match="another thread is inside a call on this Buffer"):
         b.get_local_buffer_tensor(torch.float32, (4,))
     with pytest.raises(RuntimeError, match="another thread is inside a call"):
-        buffer_module._RecvHook(b, lambda stream: None, ())()
+        ll_module._RecvHook(b, lambda stream: None, ())()
     release.set()
     t.join(10)
     assert first == ["held call ends"]

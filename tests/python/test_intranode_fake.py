@@ -89,14 +89,14 @@ class FakeCuda:
 
 def install_fake_cuda(setattr_=setattr) -> FakeCuda:
     """Points torch.cuda's stream/event functions at stand-ins (setattr_: monkeypatch.setattr in tests), and
-    uccl.ep.buffer's current-stream accessor (the low-latency calls' raw handle) at the same current stream."""
-    from uccl.ep import buffer as buffer_module
+    uccl.ep._low_latency's current-stream accessor (the low-latency calls' raw handle) at the same current stream."""
+    from uccl.ep import _low_latency as ll_module
     fc = FakeCuda()
     for name, value in (("Event", FakeEvent), ("Stream", FakeStream), ("current_stream", fc.current_stream),
                         ("stream", fc.stream), ("synchronize", lambda *a, **k: None),
                         ("is_current_stream_capturing", lambda: False)):
         setattr_(torch.cuda, name, value)
-    setattr_(buffer_module, "_current_stream", lambda device_index: fc.current_stream().cuda_stream)
+    setattr_(ll_module, "_current_stream", lambda device_index: fc.current_stream().cuda_stream)
     return fc
 
 

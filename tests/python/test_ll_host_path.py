@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from uccl.ep import _validate as V
-from uccl.ep import buffer as buffer_module
+from uccl.ep import _low_latency as ll_module
 from ll_stand_in import make_ll_buffer
 from test_intranode_fake import FakeEvent, FakeStream
 
@@ -107,12 +107,12 @@ def test_the_spies_catch_a_read_or_a_sync_in_the_path(ll_buffer, no_host_reads, 
     *_, handle, _, _ = dispatch(buf, x, idx)
     combine(buf, handle, idx, w)  # the sizes are known: the next combine takes the cheap checks
     if inject == "sync in the stream lookup":
-        stream_of = buffer_module._current_stream
-        monkeypatch.setattr(buffer_module, "_current_stream",
+        stream_of = ll_module._current_stream
+        monkeypatch.setattr(ll_module, "_current_stream",
                             lambda index: (torch.cuda.synchronize(), stream_of(index))[1])
     else:
-        fits = buffer_module._fits
-        monkeypatch.setattr(buffer_module, "_fits", lambda t, *a: (t.tolist(), fits(t, *a))[1])
+        fits = ll_module._fits
+        monkeypatch.setattr(ll_module, "_fits", lambda t, *a: (t.tolist(), fits(t, *a))[1])
     with pytest.raises(AssertionError, match="read tensor data on the host or synchronized"):
         combine(buf, handle, idx, w)
 
@@ -296,7 +296,7 @@ def test_outputs_keep_the_api_layout_from_either_allocator(ll_buffer, monkeypatc
             return torch.empty_strided(size, stride, dtype=dtype)
 
         monkeypatch.setattr(st, "fast_empty", fast_empty)
-        monkeypatch.setattr(buffer_module, "_cuda_device", lambda: st.device_index)
+        monkeypatch.setattr(ll_module, "_cuda_device", lambda: st.device_index)
     x, idx, w = inputs()
     hidden = 512
     x = _bf16(M, hidden)
@@ -314,7 +314,7 @@ def test_outputs_keep_the_api_layout_from_either_allocator(ll_buffer, monkeypatc
     combined, _, _ = buf.low_latency_combine(_bf16(El, RM, hidden), idx, w, handle)
     assert (combined.shape, combined.dtype, combined.is_contiguous()) == ((M, hidden), torch.bfloat16, True)
     assert len(fast) == (0 if allocator == "torch.empty_strided" else 6)
-    monkeypatch.setattr(buffer_module, "_cuda_device", lambda: st.device_index + 1)  # another device is current
+    monkeypatch.setattr(ll_module, "_cuda_device", lambda: st.device_index + 1)  # another device is current
     buf.low_latency_dispatch(x, idx, M, E, use_fp8=True)
     assert len(fast) == (0 if allocator == "torch.empty_strided" else 6)  # torch's public entry, on the buffer's
 
@@ -348,9 +348,9 @@ def test_low_latency_calls_take_the_current_stream_unless_ordering_needs_the_com
     which waits for the earlier calls' stream too: two low-latency kernels of one Buffer never run at once."""
     buf, rt = ll_buffer
     current = {"s": 11}
-    monkeypatch.setattr(buffer_module, "_current_stream", lambda index: current["s"])
+    monkeypatch.setattr(ll_module, "_current_stream", lambda index: current["s"])
     waits = []
-    monkeypatch.setattr(buffer_module, "_stream_waits", lambda waiter, waited, index: waits.append((waiter, waited)))
+    monkeypatch.setattr(ll_module, "_stream_waits", lambda waiter, waited, index: waits.append((waiter, waited)))
     buf._comm_stream.cuda_stream = 99  # the comm stream's handle, before the first call reads it
     x, idx, w = inputs()
 

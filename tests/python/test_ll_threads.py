@@ -13,7 +13,6 @@ import time
 import pytest
 
 from uccl.ep import Buffer
-from uccl.ep import buffer as buffer_module
 from ll_stand_in import make_ll_buffer
 from test_ll_host_path import combine, dispatch, inputs, launched
 
