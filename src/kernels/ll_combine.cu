@@ -14,6 +14,7 @@
 //          counts once. The last block to finish resets the flags.
 #include "kernels/launch.hpp"
 #include "kernels/ll_device.cuh"
+#include "kernels/ll_timeline.cuh"
 #include "kernels/logfmt.hpp"
 #include "uccl_ep/platform/numeric.hpp"
 
@@ -109,6 +110,7 @@ __device__ void combineSend(const Context& ctx, const CombineArgs& a, int b, int
     staging |= pairSends(ctx, a, q) && ctx.peer_gpu_base[q.src] == nullptr;
   }
   if (!stagingFree(ctx, staging, kOpCombineSend)) return;
+  timeline::mark(1);
 
   const size_t rows_per_expert = static_cast<size_t>(R) * L.max_tokens;
   const int vectors = L.hidden * 2 / 16;  // a BF16 row, in 16-byte vectors
@@ -144,8 +146,10 @@ __device__ void combineSend(const Context& ctx, const CombineArgs& a, int b, int
   // As in the dispatch: the barrier and thread 0's system-scope fence order every row of the block before the
   // signals, which the block's threads then send in parallel.
   __syncthreads();
+  timeline::mark(2);
   if (threadIdx.x == 0) __threadfence_system();
   __syncthreads();
+  timeline::mark(3);
   for (int p = b + blocks * static_cast<int>(threadIdx.x); p < P; p += stride) {
     const Pair q = pairAt(ctx, a, p);
     if (!pairSends(ctx, a, q)) continue;
@@ -158,6 +162,7 @@ __device__ void combineSend(const Context& ctx, const CombineArgs& a, int b, int
                 static_cast<size_t>(q.count) * L.row_bytes, sig, 1, kOpCombineSend, expert);
     }
   }
+  timeline::mark(4);
 }
 
 // The flag word of expert e (whose rank is src) for this rank, in this half.
@@ -174,6 +179,7 @@ __device__ void combineRecv(const Context& ctx, const CombineArgs& a, int b, int
   Entry* entries = reinterpret_cast<Entry*>(shm + countsBytes(E));
   const int t0 = shareBegin(T, b, G), t1 = shareBegin(T, b + 1, G);
   slotEntries(a.topk_idx, T, K, E, t0, t1, counts, entries);
+  timeline::mark(5);
 
   // Each entry's row: this rank's own output (self, BF16), or combine_recv once its expert's flag is up.
   const size_t half_off = L.halfOffset(ctx.half);
@@ -210,6 +216,7 @@ __device__ void combineRecv(const Context& ctx, const CombineArgs& a, int b, int
     }
   }
   __syncthreads();
+  timeline::mark(6);
 
   const int lane = platform::laneId();
   const int steps = (L.hidden + kChannelsPerStep - 1) / kChannelsPerStep;
@@ -259,6 +266,7 @@ __device__ void combineRecv(const Context& ctx, const CombineArgs& a, int b, int
   // resets before anything a later kernel does.
   __shared__ bool last;
   __syncthreads();
+  timeline::mark(7);
   if (threadIdx.x == 0) {
     __threadfence();
     last = atomicAdd(reinterpret_cast<unsigned*>(ctx.scratch + kRecvBlocksDone), 1u) == static_cast<unsigned>(G - 1);
@@ -280,10 +288,14 @@ UCCL_EP_HOST_DEVICE Parts combineParts(const Context& ctx, int num_tokens) {
 
 __global__ void __launch_bounds__(kThreads) combine(Context ctx, CombineArgs a, Phase phase) {
   extern __shared__ __align__(16) uint8_t shm[];
+  timeline::mark(0);
   const Parts parts = combineParts(ctx, a.num_tokens);
   if (hasSend(phase) && static_cast<int>(blockIdx.x) < parts.send) combineSend(ctx, a, blockIdx.x, parts.send);
   const int r = recvIndex(parts, phase);
   if (r >= 0) combineRecv(ctx, a, r, parts.recv, shm);
+  static constexpr const char* kNames[timeline::kPhases] = {"start", "staging free", "copied", "fenced",
+                                                            "signalled", "slots", "flags", "reduced"};
+  timeline::finish("combine", kNames);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include "kernels/launch.hpp"
 #include "kernels/ll_device.cuh"
+#include "kernels/ll_timeline.cuh"
 #include "uccl_ep/platform/numeric.hpp"
 
 namespace uccl::ep::kernels::ll {
@@ -121,6 +122,7 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   if (b == 0) checkExpertIds(ctx, a.topk_idx, T, K, kOpDispatchSend);  // masked or not
   const int t0 = shareBegin(T, b, blocks), t1 = shareBegin(T, b + 1, blocks);
   slotEntries(a.topk_idx, T, K, E, t0, t1, counts, entries);
+  timeline::mark(1);
 
   // Each entry's message: in the receiver's buffer (NVLink peer) or in the expert's staging run (proxy peer).
   const size_t half_off = L.halfOffset(ctx.half);
@@ -138,6 +140,7 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
     staging |= peer == nullptr;
   }
   if (!stagingFree(ctx, staging, kOpDispatchSend)) return;  // also the barrier after the destinations
+  timeline::mark(2);
 
   const uint16_t* x = static_cast<const uint16_t*>(a.x);
   if (a.use_fp8) {
@@ -150,8 +153,10 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   // (second barrier). The block whose add completes an expert fences again, so every block's messages of that
   // expert are ordered before its signal, for observers on other GPUs and the host (the proxy).
   __syncthreads();
+  timeline::mark(3);
   if (threadIdx.x == 0) __threadfence_system();
   __syncthreads();
+  timeline::mark(4);
   unsigned* done = doneCounts(ctx);
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
     const Entry en = entries[i];
@@ -164,6 +169,7 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   for (int e = b + blocks * static_cast<int>(threadIdx.x); e < E; e += blocks * static_cast<int>(blockDim.x)) {
     if (expertTotal(counts, e) == 0) signalExpert(ctx, e, 0);
   }
+  timeline::mark(5);
 }
 
 // Block r of G: local experts r, r + G, ...; shm holds counts[R] and begins[R].
@@ -205,6 +211,7 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
       counts[s] = c;
     }
     __syncthreads();
+    timeline::mark(6);
     if (threadIdx.x == 0) {
       int acc = 0;
       for (int s = 0; s < R; ++s) {
@@ -247,6 +254,7 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
     }
     __syncthreads();  // counts and begins are reused by the next expert
   }
+  timeline::mark(7);
 }
 
 UCCL_EP_HOST_DEVICE Parts dispatchParts(const Context& ctx, int num_tokens) {
@@ -258,6 +266,7 @@ UCCL_EP_HOST_DEVICE Parts dispatchParts(const Context& ctx, int num_tokens) {
 
 __global__ void __launch_bounds__(kThreads) dispatch(Context ctx, DispatchArgs a, Phase phase) {
   extern __shared__ __align__(16) uint8_t shm[];
+  timeline::mark(0);
   const Parts parts = dispatchParts(ctx, a.num_tokens);
   if (hasSend(phase) && static_cast<int>(blockIdx.x) < parts.send) dispatchSend(ctx, a, blockIdx.x, parts.send, shm);
   const int r = recvIndex(parts, phase);
@@ -265,6 +274,9 @@ __global__ void __launch_bounds__(kThreads) dispatch(Context ctx, DispatchArgs a
     __syncthreads();  // the send part is done with the shared memory
     dispatchRecv(ctx, a, r, parts.recv, reinterpret_cast<int*>(shm));
   }
+  static constexpr const char* kNames[timeline::kPhases] = {"start", "slots", "dests", "stored", "fenced",
+                                                            "signalled", "counts", "copied"};
+  timeline::finish("dispatch", kNames);
 }
 
 }  // namespace
