@@ -156,7 +156,7 @@ __device__ void combineSend(const Context& ctx, const CombineArgs& a, int b, int
     const int expert = ctx.rank * L.experts_per_rank + q.el;
     const size_t sig = static_cast<size_t>(ctx.half) * L.signals_per_half + L.combineFlag(expert);
     if (ctx.peer_gpu_base[q.src] != nullptr) {
-      platform::fetchAddRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[q.src] + sig), 1);
+      platform::addRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[q.src] + sig), 1);
     } else {
       proxySend(ctx, p, q.src, half_off + L.combineSend(q.el, q.begin), half_off + L.combineRecv(expert, 0),
                 static_cast<size_t>(q.count) * L.row_bytes, sig, 1, kOpCombineSend, expert);

@@ -79,6 +79,18 @@ __device__ inline uint64_t waitNonZero(int64_t* w, uint64_t timeout_ns, uint64_t
   return v;
 }
 
+// Waits until *w holds a complete NVLink dispatch count (ll_layout.hpp: nvlCountDone); returns the last value read,
+// complete or not after the timeout. *waited: the time spent.
+__device__ inline uint64_t waitNvlCount(int64_t* w, uint64_t timeout_ns, uint64_t* waited) {
+  const uint64_t start = platform::nowNs();
+  uint64_t v;
+  while (!nvlCountDone(v = platform::loadAcquire<Scope::kSystem>(word(w)))) {
+    if (platform::nowNs() - start > timeout_ns) break;
+  }
+  *waited = platform::nowNs() - start;
+  return v;
+}
+
 // A peer's signal word timed out: masked with enable_shrink, an error naming it otherwise.
 __device__ inline void peerTimedOut(const Context& ctx, int op, int peer, int expert) {
   if (ctx.enable_shrink) {

@@ -5,10 +5,12 @@
 //          its tokens' slots (slotEntries), then its warps take (token, step) items: a warp reads one step of the
 //          token's row once, casts it to FP8 once (when asked), and stores it, 16 bytes a lane, into every message of
 //          that token: straight into the receiver's GPU buffer for NVLink peers, into the expert's local staging run
-//          for proxy peers. Once the block's stores are fenced it adds its tokens to each expert's done count
-//          (scratch); the block that completes an expert sends the expert's count + 1: a system-scope add for an NVLink
-//          peer, a WRITE of the staging run plus a SIGNAL for a proxy peer. Block b sends count 0 to the experts e with
-//          e % blocks == b that no token picked. Every byte is read once and crosses NVLink once; no block waits.
+//          for proxy peers. Once the block's stores are fenced, each message to an NVLink peer announces itself with
+//          one add to the receiver's count word (ll_layout.hpp: the slot-0 message also carries the count), so no
+//          block waits for another. For a proxy peer the block adds its tokens to the expert's done count (scratch),
+//          and the block that completes the expert sends a WRITE of the staging run plus a SIGNAL of count + 1.
+//          Block b sends count 0 to the experts e with e % blocks == b that no token picked. Every byte is read once
+//          and crosses NVLink once; no block waits.
 // receive  blocks over local experts: waits for every source's count, lays the rows out by source rank
 //          (layout_range), copies them into recv_x / scales / src_info in pieces spread over the warps, and resets
 //          the count words.
@@ -98,17 +100,27 @@ __device__ void storeRows(const Entry* entries, int K, const uint16_t* x, int hi
   }
 }
 
-// Sends expert e its count (count + 1 into its dispatch_count word for this rank). One thread; for count > 0 every
-// message of e is fenced before this call.
-__device__ void signalExpert(const Context& ctx, int e, int count) {
+// This rank's dispatch_count word at expert e, in this half.
+__device__ __forceinline__ size_t countSignal(const Context& ctx, int e) {
+  const Layout& L = ctx.layout;
+  return static_cast<size_t>(ctx.half) * L.signals_per_half + L.dispatchCount(e % L.experts_per_rank, ctx.rank);
+}
+
+// Adds `value` to this rank's count word at expert e on its NVLink peer (ll_layout.hpp: nvlCountAdd). One thread;
+// the message it stands for is fenced before this call. Not waited for.
+__device__ __forceinline__ void addNvlCount(const Context& ctx, int e, uint64_t value) {
+  const int dst = e / ctx.layout.experts_per_rank;
+  if (masked(ctx, dst)) return;
+  platform::addRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[dst] + countSignal(ctx, e)), value);
+}
+
+// Sends expert e, reached through the proxy, its count: a WRITE of its staging run, then count + 1 into its
+// dispatch_count word for this rank. One thread; for count > 0 every message of e is fenced before this call.
+__device__ void signalProxyExpert(const Context& ctx, int e, int count) {
   const Layout& L = ctx.layout;
   const int dst = e / L.experts_per_rank, el = e % L.experts_per_rank;
   if (masked(ctx, dst)) return;
-  const size_t sig = static_cast<size_t>(ctx.half) * L.signals_per_half + L.dispatchCount(el, ctx.rank);
-  if (ctx.peer_gpu_base[dst] != nullptr) {
-    platform::fetchAddRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[dst] + sig), uint64_t(count) + 1);
-    return;
-  }
+  const size_t sig = countSignal(ctx, e);
   const size_t half_off = L.halfOffset(ctx.half);
   proxySend(ctx, e, dst, half_off + L.dispatchStaging(e, 0), half_off + L.dispatchRecv(el, ctx.rank, 0),
             static_cast<size_t>(count) * L.msg_bytes, sig, count + 1, kOpDispatchSend, e);
@@ -149,9 +161,10 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
     storeRows<false>(entries, K, x, L.hidden, t0, t1, a.round_scale);
   }
 
-  // The barrier orders the block's stores before thread 0's system-scope fence, and the fence before the done adds
-  // (second barrier). The block whose add completes an expert fences again, so every block's messages of that
-  // expert are ordered before its signal, for observers on other GPUs and the host (the proxy).
+  // The barrier orders the block's stores before thread 0's system-scope fence, and the fence before the count adds
+  // and the done adds (second barrier). Through the proxy, the block whose done add completes an expert fences
+  // again, so every block's messages of that expert are ordered before its signal, for observers on other GPUs and
+  // the host (the proxy).
   __syncthreads();
   timeline::mark(3);
   if (threadIdx.x == 0) __threadfence_system();
@@ -161,13 +174,24 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
     const Entry en = entries[i];
     if (en.expert < 0 || en.repeat) continue;
+    if (ctx.peer_gpu_base[en.expert / L.experts_per_rank] != nullptr) {
+      addNvlCount(ctx, en.expert, nvlCountAdd(en.slot == 0, en.total));
+      continue;
+    }
     if (atomicAdd(&done[en.expert], 1u) + 1u != static_cast<unsigned>(en.total)) continue;
-    atomicExch(&done[en.expert], 0u);  // the expert's last token: no other block adds to it again in this call
     __threadfence_system();
-    signalExpert(ctx, en.expert, en.total);
+    signalProxyExpert(ctx, en.expert, en.total);
+    // The expert's last token: no other block adds to its done count again in this call, and the kernel's end
+    // orders this reset before the next call's adds. A plain store after the signal: nothing waits for it.
+    platform::storeRelaxed<Scope::kDevice>(&done[en.expert], 0u);
   }
   for (int e = b + blocks * static_cast<int>(threadIdx.x); e < E; e += blocks * static_cast<int>(blockDim.x)) {
-    if (expertTotal(counts, e) == 0) signalExpert(ctx, e, 0);
+    if (expertTotal(counts, e) != 0) continue;
+    if (ctx.peer_gpu_base[e / L.experts_per_rank] != nullptr) {
+      addNvlCount(ctx, e, nvlCountAdd(true, 0, /*message=*/false));
+    } else {
+      signalProxyExpert(ctx, e, 0);
+    }
   }
   timeline::mark(5);
 }
@@ -193,13 +217,14 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
     for (int s = threadIdx.x; s < R; s += blockDim.x) {
       int c = 0;
       if (!masked(ctx, s)) {
-        int64_t* w = (ctx.peer_gpu_base[s] ? ctx.gpu_signals : ctx.rdma_signals) + half_sig + L.dispatchCount(el, s);
+        const bool nvl = ctx.peer_gpu_base[s] != nullptr;  // the count word's encoding (ll_layout.hpp)
+        int64_t* w = (nvl ? ctx.gpu_signals : ctx.rdma_signals) + half_sig + L.dispatchCount(el, s);
         uint64_t waited = 0;
-        const uint64_t v = waitNonZero(w, ctx.timeout_ns, &waited);
-        if (v == 0) {
+        const uint64_t v = nvl ? waitNvlCount(w, ctx.timeout_ns, &waited) : waitNonZero(w, ctx.timeout_ns, &waited);
+        if (nvl ? !nvlCountDone(v) : v == 0) {
           peerTimedOut(ctx, kOpDispatchRecv, s, expert);
         } else {
-          c = static_cast<int>(v - 1);
+          c = nvl ? nvlCount(v) : static_cast<int>(v - 1);
           // Read once per use: the sender adds to it again only two calls later, after this kernel has ended.
           platform::storeRelaxed<Scope::kSystem>(word(w), 0);
         }

@@ -33,7 +33,13 @@
 // 10-bit log format (kLogfmtGroupBytes per 128 channels).
 //
 // Signal words (int64, separate from the data; see runtime/buffer.hpp for where they live), per half:
-//   dispatch_count [E_local][R]   source s adds (count + 1) once its rows for local expert e have landed
+//   dispatch_count [E_local][R]   source s's count for local expert e, in one of two encodings, by path:
+//                                 through the proxy, s adds (count + 1) once all its rows have landed (one WRITE
+//                                 of the run, then one SIGNAL); over NVLink, each message adds 1 once it has
+//                                 landed, and the message at slot 0 also adds (count + 1) << 32 (for count 0, the
+//                                 block that owns the expert adds 1 << 32 alone): complete once the high half is
+//                                 the low half + 1 (nvlCountAdd / nvlCountDone below). No sender block waits for
+//                                 another: the NVLink words need no grid-wide "last block" step.
 //   combine_flag   [E]            expert e's rank adds 1 once its rows for this rank have landed
 // The receiver resets each word to 0 after reading it, before its next use by the same sender two calls later.
 #pragma once
@@ -94,6 +100,17 @@ struct Layout {
   }
   UCCL_EP_HOST_DEVICE size_t combineFlag(int expert) const { return combine_flag_index + static_cast<size_t>(expert); }
 };
+
+// The NVLink dispatch count word (see the layout above): what one message adds (`first`: it holds slot 0 of its
+// expert, whose rank sent `count` messages in all; count 0: the add that stands for no message), and whether a word
+// holds a complete count (then the count is its low half).
+UCCL_EP_HOST_DEVICE constexpr uint64_t nvlCountAdd(bool first, int count, bool message = true) {
+  return (first ? (static_cast<uint64_t>(count) + 1) << 32 : 0) + (message ? 1 : 0);
+}
+UCCL_EP_HOST_DEVICE constexpr bool nvlCountDone(uint64_t word) {
+  return (word >> 32) != 0 && (word & 0xffffffffu) + 1 == (word >> 32);
+}
+UCCL_EP_HOST_DEVICE constexpr int nvlCount(uint64_t word) { return static_cast<int>(word & 0xffffffffu); }
 
 constexpr size_t fp8MessagePayload(int hidden) { return static_cast<size_t>(hidden) + hidden / kChannelsPerScale * 4; }
 constexpr size_t bf16RowBytes(int hidden) { return static_cast<size_t>(hidden) * 2; }

@@ -193,6 +193,21 @@ UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE uint64_t fetchAddRelaxed(uint64_t* p, ui
 #endif
 }
 
+// *p += v without reading the old value back: on CUDA a reduction (`red`), which the issuing thread does not wait
+// for, where fetchAddRelaxed (`atom`) waits for the reply (a round trip over NVLink for a peer's word). Signals use it.
+template <Scope S = Scope::kDevice>
+UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE void addRelaxed(uint64_t* p, uint64_t v) {
+#if UCCL_EP_DEVICE_PASS && defined(UCCL_EP_CUDA)
+  if constexpr (S == Scope::kSystem) {
+    asm volatile("red.relaxed.sys.global.add.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+  } else {
+    asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+  }
+#else
+  (void)fetchAddRelaxed<S>(p, v);
+#endif
+}
+
 // Raises *p to at least v. Used for the producer-side cached copy of the consumer tail, which only grows.
 template <Scope S = Scope::kDevice>
 UCCL_EP_HOST_DEVICE UCCL_EP_FORCEINLINE void fetchMaxRelaxed(uint64_t* p, uint64_t v) {

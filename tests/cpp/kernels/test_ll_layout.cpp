@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "../runtime/message_of.hpp"
 #include "kernels/ll_layout.hpp"
@@ -135,6 +138,27 @@ TEST(LowLatencyLayout, TheLargestShapesDoNotWrap) {
       static_cast<unsigned __int128>(E) * kMaxTokensPerRank * std::max(messageBytes(kMaxHidden), rowBytes(kMaxHidden));
   EXPECT_GE(static_cast<unsigned __int128>(hint), 4 * region);
   EXPECT_LT(static_cast<unsigned __int128>(hint), 4 * region + 512);
+}
+
+// The NVLink dispatch count word: whatever order the adds of one (expert, source) pair land in, the word reads
+// complete only once all of them have landed, and then holds the count; a count of 0 is one add.
+TEST(LowLatencyLayout, NvlinkCountWordIsCompleteOnlyAfterEveryAdd) {
+  std::mt19937 rng(7);
+  for (int count : {0, 1, 2, 7, 1024, kMaxTokensPerRank}) {
+    std::vector<uint64_t> adds;
+    if (count == 0) adds.push_back(nvlCountAdd(true, 0, /*message=*/false));
+    for (int slot = 0; slot < count; ++slot) adds.push_back(nvlCountAdd(slot == 0, count));
+    for (int trial = 0; trial < 20; ++trial) {
+      std::shuffle(adds.begin(), adds.end(), rng);
+      uint64_t word = 0;
+      for (size_t i = 0; i < adds.size(); ++i) {
+        EXPECT_FALSE(nvlCountDone(word)) << "count " << count << " after " << i << " of " << adds.size() << " adds";
+        word += adds[i];
+      }
+      ASSERT_TRUE(nvlCountDone(word)) << "count " << count;
+      EXPECT_EQ(nvlCount(word), count);
+    }
+  }
 }
 
 }  // namespace
