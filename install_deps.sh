@@ -52,12 +52,16 @@ REQUIRED=(
   rdma-core libibverbs-dev libfabric-dev libfabric-bin
   # libraries
   libspdlog-dev libfmt-dev libnuma-dev pybind11-dev python3-pybind11
+  # the C++ benches: options (CLI11) and --json results (nlohmann/json), both header-only
+  libcli11-dev nlohmann-json3-dev
   # the Python package (uccl.ep._C through setup.py / CMake; pip install --no-build-isolation uses these)
   python3-dev python3-setuptools python3-pip python3-wheel
   # the wheel check in CI: a fresh virtual environment, readelf of the module
   python3-venv binutils
   # tests (python3-torch: the CPU build of torch that tests/python runs on)
   googletest libgtest-dev libgmock-dev iproute2 python3 python3-pytest python3-numpy python3-torch
+  # scripts/plot_results.py (bench figures against the rank count, PNG)
+  python3-matplotlib
 )
 # Installed where the distribution carries them, skipped with a message elsewhere.
 # hipcc + libamdhip64-dev drive the HIP compile check (Debian 12 ships hipcc 5.2.3).

@@ -3,12 +3,14 @@
 its own (packaging/deep_ep), installed on request, so that uccl-ep never overwrites a real DeepEP.
 
 Environment:
-  UCCL_EP_WHEEL_TARGET         cu12, cu13 or cpu (rocm: not buildable yet); the version says it (0.1.0+cu13).
+  UCCL_EP_WHEEL_TARGET         cu12, cu13, rocm or cpu; the version says it (0.1.0+cu13, 0.1.0+rocm).
   UCCL_EP_CUDA_ARCHS           GPU architectures, CMake style ("80;90;100", "90a"); else TORCH_CUDA_ARCH_LIST in
                                torch's style ("8.0;9.0+PTX", "9.0a 10.0"); else sm_80 and sm_90, plus sm_100 where
                                the CUDA release has it (12.8 and later). `python3 setup.py show_target` prints the choice.
                                Unset: the CUDA major of the nvcc found (CUDACXX, PATH, $CUDA_HOME/bin, /usr/local/cuda/bin);
                                no nvcc is an error, never a silent CPU-only package: ask for cpu by name.
+  UCCL_EP_ROCM_ARCHS           rocm: AMD targets ("gfx942;gfx950", "gfx90a"); else PYTORCH_ROCM_ARCH (torch's name);
+                               else gfx942 and gfx950. rocm needs hipcc (HIPCC, PATH, /opt/rocm/bin).
   CMAKE_ARGS                   extra CMake configure arguments (split like a shell would)
   UCCL_EP_SPDLOG_INCLUDE_DIR   folder with spdlog/ and fmt/ headers, for machines without libspdlog/libfmt
                                (sets -DUCCL_EP_SPDLOG_HEADER_ONLY=ON)
@@ -67,6 +69,27 @@ def cuda_archs(release: tuple) -> list:
     return archs
 
 
+def find_hipcc():
+    """The hipcc of a rocm build: HIPCC, hipcc on PATH, /opt/rocm/bin/hipcc; or None."""
+    candidates = [os.environ.get("HIPCC", ""), shutil.which("hipcc") or "", "/opt/rocm/bin/hipcc"]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def rocm_archs() -> list:
+    """AMD targets: UCCL_EP_ROCM_ARCHS, else PYTORCH_ROCM_ARCH, else gfx942 and gfx950 (MI300, MI355)."""
+    for name in ("UCCL_EP_ROCM_ARCHS", "PYTORCH_ROCM_ARCH"):
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            break
+    else:
+        return ["gfx942", "gfx950"]
+    archs = [a for a in re.split(r"[;,\s]+", raw) if a]
+    bad = [a for a in archs if not re.fullmatch(r"gfx[0-9a-f]{3,4}(:[a-z]+[+-])*", a)]
+    if bad or not archs:
+        raise RuntimeError(f"{name}={raw!r}: expected AMD targets like gfx942;gfx950, got {bad or 'none'}")
+    return archs
+
+
 def wheel_target() -> tuple:
     """(target, CMake arguments for it). Raises with what to do when the build cannot give what was asked."""
     target = os.environ.get("UCCL_EP_WHEEL_TARGET", "").strip()
@@ -75,8 +98,11 @@ def wheel_target() -> tuple:
     if target == "cpu":
         return "cpu", ["-DUCCL_EP_CUDA=OFF"]
     if target == "rocm":
-        raise RuntimeError("UCCL_EP_WHEEL_TARGET=rocm: the runtime and the Python module do not build for HIP yet "
-                           "(only the kernels are compile-checked); build cu12, cu13 or cpu")
+        hipcc = find_hipcc()
+        if hipcc is None:
+            raise RuntimeError("UCCL_EP_WHEEL_TARGET=rocm: no hipcc found in HIPCC, on PATH or in /opt/rocm/bin")
+        return "rocm", ["-DUCCL_EP_GPU=hip", f"-DHIPCC_EXECUTABLE={hipcc}",
+                        f"-DUCCL_EP_HIP_ARCH={';'.join(rocm_archs())}"]
     nvcc = find_nvcc()
     if nvcc is None:
         raise RuntimeError("uccl-ep: no CUDA compiler (nvcc) found in CUDACXX, on PATH, in $CUDA_HOME/bin or "

@@ -10,7 +10,8 @@
 // Every GPU spin has a timeout; a stall names the ring or counter and the position, and the run fails.
 //
 // Usage: gpu_ring_bench [--threads 4] [--rings 8] [--warps 528] [--descriptors 4194304] [--op nop|write]
-//                       [--capacity-log2 10] [--iters 10000] [--timeout-ms 10000]
+//                       [--capacity-log2 10] [--iters 10000] [--timeout-ms 10000] [--json PATH]
+// (the command line: gpu_ring_bench_main.cpp; --help says more)
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -112,13 +113,13 @@ __global__ void pingPong(uint64_t* ping, uint64_t* pong, uint32_t iters, uint64_
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "gpu_ring_bench.hpp"
 #include "runtime/gpu_ring.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 
@@ -127,16 +128,7 @@ __global__ void pingPong(uint64_t* ping, uint64_t* pong, uint32_t iters, uint64_
 namespace uccl::ep::bench {
 namespace {
 
-struct Options {
-  int threads = 4;
-  uint32_t rings = 8;
-  uint32_t warps = 132 * 4;
-  uint64_t descriptors = uint64_t{1} << 22;
-  uint32_t capacity_log2 = 10;
-  bool write = false;
-  uint32_t iters = 10000;
-  uint64_t timeout_ns = 10ull * 1000 * 1000 * 1000;
-};
+using Options = GpuRingOptions;
 
 using runtime::DeviceArray;
 using runtime::GpuRing;
@@ -264,7 +256,7 @@ Latency summarize(const std::vector<uint64_t>& all, size_t warmup) {
   return {s[s.size() / 2] * 1e-3, s[std::min(s.size() - 1, s.size() * 99 / 100)] * 1e-3};
 }
 
-constexpr size_t kWarmup = 100;
+constexpr size_t kWarmup = kGpuRingWarmup;
 
 Latency signalLatency(const Options& o) {
   constexpr uint32_t kCounters = 1024;
@@ -317,38 +309,9 @@ Latency pingPongLatency(const Options& o) {
   return summarize(h, kWarmup);
 }
 
-Options parse(int argc, char** argv) {
-  Options o;
-  using Setter = std::function<void(const std::string&)>;
-  const std::map<std::string, Setter> setters = {
-      {"--threads", [&](const std::string& v) { o.threads = std::stoi(v); }},
-      {"--rings", [&](const std::string& v) { o.rings = std::stoul(v); }},
-      {"--warps", [&](const std::string& v) { o.warps = std::stoul(v); }},
-      {"--descriptors", [&](const std::string& v) { o.descriptors = std::stoull(v); }},
-      {"--capacity-log2", [&](const std::string& v) { o.capacity_log2 = std::stoul(v); }},
-      {"--iters", [&](const std::string& v) { o.iters = std::stoul(v); }},
-      {"--timeout-ms", [&](const std::string& v) { o.timeout_ns = std::stoull(v) * 1000 * 1000; }},
-      {"--op",
-       [&](const std::string& v) {
-         if (v != "nop" && v != "write") throw std::runtime_error("--op is nop or write, not " + v);
-         o.write = v == "write";
-       }},
-  };
-  for (int i = 1; i < argc; i += 2) {
-    const auto it = setters.find(argv[i]);
-    if (it == setters.end() || i + 1 >= argc) {
-      throw std::runtime_error(std::string("bad option ") + argv[i] + " (usage at the top of gpu_ring_bench.cu)");
-    }
-    it->second(argv[i + 1]);
-  }
-  if (o.threads < 1 || o.rings < 1 || o.warps < 1 || o.iters <= kWarmup || o.capacity_log2 > 24) {
-    throw std::runtime_error("need --threads, --rings, --warps >= 1, --iters > 100, --capacity-log2 <= 24");
-  }
-  return o;
-}
+}  // namespace
 
-int run(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+GpuRingResults runGpuRingBench(const Options& o) {
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   cudaDeviceProp prop{};
@@ -370,18 +333,8 @@ int run(int argc, char** argv) {
               "signal round trip GPU->proxy->GPU, median", sig.median_us, sig.p99_us, o.iters - unsigned(kWarmup));
   std::printf("%-42s %9.2f us   p99 %.2f us, %u iterations\n", "bare pinned ping-pong GPU->CPU->GPU, median",
               pp.median_us, pp.p99_us, o.iters - unsigned(kWarmup));
-  return 0;
+  return GpuRingResults{prop.name, rate(proxy_t), rate(host_t), sig.median_us, sig.p99_us, pp.median_us, pp.p99_us};
 }
 
-}  // namespace
 }  // namespace uccl::ep::bench
-
-int main(int argc, char** argv) {
-  try {
-    return uccl::ep::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "gpu_ring_bench: %s\n", e.what());
-    return 1;
-  }
-}
 #endif  // !UCCL_EP_DEVICE_PASS

@@ -331,8 +331,10 @@ def make_inputs(rank: int, num_tokens: int, hidden: int, num_experts: int, num_t
     return x, topk_idx, topk_weights
 
 
-def dispatch_bytes(topk_idx: torch.Tensor, hidden: int) -> Tuple[int, int]:
+def dispatch_bytes(topk_idx: torch.Tensor, hidden: int, use_logfmt: bool = False) -> Tuple[int, int]:
     """(dispatch bytes, combine bytes) this rank sends: per selected (token, expert) pair one FP8 message
-    (hidden + hidden/128 * 4 scale bytes + 16 header bytes) and one BF16 row back, as DeepEP counts them."""
+    (hidden + hidden/128 * 4 scale bytes + 16 header bytes) and one row back, BF16 or (use_logfmt) 10 bits a value
+    plus 4 bytes per 128 channels, as DeepEP counts them."""
     pairs = int((topk_idx >= 0).sum())
-    return pairs * (hidden + hidden // CHANNELS_PER_SCALE * 4 + 16), pairs * hidden * 2
+    combine_row = hidden * 10 // 8 + hidden // CHANNELS_PER_SCALE * 4 if use_logfmt else hidden * 2
+    return pairs * (hidden + hidden // CHANNELS_PER_SCALE * 4 + 16), pairs * combine_row

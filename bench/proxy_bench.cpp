@@ -1,26 +1,28 @@
 // Proxy benchmark: what the ring + proxy cost, and how close they stay to the transport's own figure.
 //
 //   proxy_bench [--transport shm|tcp|all] [--threads 4] [--producers 4] [--seconds 2] [--min 4096] [--max 1048576]
-//               [--skip-rate] [--skip-bw]
+//               [--skip-rate] [--skip-bw] [--json PATH]      (--help says more)
 //
 // 1. Descriptor rate: host producer threads push WRITE descriptors into rings drained by a ProxyGroup over the
 //    null transport (nothing moves): descriptors retired per second.
 // 2. Bandwidth: two processes; rank 0 writes S-byte chunks to rank 1, (a) posting through the transport's
 //    post/poll directly with a fixed window ("raw": fi_write underneath), (b) pushing descriptors through a ring
 //    and a proxy thread. Same binary, same sizes, same provider.
+// --json PATH writes one record per measurement (bench/bench_record.hpp); the raw figure is the bandwidth's reference.
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "bench_record.hpp"
 #include "transport/backends.hpp"
 #include "uccl_ep/bootstrap/rendezvous.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
@@ -39,6 +41,7 @@ struct Opts {
   double seconds = 2;
   uint64_t min = 4096, max = 1 << 20;
   bool rate = true, bw = true;
+  std::string json;  // where the records go; empty: nowhere
 };
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -221,7 +224,7 @@ std::vector<BwResult> bandwidthRank(int rank, int port, const std::string& provi
   return out;
 }
 
-void bandwidth(const std::string& provider, const Opts& o) {
+void bandwidth(const std::string& provider, const Opts& o, std::vector<bench::Record>& records) {
   std::vector<uint64_t> sizes;
   for (uint64_t s = o.min; s <= o.max; s *= 4) sizes.push_back(s);
   const int port = 20000 + getpid() % 20000;
@@ -243,6 +246,51 @@ void bandwidth(const std::string& provider, const Opts& o) {
   for (size_t i = 0; i < sizes.size(); ++i) {
     std::printf("%10llu %10.2f %14.2f %8.2f\n", static_cast<unsigned long long>(sizes[i]), res[i].raw_gbs,
                 res[i].proxy_gbs, res[i].proxy_gbs / res[i].raw_gbs);
+    bench::Record r;
+    r.bench = "proxy_bench";
+    r.mode = "bandwidth";
+    r.call = "write";
+    r.num_ranks = 2;  // two processes, each its own node: every write goes through the transport
+    r.bandwidth_gbs = res[i].proxy_gbs;
+    r.params = {{"transport", provider}, {"message_bytes", sizes[i]}, {"window", 64}};
+    r.reference = bench::Reference{"raw transport writes", std::nullopt, res[i].raw_gbs};
+    records.push_back(r);
+  }
+}
+
+bench::Record rateRecord(const Opts& o, double per_second) {
+  bench::Record r;
+  r.bench = "proxy_bench";
+  r.mode = "descriptor_rate";
+  r.figures["descriptors_per_s"] = per_second;
+  r.params = {{"transport", "null"}, {"proxy_threads", o.threads}, {"producer_threads", o.producers}};
+  return r;
+}
+
+void run(const Opts& o) {
+  std::vector<bench::Record> records;
+  std::printf("proxy_bench on %u hardware threads\n", std::thread::hardware_concurrency());
+  if (o.rate) {
+    std::printf("\ndescriptor rate, null transport, %d proxy threads, %d producer threads\n", o.threads, o.producers);
+    const double many = descriptorRate(o);
+    std::printf("  %.2f M descriptors/s\n", many / 1e6);
+    records.push_back(rateRecord(o, many));
+    Opts one = o;
+    one.threads = 1;
+    one.producers = 1;
+    std::printf("descriptor rate, null transport, 1 proxy thread, 1 producer thread\n");
+    const double single = descriptorRate(one);
+    std::printf("  %.2f M descriptors/s\n", single / 1e6);
+    records.push_back(rateRecord(one, single));
+  }
+  if (o.bw) {
+    for (const std::string p : {"shm", "tcp"}) {
+      if (o.transport == p || o.transport == "all") bandwidth(p, o, records);
+    }
+  }
+  if (!o.json.empty()) {
+    bench::writeRecords(o.json, records);
+    std::printf("\n%zu records written to %s\n", records.size(), o.json.c_str());
   }
 }
 
@@ -250,35 +298,41 @@ void bandwidth(const std::string& provider, const Opts& o) {
 
 int main(int argc, char** argv) {
   Opts o;
-  std::map<std::string, std::string> kv;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--skip-rate") o.rate = false;
-    else if (a == "--skip-bw") o.bw = false;
-    else if (i + 1 < argc) kv[a] = argv[++i];
+  CLI::App app{
+      "Proxy benchmark: the descriptor rate of ring + proxy over the null transport, and write bandwidth "
+      "between two processes through the transport directly and through a ring and a proxy thread.",
+      "proxy_bench"};
+  app.add_option("--transport", o.transport, "bandwidth over this libfabric provider, or both")
+      ->check(CLI::IsMember({"shm", "tcp", "all"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "proxy threads of the descriptor rate")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--producers", o.producers, "producer threads (one ring each) of the descriptor rate")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--seconds", o.seconds, "duration of each descriptor-rate run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--min", o.min, "smallest write of the bandwidth sweep (bytes; x4 per step)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max", o.max, "largest write of the bandwidth sweep (bytes)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag(
+      "--skip-rate", [&](int64_t) { o.rate = false; }, "skip the descriptor rate");
+  app.add_flag(
+      "--skip-bw", [&](int64_t) { o.bw = false; }, "skip the bandwidth sweep");
+  app.add_option("--json", o.json, "write the figures to this file as JSON (one object per measurement)");
+  CLI11_PARSE(app, argc, argv);
+  if (o.min > o.max) {
+    std::fprintf(stderr, "proxy_bench: --min %llu is above --max %llu\n", static_cast<unsigned long long>(o.min),
+                 static_cast<unsigned long long>(o.max));
+    return 2;
   }
-  if (kv.count("--transport")) o.transport = kv["--transport"];
-  if (kv.count("--threads")) o.threads = std::stoi(kv["--threads"]);
-  if (kv.count("--producers")) o.producers = std::stoi(kv["--producers"]);
-  if (kv.count("--seconds")) o.seconds = std::stod(kv["--seconds"]);
-  if (kv.count("--min")) o.min = std::stoull(kv["--min"]);
-  if (kv.count("--max")) o.max = std::stoull(kv["--max"]);
   try {
-    std::printf("proxy_bench on %u hardware threads\n", std::thread::hardware_concurrency());
-    if (o.rate) {
-      std::printf("\ndescriptor rate, null transport, %d proxy threads, %d producer threads\n", o.threads, o.producers);
-      std::printf("  %.2f M descriptors/s\n", descriptorRate(o) / 1e6);
-      Opts one = o;
-      one.threads = 1;
-      one.producers = 1;
-      std::printf("descriptor rate, null transport, 1 proxy thread, 1 producer thread\n");
-      std::printf("  %.2f M descriptors/s\n", descriptorRate(one) / 1e6);
-    }
-    if (o.bw) {
-      for (const std::string p : {"shm", "tcp"}) {
-        if (o.transport == p || o.transport == "all") bandwidth(p, o);
-      }
-    }
+    run(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "proxy_bench: %s\n", e.what());
     return 1;

@@ -8,11 +8,18 @@ prints figures after a cheap sanity check of the layout and the receive counts.
     torchrun --nproc_per_node 8 bench/test_intranode.py ...
 
 Inputs as the checks build them (Checker.setup: ranks send different token counts unless --same-tokens).
-Benchmark (unless --skip-bench): cached dispatch (FP8, BF16) and combine over --num-sms x --chunks
+Benchmark (unless --no-bench): cached dispatch (FP8, BF16) and combine over --num-sms x --chunks
 (Config.num_max_nvl_chunked_send_tokens) and the default config; GB/s per rank = received rows x row bytes
 (FP8: data + scales; combine: the same rows in BF16) / time, DeepEP's count. The device-to-device copy rate
 (torch copy_ of --copy-mb, every rank at once, bytes copied / time) is measured in the same run and each figure is
 also given as a fraction of it. Rank 0 prints one summary row per (call, dtype) for a results table.
+
+Beside the shape flags of the checks, the bench flags of bench/bench_flags.py (shared with bench/test_low_latency.py):
+--num-processes N starts N ranks here instead of under a launcher, --disable-nvlink makes every rank a node of its
+own, --no-bench (formerly --skip-bench) keeps only the sanity check, and --json PATH writes one object per (call,
+dtype) at its best config, with the copy rate as reference (bench/bench_json.py).
+
+    python bench/test_intranode.py --num-processes 2 --json intranode.json
 
 Process group and GPU choice: tests/python/gpu/rank_group.py (gloo when ranks share a GPU).
 """
@@ -30,8 +37,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "python", "gpu")
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+import bench_flags  # noqa: E402
+import bench_json  # noqa: E402
 import intranode_checks as checks  # noqa: E402  (arguments, inputs, the Buffer; FP8_DTYPE)
 from rank_group import Dist, fail, log0  # noqa: E402
+import spawn_ranks  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -47,6 +57,23 @@ def summary_lines(rows: List[dict]) -> List[str]:
                    f"| {r['gbs_mean']:.2f} / {r['gbs_min']:.2f} | {r['us']:.1f} | {r['copy_gbs']:.1f} | "
                    f"{r['gbs_mean'] / r['copy_gbs']:.3f} | " +
                    (f"{r['peer_gbs']:.1f} | {r['gbs_mean'] / r['peer_gbs']:.3f} |" if r.get("peer_gbs") else "- | - |"))
+    return out
+
+
+def json_records(args, rows: List[dict], ranks_per_node: int) -> List[dict]:
+    """One bench_json record per summary row (call, dtype at its best config): GB/s per rank (mean) and the slowest
+    rank's time, against the device-to-device copy rate measured in the same run."""
+    out = []
+    for r in rows:
+        figures = {"bandwidth_gbs_min": r["gbs_min"]}
+        if r.get("peer_gbs"):
+            figures["gpu_to_gpu_copy_gbs"] = r["peer_gbs"]
+        out.append(bench_json.record(
+            "test_intranode", "normal", call=r["call"], dtype=r["dtype"].lower(), num_ranks=r["ranks"],
+            ranks_per_node=ranks_per_node, tokens=args.num_tokens, hidden=args.hidden, topk=args.num_topk,
+            experts=args.num_experts, latency_us=r["us"], bandwidth_gbs=r["gbs_mean"], figures=figures,
+            params={"num_sms": r["sms"], "chunk": r["chunk"], "same_tokens": bool(args.same_tokens)},
+            ref=bench_json.reference("device-to-device copy_", bandwidth_gbs=r["copy_gbs"])))
     return out
 
 
@@ -134,8 +161,8 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
     return res
 
 
-def report(args, results: List[dict], d: Dist) -> List[str]:
-    """Rank 0's tuning lines and summary table from every rank's run_bench result."""
+def report(args, results: List[dict], d: Dist) -> tuple:
+    """Rank 0's tuning lines and summary table from every rank's run_bench result, and the summary rows."""
     lines, rows = [], []
     copy_gbs = statistics.fmean(r["copy_gbs"] for r in results)
     peer_gbs = results[0]["peer_copy_gbs"]
@@ -160,33 +187,49 @@ def report(args, results: List[dict], d: Dist) -> List[str]:
                          us=max(p[best][0] for p in per_rank) * 1e6, copy_gbs=copy_gbs, peer_gbs=peer_gbs))
         lines.append(f"[tuning] best {call} {dtype}: SMs {best[0]}, chunk {best[1]}: {rows[-1]['gbs_mean']:.2f} GB/s "
                      f"per rank, {rows[-1]['gbs_mean'] / copy_gbs:.3f} of the copy rate")
-    return lines + summary_lines(rows)
+    return lines + summary_lines(rows), rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
 def run_all(args, d: Dist, chk: checks.Checker):
     """The inputs and the layout (checked: a cheap sanity check, and the sweep needs it), then (unless
-    --skip-bench) the tuning sweep and rank 0's report."""
+    --no-bench) the tuning sweep and rank 0's report."""
     chk.ep.Buffer.set_num_sms(args.num_sms[0])
     log0(d, f"normal path: {chk.buffer.normal_path}")
     chk.setup(args.seed)
     chk.check_layout()
-    if args.skip_bench:
-        log0(d, "sanity check passed (--skip-bench: no sweep)")
+    if args.no_bench:
+        log0(d, "sanity check passed (--no-bench: no sweep)")
         return
     res = run_bench(args, chk, d)
     results = [None] * d.world
     dist.all_gather_object(results, res)
     if d.rank == 0:
-        print("\n".join(report(args, results, d)), flush=True)
+        lines, rows = report(args, results, d)
+        print("\n".join(lines), flush=True)
+        if args.json:
+            topology = getattr(chk.buffer, "topology", None)
+            ranks_per_node = topology.ranks_per_node if topology is not None else d.local_world
+            bench_json.write(args.json, json_records(args, rows, ranks_per_node))
+            print(f"figures written to {args.json}", flush=True)
 
 
-def main(argv=None):
-    args = checks.parse_args(argv)
+def parse_args(argv=None):
+    """The checks' shape flags (intranode_checks.build_parser) and the bench flags (bench/bench_flags.py)."""
+    return bench_flags.parse_bench_args(checks, argv, low_latency=False, description=__doc__.split("\n\n")[0])
+
+
+def run_rank(args):
+    """One rank: under scripts/launch.py or torchrun, or started by --num-processes."""
+    bench_flags.apply_disable_nvlink(args)
     d, chk = checks.start(args, "bench")
     run_all(args, d, chk)
     dist.barrier()
     dist.destroy_process_group()
+
+
+def main(argv=None):
+    spawn_ranks.run_ranks(run_rank, parse_args(argv))
 
 
 if __name__ == "__main__":

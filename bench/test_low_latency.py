@@ -20,6 +20,13 @@ skips it.
 
     python scripts/launch.py --nproc 2 --ranks-per-node 1 -- bench/test_low_latency.py --nvlink-us 40,60
 
+Beside the shape flags of the checks, the bench flags of bench/bench_flags.py (shared with bench/test_intranode.py):
+--num-processes N starts N ranks here instead of under a launcher, --disable-nvlink makes every rank a node of its
+own (the proxy path), --use-logfmt combines with use_logfmt=True, --no-bench keeps only the sanity check, and
+--json PATH writes one object per call (dispatch, combine, the pair; bench/bench_json.py).
+
+    python bench/test_low_latency.py --num-processes 2 --disable-nvlink --json ll.json
+
 Process group and GPU choice: tests/python/gpu/rank_group.py.
 """
 import os
@@ -35,10 +42,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "python", "gpu")
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+import bench_flags  # noqa: E402
+import bench_json  # noqa: E402
 import ll_floor  # noqa: E402
 import ll_reference as ref  # noqa: E402
 import low_latency_checks as checks  # noqa: E402  (arguments, inputs, the Buffer)
 from rank_group import Dist, all_gather_tensor, fail, log0  # noqa: E402
+import spawn_ranks  # noqa: E402
 
 
 def summary_line(r: dict) -> str:
@@ -80,6 +90,35 @@ def aggregate_lines(results: List[dict], args, ranks_per_node: int) -> List[str]
            f"{mean('gpu_hook_combine_send_us'):.1f}+{mean('gpu_hook_combine_recv_us'):.1f} | "
            f"{mean('host_dispatch_us'):.1f} / {mean('host_combine_us'):.1f} |")
     return [head, sep, row]
+
+
+def json_records(results: List[dict], args, ranks_per_node: int) -> List[dict]:
+    """One bench_json record per call (dispatch, combine, both back to back): the mean over ranks, the worst rank
+    and the GPU, host and hook times as further figures, and the transport floor (when measured) as reference."""
+    def mean(k):
+        return statistics.fmean(r[k] for r in results)
+
+    first = results[0]
+    shape = dict(num_ranks=len(results), ranks_per_node=ranks_per_node, tokens=args.num_tokens, hidden=args.hidden,
+                 topk=args.num_topk, experts=args.num_experts)
+    params = {"use_logfmt": bool(args.use_logfmt), "bench_iters": args.bench_iters}
+    if "transport" in first:
+        params["transport"] = first["transport"]
+    out = []
+    for call, dtype in (("dispatch", "fp8"), ("combine", "logfmt" if args.use_logfmt else "bf16")):
+        floor = (bench_json.reference("transport floor", latency_us=mean(f"floor_{call}_us"))
+                 if f"floor_{call}_us" in first else None)
+        figures = {"latency_us_max": max(r[f"{call}_us"] for r in results),
+                   "bandwidth_gbs_min": min(r[f"{call}_gbs"] for r in results),
+                   "gpu_us": mean(f"gpu_{call}_us"), "host_us": mean(f"host_{call}_us"),
+                   "hook_send_us": mean(f"hook_{call}_send_us"), "hook_recv_us": mean(f"hook_{call}_recv_us")}
+        out.append(bench_json.record("test_low_latency", "low_latency", call=call, dtype=dtype, **shape,
+                                     latency_us=mean(f"{call}_us"), bandwidth_gbs=mean(f"{call}_gbs"),
+                                     figures=figures, params=params, ref=floor))
+    out.append(bench_json.record("test_low_latency", "low_latency", call="dispatch+combine", dtype="fp8+" +
+                                 out[1]["dtype"], **shape, latency_us=mean("pair_us"),
+                                 figures={"back_to_back_loop_us": mean("loop_us")}, params=params))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -136,7 +175,8 @@ def prepare(args, chk: checks.Checker):
     for e in range(chk.E_local):  # one expert at a time: the float32 copy of all of recv_x is large
         y[e] = ref.dequantize(recv[0][e], recv[1][e]).to(torch.bfloat16)
     out = torch.empty(args.num_tokens, args.hidden, dtype=torch.bfloat16, device=chk.device)
-    sanity_check(chk, inp, recv_count, buf.low_latency_combine(y, idx, w, handle, out=out)[0])
+    sanity_check(chk, inp, recv_count, buf.low_latency_combine(y, idx, w, handle, out=out,
+                                                               use_logfmt=args.use_logfmt)[0])
     return inp, y, out
 
 
@@ -150,7 +190,7 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
         return buf.low_latency_dispatch(x, idx, M, E, use_fp8=True, return_recv_hook=hook)
 
     def combine(h, hook=False):
-        return buf.low_latency_combine(y, idx, w, h, out=out, return_recv_hook=hook)
+        return buf.low_latency_combine(y, idx, w, h, out=out, use_logfmt=args.use_logfmt, return_recv_hook=hook)
 
     def sync_all():
         torch.cuda.synchronize()
@@ -237,7 +277,7 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
     # 5. The transport floor of both calls (between emulated nodes), all ranks starting together as in 2.
     floor = run_floor(args, chk, idx, sync_all)
 
-    dbytes, cbytes = ref.dispatch_bytes(idx, args.hidden)
+    dbytes, cbytes = ref.dispatch_bytes(idx, args.hidden, args.use_logfmt)
     res = dict(rank=d.rank, world=d.world, dispatch_us=median_us(disp), combine_us=median_us(comb),
                pair_us=median_us(pair), loop_us=loop_us, hook_dispatch_send_us=median_us(hs),
                hook_dispatch_recv_us=median_us(hr), hook_combine_send_us=median_us(cs),
@@ -260,6 +300,10 @@ def run_floor(args, chk: checks.Checker, idx, sync_all) -> dict:
     runtime = getattr(chk.buffer, "_runtime", None)  # absent on the CPU stand-ins the tests use
     transport = runtime.transport_name() if runtime is not None else ""
     if args.no_floor or not transport:
+        return {}
+    if args.use_logfmt:  # the floor posts what a BF16 combine hands the proxies
+        if dist.get_rank() == 0:
+            print("no transport floor with --use-logfmt (it plans BF16 combine rows)", flush=True)
         return {}
     counts = ll_floor.expert_counts([i.cpu() for i in all_gather_tensor(idx)], chk.E)
     floor = ll_floor.Floor(chk.buffer)
@@ -286,14 +330,27 @@ def run_all(args, d: Dist, chk: checks.Checker, ranks_per_node: int):
         if "transport" in res:
             lines += ll_floor.floor_lines(results, ll_floor.parse_nvlink_us(args.nvlink_us), res["transport"])
         print("\n".join(lines), flush=True)
+        if args.json:
+            bench_json.write(args.json, json_records(results, args, ranks_per_node))
+            print(f"figures written to {args.json}", flush=True)
 
 
-def main(argv=None):
-    args = checks.parse_args(argv)
+def parse_args(argv=None):
+    """The checks' shape flags (low_latency_checks.build_parser) and the bench flags (bench/bench_flags.py)."""
+    return bench_flags.parse_bench_args(checks, argv, low_latency=True, description=__doc__.split("\n\n")[0])
+
+
+def run_rank(args):
+    """One rank: under scripts/launch.py or torchrun, or started by --num-processes."""
+    bench_flags.apply_disable_nvlink(args)
     d, chk, ranks_per_node = checks.start(args, "bench")
     run_all(args, d, chk, ranks_per_node)
     dist.barrier()
     dist.destroy_process_group()
+
+
+def main(argv=None):
+    spawn_ranks.run_ranks(run_rank, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-# The image `build.sh --wheel rocm` will build uccl-ep's ROCm wheels in: manylinux_2_28 with ROCm 6.4 (hipcc, HIP
-# runtime) and CPython 3.10-3.13. The runtime and the Python module do not build for HIP yet (only the kernels are
-# compile-checked), so scripts/build_wheel.sh stops with that message for rocm; the image is here so the recipe
-# stays one. Untested on the development machines (no docker daemon).
+# The image `build.sh --wheel rocm` builds uccl-ep's ROCm wheels in: manylinux_2_28 with ROCm 6.4 (hipcc, HIP
+# runtime) and CPython 3.10-3.13. AMD targets: UCCL_EP_ROCM_ARCHS (default gfx942;gfx950, which ROCm 6.4 knows).
+# Untested on the development machines (no docker daemon); there the same script builds on the host with Debian's
+# hipcc 5.2, which knows gfx90a and gfx940 but not gfx942 or gfx950.
 FROM pytorch/manylinux2_28-builder:rocm6.4
 COPY wheel-deps.sh /tmp/wheel-deps.sh
 RUN /tmp/wheel-deps.sh && rm /tmp/wheel-deps.sh

@@ -3,17 +3,17 @@
 # the docker images of docker/wheel-<target>.Dockerfile run (build.sh --wheel <target>), and it runs the same way
 # directly on a host that has the target's toolkit (build.sh --wheel <target> --no-docker; that is how CI builds).
 #
-#   scripts/build_wheel.sh cu12|cu13|cpu [OUT_DIR]      (rocm: not buildable yet; says so)
+#   scripts/build_wheel.sh cu12|cu13|rocm|cpu [OUT_DIR]
 #
 # Environment:
 #   UCCL_EP_WHEEL_PYTHONS  interpreters to build for, space-separated (default: every /opt/python/cp31{0,1,2,3}-*
 #                          of a manylinux image, else python3). One wheel per interpreter.
 #   UCCL_EP_SPDLOG_INCLUDE_DIR  folder with spdlog/ and fmt/ headers (default: the first of /usr/include,
 #                          /usr/local/include that has both): the module uses them header-only, links neither.
-#   UCCL_EP_CUDA_ARCHS / TORCH_CUDA_ARCH_LIST: GPU architectures (setup.py).
+#   UCCL_EP_CUDA_ARCHS / TORCH_CUDA_ARCH_LIST, UCCL_EP_ROCM_ARCHS / PYTORCH_ROCM_ARCH: GPU architectures (setup.py).
 # What comes out: <OUT_DIR>/uccl_ep-<version>+<target>-cpXY-cpXY-<platform>.whl per interpreter and
 # <OUT_DIR>/uccl_ep_deep_ep-<version>-py3-none-any.whl. auditwheel, where installed (manylinux images), repairs
-# each wheel to its manylinux tag, excluding the CUDA driver (never linked anyway); without it the platform tag stays
+# each wheel to its manylinux tag, excluding the CUDA driver (never linked anyway) and the HIP runtime; without it the platform tag stays
 # linux_<arch>. Every wheel's native module is checked to link no torch, CUDA driver, spdlog, fmt, libfabric or
 # libibverbs library.
 set -euo pipefail
@@ -21,10 +21,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target=${1:-}
 out=${2:-${REPO}/dist}
 case "${target}" in
-  cu12 | cu13 | cpu) ;;
-  rocm) echo "build_wheel.sh: rocm: the runtime and the Python module do not build for HIP yet (only the kernels are compile-checked)" >&2
-        exit 2 ;;
-  *) echo "usage: scripts/build_wheel.sh cu12|cu13|cpu [OUT_DIR]" >&2; exit 2 ;;
+  cu12 | cu13 | rocm | cpu) ;;
+  *) echo "usage: scripts/build_wheel.sh cu12|cu13|rocm|cpu [OUT_DIR]" >&2; exit 2 ;;
 esac
 mkdir -p "${out}"
 out=$(cd "${out}" && pwd)
@@ -55,7 +53,9 @@ for py in ${pythons}; do
   "${py}" -m pip wheel --no-build-isolation --no-deps -w "${work}/raw" "${REPO}"
   for whl in "${work}/raw"/uccl_ep-*.whl; do
     if command -v auditwheel >/dev/null 2>&1; then
-      auditwheel repair --exclude libcuda.so.1 -w "${out}" "${whl}"
+      # libamdhip64 stays the ROCm install's (torch's ROCm wheels bring their own): two HIP runtimes in one process
+      # would not share a device context.
+      auditwheel repair --exclude libcuda.so.1 --exclude 'libamdhip64.so*' -w "${out}" "${whl}"
     else
       cp "${whl}" "${out}/"
     fi

@@ -11,6 +11,7 @@
   libefa or libpython (they are header-only, opened at run time, or never used).
 Exit status 0 when every check passes; each failure is printed.
 """
+import argparse
 import re
 import subprocess
 import sys
@@ -62,10 +63,13 @@ def check(wheel: str) -> List[str]:
 
 
 def main(argv=None) -> int:
-    wheels = (argv if argv is not None else sys.argv[1:])
-    if not wheels:
-        print(__doc__, file=sys.stderr)
-        return 2
+    p = argparse.ArgumentParser(prog="check_wheel.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("wheels", nargs="+", metavar="WHEEL", help="uccl_ep-*.whl files to check")
+    try:
+        wheels = p.parse_args(sys.argv[1:] if argv is None else argv).wheels
+    except SystemExit as e:  # --help (0) or a usage error (2): the status, not an exception, for callers of main
+        return int(e.code or 0)
     status = 0
     for w in wheels:
         problems = check(w)

@@ -4,7 +4,8 @@
 #
 #   scripts/device_gpu_tests.sh --prepare
 #       On a developer machine: fill .dev/ (git-ignored) from the distro packages, for carrying along:
-#       .dev/include/{spdlog,fmt} (libspdlog-dev, libfmt-dev) and .dev/googletest (googletest sources).
+#       .dev/include/{spdlog,fmt,CLI,nlohmann} (libspdlog-dev, libfmt-dev, libcli11-dev, nlohmann-json3-dev: the
+#       benches' options and JSON) and .dev/googletest (googletest sources).
 #       Also .dev/fabric/include/rdma (libfabric-dev): the device has libfabric.so.1 but no headers.
 #   scripts/device_gpu_tests.sh
 #       On the GPU machine, from any directory: configure with header-only spdlog/fmt from .dev/include,
@@ -30,12 +31,14 @@ JOBS="${JOBS:-$(nproc)}"
 
 if [[ "${1:-}" == "--prepare" ]]; then
   for f in /usr/include/spdlog/spdlog.h /usr/include/fmt/format.h /usr/src/googletest/CMakeLists.txt \
-           /usr/include/rdma/fabric.h; do
-    [[ -e "$f" ]] || { echo "missing $f: apt-get install libspdlog-dev libfmt-dev googletest libfabric-dev" >&2; exit 1; }
+           /usr/include/rdma/fabric.h /usr/include/CLI/CLI.hpp /usr/include/nlohmann/json.hpp; do
+    [[ -e "$f" ]] || { echo "missing $f: apt-get install libspdlog-dev libfmt-dev googletest libfabric-dev" \
+                            "libcli11-dev nlohmann-json3-dev" >&2; exit 1; }
   done
-  rm -rf "$DEV_DIR/include/spdlog" "$DEV_DIR/include/fmt" "$DEV_DIR/googletest" "$DEV_DIR/fabric"
+  rm -rf "$DEV_DIR/include/spdlog" "$DEV_DIR/include/fmt" "$DEV_DIR/include/CLI" "$DEV_DIR/include/nlohmann" \
+         "$DEV_DIR/googletest" "$DEV_DIR/fabric"
   mkdir -p "$DEV_DIR/include" "$DEV_DIR/fabric/include/rdma"
-  cp -r /usr/include/spdlog /usr/include/fmt "$DEV_DIR/include/"
+  cp -r /usr/include/spdlog /usr/include/fmt /usr/include/CLI /usr/include/nlohmann "$DEV_DIR/include/"
   cp -r /usr/include/rdma/fabric.h /usr/include/rdma/fi_*.h /usr/include/rdma/providers "$DEV_DIR/fabric/include/rdma/"
   cp -r /usr/src/googletest "$DEV_DIR/googletest"
   du -sh "$DEV_DIR"

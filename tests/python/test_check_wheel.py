@@ -65,3 +65,12 @@ def test_a_forbidden_library_is_named(tmp_path, needed, lib):
     needed["value"] = CLEAN_NEEDED + [lib]
     problems = cw.check(wheel(tmp_path))
     assert any(lib in p for p in problems), problems
+
+
+def test_its_command_line_answers_help_and_refuses_unknown_flags(capsys):
+    assert cw.main(["--help"]) == 0
+    assert "WHEEL" in capsys.readouterr().out
+    assert cw.main([]) == 2
+    assert "the following arguments are required: WHEEL" in capsys.readouterr().err
+    assert cw.main(["--strict", "x.whl"]) == 2
+    assert "unrecognized arguments: --strict" in capsys.readouterr().err

@@ -197,7 +197,7 @@ def test_bench_help_and_args():
     a = checks.parse_args([])
     assert (a.num_tokens, a.hidden, a.num_topk, a.num_experts, a.num_sms, a.nvl_bytes) == (4096, 7168, 8, 256, [24],
                                                                                            int(1e9))
-    assert a.chunks == [4, 8, 12, 16, 20, 24, 28, 32] and not a.quick and not a.skip_bench
+    assert a.chunks == [4, 8, 12, 16, 20, 24, 28, 32] and not a.quick and not import_bench().parse_args([]).no_bench
     assert checks.parse_args(["--num-sms", "16,24", "--chunks", "6"]).num_sms == [16, 24]
     for bad in (["--hidden", "100"], ["--num-topk", "17", "--num-experts", "64"], ["--num-sms", "23"],
                 ["--chunks", "4,x"], ["--chunks", "300"], ["--nvl-bytes", "100"], ["--num-sms", "0"]):
@@ -247,13 +247,13 @@ def test_bench_report():
         return {"copy_gbs": 100.0, "peer_copy_gbs": peer, ("dispatch", "BF16"): times, ("combine", "BF16"): dict(times)}
 
     # With the GPU-to-GPU reference (rank 0's figure), every figure is also given as a fraction of it.
-    lines = bench.report(args, [result(1.0, peer=2.5), result(2.0)], d)
+    lines, _ = bench.report(args, [result(1.0, peer=2.5), result(2.0)], d)
     assert "[copy] GPU-to-GPU copy_ (each GPU to the next, all at once): 2.5 GB/s per GPU" in lines
     assert "[tuning] dispatch BF16 SMs 24, chunk 4: 0.38 GB/s per rank (mean, 0.004 of copy, 0.150 of GPU-to-GPU " \
         "copy), slowest rank 4000.0 us" in lines
     assert lines[-2].endswith("| 100.0 | 0.007 | 2.5 | 0.300 |")
 
-    lines = bench.report(args, [result(1.0), result(2.0)], d)
+    lines, rows = bench.report(args, [result(1.0), result(2.0)], d)
     assert not any("GPU-to-GPU" in line for line in lines[:-4])
     assert "[copy] device-to-device copy_: 100.0 GB/s per rank" in lines[0]
     assert "[tuning] dispatch BF16 SMs 24, chunk 4: 0.38 GB/s per rank (mean, 0.004 of copy), slowest rank 4000.0 us" \
@@ -266,3 +266,16 @@ def test_bench_report():
     assert lines[-1].startswith("| combine | BF16 | 2 |")
     assert bench.best_config([{(2, 4): (3, 1), (2, 8): (1, 1), "default": (0, 1)},
                               {(2, 4): (3, 1), (2, 8): (5, 1), "default": (0, 1)}]) == (2, 4)
+
+    # The same rows as --json records: one per (call, dtype) at its best config, the copy rate as reference.
+    import bench_json
+    records = bench.json_records(args, rows, ranks_per_node=1)
+    assert [(x["call"], x["dtype"]) for x in records] == [("dispatch", "bf16"), ("combine", "bf16")]
+    for x in records:
+        bench_json.validate(x)
+        assert (x["bench"], x["mode"], x["num_ranks"], x["ranks_per_node"]) == ("test_intranode", "normal", 2, 1)
+        assert (x["tokens"], x["hidden"], x["topk"], x["experts"]) == (64, 256, 2, 8)
+        assert x["params"]["num_sms"] == 24 and x["params"]["chunk"] == 8
+        assert x["latency_us"] == pytest.approx(2000.0) and x["bandwidth_gbs"] == pytest.approx(0.75)
+        assert x["figures"] == {"bandwidth_gbs_min": pytest.approx(0.5)}
+        assert x["reference"] == bench_json.reference("device-to-device copy_", bandwidth_gbs=100.0)

@@ -324,7 +324,8 @@ def test_bench_help_and_args():
     assert r.returncode == 0 and "--num-experts" in r.stdout and "--quick" in r.stdout
     checks = import_checks()
     a = checks.parse_args([])
-    assert (a.num_tokens, a.hidden, a.num_topk, a.num_experts, a.quick, a.no_bench) == (128, 7168, 8, 288, False, False)
+    assert (a.num_tokens, a.hidden, a.num_topk, a.num_experts, a.quick) == (128, 7168, 8, 288, False)
+    assert not import_bench().parse_args([]).no_bench
     with pytest.raises(SystemExit):
         checks.parse_args(["--hidden", "100"])
     with pytest.raises(SystemExit):
@@ -588,7 +589,7 @@ def fake_rank_main(argv):
     torch.cuda.Event = FakeEvent
     checks.FP8_DTYPES = checks.FP8_DTYPES + (torch.float32,)  # the stand-in's FP8 values travel as float32
     checks.capture_graph = lambda fn: fn  # "replay" runs the calls again
-    args = checks.parse_args(argv)
+    args = bench.parse_args(argv)  # the checks' flags and the bench's
     d = rank_group.dist_env()
     dist.init_process_group("gloo", init_method="env://", rank=d.rank, world_size=d.world)
     buf = FakeLowLatencyBuffer(args.num_experts, args.num_tokens, args.hidden, os.environ.get("FAKE_BUG", ""))
@@ -624,6 +625,22 @@ def test_bench_flow_against_fake_buffer():
     assert "[rank 1] rank 1/2: dispatch" in r.stdout
     assert "[rank 0] | 2 (2) | 8, 512, 3, 8 |" in r.stdout
     assert "GPU (profiler): dispatch 1.0 combine 1.0 us, hook send+recv 1.0+1.0 / 1.0+1.0 us" in r.stdout
+
+
+def test_bench_writes_its_figures_as_json_against_fake_buffer(tmp_path):
+    import bench_json
+    path = tmp_path / "ll.json"
+    r = run_fake_bench("", "--only", "kernel-names", "--use-logfmt", "--json", str(path))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert f"[rank 0] figures written to {path}" in r.stdout
+    records = bench_json.read(str(path))
+    assert [(x["call"], x["dtype"]) for x in records] == [("dispatch", "fp8"), ("combine", "logfmt"),
+                                                          ("dispatch+combine", "fp8+logfmt")]
+    for x in records:
+        assert (x["bench"], x["mode"], x["num_ranks"], x["ranks_per_node"]) == ("test_low_latency", "low_latency", 2, 2)
+        assert (x["tokens"], x["hidden"], x["topk"], x["experts"]) == (8, 512, 3, 8)
+        assert x["params"]["use_logfmt"] is True and x["latency_us"] > 0
+    assert records[1]["figures"]["gpu_us"] == 1.0  # the stand-in's profiler: 1 us a launch
 
 
 def test_bench_prints_the_transport_floor_against_fake_buffer(native):

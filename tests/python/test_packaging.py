@@ -12,16 +12,21 @@ import pytest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def version(tmp_path, target=None, cuda_release=None, command="--version", **env_vars):
-    """(exit status, output) of `setup.py <command>` on a PATH holding only a fake nvcc of `cuda_release` (or none)."""
+def version(tmp_path, target=None, cuda_release=None, command="--version", hipcc=False, **env_vars):
+    """(exit status, output) of `setup.py <command>` on a PATH holding only a fake nvcc of `cuda_release` (or none)
+    and, with `hipcc`, a fake hipcc."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     if cuda_release:
         nvcc = bin_dir / "nvcc"
         nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {cuda_release}, V{cuda_release}.1'\n")
         nvcc.chmod(0o755)
+    if hipcc:
+        (bin_dir / "hipcc").write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / "hipcc").chmod(0o755)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("CUDACXX", "UCCL_EP_WHEEL_TARGET", "UCCL_EP_CUDA_ARCHS", "TORCH_CUDA_ARCH_LIST")}
+           if k not in ("CUDACXX", "UCCL_EP_WHEEL_TARGET", "UCCL_EP_CUDA_ARCHS", "TORCH_CUDA_ARCH_LIST", "HIPCC",
+                        "UCCL_EP_ROCM_ARCHS", "PYTORCH_ROCM_ARCH")}
     env.update(PATH=str(bin_dir), CUDA_HOME=str(tmp_path / "no-cuda"), **env_vars)
     if target is not None:
         env["UCCL_EP_WHEEL_TARGET"] = target
@@ -51,7 +56,7 @@ def test_a_cpu_package_is_built_only_by_name(tmp_path):
 
 @pytest.mark.parametrize("target, release, words", [
     ("cu13", "12.4", ["UCCL_EP_WHEEL_TARGET=cu13", "CUDA 12"]),
-    ("rocm", None, ["rocm", "do not build for HIP yet"]),
+    ("rocm", None, ["UCCL_EP_WHEEL_TARGET=rocm", "no hipcc found"]),
     ("cuda", None, ["UCCL_EP_WHEEL_TARGET='cuda'", "cu12, cu13, rocm, cpu"]),
 ])
 def test_a_target_the_machine_cannot_build_is_named(tmp_path, target, release, words):
@@ -59,6 +64,31 @@ def test_a_target_the_machine_cannot_build_is_named(tmp_path, target, release, w
     assert rc != 0
     for w in words:
         assert w in out, (w, out)
+
+
+def test_a_rocm_package_says_rocm_in_its_version(tmp_path):
+    rc, out = version(tmp_path, target="rocm", hipcc=True)
+    assert rc == 0, out
+    assert out.splitlines()[-1] == "0.1.0+rocm"
+
+
+@pytest.mark.parametrize("env_vars, expected", [
+    ({}, "gfx942;gfx950"),
+    (dict(PYTORCH_ROCM_ARCH="gfx90a;gfx942"), "gfx90a;gfx942"),
+    (dict(PYTORCH_ROCM_ARCH="gfx942", UCCL_EP_ROCM_ARCHS="gfx90a, gfx950"), "gfx90a;gfx950"),  # ours wins
+])
+def test_rocm_targets_follow_the_variables(tmp_path, env_vars, expected):
+    rc, out = version(tmp_path, target="rocm", command="show_target", hipcc=True, **env_vars)
+    assert rc == 0, out
+    line = [l for l in out.splitlines() if l.startswith("cmake ")][-1]
+    assert "-DUCCL_EP_GPU=hip" in line.split()
+    assert line.split("-DUCCL_EP_HIP_ARCH=")[1].split()[0] == expected
+
+
+def test_a_bad_rocm_target_is_named(tmp_path):
+    rc, out = version(tmp_path, target="rocm", command="show_target", hipcc=True, UCCL_EP_ROCM_ARCHS="sm_90")
+    assert rc != 0
+    assert "UCCL_EP_ROCM_ARCHS='sm_90'" in out and "gfx942;gfx950" in out
 
 
 def archs_of(tmp_path, release, **env_vars):

@@ -68,7 +68,8 @@ def int_list(text: str) -> List[int]:
     return values
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The shape and check flags; bench/test_intranode.py adds its own (bench/bench_flags.py) to the same parser."""
     p = argparse.ArgumentParser(description="uccl.ep normal-mode (intranode) dispatch/combine: the checks "
                                 "(tests/python/gpu/intranode_checks.py) and the tuning sweep (bench/test_intranode.py) "
                                 "take the same flags. Run under scripts/launch.py or torchrun (reads RANK, WORLD_SIZE, "
@@ -81,8 +82,6 @@ def parse_args(argv=None):
     p.add_argument("--num-masked", type=int, default=10, help="top-k entries set to -1 per rank")
     p.add_argument("--same-tokens", action="store_true", help="every rank sends --num-tokens tokens")
     p.add_argument("--quick", action="store_true", help="a reduced case matrix")
-    p.add_argument("--skip-bench", action="store_true", help="bench: no sweep, only its sanity check (the checks "
-                   "run no sweep anyway)")
     p.add_argument("--num-sms", type=int_list, default=[24], help="comma list of SM counts (even); the first is "
                    "used for the checks and as Buffer.num_sms")
     p.add_argument("--chunks", type=int_list, default=[4, 8, 12, 16, 20, 24, 28, 32],
@@ -95,7 +94,11 @@ def parse_args(argv=None):
     p.add_argument("--expect-nodes", type=int, default=0, help="fail unless Buffer.topology reports this many nodes")
     p.add_argument("--expect-mnnvl", action="store_true", help="fail unless Buffer.topology reports one NVLink "
                    "domain across the nodes (UCCL_EP_NORMAL_MNNVL=1)")
-    a = p.parse_args(argv)
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Namespace:
+    """p.error for values no run can take; returns a."""
     if a.hidden % 128 or a.hidden < 128:
         p.error(f"--hidden must be a positive multiple of 128, got {a.hidden}")
     if a.num_tokens < 1 or not 1 <= a.num_topk <= min(16, a.num_experts):
@@ -111,6 +114,11 @@ def parse_args(argv=None):
     if a.expect_nodes < 0:
         p.error(f"--expect-nodes must not be negative, got {a.expect_nodes}")
     return a
+
+
+def parse_args(argv=None):
+    p = build_parser()
+    return check_args(p, p.parse_args(argv))
 
 
 def tokens_for(args, rank: int) -> int:

@@ -55,7 +55,8 @@ ONLY = {
 }
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The shape and check flags; bench/test_low_latency.py adds its own (bench/bench_flags.py) to the same parser."""
     p = argparse.ArgumentParser(description="uccl.ep low-latency dispatch/combine: the checks "
                                 "(tests/python/gpu/low_latency_checks.py) and the figures (bench/test_low_latency.py) "
                                 "take the same flags. Run under scripts/launch.py or torchrun (reads RANK, WORLD_SIZE, "
@@ -66,8 +67,6 @@ def parse_args(argv=None):
     p.add_argument("--num-experts", type=int, default=288)
     p.add_argument("--num-masked", type=int, default=10, help="top-k entries set to -1 per rank")
     p.add_argument("--quick", action="store_true", help="a reduced option matrix")
-    p.add_argument("--no-bench", action="store_true", help="bench: no figures, only its sanity check (the checks "
-                   "print none anyway)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bench-warmup", type=int, default=10)
     p.add_argument("--bench-iters", type=int, default=50)
@@ -78,7 +77,11 @@ def parse_args(argv=None):
     p.add_argument("--no-floor", action="store_true", help="bench: skip the transport floor between emulated nodes")
     p.add_argument("--only", choices=ONLY, default=None,
                    help="run one group of checks: " + "; ".join(f"{k}: {v}" for k, v in ONLY.items()))
-    a = p.parse_args(argv)
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Namespace:
+    """p.error for values no run can take; returns a."""
     if a.hidden % 128 or a.hidden < 128:
         p.error(f"--hidden must be a positive multiple of 128, got {a.hidden}")
     if a.num_tokens < 1 or a.num_topk < 1 or a.num_topk > a.num_experts:
@@ -90,6 +93,11 @@ def parse_args(argv=None):
     except ValueError as e:
         p.error(str(e))
     return a
+
+
+def parse_args(argv=None):
+    p = build_parser()
+    return check_args(p, p.parse_args(argv))
 
 
 @dataclass(frozen=True)

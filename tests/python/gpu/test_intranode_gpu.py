@@ -14,7 +14,7 @@ from rank_cases import RankCase, assert_passed, run_ranks  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
-SHAPE = ("--num-tokens", "1024", "--hidden", "7168", "--num-topk", "8", "--quick", "--skip-bench")
+SHAPE = ("--num-tokens", "1024", "--hidden", "7168", "--num-topk", "8", "--quick")
 EXPERTS_256 = ("--num-experts", "256")
 MNNVL = RankCase(12, 4, SHAPE + ("--num-experts", "264", "--expect-nodes", "3", "--expect-mnnvl"),
                  env={"UCCL_EP_NORMAL_MNNVL": "1"}, timeout_s=240)

@@ -20,11 +20,11 @@ PROXIED = {"UCCL_EP_TRANSPORT": "shm", "UCCL_EP_NUM_PROXY_THREADS": "1"}
 
 CASES = {
     # The full option matrix (24 dispatch x 8 combine variants) where calls take microseconds.
-    "two_ranks_on_one_node": RankCase(2, 2, SHAPE + ("--no-bench",)),
-    "two_ranks_on_a_gpu_each": RankCase(2, 2, SHAPE + ("--quick", "--no-bench"), own_gpus=True),
+    "two_ranks_on_one_node": RankCase(2, 2, SHAPE),
+    "two_ranks_on_a_gpu_each": RankCase(2, 2, SHAPE + ("--quick",), own_gpus=True),
     # The proxy path takes milliseconds a call: the reduced matrix.
-    "two_ranks_as_two_nodes_through_the_proxy": RankCase(2, 1, SHAPE + ("--quick", "--no-bench"), env=PROXIED),
-    "four_ranks_as_two_nodes_of_two": RankCase(4, 2, SHAPE + ("--quick", "--no-bench"), env=PROXIED),
+    "two_ranks_as_two_nodes_through_the_proxy": RankCase(2, 1, SHAPE + ("--quick",), env=PROXIED),
+    "four_ranks_as_two_nodes_of_two": RankCase(4, 2, SHAPE + ("--quick",), env=PROXIED),
 }
 
 
