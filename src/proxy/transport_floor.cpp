@@ -15,6 +15,7 @@
 #include "uccl_ep/platform/clock.hpp"
 #include "uccl_ep/ring/descriptor.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/interrupt.hpp"
 #include "uccl_ep/util/log.hpp"
 
 namespace uccl::ep::proxy {
@@ -442,7 +443,9 @@ FloorResult TransportFloor::run(const FloorPlan& plan) {
   uint64_t t_expect = 0, t_sends = 0;
   size_t first_unmet = 0;  // counters only grow: the ones before it stay complete
   uint32_t spins = 0;
+  InterruptPoll interrupt("transport floor run");
   while (t_expect == 0 || t_sends == 0) {
+    interrupt.poll();
     if (s.failed.load(std::memory_order_acquire)) s.throwIfFailed();
     while (first_unmet < plan.expect.size() && __atomic_load_n(&s.counters[plan.expect[first_unmet].signal_index],
                                                                __ATOMIC_ACQUIRE) >= plan.expect[first_unmet].value) {

@@ -240,7 +240,12 @@ void bindRuntime(py::module_& m) {
             nogil(r, [&](runtime::Buffer& b) { b.connect(infos); });
           },
           arg("infos"), "infos[r] = rank r's local_info(); blocks until connected")
-      .def("destroy", &Runtime::destroy, "idempotent")
+      .def("destroy", &Runtime::destroy,
+           "idempotent and local: frees this rank's memory after the device's work (no peer is waited for); Ctrl-C "
+           "interrupts the wait (KeyboardInterrupt, nothing freed)")
+      .def(
+          "synchronize", [](const Runtime& r) { nogil(r, [](runtime::Buffer& b) { b.synchronize(); }); },
+          "waits for the device's work; Ctrl-C interrupts it (KeyboardInterrupt)")
       .def("topology", [](const Runtime& r) { return r.b().topology(); }, "the runtime's topology (a copy)")
       .def("normal_path", [](const Runtime& r) { return r.b().normalPath(); },
            "the normal-mode path after connect() and why, e.g. 'pipelined (one GPU per rank)'")

@@ -9,7 +9,8 @@
 // runtime::Buffer (bind_runtime.cpp).
 //
 // Exceptions: uccl::ep::Error -> _C.UcclError (a RuntimeError), uccl::ep::TimeoutError -> _C.TimeoutError (a
-// builtins.TimeoutError), uccl::ep::InvalidArgument -> _C.ArgumentError (a ValueError).
+// builtins.TimeoutError), uccl::ep::InvalidArgument -> _C.ArgumentError (a ValueError), uccl::ep::Interrupted -> the
+// KeyboardInterrupt Python's handler raised for the Ctrl-C that ended a native wait (bind_interrupt.cpp).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -22,6 +23,7 @@
 #include "runtime/ll_floor_plan.hpp"
 #include "runtime/size_hints.hpp"
 #include "runtime/topology.hpp"
+#include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
 
 namespace uccl::ep::python {
@@ -52,6 +54,7 @@ void bindHostCalls(py::module_& m) {
   using py::arg;
   namespace rt = runtime;
   m.def("local_host_id", &rt::localHostId, "this process's host identity (host name and boot id)");
+  m.def("timeout_secs", [] { return env().timeout_secs; }, "UCCL_EP_TIMEOUT_SECS as the runtime read it (seconds)");
 
   auto hint = [](size_t (*f)(const rt::SizeHintArgs&), const char* call, const char* recv_name) {
     return
@@ -146,6 +149,7 @@ PYBIND11_MODULE(_C, m) {
   py::register_exception<uccl::ep::Error>(m, "UcclError", PyExc_RuntimeError);
   py::register_exception<uccl::ep::TimeoutError>(m, "TimeoutError", PyExc_TimeoutError);
   py::register_exception<uccl::ep::InvalidArgument>(m, "ArgumentError", PyExc_ValueError);
+  python::bindInterrupt(m);  // uccl::ep::Interrupted -> what the signal handler raised (KeyboardInterrupt)
 
 #ifdef UCCL_EP_HAVE_GPU
   m.def("has_cuda", [] { return true; }, "built with a GPU runtime, CUDA or HIP (kernels and Runtime present)");

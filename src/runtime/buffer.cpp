@@ -12,6 +12,7 @@
 #include "uccl_ep/platform/gpu_runtime.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/interrupt.hpp"
 #include "uccl_ep/util/log.hpp"
 
 namespace uccl::ep::runtime {
@@ -238,15 +239,8 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
               m.uses_proxy ? m.transport_name : std::string("none"));
 }
 
-Buffer::~Buffer() {
-  try {
-    destroy();
-  } catch (const std::exception& e) {
-    log().error("uccl-ep Buffer destructor: {}", e.what());
-  } catch (...) {
-    log().error("uccl-ep Buffer destructor: unknown exception");
-  }
-}
+// Not destroy(): a destructor cannot be interrupted (it would leak everything); release() waits for the device itself.
+Buffer::~Buffer() { impl_->release(); }
 
 std::string Buffer::localInfo() const {
   impl_->requireUsable("localInfo()");
@@ -256,7 +250,29 @@ std::string Buffer::localInfo() const {
   return std::string(b.begin(), b.end());
 }
 
-void Buffer::destroy() { impl_->release(); }
+void Buffer::destroy() {
+  if (!impl_->destroyed && impl_->cuda_used) synchronize();  // release() waits too, but not interruptibly
+  impl_->release();
+}
+
+void Buffer::synchronize() const {
+  impl_->requireUsable("synchronize()");
+  impl_->waitForDevice("waiting for the device's work");
+}
+
+void Buffer::Impl::waitForDevice(const char* what, cudaStream_t stream) const {
+  const int device = cfg.device;
+  const int rank = cfg.rank;
+  // The helper may outlive this call (Ctrl-C): it holds copies only.
+  runInterruptibly(what, [device, rank, stream, w = std::string(what)] {
+    UCCL_EP_CUDA_OR_THROW(cudaSetDevice(device), "rank {}: {}: selecting device {}", rank, w, device);
+    if (stream != nullptr) {
+      UCCL_EP_CUDA_OR_THROW(cudaStreamSynchronize(stream), "rank {}: {}", rank, w);
+    } else {
+      UCCL_EP_CUDA_OR_THROW(cudaDeviceSynchronize(), "rank {}: {}", rank, w);
+    }
+  });
+}
 
 const Topology& Buffer::topology() const { return impl_->topo; }
 

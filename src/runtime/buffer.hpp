@@ -95,7 +95,12 @@ class Buffer {
   std::string localInfo() const;
   // infos[r] = rank r's localInfo(). Throws naming the peer whose info is malformed or cannot be opened.
   void connect(const std::vector<std::string>& infos);
-  void destroy();  // idempotent
+  // Idempotent. Local: frees this rank's memory without waiting for any peer (a caller that needs the peers done
+  // with it, as Python's collective destroy does, waits for them first). It first waits for the device, which
+  // Ctrl-C interrupts (uccl::ep::Interrupted; nothing is freed then, and destroy() may be called again).
+  void destroy();
+  // Waits for the device's work, as destroy() does first; Ctrl-C interrupts it (uccl::ep::Interrupted).
+  void synchronize() const;
 
   // Final after connect(): a group whose GPUs all report one NVLink fabric domain becomes one NVLink domain.
   const Topology& topology() const;

@@ -54,7 +54,7 @@ proxy::FloorResult Buffer::transportFloorRun(const proxy::FloorPlan& plan) {
   Impl& m = *impl_;
   UCCL_EP_CHECK(m.floor != nullptr, "rank {}: transport_floor_run before transport_floor_connect", m.cfg.rank);
   checkErrors();
-  UCCL_EP_CUDA_OR_THROW(cudaDeviceSynchronize(), "rank {}: transport_floor_run: waiting for the device", m.cfg.rank);
+  m.waitForDevice("transport_floor_run: waiting for the device");
   for (const auto& r : m.rings) {
     const ring::RingControl* c = r->control();
     const uint64_t taken = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);

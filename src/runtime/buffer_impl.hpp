@@ -103,6 +103,10 @@ struct Buffer::Impl {
   // Frees everything; never throws. Safe on a partly constructed Impl.
   void release() noexcept;
 
+  // Waits until the device (or `stream`, when given) has finished its work; Ctrl-C ends the wait within
+  // kInterruptPollMs (uccl::ep::Interrupted). `what` names the wait in the messages.
+  void waitForDevice(const char* what, cudaStream_t stream = nullptr) const;
+
   // peer_memory.cpp: maps the peers' gpu and nvl buffers and fills the device peer tables.
   void mapPeers(const std::vector<PeerInfo>& peers);
 

@@ -175,7 +175,7 @@ void Buffer::cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t strea
                         "rank {}: clean_low_latency_buffer: scratch", m.cfg.rank);
   if (m.rdma_signals) {
     // Host-mapped words the proxies add to: zeroed from the CPU once earlier work on the stream is done.
-    UCCL_EP_CUDA_OR_THROW(cudaStreamSynchronize(s), "rank {}: clean_low_latency_buffer: stream", m.cfg.rank);
+    m.waitForDevice("clean_low_latency_buffer: waiting for the stream", s);
     std::memset(static_cast<void*>(m.rdma_signals->host()), 0, m.signal_count * sizeof(int64_t));
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }

@@ -11,6 +11,7 @@
 #include "runtime/cuda_check.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/interrupt.hpp"
 
 namespace uccl::ep::runtime {
 
@@ -106,7 +107,9 @@ std::pair<int, std::vector<int>> Buffer::dispatchWaitCounts() {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::nanoseconds(env().timeoutNs()) + std::chrono::seconds(2);
   uint32_t spins = 0;
+  InterruptPoll interrupt("dispatch: waiting for the receive counts");
   while (__atomic_load_n(&hc->ready, __ATOMIC_ACQUIRE) == 0) {
+    interrupt.poll();
     if (__atomic_load_n(&m.error->host()->code, __ATOMIC_ACQUIRE) != kernels::kNoError) checkErrors();
     if (std::chrono::steady_clock::now() > deadline) {
       checkErrors();

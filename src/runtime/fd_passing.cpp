@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/interrupt.hpp"
 #include "uccl_ep/util/log.hpp"
 
 namespace uccl::ep::runtime {
@@ -210,7 +211,9 @@ int receiveFd(const std::string& name, int peer_rank, uint64_t timeout_ns) {
   // Connect, retrying while the server is not listening yet (ECONNREFUSED) or its queue is full (EAGAIN).
   int sock = -1;
   auto backoff = std::chrono::milliseconds(1);
+  InterruptPoll interrupt("waiting for a peer's fd");
   for (;;) {
+    interrupt.poll();
     sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (sock < 0) UCCL_EP_THROW("fd of rank {}: socket(AF_UNIX) failed: {}", peer_rank, std::strerror(errno));
     if (::connect(sock, reinterpret_cast<const sockaddr*>(&addr), addr_len) == 0) break;
@@ -234,8 +237,9 @@ int receiveFd(const std::string& name, int peer_rank, uint64_t timeout_ns) {
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) timeout("connected, no fd received", 0);
+    checkInterrupt("waiting for a peer's fd");
     pollfd p{sock, POLLIN, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1000)));
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, kInterruptPollMs)));
     if (n > 0) break;
     if (n < 0 && errno != EINTR)
       UCCL_EP_THROW("fd of rank {}: poll(@{}) failed: {}", peer_rank, name, std::strerror(errno));

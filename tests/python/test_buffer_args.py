@@ -1,6 +1,8 @@
 """Buffer without a GPU: every type check runs before the group or CUDA is touched, the constructor hands the
 runtime every rank's host identity and its arguments by name (a stand-in Runtime), and the UCCL compatibility
 calls. Size values (multiples of 128, low_latency_mode needing num_rdma_bytes) are the runtime's ArgumentError."""
+import types
+
 import pytest
 import torch
 
@@ -139,12 +141,16 @@ class RecordingRuntime:
 
 
 class FakeNative:
-    """The module surface the constructor reads: has_cuda, local_host_id, Runtime."""
+    """The module surface the constructor reads: has_cuda, local_host_id, timeout_secs, Runtime."""
     Runtime = RecordingRuntime
 
     @staticmethod
     def has_cuda():
         return True
+
+    @staticmethod
+    def timeout_secs():
+        return 5.0
 
     @staticmethod
     def local_host_id():
@@ -172,8 +178,8 @@ def test_constructor_hands_host_ids_and_flags_to_the_runtime(monkeypatch, flags)
             gathered.append(obj)
             return ["host-b:boot-9", obj] if isinstance(obj, str) else [b"peer", obj]
 
-        def Barrier(self):
-            pass
+        def Ibarrier(self):  # the barrier after connect: the others have arrived
+            return types.SimpleNamespace(Test=lambda: True, Wait=lambda: None)
 
     RecordingRuntime.made.clear()
     buf = Buffer(comm=Comm(), num_nvl_bytes=1 << 20, num_rdma_bytes=256, low_latency_mode=True, **flags)

@@ -1,7 +1,8 @@
 """Small pieces buffer.py and _low_latency.py share: the per-Buffer call lock, tensors over device memory the runtime
-owns, and the type checks of the constructor's arguments."""
+owns, the type checks of the constructor's arguments, and a wait that Ctrl-C ends."""
 import functools
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 import torch
 
@@ -55,3 +56,13 @@ def as_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"Buffer: {name} must be an int, got {type(value).__name__}")
     return value
+
+
+def wait_until(done: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.01) -> None:
+    """Polls done() until it is true; a Python-level sleep between polls, so Ctrl-C raises KeyboardInterrupt at once
+    (a blocking wait inside torch or MPI would defer it). TimeoutError naming `what` after timeout_s seconds."""
+    start = time.monotonic()
+    while not done():
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"{what}: not done after {timeout_s:g} s (UCCL_EP_TIMEOUT_SECS)")
+        time.sleep(poll_s)

@@ -31,7 +31,7 @@ from . import ArgumentError
 from . import _validate as V
 from ._native import native
 from ._low_latency import LowLatencyCalls
-from ._support import as_bool, as_int, one_thread, ptr_of, wrap_device_memory
+from ._support import as_bool, as_int, one_thread, ptr_of, wait_until, wrap_device_memory
 from .config import Config, default_combine_config, default_dispatch_config
 from .utils import EventHandle, EventOverlap
 
@@ -102,7 +102,7 @@ class Buffer(LowLatencyCalls):
         self._comm_stream = torch.cuda.Stream(device=self.device)
         # Every rank's memory is zeroed and mapped before any rank's first kernel can write to it.
         torch.cuda.synchronize(self.device)
-        self._barrier()
+        self._barrier("Buffer()")
 
     # ---- life cycle -------------------------------------------------------------------------------------------
     def _all_gather(self, obj) -> list:
@@ -113,12 +113,20 @@ class Buffer(LowLatencyCalls):
             return out
         return list(self.comm.allgather(obj))
 
-    def _barrier(self) -> None:
+    def _barrier(self, call: str) -> None:
+        """Every rank of the group gets here. Ctrl-C ends the wait within a second (KeyboardInterrupt), and it gives
+        up after UCCL_EP_TIMEOUT_SECS (TimeoutError)."""
         if self.group is not None:
             import torch.distributed as dist
-            dist.barrier(group=self.group)
+            work = dist.barrier(group=self.group, async_op=True)
+            done, finish = work.is_completed, work.wait
         else:
-            self.comm.Barrier()
+            request = self.comm.Ibarrier()
+            done, finish = request.Test, request.Wait
+        what = (f"{call} (rank {self.rank} of {self.group_size}): the barrier every rank must reach; a rank that died "
+                f"or never made this call holds it (a barrier cannot tell which)")
+        wait_until(done, native().timeout_secs(), what)
+        finish()
 
     def _rt(self, call: str):
         """The runtime, after raising any failure a kernel or proxy recorded since the last call."""
@@ -129,16 +137,39 @@ class Buffer(LowLatencyCalls):
 
     @one_thread
     def destroy(self) -> None:
-        """Collective: frees the buffer on every rank. Required (and only allowed) with explicitly_destroy=True."""
+        """Frees the buffer. Required (and only allowed) with explicitly_destroy=True.
+
+        Collective while no failure is recorded: this rank waits for its device, then for every rank at a barrier (no
+        peer may still be writing into its memory), then frees. Local once a kernel or proxy recorded a failure (a
+        peer died or stalled: a call raised uccl.ep's TimeoutError or UcclError): no barrier, which a lost peer would
+        never join; this rank's memory is freed after its own device work, and a new Buffer (over a group without the
+        lost rank) can be built in this process. Ctrl-C ends any of these waits within a second (KeyboardInterrupt);
+        the buffer is then left as it was, and destroy() may be called again."""
         if not self.explicitly_destroy:
             raise RuntimeError("Buffer.destroy: the buffer was built with explicitly_destroy=False; it is freed "
                                "when garbage-collected")
-        if self._runtime is None:
+        runtime = self._runtime
+        if runtime is None:
             return
-        torch.cuda.synchronize(self.device)
-        self._barrier()  # no peer may still be writing into this rank's memory
-        self._runtime.destroy()
+        if self._recorded_failure() is None:
+            runtime.synchronize()
+            self._barrier("Buffer.destroy")  # no peer may still be writing into this rank's memory
+        runtime.destroy()
         self._runtime = None
+
+    def _recorded_failure(self) -> Optional[Exception]:
+        """The failure a kernel or proxy of this buffer recorded (it stays until the buffer is freed), as the
+        exception the next call would raise; None when there is none or the buffer is freed. A rejected argument
+        (ArgumentError) is not a failure: it is raised once, and the buffer stays usable."""
+        if self._runtime is None:
+            return None
+        try:
+            self._runtime.check_errors()
+        except ArgumentError:
+            return None
+        except (RuntimeError, TimeoutError) as e:  # _C.UcclError, _C.TimeoutError
+            return e
+        return None
 
     def __del__(self):
         runtime = getattr(self, "_runtime", None)

@@ -19,6 +19,7 @@
 #include "uccl_ep/ring/host_ring.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "signal_watch.hpp"
 #include "worker_common.hpp"
 
 namespace {
@@ -132,19 +133,19 @@ int run(const Args& a) {
     }
   }
 
-  // Wait for every source's signals; a missing peer is named.
+  // Wait for every source's signals at once; at the deadline the source silent the longest is named.
   const int64_t want = expectedSum(a);
   const auto start = std::chrono::steady_clock::now();
-  for (int src = 0; src < a.world; ++src) {
-    uint32_t spins = 0;
-    while (__atomic_load_n(&counters[src], __ATOMIC_ACQUIRE) < want) {
-      if (group.hasError()) die(2, group.firstError());
-      if (std::chrono::steady_clock::now() - start > std::chrono::nanoseconds(timeout_ns)) {
-        die(2, fmt::format("rank {} timed out after {:.1f} s waiting for signals from rank {}: counter {} of {}",
-                           a.rank, env().timeout_secs, src, __atomic_load_n(&counters[src], __ATOMIC_ACQUIRE), want));
-      }
-      uccl::ep::platform::spinRelax(spins);
-    }
+  e2e::SignalWatch watch(a.world, want, start);
+  std::vector<int64_t> seen(a.world);
+  uint32_t spins = 0;
+  for (;;) {
+    for (int src = 0; src < a.world; ++src) seen[src] = __atomic_load_n(&counters[src], __ATOMIC_ACQUIRE);
+    const auto now = std::chrono::steady_clock::now();
+    if (watch.observe(seen, now)) break;
+    if (group.hasError()) die(2, group.firstError());
+    if (now - start > std::chrono::nanoseconds(timeout_ns)) die(2, watch.describe(a.rank, env().timeout_secs, now));
+    uccl::ep::platform::spinRelax(spins);
   }
   rv.barrier();  // everyone's data has landed everywhere; no more signals are coming
   group.stop();

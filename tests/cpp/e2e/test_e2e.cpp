@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "launcher.hpp"
+#include "signal_watch.hpp"
 
 namespace uccl::ep::e2e {
 namespace {
@@ -93,6 +94,37 @@ void expectTheLostPeerNamed(const std::string& fault) {
       EXPECT_TRUE(named) << transport << " rank " << r << " did not name rank 2:\n" << outs[r].output;
     }
   }
+}
+
+// The blame rule on its own: a source that stalled behind the lost one advanced later, so it is not the one named.
+TEST(E2ESignalWatch, TheSourceSilentLongestIsNamedNotTheFirstInRankOrder) {
+  const auto t0 = SignalWatch::Clock::now();
+  const auto at = [&](double s) { return t0 + std::chrono::milliseconds(static_cast<int>(s * 1000)); };
+  SignalWatch w(3, 10, t0);
+  EXPECT_FALSE(w.observe({10, 2, 0}, at(0.1)));
+  EXPECT_FALSE(w.observe({10, 6, 0}, at(1.0)));  // rank 1 still sends for a while, rank 2 never does
+  EXPECT_FALSE(w.observe({10, 6, 0}, at(3.0)));
+  EXPECT_EQ(w.culprit(), 2);
+  const std::string text = w.describe(0, 3.0, at(3.0));
+  EXPECT_EQ(text.find("rank 0 timed out after 3.0 s waiting for signals from rank 2 (counter 0 of 10, unchanged for "
+                      "3.0 s); also short: rank 1 (counter 6 of 10, unchanged for 2.0 s)"),
+            0u)
+      << text;
+
+  SignalWatch lower(3, 10, t0);  // the lost peer is rank 1 this time, and rank 2 is stuck behind it
+  EXPECT_FALSE(lower.observe({10, 0, 4}, at(0.5)));
+  EXPECT_FALSE(lower.observe({10, 0, 7}, at(2.0)));
+  EXPECT_EQ(lower.culprit(), 1);
+
+  SignalWatch tie(3, 10, t0);  // both silent since the wait began: the one with less progress
+  EXPECT_FALSE(tie.observe({10, 5, 0}, t0));
+  EXPECT_EQ(tie.culprit(), 2);
+  EXPECT_FALSE(tie.observe({10, 0, 5}, t0 + std::chrono::seconds(1)));  // counters never fall; only the rule is tested
+  EXPECT_EQ(tie.culprit(), 1);
+
+  SignalWatch done(2, 4, t0);
+  EXPECT_TRUE(done.observe({4, 5}, at(0.2)));
+  EXPECT_EQ(done.culprit(), -1);
 }
 
 TEST(E2EFaults, KilledPeerIsNamedWithinTheTimeout) { expectTheLostPeerNamed("die"); }
