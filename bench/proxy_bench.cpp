@@ -228,6 +228,7 @@ void bandwidth(const std::string& provider, const Opts& o, std::vector<bench::Re
   std::vector<uint64_t> sizes;
   for (uint64_t s = o.min; s <= o.max; s *= 4) sizes.push_back(s);
   const int port = 20000 + getpid() % 20000;
+  std::fflush(nullptr);  // else the child inherits, and prints again, what the parent has not written yet
   const pid_t child = fork();
   if (child == 0) {
     try {

@@ -56,7 +56,7 @@ Selection FabricTransport::select(const TransportOptions& options, const std::st
         UCCL_EP_THROW("fabric/{}: UCCL_EP_FABRIC_HMEM=on, but the provider grants no FI_HMEM endpoint: {}", provider,
                       e.what());
       }
-      log().info("fabric/{} (rank {}, thread {}): no FI_HMEM endpoint, GPU memory stays unregistered ({})", provider,
+      log().debug("fabric/{} (rank {}, thread {}): no FI_HMEM endpoint, GPU memory stays unregistered ({})", provider,
                  options.rank, options.thread_index, e.what());
     }
   }
@@ -69,7 +69,7 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   fi_info* info = sel_.info.get();
   prov_ = info->fabric_attr->prov_name;
   name_ = "fabric/" + prov_ + ":" + info->domain_attr->name;
-  log().info("{} (rank {}, thread {}): {}", name_, rank_, options.thread_index, describeInfo(*info));
+  log().debug("{} (rank {}, thread {}): {}", name_, rank_, options.thread_index, describeInfo(*info));
 
   const uint64_t mrMode = info->domain_attr->mr_mode;
   mrLocal_ = mrMode & FI_MR_LOCAL;
@@ -124,7 +124,7 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   if (immBytes_ > 0) caps_ |= kRemoteCqData;
   if (sel_.hmem) caps_ |= kGpuMemory;
   if (sel_.ordered && orderedDelivery(*info)) caps_ |= kOrderedDelivery;
-  log().info(
+  log().debug(
       "{}: capabilities: native atomics {}{}, remote cq data {} bytes, ordered delivery {}, delivery complete {}, "
       "FI_SOURCE {}, FI_RX_CQ_DATA {}, tx depth {}, GPU memory (FI_HMEM) {}",
       name_, (caps_ & kNativeAtomics) != 0, fetchOnly_ ? " (fetching)" : "", immBytes_, (caps_ & kOrderedDelivery) != 0,
