@@ -21,6 +21,15 @@ from test_intranode_fake import FakeNormalRuntime, install_fake_cuda, make_buffe
 SIGNAL_AFTER = 0.3
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """SIGINT raises KeyboardInterrupt in these tests whatever the process inherited: a shell starts a background job
+    with SIGINT ignored, and Python then leaves it ignored (CI run with nohup or `&` would see no signal at all)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def sigint_after(seconds: float) -> threading.Timer:
     t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
     t.start()
