@@ -52,7 +52,10 @@ ProxyGroup::ProxyGroup(const ProxyConfig& config) : config_(config) {
                 config.world);
   UCCL_EP_CHECK(config.num_threads >= 1, "proxy threads: {} (expected at least 1)", config.num_threads);
   UCCL_EP_CHECK(config.max_batch >= 1, "max_batch must be at least 1");
-  for (int t = 0; t < config.num_threads; ++t) threads_.push_back(std::make_unique<ProxyThread>(t, config_, &error_));
+  board_ = std::make_unique<StallBoard>();
+  for (int t = 0; t < config.num_threads; ++t) {
+    threads_.push_back(std::make_unique<ProxyThread>(t, config_, &error_, board_.get()));
+  }
 }
 
 ProxyGroup::~ProxyGroup() { stop(); }

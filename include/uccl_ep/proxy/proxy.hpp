@@ -84,6 +84,7 @@ struct ThreadStats {
 };
 
 class ProxyThread;
+class StallBoard;
 
 class ProxyGroup {
  public:
@@ -122,6 +123,7 @@ class ProxyGroup {
 
  private:
   ProxyConfig config_;
+  std::unique_ptr<StallBoard> board_;  // what each thread waits on; outlives the threads that write it
   std::vector<std::unique_ptr<ProxyThread>> threads_;
   mutable ErrorSlot error_;
   bool started_ = false;
