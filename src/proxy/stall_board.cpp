@@ -19,6 +19,17 @@ StallBoard::Entry* StallBoard::addPosting(std::string label) {
   return e;
 }
 
+StallBoard::Blocked StallBoard::oldestPost(uint64_t now_ns, uint64_t min_ns) const {
+  Blocked out;
+  for (const auto& e : entries_) {
+    if (!e->posting) continue;
+    const uint64_t since = e->since_ns.load(std::memory_order_relaxed);
+    if (since == 0 || since > now_ns || now_ns - since < min_ns || now_ns - since <= out.age_ns) continue;
+    out = Blocked{e.get(), e->peer.load(std::memory_order_relaxed), now_ns - since};
+  }
+  return out;
+}
+
 std::string StallBoard::describeOthers(const Entry* except, uint64_t now_ns, uint64_t min_post_ns) const {
   struct Seen {
     bool posting;

@@ -33,6 +33,15 @@ class StallBoard {
   }
   static void clear(Entry* e) { e->since_ns.store(0, std::memory_order_relaxed); }
 
+  // The transport call that has gone on longest, when it is older than min_ns: the thread inside it cannot time itself
+  // out, so whoever asks for the group's errors does. `entry` is nullptr when there is none.
+  struct Blocked {
+    const Entry* entry = nullptr;
+    int32_t peer = -1;
+    uint64_t age_ns = 0;
+  };
+  Blocked oldestPost(uint64_t now_ns, uint64_t min_ns) const;
+
   // " The group also waits: proxy thread 0 inside a post to rank 2 for 3.1 s, ring 0 (proxy thread 0) on rank 2 for
   // 3.0 s", transport calls first (the transport itself is blocked on that peer), then rings, oldest first; empty
   // when nothing but `except` waits. A transport call younger than min_post_ns is ordinary and left out.
