@@ -4,6 +4,8 @@
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/util/env.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/log.hpp"
+#include "uccl_ep/platform/clock.hpp"
 
 namespace uccl::ep::proxy {
 
@@ -52,7 +54,10 @@ ProxyGroup::ProxyGroup(const ProxyConfig& config) : config_(config) {
                 config.world);
   UCCL_EP_CHECK(config.num_threads >= 1, "proxy threads: {} (expected at least 1)", config.num_threads);
   UCCL_EP_CHECK(config.max_batch >= 1, "max_batch must be at least 1");
-  for (int t = 0; t < config.num_threads; ++t) threads_.push_back(std::make_unique<ProxyThread>(t, config_, &error_));
+  board_ = std::make_unique<StallBoard>();
+  for (int t = 0; t < config.num_threads; ++t) {
+    threads_.push_back(std::make_unique<ProxyThread>(t, config_, &error_, board_.get()));
+  }
 }
 
 ProxyGroup::~ProxyGroup() { stop(); }
@@ -113,7 +118,29 @@ void ProxyGroup::stop() {
   for (auto& t : threads_) t->stop();
 }
 
-bool ProxyGroup::hasError() const { return error_.set.load(std::memory_order_acquire); }
+bool ProxyGroup::hasError() const {
+  if (error_.set.load(std::memory_order_acquire)) return true;
+  noticeBlockedPost();
+  return error_.set.load(std::memory_order_acquire);
+}
+
+void ProxyGroup::noticeBlockedPost() const {
+  if (!started_) return;
+  const uint64_t now = platform::nowNs();
+  const StallBoard::Blocked b = board_->oldestPost(now, config_.timeout_ns);
+  if (b.entry == nullptr) return;
+  bool expected = false;
+  if (error_.publishing.compare_exchange_strong(expected, true)) {
+    error_.message = fmt::format(
+        "rank {}: {} has been inside a post to rank {} for {:.1f} s, longer than UCCL_EP_TIMEOUT_SECS ({:.1f} s): the "
+        "transport does not return; is rank {} alive?{}",
+        config_.rank, b.entry->label, b.peer, b.age_ns / 1e9, config_.timeout_ns / 1e9, b.peer,
+        board_->describeOthers(b.entry, now, config_.timeout_ns / 2));
+    error_.set.store(true, std::memory_order_release);
+    log().error("{}", error_.message);
+  }
+  for (const auto& t : threads_) t->publishErrorToRings(1);  // the rings' waiters stop waiting
+}
 
 std::string ProxyGroup::firstError() const { return hasError() ? error_.message : std::string(); }
 

@@ -37,8 +37,13 @@ uint64_t wrId(uint32_t ring_index, uint64_t pos) {
 }
 }  // namespace
 
-ProxyThread::ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error)
-    : index_(index), config_(config), error_(error), transport_(config.openTransport(index)) {}
+ProxyThread::ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error, StallBoard* board)
+    : index_(index),
+      config_(config),
+      error_(error),
+      board_(board),
+      posting_(board->addPosting(fmt::format("proxy thread {}", index))),
+      transport_(config.openTransport(index)) {}
 
 ProxyThread::~ProxyThread() {
   stop();
@@ -77,6 +82,7 @@ void ProxyThread::addRing(const ring::RingView& view, RingKind kind) {
   r->pending.assign(capacity, 0);
   r->bytes.assign(capacity, 0);
   r->peer.assign(capacity, 0);
+  r->board = board_->addRing(fmt::format("ring {} (proxy thread {})", view.ring_id, index_));
   rings_.push_back(std::move(r));
 }
 
@@ -329,14 +335,14 @@ bool ProxyThread::flushQueues() {
   for (size_t a = 0; a < num_active_; ++a) {
     const uint32_t peer = active_peers_[a];
     PeerQueue& q = queues_[peer];
-    any |= flushQueue(q);
+    any |= flushQueue(peer, q);
     if (q.size > 0) active_peers_[kept++] = peer;
   }
   num_active_ = kept;
   return any;
 }
 
-bool ProxyThread::flushQueue(PeerQueue& q) {
+bool ProxyThread::flushQueue(uint32_t peer, PeerQueue& q) {
   size_t n = q.size;
   if (cumulative_) {
     // One completion per post covers the chain: only its last request is signaled. A post the transport takes
@@ -345,7 +351,10 @@ bool ProxyThread::flushQueue(PeerQueue& q) {
     if (n == 0) return false;
     for (size_t i = 0; i < n; ++i) q.requests[i].signaled = i + 1 == n;
   }
+  // A post that does not return (a shm peer stopped while it held the lock of its queue) shows on the board.
+  StallBoard::set(posting_, peer, platform::nowNs());
   const size_t taken = transport_->post(q.requests.data(), n);
+  StallBoard::clear(posting_);
   if (taken == 0) return false;
   bump(counters_.posts, 1);
   if (cumulative_) {
@@ -421,10 +430,12 @@ void ProxyThread::retire(RingState& r) {
     bump(counters_.descriptors, c - r.completed);
     r.completed = c;
     r.consumer.publishCompleted(c);
+    if (r.stalled_since_ns != 0) StallBoard::clear(r.board);
     r.stalled_since_ns = 0;
     return;
   }
   if (c == end) {
+    if (r.stalled_since_ns != 0) StallBoard::clear(r.board);
     r.stalled_since_ns = 0;
     return;
   }
@@ -433,11 +444,12 @@ void ProxyThread::retire(RingState& r) {
   const uint64_t now = platform::nowNs();
   if (r.stalled_since_ns == 0) {
     r.stalled_since_ns = now;
+    StallBoard::set(r.board, r.peer[c & r.mask], now);
   } else if (now - r.stalled_since_ns > config_.timeout_ns) {
     fail(fmt::format("ring {} (proxy thread {}): the operation at position {} to rank {} did not complete within "
-                     "{:.1f} s (UCCL_EP_TIMEOUT_SECS); is rank {} alive?",
+                     "{:.1f} s (UCCL_EP_TIMEOUT_SECS); is rank {} alive?{}",
                      r.consumer.view().ring_id, index_, c, r.peer[c & r.mask], config_.timeout_ns / 1e9,
-                     r.peer[c & r.mask]));
+                     r.peer[c & r.mask], board_->describeOthers(r.board, now, config_.timeout_ns / 2)));
   }
 }
 

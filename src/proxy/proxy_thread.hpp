@@ -11,6 +11,7 @@
 
 #include "proxy/endpoint_info.hpp"
 #include "proxy/signal_rules.hpp"
+#include "proxy/stall_board.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/ring/ring.hpp"
 #include "uccl_ep/transport/transport.hpp"
@@ -19,7 +20,7 @@ namespace uccl::ep::proxy {
 
 class ProxyThread {
  public:
-  ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error);
+  ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error, StallBoard* board);
   ~ProxyThread();
 
   void addRegion(uint32_t index, void* base, size_t size, transport::MemoryKind kind);
@@ -50,6 +51,7 @@ class ProxyThread {
     std::vector<uint16_t> peer;     // per slot: destination, to name it when it stalls
     uint64_t mask = 0;
     uint64_t stalled_since_ns = 0;  // when the oldest position stopped retiring (0: not stalled)
+    StallBoard::Entry* board = nullptr;  // the same, for the group's other threads to read
   };
   // Requests waiting to be posted to one peer, in ring order.
   struct PeerQueue {
@@ -67,7 +69,7 @@ class ProxyThread {
   bool drainRing(RingState& r);
   bool handleDescriptor(RingState& r, uint64_t pos, const ring::Descriptor& d, bool* blocked);
   bool flushQueues();
-  bool flushQueue(PeerQueue& q);
+  bool flushQueue(uint32_t peer, PeerQueue& q);
   bool pollCompletions();
   void retire(RingState& r);
   void completeOne(uint64_t wr_id);
@@ -79,6 +81,8 @@ class ProxyThread {
   int index_;
   ProxyConfig config_;
   ProxyGroup::ErrorSlot* error_;
+  StallBoard* board_;
+  StallBoard::Entry* posting_;  // a transport post() in progress and its peer
   std::unique_ptr<transport::Transport> transport_;
   SignalPath signal_path_ = SignalPath::kImmediate;
   bool ordered_ = false;

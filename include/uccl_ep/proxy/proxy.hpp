@@ -84,6 +84,7 @@ struct ThreadStats {
 };
 
 class ProxyThread;
+class StallBoard;
 
 class ProxyGroup {
  public:
@@ -102,7 +103,8 @@ class ProxyGroup {
   void start();
   void stop();  // joins the threads; idempotent
 
-  // Throws the first error any thread recorded (uccl::ep::Error), if any.
+  // Throws the first error any thread recorded (uccl::ep::Error), if any. Asking also records, for a thread that has
+  // been inside one transport post longer than the timeout (it cannot time itself out), an error naming that peer.
   void checkError() const;
   bool hasError() const;
   std::string firstError() const;
@@ -122,9 +124,12 @@ class ProxyGroup {
 
  private:
   ProxyConfig config_;
+  std::unique_ptr<StallBoard> board_;  // what each thread waits on; outlives the threads that write it
   std::vector<std::unique_ptr<ProxyThread>> threads_;
   mutable ErrorSlot error_;
   bool started_ = false;
+
+  void noticeBlockedPost() const;
 };
 
 // Pins the calling thread to the CPUs of a NUMA node (from /sys). Returns false when the node is unknown.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -22,6 +23,17 @@ struct HeldState {
   uint32_t caps = transport::kRemoteCqData | transport::kNativeAtomics | transport::kOrderedDelivery;
   uint32_t imm_bytes = 8;
   size_t accept_per_post = SIZE_MAX;  // emulate a full send queue
+  // A post to this peer does not return until `unblocked` (a shm peer stopped while it held its queue's lock).
+  int block_posts_to = -1;
+  bool unblocked = false;
+  int blocked_posts = 0;
+  std::condition_variable cv;
+
+  void unblock() {
+    std::lock_guard<std::mutex> g(mu);
+    unblocked = true;
+    cv.notify_all();
+  }
 
   size_t postedCount() {
     std::lock_guard<std::mutex> g(mu);
@@ -71,7 +83,11 @@ class HeldTransport final : public transport::Transport {
     s_->deregistered.push_back(id);
   }
   size_t post(const transport::WorkRequest* r, size_t n) override {
-    std::lock_guard<std::mutex> g(s_->mu);
+    std::unique_lock<std::mutex> g(s_->mu);
+    if (n > 0 && static_cast<int>(r[0].peer) == s_->block_posts_to) {  // a post holds requests to one peer
+      ++s_->blocked_posts;
+      s_->cv.wait(g, [&] { return s_->unblocked; });
+    }
     const size_t take = std::min(n, s_->accept_per_post);
     s_->posted.insert(s_->posted.end(), r, r + take);
     if (take) s_->post_sizes.push_back(take);
