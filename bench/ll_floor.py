@@ -61,7 +61,7 @@ class Floor:
         return self.rt.transport_floor_run(plan=plan)
 
     def close(self):
-        self.buffer._barrier()  # every rank's last run is complete: no peer needs this rank's endpoints any more
+        self.buffer._barrier("transport floor close")  # every rank's last run is complete: no peer needs this rank's endpoints any more
         self.rt.transport_floor_close()
 
 

@@ -241,7 +241,9 @@ def main(argv=None):
     import low_latency_checks as ll_checks
     from rank_group import log0
     a, rest = parse_args(argv)
-    ll_args, normal_args = ll_checks.parse_args(rest), normal_checks.parse_args(rest)
+    import test_low_latency as ll_bench
+    # The low-latency bench's parser: the checks' flags and the bench flags its prepare() reads (--use-logfmt).
+    ll_args, normal_args = ll_bench.parse_args(rest), normal_checks.parse_args(rest)
     d, chk, _ = ll_checks.start(ll_args, "soak")
     try:
         if a.ll_rounds:

@@ -206,7 +206,7 @@ def test_the_floor_opens_and_closes_collectively():
             log.append("close")
 
     buf = types.SimpleNamespace(_runtime=Runtime(), _all_gather=lambda obj: [obj, b"peer"],
-                                _barrier=lambda: log.append("barrier"))
+                                _barrier=lambda call: log.append("barrier"))
     f = ll_floor.Floor(buf)
     f.close()
     assert log == ["info", ("connect", [b"me", b"peer"]), "barrier", "close"]

@@ -417,7 +417,7 @@ class FakeLowLatencyBuffer:
         self.dist.all_gather_object(out, obj)
         return out
 
-    def _barrier(self):
+    def _barrier(self, call: str = ""):
         self.dist.barrier()
 
     def raise_recorded(self):

@@ -168,7 +168,9 @@ def test_a_result_that_changes_in_one_round_is_caught(native, monkeypatch, mode,
 def test_a_leak_is_caught(native, monkeypatch, mode):
     with pytest.raises(soak.SoakFailure) as e:
         run(STEPS[mode](native, monkeypatch, Faults(leak=LEAK)), 120, rss_growth=16 * soak.MiB)
-    assert "run round 50: rss grew" in str(e.value), str(e.value)
+    # Caught at a check (every 50 rounds) once 16 MiB more are resident: 45 MiB leaked by round 50, but what earlier
+    # tests in this process free meanwhile can offset the first check's reading, never the second's (95 MiB leaked).
+    assert "run round 50: rss grew" in str(e.value) or "run round 100: rss grew" in str(e.value), str(e.value)
     assert "tolerance 16.0 MiB" in str(e.value)
 
 
