@@ -26,6 +26,16 @@ size_t sweepDeadRanksShm();
 
 int freeTcpPort();
 
+// UCCL_EP_TIMEOUT_SECS of the fault tests: short, so that they end soon, yet above any healthy operation, or the
+// test names a live rank. Under ThreadSanitizer a healthy first post over tcp;ofi_rxm (the rank's connection to
+// itself) has taken more than 3 s, about once in 20 runs, and was then named as the stall; never in Release.
+inline constexpr double kFaultTimeoutSecs =
+#if defined(__SANITIZE_THREAD__)
+    8;
+#else
+    3;
+#endif
+
 // Two namespaces joined by a veth pair (10.77.<n>.1 and .2). Torn down by the destructor.
 class NetnsPair {
  public:

@@ -79,7 +79,7 @@ void expectTheLostPeerNamed(const std::string& fault) {
     j.transport = transport;
     j.world = 3;
     j.fault = fault;
-    j.timeout_secs = 3;
+    j.timeout_secs = kFaultTimeoutSecs;
     j.iters = 64;
     const auto outs = runAll(launches(j), 60);
     sweepDeadRanksShm();  // a killed or stopped rank leaves its regions behind

@@ -88,7 +88,7 @@ TEST(FloorFaults, StoppedPeerIsNamedWithinTheTimeout) {
     j.world = 3;
     j.experts = 6;
     j.fault = "stop";
-    j.timeout_secs = 3;
+    j.timeout_secs = kFaultTimeoutSecs;
     const auto outs = runAll(floorLaunches(j), 60);
     sweepDeadRanksShm();  // the frozen rank's watchdog killed it: its regions stay behind
     for (int r = 0; r < 2; ++r) {
