@@ -125,13 +125,14 @@ def validate(rec: dict, where: str = "record") -> None:
 
 
 def write(path: str, records: Iterable[dict]) -> List[dict]:
-    """Writes the records (each validated first) to path as one JSON array; returns them."""
+    """Writes the records (each validated first) to path as one JSON array, says so on stdout; returns them."""
     records = list(records)
     for i, rec in enumerate(records):
         validate(rec, f"{path}[{i}]")
     with open(path, "w") as f:
         json.dump(records, f, indent=2)
         f.write("\n")
+    print(f"figures written to {path}", flush=True)
     return records
 
 

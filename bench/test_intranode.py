@@ -211,7 +211,6 @@ def run_all(args, d: Dist, chk: checks.Checker):
             topology = getattr(chk.buffer, "topology", None)
             ranks_per_node = topology.ranks_per_node if topology is not None else d.local_world
             bench_json.write(args.json, json_records(args, rows, ranks_per_node))
-            print(f"figures written to {args.json}", flush=True)
 
 
 def parse_args(argv=None):

@@ -332,7 +332,6 @@ def run_all(args, d: Dist, chk: checks.Checker, ranks_per_node: int):
         print("\n".join(lines), flush=True)
         if args.json:
             bench_json.write(args.json, json_records(results, args, ranks_per_node))
-            print(f"figures written to {args.json}", flush=True)
 
 
 def parse_args(argv=None):
