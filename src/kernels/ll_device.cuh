@@ -135,6 +135,7 @@ struct Entry {
   int slot;   // the token's slot at `expert` (ll_layout.hpp): tokens before it that picked the same expert
   int total;  // tokens of this rank that picked `expert`
   int repeat;
+  int64_t* signal;  // dispatch to an NVLink peer: the receiver's count word the message adds to (null otherwise)
 };
 
 // Dynamic shared memory of slotEntries: the per-expert counts, then the block's entries.
@@ -190,7 +191,7 @@ __device__ inline void slotEntries(const int64_t* topk, int T, int K, int E, int
       slot = platform::shfl(slot, first);
       total = platform::shfl(total, first);
       if (lane < K) {
-        entries[(t - t0) * K + lane] = Entry{nullptr, valid ? static_cast<int>(e) : -1, slot, total, first != lane};
+        entries[(t - t0) * K + lane] = Entry{nullptr, valid ? static_cast<int>(e) : -1, slot, total, first != lane, nullptr};
       }
       platform::syncWarp();  // this token's count updates before the next token's reads
     }

@@ -9,8 +9,9 @@
 //          one add to the receiver's count word (ll_layout.hpp: the slot-0 message also carries the count), so no
 //          block waits for another. For a proxy peer the block adds its tokens to the expert's done count (scratch),
 //          and the block that completes the expert sends a WRITE of the staging run plus a SIGNAL of count + 1.
-//          Block b sends count 0 to the experts e with e % blocks == b that no token picked. Every byte is read once
-//          and crosses NVLink once; no block waits.
+//          Block b sends count 0 to the experts e with e % blocks == b that no token picked, before its stores.
+//          The count words of NVLink peers are found with the destinations, so after the fence only the adds are
+//          left. Every byte is read once and crosses NVLink once; no block waits.
 // receive  blocks over local experts: waits for every source's count, lays the rows out by source rank
 //          (layout_range), copies them into recv_x / scales / src_info in pieces spread over the warps, and resets
 //          the count words.
@@ -106,12 +107,10 @@ __device__ __forceinline__ size_t countSignal(const Context& ctx, int e) {
   return static_cast<size_t>(ctx.half) * L.signals_per_half + L.dispatchCount(e % L.experts_per_rank, ctx.rank);
 }
 
-// Adds `value` to this rank's count word at expert e on its NVLink peer (ll_layout.hpp: nvlCountAdd). One thread;
-// the message it stands for is fenced before this call. Not waited for.
-__device__ __forceinline__ void addNvlCount(const Context& ctx, int e, uint64_t value) {
-  const int dst = e / ctx.layout.experts_per_rank;
-  if (masked(ctx, dst)) return;
-  platform::addRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[dst] + countSignal(ctx, e)), value);
+// This rank's count word at expert e on its NVLink peer `dst` (ll_layout.hpp: nvlCountAdd). Adds to it are not
+// waited for.
+__device__ __forceinline__ int64_t* nvlCountWord(const Context& ctx, int dst, int e) {
+  return ctx.peer_gpu_signals[dst] + countSignal(ctx, e);
 }
 
 // Sends expert e, reached through the proxy, its count: a WRITE of its staging run, then count + 1 into its
@@ -147,9 +146,25 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
     const int dst = en.expert / L.experts_per_rank, el = en.expert % L.experts_per_rank;
     if (masked(ctx, dst)) continue;
     uint8_t* peer = ctx.peer_gpu_base[dst];
-    en.ptr = peer != nullptr ? peer + half_off + L.dispatchRecv(el, ctx.rank, en.slot)
-                             : send_half + L.dispatchStaging(en.expert, en.slot);
+    en.ptr = (peer != nullptr ? peer + half_off + L.dispatchRecv(el, ctx.rank, en.slot)
+                              : send_half + L.dispatchStaging(en.expert, en.slot)) +
+             L.messageOffset(a.use_fp8, en.slot);
+    if (peer != nullptr) en.signal = nvlCountWord(ctx, dst, en.expert);  // found now, added to after the fence
     staging |= peer == nullptr;
+  }
+  // Block b sends count 0 to the experts e with e % blocks == b that no token picked: no message to order before it,
+  // so now rather than after the stores. Counted from the last thread, so the threads that found destinations above
+  // are not also the ones that do this.
+  const int from_last = static_cast<int>(blockDim.x - 1 - threadIdx.x);
+  for (int e = b + blocks * from_last; e < E; e += blocks * static_cast<int>(blockDim.x)) {
+    if (expertTotal(counts, e) != 0) continue;
+    const int dst = e / L.experts_per_rank;
+    if (masked(ctx, dst)) continue;
+    if (ctx.peer_gpu_base[dst] != nullptr) {
+      platform::addRelaxed<Scope::kSystem>(word(nvlCountWord(ctx, dst, e)), nvlCountAdd(true, 0, /*message=*/false));
+    } else {
+      signalProxyExpert(ctx, e, 0);
+    }
   }
   if (!stagingFree(ctx, staging, kOpDispatchSend)) return;  // also the barrier after the destinations
   timeline::mark(2);
@@ -174,24 +189,17 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
     const Entry en = entries[i];
     if (en.expert < 0 || en.repeat) continue;
-    if (ctx.peer_gpu_base[en.expert / L.experts_per_rank] != nullptr) {
-      addNvlCount(ctx, en.expert, nvlCountAdd(en.slot == 0, en.total));
+    if (en.signal != nullptr) {  // an NVLink peer's count word, found with the destination (no load here)
+      platform::addRelaxed<Scope::kSystem>(word(en.signal), nvlCountAdd(en.slot == 0, en.total));
       continue;
     }
+    if (ctx.peer_gpu_base[en.expert / L.experts_per_rank] != nullptr) continue;  // masked NVLink peer
     if (atomicAdd(&done[en.expert], 1u) + 1u != static_cast<unsigned>(en.total)) continue;
     __threadfence_system();
     signalProxyExpert(ctx, en.expert, en.total);
     // The expert's last token: no other block adds to its done count again in this call, and the kernel's end
     // orders this reset before the next call's adds. A plain store after the signal: nothing waits for it.
     platform::storeRelaxed<Scope::kDevice>(&done[en.expert], 0u);
-  }
-  for (int e = b + blocks * static_cast<int>(threadIdx.x); e < E; e += blocks * static_cast<int>(blockDim.x)) {
-    if (expertTotal(counts, e) != 0) continue;
-    if (ctx.peer_gpu_base[e / L.experts_per_rank] != nullptr) {
-      addNvlCount(ctx, e, nvlCountAdd(true, 0, /*message=*/false));
-    } else {
-      signalProxyExpert(ctx, e, 0);
-    }
   }
   timeline::mark(5);
 }
@@ -254,8 +262,9 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
       const int row = i / pieces, piece = i % pieces;
       int s = 0;
       while (s + 1 < R && begins[s + 1] <= row) ++s;
-      const uint8_t* msg =
-          (ctx.peer_gpu_base[s] ? ctx.gpu_base : ctx.rdma_base) + half_off + L.dispatchRecv(el, s, row - begins[s]);
+      const int slot = row - begins[s];
+      const uint8_t* msg = (ctx.peer_gpu_base[s] ? ctx.gpu_base : ctx.rdma_base) + half_off +
+                           L.dispatchRecv(el, s, slot) + L.messageOffset(a.use_fp8, slot);
       const size_t out_row = el * rows_per_expert + row;
       const int first = piece * kPieceVectors;
       const int count = vectors - first < kPieceVectors ? vectors - first : kPieceVectors;

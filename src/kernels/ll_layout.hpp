@@ -95,6 +95,16 @@ struct Layout {
   UCCL_EP_HOST_DEVICE size_t combineSend(int local_expert, int row) const {
     return send_off + (static_cast<size_t>(local_expert) * num_ranks * max_tokens + row) * row_bytes;
   }
+  // Where a message starts inside its slot. BF16 fills the slot, so at its start. An FP8 message leaves room: it
+  // starts kHeaderBytes before the slot's next 128-byte boundary, so its payload's 512-byte warp stores cover whole
+  // lines (partial lines cost NVLink about a quarter of its write rate). Counted from a run start (slot 0 of an
+  // expert and source) on a 128-byte boundary, which runs are when max_tokens is a multiple of 8; a function of the
+  // slot alone, so a staged run keeps its messages' places when the proxy writes it to the receiver.
+  UCCL_EP_HOST_DEVICE size_t messageOffset(bool fp8, int slot) const {
+    if (!fp8) return 0;
+    const size_t in_line = (static_cast<size_t>(slot) * msg_bytes + kHeaderBytes) % 128;
+    return in_line == 0 ? 0 : 128 - in_line;
+  }
   UCCL_EP_HOST_DEVICE size_t dispatchCount(int local_expert, int src_rank) const {
     return dispatch_count_index + static_cast<size_t>(local_expert) * num_ranks + src_rank;
   }
@@ -120,6 +130,11 @@ constexpr size_t messageBytes(int hidden) {
   return alignUp(kHeaderBytes + std::max(bf16RowBytes(hidden), fp8MessagePayload(hidden)), 16);
 }
 constexpr size_t rowBytes(int hidden) { return alignUp(std::max(bf16RowBytes(hidden), logfmtRowBytes(hidden)), 16); }
+
+// An FP8 message moved by up to 112 bytes (Layout::messageOffset) still fits its slot.
+static_assert(112 + kHeaderBytes + fp8MessagePayload(kMinHidden) <= messageBytes(kMinHidden) &&
+                  112 + kHeaderBytes + fp8MessagePayload(kMaxHidden) <= messageBytes(kMaxHidden),
+              "an FP8 message must fit its slot after its move to a line boundary");
 
 // No size below wraps for sizes inside the limits: num_experts is an int, so a region holds fewer than
 // INT_MAX * kMaxTokensPerRank slots of at most the largest slot, and a buffer is four regions plus alignment.

@@ -140,6 +140,31 @@ TEST(LowLatencyLayout, TheLargestShapesDoNotWrap) {
   EXPECT_LT(static_cast<unsigned __int128>(hint), 4 * region + 512);
 }
 
+// FP8 messages sit so that their payload starts on a 128-byte line (runs of a multiple of 8 slots), still inside
+// their slot, at the same offset on the receiver and in the staging run.
+TEST(LowLatencyLayout, FP8PayloadsStartOnALineAndMessagesFitTheirSlots) {
+  for (int hidden : {kMinHidden, 2048, 4096, 7168, kMaxHidden}) {
+    for (int max_tokens : {8, 128, 136, 1024, 1, 77}) {
+      const Layout l = makeLayout(max_tokens, hidden, 2, 16);
+      const size_t fp8_end = kHeaderBytes + fp8MessagePayload(hidden);
+      for (int slot = 0; slot < max_tokens; ++slot) {
+        SCOPED_TRACE("hidden " + std::to_string(hidden) + " max_tokens " + std::to_string(max_tokens) + " slot " +
+                     std::to_string(slot));
+        EXPECT_EQ(l.messageOffset(false, slot), 0u);  // BF16 fills the slot
+        const size_t off = l.messageOffset(true, slot);
+        EXPECT_LE(off + fp8_end, l.msg_bytes);
+        // The same offset on the receiver and in the staging run (the proxy copies runs as they are).
+        const size_t recv = l.dispatchRecv(1, 1, slot) + off, staged = l.dispatchStaging(3, slot) + off;
+        if (max_tokens % 8 == 0) {
+          EXPECT_EQ((recv + kHeaderBytes) % 128, 0u);
+          EXPECT_EQ((staged + kHeaderBytes) % 128, 0u);
+        }
+        EXPECT_EQ(recv - l.dispatchRecv(1, 1, 0), staged - l.dispatchStaging(3, 0));
+      }
+    }
+  }
+}
+
 // The NVLink dispatch count word: whatever order the adds of one (expert, source) pair land in, the word reads
 // complete only once all of them have landed, and then holds the count; a count of 0 is one add.
 TEST(LowLatencyLayout, NvlinkCountWordIsCompleteOnlyAfterEveryAdd) {
