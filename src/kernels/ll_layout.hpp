@@ -42,6 +42,14 @@
 //                                 another: the NVLink words need no grid-wide "last block" step.
 //   combine_flag   [E]            expert e's rank adds 1 once its rows for this rank have landed
 // The receiver resets each word to 0 after reading it, before its next use by the same sender two calls later.
+//
+// The buffer's signal words (signalWords) are the call words of the largest layout the limits allow (both halves),
+// then one clean epoch word per source rank:
+//   clean_epoch    [R]            source s adds 1 at the start of each of its clean_low_latency_buffer calls; the
+//                                 clean is a barrier that waits until the word reaches its own call number
+//                                 (cleanJoined). Only ever raised: the clean zeroes the call words, never these, so a
+//                                 fast peer's arrival for the next clean is never wiped, and a stale one (a lagging
+//                                 count) never reaches the number.
 #pragma once
 
 #include <algorithm>
@@ -111,6 +119,19 @@ UCCL_EP_HOST_DEVICE constexpr bool nvlCountDone(uint64_t word) {
   return (word >> 32) != 0 && (word & 0xffffffffu) + 1 == (word >> 32);
 }
 UCCL_EP_HOST_DEVICE constexpr int nvlCount(uint64_t word) { return static_cast<int>(word & 0xffffffffu); }
+
+// The buffer's signal words (header comment): the call words of every layout within the limits, then the clean
+// epoch words. Indices are the same in GPU memory (NVLink peers add there) and in the host-mapped words the proxies
+// add to.
+UCCL_EP_HOST_DEVICE constexpr size_t callSignalWords(int num_ranks) {
+  return static_cast<size_t>(4) * kMaxExpertsPerRank * num_ranks;  // 2 halves x (E_local * R + E), E_local <= limit
+}
+UCCL_EP_HOST_DEVICE constexpr size_t cleanEpochIndex(int num_ranks, int src_rank) {
+  return callSignalWords(num_ranks) + static_cast<size_t>(src_rank);
+}
+UCCL_EP_HOST_DEVICE constexpr size_t signalWords(int num_ranks) { return cleanEpochIndex(num_ranks, num_ranks); }
+// Whether source rank's clean epoch word says it has joined the clean numbered `call` (1 for a buffer's first).
+UCCL_EP_HOST_DEVICE constexpr bool cleanJoined(uint64_t word, uint64_t call) { return word >= call; }
 
 constexpr size_t fp8MessagePayload(int hidden) { return static_cast<size_t>(hidden) + hidden / kChannelsPerScale * 4; }
 constexpr size_t bf16RowBytes(int hidden) { return static_cast<size_t>(hidden) * 2; }

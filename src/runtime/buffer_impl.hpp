@@ -33,6 +33,7 @@ struct Buffer::Impl {
   int num_sms = 0;
   bool uses_proxy = false;
   size_t signal_count = 0;      // int64 words behind the gpu buffer, and in the rdma signal region
+  uint64_t clean_calls = 0;     // clean_low_latency_buffer calls so far: the clean barrier's epoch (ll_layout.hpp)
   size_t scratch_per_half = 0;  // int32
 
   // Memory. Shared pieces are SharedAllocations (exported) and PeerMappings (the peers' pieces mapped here).

@@ -161,5 +161,33 @@ TEST(LowLatencyLayout, NvlinkCountWordIsCompleteOnlyAfterEveryAdd) {
   }
 }
 
+// The buffer's signal words: every layout's call words (both halves) fit before the clean epoch words, one per
+// source rank, which end the words; every index fits the 32-bit index of a SIGNAL descriptor.
+TEST(LowLatencyLayout, CleanEpochWordsFollowEveryLayoutsCallWords) {
+  for (int R : {1, 2, 3, 8, 64}) {
+    for (int E_local : {1, 3, kMaxExpertsPerRank}) {
+      const Layout l = runtime::lowLatencyLayout(128, 7168, R, E_local * R);
+      EXPECT_LE(l.totalSignals(), callSignalWords(R)) << R << " ranks, " << E_local << " experts each";
+    }
+    const Layout largest = runtime::lowLatencyLayout(128, 7168, R, kMaxExpertsPerRank * R);
+    EXPECT_EQ(largest.totalSignals(), callSignalWords(R)) << "no call words unused by the largest layout";
+    for (int s = 0; s < R; ++s) EXPECT_EQ(cleanEpochIndex(R, s), callSignalWords(R) + s);
+    EXPECT_EQ(signalWords(R), cleanEpochIndex(R, R - 1) + 1);
+  }
+  const int R = INT_MAX / kMaxExpertsPerRank / 4;  // the most ranks whose call words a SIGNAL index reaches
+  EXPECT_LE(signalWords(R), size_t{UINT32_MAX});
+}
+
+// A source has joined the clean numbered `call` once its epoch word reaches it: a peer already at a later clean has
+// joined too; a peer whose count lags (it missed a clean, or this is a stale word) has not.
+TEST(LowLatencyLayout, ACleanIsJoinedOnlyByTheSameOrALaterCallNumber) {
+  EXPECT_FALSE(cleanJoined(0, 1));
+  EXPECT_TRUE(cleanJoined(1, 1));
+  EXPECT_TRUE(cleanJoined(2, 1));  // a fast peer's next arrival may already have landed
+  EXPECT_FALSE(cleanJoined(4, 5));
+  EXPECT_TRUE(cleanJoined(5, 5));
+  EXPECT_FALSE(cleanJoined(uint64_t{1} << 32, (uint64_t{1} << 32) + 1));
+}
+
 }  // namespace
 }  // namespace uccl::ep::kernels::ll

@@ -63,6 +63,19 @@ TEST(KernelErrorText, AMissingChunkOfTheNormalPipelineNamesThePeerAndTheChunk) {
                                    "UCCL_EP_TIMEOUT_SECS=100s"}));
 }
 
+TEST(KernelErrorText, ARankMissingTheCleanBarrierIsATimeoutNamingItAndTheCallNumber) {
+  const KernelErrorText one = describeKernelError(recorded(k::kTimeout, k::kOpClean, 5, -1, (uint64_t{3} << 32) | 1u),
+                                                  site());
+  EXPECT_EQ(one.kind, KernelErrorKind::kTimeout);
+  EXPECT_TRUE(mentions(one.message, {"clean_low_latency_buffer on rank 3:", "rank 5 through the proxies (shm) did not "
+                                     "join", "clean call 3 ", "UCCL_EP_TIMEOUT_SECS=100s", "enable_shrink=True"}));
+  EXPECT_EQ(one.message.find("in all"), std::string::npos);
+  const KernelErrorText three = describeKernelError(recorded(k::kTimeout, k::kOpClean, 1, -1, (uint64_t{1} << 32) | 3u),
+                                                    site(0));
+  EXPECT_TRUE(mentions(three.message, {"on rank 0:", "rank 1 over NVLink did not join", "clean call 1 ",
+                                       "3 ranks in all did not join; rank 1 is the lowest"}));
+}
+
 TEST(KernelErrorText, ARingFailureIsFatalUnlessItTimedOut) {
   const uint64_t consumer_error = (uint64_t{2} << 32) | 2u;  // ring 2, ring::Status::kConsumerError
   const KernelErrorText t =
