@@ -2,7 +2,8 @@
 """Start N ranks of a Python script on this host: one GPU per rank, or all ranks sharing the GPUs under MPS.
 
     python scripts/launch.py --nproc N [--ranks-per-node K] [--gpus auto|G] [--mps auto|on|off]
-                             [--timeout S] [--master-port P] [--expect-killed R[,R...]] -- script.py [args...]
+                             [--timeout S] [--master-port P] [--expect-killed R[,R...]]
+                             -- script.py [args...]
 
 Every rank runs `sys.executable script.py args...` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE (= K),
 MASTER_ADDR=127.0.0.1, MASTER_PORT, UCCL_EP_RANKS_PER_NODE=K (K defaults to N: one node; a smaller K emulates

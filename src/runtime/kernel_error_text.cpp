@@ -62,12 +62,12 @@ std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, 
     case k::kOpClean: {
       // detail: the clean's call number << 32 | how many ranks did not join; peer: the lowest of them.
       const uint32_t missing = static_cast<uint32_t>(rec.detail);
+      const std::string others =
+          missing > 1 ? fmt::format(" ({} ranks in all did not join; rank {} is the lowest)", missing, peer) : "";
       return fmt::format("{} on rank {}: rank {}{} did not join this barrier (clean call {} of this Buffer) within "
                          "UCCL_EP_TIMEOUT_SECS={}s{}; build the Buffer with enable_shrink=True to mask ranks that do "
                          "not join",
-                         step, site.rank, peer, path, rec.detail >> 32, secs,
-                         missing > 1 ? fmt::format(" ({} ranks in all did not join; rank {} is the lowest)", missing, peer)
-                                     : std::string());
+                         step, site.rank, peer, path, rec.detail >> 32, secs, others);
     }
     case k::kOpDispatchRecv:
     case k::kOpCombineRecv:

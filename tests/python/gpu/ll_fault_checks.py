@@ -135,7 +135,8 @@ class Faults:
         except self.ep.TimeoutError as e:
             elapsed = time.monotonic() - start
             self.check(f"rank {self.victim}" in str(e), f"{ctx}: the error does not name rank {self.victim}: {e}")
-            self.check(elapsed < 2 * self.timeout + 10, f"{ctx}: raised after {elapsed:.1f} s (timeout {self.timeout} s)")
+            self.check(elapsed < 2 * self.timeout + 10,
+                       f"{ctx}: raised after {elapsed:.1f} s (timeout {self.timeout} s)")
             print(f"[rank {self.d.rank}] {ctx}: raised after {elapsed:.1f} s: {e}", flush=True)
             return str(e)
         raise AssertionError(f"[rank {self.d.rank}] {ctx}: no TimeoutError although rank {self.victim} "

@@ -14,7 +14,9 @@ from rank_cases import RankCase, assert_passed, run_ranks  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
-TIMEOUT = {"UCCL_EP_TIMEOUT_SECS": "3"}
+# gloo for the process group in every case: after a rank died the survivors build a group without it, which a CPU
+# backend does without touching the dead rank's communicator.
+TIMEOUT = {"UCCL_EP_TIMEOUT_SECS": "3", "UCCL_EP_BENCH_BACKEND": "gloo"}
 # As in test_low_latency_gpu.py: shm keeps the proxies' transport on this host; one proxy thread per rank.
 PROXIED = dict(TIMEOUT, UCCL_EP_TRANSPORT="shm", UCCL_EP_NUM_PROXY_THREADS="1")
 
