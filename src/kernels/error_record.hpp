@@ -57,7 +57,8 @@ enum Op : int32_t {
   kOpChunk = 10,         // waiting for one chunk of rows a source pushes (pipelined path; detail: the chunk)
   kOpLayout = 12,        // get_dispatch_layout (kBadExpertId: an entry of topk_idx out of range)
   kOpClean = 13,         // clean_low_latency_buffer's barrier (kTimeout: peer = the lowest rank that did not join,
-                         // detail = the clean's call number << 32 | how many ranks did not join)
+                         // detail = the clean's call number << 32 | how many ranks did not join; the launch's
+                         // CleanArgs::absent names them all)
 };
 
 // Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work

@@ -8,8 +8,9 @@
 //          goes on to its next dispatch adds into zeroed words.
 // wait     each thread takes sources s != rank (masked ones skipped) and polls s's clean epoch word here (GPU words for
 //          NVLink sources, host-mapped ones for proxy sources) until it reaches `call` (cleanJoined), for at most the
-//          timeout. A source that does not join is masked with enable_shrink; without it the block records one
-//          kTimeout naming the lowest such rank, the call number and how many did not join.
+//          timeout. A source that does not join is masked with enable_shrink; without it it is flagged in `absent`
+//          and the block records one kTimeout naming the lowest such rank, the call number and how many did not
+//          join (the host reads `absent` once the kernel has ended, to name them all).
 #include "kernels/launch.hpp"
 #include "kernels/ll_device.cuh"
 
@@ -20,7 +21,8 @@ using namespace device;
 
 inline constexpr int kCleanThreads = 256;
 
-__global__ void __launch_bounds__(kCleanThreads) clean_barrier(Context ctx, uint64_t call) {
+__global__ void __launch_bounds__(kCleanThreads) clean_barrier(Context ctx, CleanArgs args) {
+  const uint64_t call = args.call;
   const int R = ctx.layout.num_ranks;
   __shared__ int first_missing;
   __shared__ int num_missing;
@@ -53,6 +55,7 @@ __global__ void __launch_bounds__(kCleanThreads) clean_barrier(Context ctx, uint
     if (ctx.enable_shrink) {
       atomicExch(&ctx.mask[s], 1);
     } else {
+      args.absent[s] = 1;
       atomicMin(&first_missing, s);
       atomicAdd(&num_missing, 1);
     }
@@ -65,9 +68,9 @@ __global__ void __launch_bounds__(kCleanThreads) clean_barrier(Context ctx, uint
 
 }  // namespace
 
-void launchCleanBarrier(const Context& ctx, uint64_t call, void* stream) {
+void launchCleanBarrier(const Context& ctx, const CleanArgs& args, void* stream) {
   static SharedMemoryLimit limit(reinterpret_cast<const void*>(&clean_barrier));  // the common carveout
-  clean_barrier<<<1, kCleanThreads, 0, static_cast<gpuStream_t>(stream)>>>(ctx, call);
+  clean_barrier<<<1, kCleanThreads, 0, static_cast<gpuStream_t>(stream)>>>(ctx, args);
   checkLaunch(gpuGetLastError(), "clean_barrier");
 }
 

@@ -104,6 +104,7 @@ void Buffer::Impl::release() noexcept {
     mask_values.reset();
     mask.reset();
     error.reset();
+    clean_absent.reset();
     if (ll_order_event != nullptr) logCuda(cudaEventDestroy(ll_order_event), "cudaEventDestroy", "Buffer destroy");
     ll_order_event = nullptr;
     gpu_alloc.reset();
@@ -144,6 +145,7 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   m.host_counts = std::make_unique<Mapped<intranode::HostCounts>>(1);
 
   m.error = std::make_unique<Mapped<kernels::ErrorRecord>>(1);
+  m.clean_absent = std::make_unique<Mapped<int32_t>>(world);
   UCCL_EP_CUDA_OR_THROW(cudaEventCreateWithFlags(&m.ll_order_event, cudaEventDisableTiming),
                         "Buffer (rank {}): the low-latency stream-order event", rank);
   m.mask = zeroedArray<int32_t>(world, rank, "mask");

@@ -41,6 +41,7 @@ struct Buffer::Impl {
   std::unique_ptr<SharedAllocation> gpu_alloc;          // num_rdma_bytes + signal words, exported to the node (ipc)
   std::vector<std::unique_ptr<PeerMapping>> peer_maps;  // every peer piece mapped here, unmapped in release()
   std::unique_ptr<Mapped<kernels::ErrorRecord>> error;
+  std::unique_ptr<Mapped<int32_t>> clean_absent;  // [R]: the last clean's absent ranks (kernels::ll::CleanArgs)
   std::unique_ptr<DeviceArray<int32_t>> mask;
   std::unique_ptr<DeviceArray<int32_t>> mask_values;  // {0, 1}: sources of the mask update's copies
   std::unique_ptr<DeviceArray<int32_t>> scratch;

@@ -185,8 +185,13 @@ void Buffer::cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t strea
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
   // The barrier: every unmasked peer's clean with the same number, or the timeout (masked with enable_shrink, else
-  // an error naming the ranks that did not join, raised below).
-  ll::launchCleanBarrier(m.lowLatencyContext(layout, 0), m.clean_calls + 1, s);
+  // an error naming the ranks that did not join, raised below). No kernel writes the absent flags now: the last
+  // barrier ended before the waits above returned, or before an earlier clean raised.
+  std::memset(static_cast<void*>(m.clean_absent->host()), 0, m.cfg.num_ranks * sizeof(int32_t));
+  ll::CleanArgs args;
+  args.call = m.clean_calls + 1;
+  args.absent = m.clean_absent->device();
+  ll::launchCleanBarrier(m.lowLatencyContext(layout, 0), args, s);
   ++m.clean_calls;
   m.waitForDevice("clean_low_latency_buffer: waiting for every rank to join", s);
   checkErrors();

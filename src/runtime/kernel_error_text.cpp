@@ -2,6 +2,7 @@
 #include "runtime/kernel_error_text.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "uccl_ep/ring/ring.hpp"
 
@@ -62,12 +63,16 @@ std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, 
     case k::kOpClean: {
       // detail: the clean's call number << 32 | how many ranks did not join; peer: the lowest of them.
       const uint32_t missing = static_cast<uint32_t>(rec.detail);
-      const std::string others =
-          missing > 1 ? fmt::format(" ({} ranks in all did not join; rank {} is the lowest)", missing, peer) : "";
-      return fmt::format("{} on rank {}: rank {}{} did not join this barrier (clean call {} of this Buffer) within "
-                         "UCCL_EP_TIMEOUT_SECS={}s{}; build the Buffer with enable_shrink=True to mask ranks that do "
+      std::string who = fmt::format("rank {}{}", peer, path);
+      if (site.clean_absent.size() > 1) {
+        who = fmt::format("ranks {}", fmt::join(site.clean_absent, ", "));
+      } else if (missing > 1) {
+        who += fmt::format(" (and {} more ranks)", missing - 1);
+      }
+      return fmt::format("{} on rank {}: {} did not join this barrier (clean call {} of this Buffer) within "
+                         "UCCL_EP_TIMEOUT_SECS={}s; build the Buffer with enable_shrink=True to mask ranks that do "
                          "not join",
-                         step, site.rank, peer, path, rec.detail >> 32, secs, others);
+                         step, site.rank, who, rec.detail >> 32, secs);
     }
     case k::kOpDispatchRecv:
     case k::kOpCombineRecv:

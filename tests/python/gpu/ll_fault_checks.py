@@ -25,6 +25,7 @@ rank, and tearing it down may wait for it.
 """
 import argparse
 import gc
+import inspect
 import os
 import signal
 import sys
@@ -153,7 +154,8 @@ def clean_skip(f: Faults):
     f.round_trip(buf, world, set(), "after a clean every rank joined")
     if not skipper:
         msg = f.expect_timeout_naming_victim(lambda: f.clean(buf), "clean without enable_shrink, one rank absent")
-        f.check("clean_low_latency_buffer" in msg, f"the error does not name the clean: {msg}")
+        f.check("clean_low_latency_buffer" in msg and "did not join this barrier (clean call 2 " in msg,
+                f"the error does not name the clean and its call number: {msg}")
     dist.barrier()
     if skipper:
         # Late, but the others' arrivals at this clean number are still counted: no wait, no error.
@@ -203,6 +205,11 @@ def die_after_round(f: Faults, buf):
 
 
 def survivors_group(f: Faults, survivors):
+    """A gloo group of the survivors, built by them alone: without use_local_synchronization (torch >= 2.1) every
+    rank of the default group, the dead one too, would have to join."""
+    if "use_local_synchronization" not in inspect.signature(dist.new_group).parameters:
+        raise RuntimeError(f"torch {torch.__version__}: dist.new_group has no use_local_synchronization; the "
+                           "survivors of a kill cannot build a group without the dead rank")
     return dist.new_group(ranks=survivors, use_local_synchronization=True)
 
 
