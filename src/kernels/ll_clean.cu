@@ -7,11 +7,13 @@
 //          launch (stream order, and a host write before it for the proxy words), so a peer that sees the arrival and
 //          goes on to its next dispatch adds into zeroed words.
 // wait     each thread takes sources s != rank (masked ones skipped) and polls s's clean epoch word here (GPU words for
-//          NVLink sources, host-mapped ones for proxy sources) until it reaches `call` (cleanJoined), for at most the
-//          timeout. A source that does not join is masked with enable_shrink; without it it is flagged in `absent`
-//          and the block records one kTimeout naming the lowest such rank, the call number and how many did not
-//          join (the host reads `absent` once the kernel has ended, to name them all).
+//          NVLink sources, host-mapped ones for proxy sources) until it reaches `call` (cleanJoined), every wait by one
+//          deadline, the timeout after the start (ll_clean.hpp: the protocol). A source that does not join is masked
+//          with enable_shrink; without it it is flagged in `absent` and the block records one kTimeout naming the
+//          lowest such rank, the call number and how many did not join (the host reads `absent` once the kernel has
+//          ended, to name them all).
 #include "kernels/launch.hpp"
+#include "kernels/ll_clean.hpp"
 #include "kernels/ll_device.cuh"
 
 namespace uccl::ep::kernels::ll {
@@ -30,13 +32,13 @@ __global__ void __launch_bounds__(kCleanThreads) clean_barrier(Context ctx, Clea
     first_missing = R;
     num_missing = 0;
   }
-  // This rank's earlier writes (the zeroed words, seen by the peers' next adds) before its arrival, at every peer.
-  platform::fenceAcqRel<Scope::kSystem>();
+  const uint64_t deadline = platform::nowNs() + ctx.timeout_ns;  // every wait below ends by it
+  cleanBeforeArrivals();
   for (int p = threadIdx.x; p < R; p += blockDim.x) {
     if (p == ctx.rank || masked(ctx, p)) continue;
     const size_t w = cleanEpochIndex(R, ctx.rank);
     if (ctx.peer_gpu_signals[p] != nullptr) {
-      platform::addRelaxed<Scope::kSystem>(word(ctx.peer_gpu_signals[p] + w), 1);
+      cleanArrive(word(ctx.peer_gpu_signals[p] + w));
     } else {
       proxySend(ctx, p, p, 0, 0, 0, w, 1, kOpClean, -1);  // no WRITE: the SIGNAL alone
     }
@@ -46,12 +48,7 @@ __global__ void __launch_bounds__(kCleanThreads) clean_barrier(Context ctx, Clea
     if (s == ctx.rank || masked(ctx, s)) continue;
     const bool nvl = ctx.peer_gpu_base[s] != nullptr;
     const uint64_t* w = word((nvl ? ctx.gpu_signals : ctx.rdma_signals) + cleanEpochIndex(R, s));
-    const uint64_t start = platform::nowNs();
-    bool joined;
-    while (!(joined = cleanJoined(platform::loadAcquire<Scope::kSystem>(w), call))) {
-      if (platform::nowNs() - start > ctx.timeout_ns) break;
-    }
-    if (joined) continue;
+    if (cleanWaitJoined(w, call, deadline)) continue;
     if (ctx.enable_shrink) {
       atomicExch(&ctx.mask[s], 1);
     } else {
