@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kCleanThreads) clean_barrier(Context ctx, Clea
   cleanBeforeArrivals();
   for (int p = threadIdx.x; p < R; p += blockDim.x) {
     if (p == ctx.rank || masked(ctx, p)) continue;
-    const size_t w = cleanEpochIndex(R, ctx.rank);
+    const size_t w = cleanEpochIndex(ctx.rank);
     if (ctx.peer_gpu_signals[p] != nullptr) {
       cleanArrive(word(ctx.peer_gpu_signals[p] + w));
     } else {
@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kCleanThreads) clean_barrier(Context ctx, Clea
   for (int s = threadIdx.x; s < R; s += blockDim.x) {
     if (s == ctx.rank || masked(ctx, s)) continue;
     const bool nvl = ctx.peer_gpu_base[s] != nullptr;
-    const uint64_t* w = word((nvl ? ctx.gpu_signals : ctx.rdma_signals) + cleanEpochIndex(R, s));
+    const uint64_t* w = word((nvl ? ctx.gpu_signals : ctx.rdma_signals) + cleanEpochIndex(s));
     if (cleanWaitJoined(w, call, deadline)) continue;
     if (ctx.enable_shrink) {
       atomicExch(&ctx.mask[s], 1);

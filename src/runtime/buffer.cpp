@@ -127,7 +127,7 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   m.cuda_used = true;
   UCCL_EP_CUDA_OR_THROW(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, config.device),
                         "Buffer (rank {}): SM count", rank);
-  m.signal_count = kernels::ll::signalWords(world);  // the call words, then the clean epoch words
+  m.signal_count = kernels::ll::signalWords(world);  // the clean epoch words, then the call words
   m.scratch_per_half = static_cast<size_t>(kernels::kMaxTokensPerRank) * kernels::kMaxTopk +
                        static_cast<size_t>(kernels::kMaxExpertsPerRank) * world;
 

@@ -170,10 +170,10 @@ void Buffer::cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t strea
   checkErrors();
   const ll::Layout& layout = lowLatencyLayout(shape);  // the sizes are checked like a call's
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  // The call words only: the clean epoch words behind them count every rank's cleans and are never zeroed
+  // The call words only: the clean epoch words before them count every rank's cleans and are never zeroed
   // (ll_layout.hpp), so a fast peer's arrival at this barrier is not lost.
-  const size_t call_words = ll::callSignalWords(m.cfg.num_ranks);
-  UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.gpuSignals(), 0, call_words * sizeof(int64_t), s),
+  const size_t first = ll::callSignalsBegin(m.cfg.num_ranks), call_words = m.signal_count - first;
+  UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.gpuSignals() + first, 0, call_words * sizeof(int64_t), s),
                         "rank {}: {}: signal words", m.cfg.rank, call);
   UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.scratch->get(), 0, 2 * m.scratch_per_half * sizeof(int32_t), s),
                         "rank {}: {}: scratch", m.cfg.rank, call);
@@ -181,7 +181,7 @@ void Buffer::cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t strea
     // Host-mapped words the proxies add to: zeroed from the CPU once earlier work on the stream is done, and before
     // the barrier tells the peers they may add to them again.
     m.waitForDevice("clean_low_latency_buffer: waiting for the stream", s);
-    std::memset(static_cast<void*>(m.rdma_signals->host()), 0, call_words * sizeof(int64_t));
+    std::memset(static_cast<void*>(m.rdma_signals->host() + first), 0, call_words * sizeof(int64_t));
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
   // The barrier: every unmasked peer's clean with the same number, or the timeout (masked with enable_shrink, else
