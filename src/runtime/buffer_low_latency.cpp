@@ -185,8 +185,9 @@ void Buffer::cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t strea
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
   // The barrier: every unmasked peer's clean with the same number, or the timeout (masked with enable_shrink, else
-  // an error naming the ranks that did not join, raised below). No kernel writes the absent flags now: the last
-  // barrier ended before the waits above returned, or before an earlier clean raised.
+  // an error naming the ranks that did not join, raised below). The absent flags are zeroed from the CPU: the last
+  // clean waited for its barrier kernel before it returned (a clean that Ctrl-C ended may leave one running, whose
+  // late flag would only add a name).
   std::memset(static_cast<void*>(m.clean_absent->host()), 0, m.cfg.num_ranks * sizeof(int32_t));
   ll::CleanArgs args;
   args.call = m.clean_calls + 1;
