@@ -24,6 +24,7 @@ passed" at the end. The survivors of a kill leave with os._exit: the default pro
 rank, and tearing it down may wait for it.
 """
 import argparse
+import functools
 import gc
 import inspect
 import os
@@ -153,7 +154,8 @@ def clean_skip(f: Faults):
     f.clean(buf)  # every rank: the barrier passes
     f.round_trip(buf, world, set(), "after a clean every rank joined")
     if not skipper:
-        msg = f.expect_timeout_naming_victim(lambda: f.clean(buf), "clean without enable_shrink, one rank absent")
+        msg = f.expect_timeout_naming_victim(functools.partial(f.clean, buf),
+                                             "clean without enable_shrink, one rank absent")
         f.check("clean_low_latency_buffer" in msg and "did not join this barrier (clean call 2 " in msg,
                 f"the error does not name the clean and its call number: {msg}")
     dist.barrier()
@@ -193,7 +195,7 @@ def clean_skip(f: Faults):
 
 def die_after_round(f: Faults, buf):
     """Every rank: a clean and a checked round, then the victim SIGKILLs itself; returns on the survivors."""
-    R, world = f.d.world, list(range(f.d.world))
+    world = list(range(f.d.world))
     f.clean(buf)
     f.round_trip(buf, world, set(), "before the kill")
     dist.barrier()
