@@ -2,7 +2,8 @@
 """Start N ranks of a Python script on this host: one GPU per rank, or all ranks sharing the GPUs under MPS.
 
     python scripts/launch.py --nproc N [--ranks-per-node K] [--gpus auto|G] [--mps auto|on|off]
-                             [--timeout S] [--master-port P] -- script.py [args...]
+                             [--timeout S] [--master-port P] [--expect-killed R[,R...]]
+                             -- script.py [args...]
 
 Every rank runs `sys.executable script.py args...` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE (= K),
 MASTER_ADDR=127.0.0.1, MASTER_PORT, UCCL_EP_RANKS_PER_NODE=K (K defaults to N: one node; a smaller K emulates
@@ -19,6 +20,8 @@ without GPUs, CI) CUDA_VISIBLE_DEVICES is left alone and MPS is not touched.
 Output: every line of a rank is prefixed with `[rank r]`. When a rank exits non-zero the others get a short
 grace period, are then killed (whole process groups), and the launcher exits with that rank's code, naming it.
 --timeout S kills every rank after S seconds and exits 124, naming the ranks still running.
+--expect-killed R,...: fault tests whose ranks R kill themselves with SIGKILL. Such a rank ending by SIGKILL is no
+failure (the others go on); ending any other way, exit status 0 included, is one.
 """
 import argparse
 import os
@@ -59,6 +62,8 @@ def parse_args(argv):
                    help="MPS daemon when ranks share a GPU: auto (if available), on (required), off")
     p.add_argument("--timeout", type=float, default=0, help="kill every rank after this many seconds (0: never)")
     p.add_argument("--master-port", type=int, default=0, help="MASTER_PORT (default: a free port)")
+    p.add_argument("--expect-killed", default="", metavar="R[,R...]",
+                   help="ranks that kill themselves with SIGKILL (fault tests): that end is not a failure")
     if command is None:
         # No "--": everything from the first positional argument on is the command.
         p.add_argument("command", nargs=argparse.REMAINDER, help="script.py [args...]")
@@ -76,6 +81,12 @@ def parse_args(argv):
     if args.nproc % k != 0:
         log(f"--ranks-per-node {k} does not divide --nproc {args.nproc}: the last node has {args.nproc % k} rank(s)")
     args.ranks_per_node = k
+    try:
+        args.expect_killed = sorted({int(r) for r in args.expect_killed.split(",") if r.strip()})
+    except ValueError:
+        p.error(f"--expect-killed takes rank numbers separated by commas, got {args.expect_killed!r}")
+    if any(r < 0 or r >= args.nproc for r in args.expect_killed):
+        p.error(f"--expect-killed ranks must be in [0, {args.nproc}), got {args.expect_killed}")
     if args.gpus != "auto":
         try:
             args.gpus = int(args.gpus)
@@ -246,6 +257,14 @@ def exit_code(rc):
     return rc if rc > 0 else 128 + (-rc)  # a rank killed by signal s: 128 + s, like a shell
 
 
+def rank_failed(rank, rc, expect_killed):
+    """Whether a finished rank's exit status rc is a failure: nonzero, unless the rank was expected to be SIGKILLed
+    and was; for such a rank, any other end (0 included: it outlived its kill) is one."""
+    if rank in expect_killed:
+        return rc != -signal.SIGKILL
+    return rc != 0
+
+
 def run(args):
     gpus = detect_gpus(args.gpus)
     shared = len(gpus) > 0 and args.nproc > len(gpus)
@@ -277,10 +296,11 @@ def run(args):
             rcs = [p.poll() for p in procs]
             if failed is None:
                 for r, rc in enumerate(rcs):
-                    if rc not in (None, 0):
+                    if rc is not None and rank_failed(r, rc, args.expect_killed):
                         failed, fail_time = (r, rc), time.monotonic()
                         live = [str(i) for i, c in enumerate(rcs) if c is None]
                         log(f"rank {r} exited with code {rc}"
+                            + (" although --expect-killed names it" if r in args.expect_killed else "")
                             + (f"; stopping rank(s) {', '.join(live)} in {GRACE_SECS:g} s" if live else ""))
                         break
             if all(rc is not None for rc in rcs):
@@ -298,7 +318,7 @@ def run(args):
 
         if code == 0 and failed is not None:
             r, rc = failed
-            code = exit_code(rc)
+            code = exit_code(rc) if rc != 0 else 1  # an expected kill that never came
             log(f"failed: rank {r} exited with code {rc}")
     except KeyboardInterrupt:
         log("interrupted; killing every rank")

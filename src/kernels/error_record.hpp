@@ -43,7 +43,7 @@ static_assert(offsetof(ErrorRecord, code) == 0 && offsetof(ErrorRecord, peer) ==
 // the host raises ArgumentError, clears the record and the Buffer stays usable. Every other code is fatal.
 enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3, kBadExpertId = 4 };
 
-// The step that failed. 1..4: low-latency kernels; 5..10 and 12: normal-mode kernels (11 is retired).
+// The step that failed. 1..4 and 13: low-latency kernels; 5..10 and 12: normal-mode kernels (11 is retired).
 enum Op : int32_t {
   kOpDispatchSend = 1,
   kOpDispatchRecv = 2,
@@ -56,6 +56,9 @@ enum Op : int32_t {
   kOpArrive = 9,         // waiting for every source to push its rows into this rank's nvl buffer
   kOpChunk = 10,         // waiting for one chunk of rows a source pushes (pipelined path; detail: the chunk)
   kOpLayout = 12,        // get_dispatch_layout (kBadExpertId: an entry of topk_idx out of range)
+  kOpClean = 13,         // clean_low_latency_buffer's barrier (kTimeout: peer = the lowest rank that did not join,
+                         // detail = the clean's call number << 32 | how many ranks did not join; the launch's
+                         // CleanArgs::absent names them all)
 };
 
 // Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work

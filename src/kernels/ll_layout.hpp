@@ -42,6 +42,16 @@
 //                                 another: the NVLink words need no grid-wide "last block" step.
 //   combine_flag   [E]            expert e's rank adds 1 once its rows for this rank have landed
 // The receiver resets each word to 0 after reading it, before its next use by the same sender two calls later.
+//
+// The buffer's signal words (signalWords) begin with one clean epoch word per source rank, the same for every layout:
+//   clean_epoch    [R]            source s adds 1 at the start of each of its clean_low_latency_buffer calls; the
+//                                 clean is a barrier that waits until the word reaches its own call number
+//                                 (cleanJoined). Only ever raised: the clean zeroes the call words, never these, so a
+//                                 fast peer's arrival for the next clean is never wiped, and a stale one (a lagging
+//                                 count) never reaches the number.
+// A half's words are then at half * signals_per_half + [dispatch_count_index, signals_per_half): half 0's follow the
+// clean words, and half 1 leaves the same R words unused at its start (one formula for both halves). First, so that
+// every index stays small: a transport with 4-byte immediates carries 16-bit signal indices (proxy/signal_rules.hpp).
 #pragma once
 
 #include <algorithm>
@@ -122,6 +132,17 @@ UCCL_EP_HOST_DEVICE constexpr bool nvlCountDone(uint64_t word) {
 }
 UCCL_EP_HOST_DEVICE constexpr int nvlCount(uint64_t word) { return static_cast<int>(word & 0xffffffffu); }
 
+// The buffer's signal words (header comment): the clean epoch words, then the call words of every layout within the
+// limits. Indices are the same in GPU memory (NVLink peers add there) and in the host-mapped words the proxies add to.
+UCCL_EP_HOST_DEVICE constexpr size_t cleanEpochIndex(int src_rank) { return static_cast<size_t>(src_rank); }
+UCCL_EP_HOST_DEVICE constexpr size_t callSignalsBegin(int num_ranks) { return static_cast<size_t>(num_ranks); }
+UCCL_EP_HOST_DEVICE constexpr size_t signalWords(int num_ranks) {
+  // 2 halves x (the clean words' place + E_local * R + E), E_local at its limit.
+  return 2 * (callSignalsBegin(num_ranks) + static_cast<size_t>(2) * kMaxExpertsPerRank * num_ranks);
+}
+// Whether source rank's clean epoch word says it has joined the clean numbered `call` (1 for a buffer's first).
+UCCL_EP_HOST_DEVICE constexpr bool cleanJoined(uint64_t word, uint64_t call) { return word >= call; }
+
 constexpr size_t fp8MessagePayload(int hidden) { return static_cast<size_t>(hidden) + hidden / kChannelsPerScale * 4; }
 constexpr size_t bf16RowBytes(int hidden) { return static_cast<size_t>(hidden) * 2; }
 constexpr size_t logfmtRowBytes(int hidden) { return static_cast<size_t>(hidden / kChannelsPerScale) * kLogfmtGroupBytes; }
@@ -159,8 +180,8 @@ inline Layout makeLayout(int max_tokens, int hidden, int num_ranks, int num_expe
   l.combine_recv_off = 0;  // the same bytes as dispatch_recv: see the header comment
   l.send_off = alignUp(region_bytes, 128);
   l.half_bytes = alignUp(l.send_off + region_bytes, 128);
-  l.dispatch_count_index = 0;
-  l.combine_flag_index = static_cast<size_t>(l.experts_per_rank) * num_ranks;
+  l.dispatch_count_index = callSignalsBegin(num_ranks);  // after the clean epoch words (header comment)
+  l.combine_flag_index = l.dispatch_count_index + static_cast<size_t>(l.experts_per_rank) * num_ranks;
   l.signals_per_half = l.combine_flag_index + num_experts;
   return l;
 }

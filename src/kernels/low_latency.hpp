@@ -110,4 +110,15 @@ struct CombineArgs {
 void launchDispatch(const Context& ctx, const DispatchArgs& args, Phase phase, void* stream);
 void launchCombine(const Context& ctx, const CombineArgs& args, Phase phase, void* stream);
 
+// clean_low_latency_buffer's barrier (ll_clean.cu), the clean numbered `call` (1 for a buffer's first): adds this
+// rank's arrival to every unmasked peer's clean epoch word, then waits, with the timeout, until every unmasked
+// source's word here reaches `call`. A source that does not join is masked with enable_shrink, else recorded as
+// kTimeout / kOpClean and flagged in `absent`. Launch it after zeroing the call words (the arrival tells the peers
+// they are zero).
+struct CleanArgs {
+  uint64_t call = 0;
+  int32_t* absent = nullptr;  // host-mapped [R], zero before the launch: 1 where a source did not join (no shrink)
+};
+void launchCleanBarrier(const Context& ctx, const CleanArgs& args, void* stream);
+
 }  // namespace uccl::ep::kernels::ll

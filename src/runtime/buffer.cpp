@@ -104,6 +104,7 @@ void Buffer::Impl::release() noexcept {
     mask_values.reset();
     mask.reset();
     error.reset();
+    clean_absent.reset();
     if (ll_order_event != nullptr) logCuda(cudaEventDestroy(ll_order_event), "cudaEventDestroy", "Buffer destroy");
     ll_order_event = nullptr;
     gpu_alloc.reset();
@@ -126,7 +127,7 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   m.cuda_used = true;
   UCCL_EP_CUDA_OR_THROW(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, config.device),
                         "Buffer (rank {}): SM count", rank);
-  m.signal_count = static_cast<size_t>(4) * kernels::kMaxExpertsPerRank * world;
+  m.signal_count = kernels::ll::signalWords(world);  // the clean epoch words, then the call words
   m.scratch_per_half = static_cast<size_t>(kernels::kMaxTokensPerRank) * kernels::kMaxTopk +
                        static_cast<size_t>(kernels::kMaxExpertsPerRank) * world;
 
@@ -144,6 +145,7 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   m.host_counts = std::make_unique<Mapped<intranode::HostCounts>>(1);
 
   m.error = std::make_unique<Mapped<kernels::ErrorRecord>>(1);
+  m.clean_absent = std::make_unique<Mapped<int32_t>>(world);
   UCCL_EP_CUDA_OR_THROW(cudaEventCreateWithFlags(&m.ll_order_event, cudaEventDisableTiming),
                         "Buffer (rank {}): the low-latency stream-order event", rank);
   m.mask = zeroedArray<int32_t>(world, rank, "mask");

@@ -127,7 +127,10 @@ class Buffer {
   // Device pointer of the send area the next combine reads with zero_copy (get_next_low_latency_combine_buffer):
   // [E_local, R*M, hidden] BF16 rows of layout.row_bytes.
   uintptr_t nextLowLatencyCombineBuffer(const LowLatencyShape& shape);
-  void cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t stream);  // signal words and scratch
+  // Zeroes the signal words and scratch of both halves, then a barrier: returns once every unmasked peer has made
+  // the same number of cleans. A peer that does not join within the timeout is masked with enable_shrink; without it
+  // the call raises TimeoutError naming it. Waits for the stream (interruptible).
+  void cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t stream);
   // enable_shrink: mask[r] = 1 means rank r is masked.
   void lowLatencyUpdateMaskBuffer(int rank_to_mask, bool mask, uintptr_t stream);
   void lowLatencyQueryMaskBuffer(uintptr_t mask_status, uintptr_t stream) const;  // copies [R] int32

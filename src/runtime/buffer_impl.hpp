@@ -33,6 +33,7 @@ struct Buffer::Impl {
   int num_sms = 0;
   bool uses_proxy = false;
   size_t signal_count = 0;      // int64 words behind the gpu buffer, and in the rdma signal region
+  uint64_t clean_calls = 0;     // clean_low_latency_buffer calls so far: the clean barrier's epoch (ll_layout.hpp)
   size_t scratch_per_half = 0;  // int32
 
   // Memory. Shared pieces are SharedAllocations (exported) and PeerMappings (the peers' pieces mapped here).
@@ -40,6 +41,7 @@ struct Buffer::Impl {
   std::unique_ptr<SharedAllocation> gpu_alloc;          // num_rdma_bytes + signal words, exported to the node (ipc)
   std::vector<std::unique_ptr<PeerMapping>> peer_maps;  // every peer piece mapped here, unmapped in release()
   std::unique_ptr<Mapped<kernels::ErrorRecord>> error;
+  std::unique_ptr<Mapped<int32_t>> clean_absent;  // [R]: the last clean's absent ranks (kernels::ll::CleanArgs)
   std::unique_ptr<DeviceArray<int32_t>> mask;
   std::unique_ptr<DeviceArray<int32_t>> mask_values;  // {0, 1}: sources of the mask update's copies
   std::unique_ptr<DeviceArray<int32_t>> scratch;

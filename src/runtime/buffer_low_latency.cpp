@@ -165,20 +165,37 @@ uintptr_t Buffer::nextLowLatencyCombineBuffer(const LowLatencyShape& shape) {
 
 void Buffer::cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t stream) {
   Impl& m = *impl_;
-  m.requireConnected("clean_low_latency_buffer");
+  const char* call = "clean_low_latency_buffer";
+  m.requireConnected(call);
   checkErrors();
-  lowLatencyLayout(shape);  // the sizes are checked like a call's
+  const ll::Layout& layout = lowLatencyLayout(shape);  // the sizes are checked like a call's
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.gpuSignals(), 0, m.signal_count * sizeof(int64_t), s),
-                        "rank {}: clean_low_latency_buffer: signal words", m.cfg.rank);
+  // The call words only: the clean epoch words before them count every rank's cleans and are never zeroed
+  // (ll_layout.hpp), so a fast peer's arrival at this barrier is not lost.
+  const size_t first = ll::callSignalsBegin(m.cfg.num_ranks), call_words = m.signal_count - first;
+  UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.gpuSignals() + first, 0, call_words * sizeof(int64_t), s),
+                        "rank {}: {}: signal words", m.cfg.rank, call);
   UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.scratch->get(), 0, 2 * m.scratch_per_half * sizeof(int32_t), s),
-                        "rank {}: clean_low_latency_buffer: scratch", m.cfg.rank);
+                        "rank {}: {}: scratch", m.cfg.rank, call);
   if (m.rdma_signals) {
-    // Host-mapped words the proxies add to: zeroed from the CPU once earlier work on the stream is done.
+    // Host-mapped words the proxies add to: zeroed from the CPU once earlier work on the stream is done, and before
+    // the barrier tells the peers they may add to them again.
     m.waitForDevice("clean_low_latency_buffer: waiting for the stream", s);
-    std::memset(static_cast<void*>(m.rdma_signals->host()), 0, m.signal_count * sizeof(int64_t));
+    std::memset(static_cast<void*>(m.rdma_signals->host() + first), 0, call_words * sizeof(int64_t));
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
+  // The barrier: every unmasked peer's clean with the same number, or the timeout (masked with enable_shrink, else
+  // an error naming the ranks that did not join, raised below). The absent flags are zeroed from the CPU: the last
+  // clean waited for its barrier kernel before it returned (a clean that Ctrl-C ended may leave one running, whose
+  // late flag would only add a name).
+  std::memset(static_cast<void*>(m.clean_absent->host()), 0, m.cfg.num_ranks * sizeof(int32_t));
+  ll::CleanArgs args;
+  args.call = m.clean_calls + 1;
+  args.absent = m.clean_absent->device();
+  ll::launchCleanBarrier(m.lowLatencyContext(layout, 0), args, s);
+  ++m.clean_calls;
+  m.waitForDevice("clean_low_latency_buffer: waiting for every rank to join", s);
+  checkErrors();
 }
 
 namespace {

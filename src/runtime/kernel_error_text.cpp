@@ -2,6 +2,7 @@
 #include "runtime/kernel_error_text.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "uccl_ep/ring/ring.hpp"
 
@@ -24,6 +25,7 @@ const char* stepName(int32_t op) {
     case k::kOpArrive: return "normal-mode dispatch/combine (waiting for the peers' rows)";
     case k::kOpChunk: return "normal-mode dispatch/combine (waiting for a chunk of a peer's rows)";
     case k::kOpLayout: return "get_dispatch_layout";
+    case k::kOpClean: return "clean_low_latency_buffer";
     default: return "kernel (unknown step)";
   }
 }
@@ -58,6 +60,20 @@ std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, 
     case k::kOpReady:
       return fmt::format("{} on rank {}: rank {} did not join this dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s",
                          step, site.rank, peer, secs);
+    case k::kOpClean: {
+      // detail: the clean's call number << 32 | how many ranks did not join; peer: the lowest of them.
+      const uint32_t missing = static_cast<uint32_t>(rec.detail);
+      std::string who = fmt::format("rank {}{}", peer, path);
+      if (site.clean_absent.size() > 1) {
+        who = fmt::format("ranks {}", fmt::join(site.clean_absent, ", "));
+      } else if (missing > 1) {
+        who += fmt::format(" (and {} more ranks)", missing - 1);
+      }
+      return fmt::format("{} on rank {}: {} did not join this barrier (clean call {} of this Buffer) within "
+                         "UCCL_EP_TIMEOUT_SECS={}s; build the Buffer with enable_shrink=True to mask ranks that do "
+                         "not join",
+                         step, site.rank, who, rec.detail >> 32, secs);
+    }
     case k::kOpDispatchRecv:
     case k::kOpCombineRecv:
       return fmt::format("{} on rank {}: rank {} did not deliver its {}{}{} within UCCL_EP_TIMEOUT_SECS={}s", step,

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "kernels/error_record.hpp"
 
@@ -19,6 +20,8 @@ struct KernelErrorSite {
   int64_t num_nvl_bytes = 0;
   // " over NVLink" or " through the proxies (<transport>)" for a peer of a low-latency call; "" when not known.
   std::function<std::string(int peer)> path_to;
+  // kOpClean: every rank that did not join the barrier, ascending (empty: only the record's lowest one is known).
+  std::vector<int> clean_absent;
 };
 
 enum class KernelErrorKind {

@@ -38,6 +38,13 @@ void Buffer::Impl::raiseRecordedErrors(bool argument_errors) const {
     return isLowLatencyNvlPeer(peer) ? std::string(" over NVLink")
                                      : fmt::format(" through the proxies ({})", transport_name);
   };
+  if (rec.op == k::kOpClean) {
+    // Written by the barrier kernel, which has ended: the error is raised at the clean once it has waited for it.
+    const int32_t* absent = clean_absent->host();
+    for (int r = 0; r < cfg.num_ranks; ++r) {
+      if (__atomic_load_n(&absent[r], __ATOMIC_RELAXED) != 0) site.clean_absent.push_back(r);
+    }
+  }
   KernelErrorText text = describeKernelError(rec, site);
   if (text.kind == KernelErrorKind::kArgument && proxy_error.empty()) {
     if (!argument_errors) return;

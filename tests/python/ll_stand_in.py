@@ -16,11 +16,11 @@ from test_intranode_fake import install_fake_cuda
 class FakeLowLatencyRuntime:
     """The low-latency surface of `_C.Runtime` that Buffer uses, with a call log (`log=False`: none, for timing).
     `recorded` is what the next call (or check_errors) raises, once; `hook_error` what the next hook raises after its
-    receive half."""
+    receive half; `clean_error` what the next clean's barrier raises."""
 
     def __init__(self, native, num_ranks: int, log: bool = True):
         self.native, self.R, self.log = native, num_ranks, log
-        self.calls, self.recorded, self.hook_error = [], None, None
+        self.calls, self.recorded, self.hook_error, self.clean_error = [], None, None, None
 
     def _raise_recorded(self):
         error, self.recorded = self.recorded, None
@@ -59,6 +59,18 @@ class FakeLowLatencyRuntime:
 
     def low_latency_combine(self, **keywords):
         return self._launch("low_latency_combine", self.native.LowLatencyCombineCall(**keywords))
+
+    def clean_low_latency_buffer(self, *, num_max_dispatch_tokens_per_rank, hidden, num_experts, stream):
+        """The clean: `clean_error` is what its barrier raises, once (a rank that did not join, named), as the runtime
+        raises it at the clean itself once the barrier is over."""
+        self.low_latency_layout(num_max_dispatch_tokens_per_rank=num_max_dispatch_tokens_per_rank, hidden=hidden,
+                                num_experts=num_experts)
+        if self.log:
+            self.calls.append(("clean_low_latency_buffer", (num_max_dispatch_tokens_per_rank, hidden, num_experts),
+                               stream))
+        error, self.clean_error = self.clean_error, None
+        if error is not None:
+            raise error
 
 
 def make_ll_buffer(native, setattr_=setattr, num_ranks: int = 2, log: bool = True):

@@ -120,6 +120,34 @@ def test_rank_killed_by_signal(tmp_path):
     assert secs < 30
 
 
+def test_a_rank_expected_to_be_killed_is_no_failure_and_the_others_finish(tmp_path):
+    script = write(tmp_path / "victim.py", """
+        import os, signal, time
+        if os.environ["RANK"] == "2":
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(4)  # longer than the grace period a failure would give the others
+        print("survived", flush=True)
+    """)
+    r, secs = launch_cmd("--nproc", "3", "--expect-killed", "2", script=script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[rank 0] survived" in r.stdout and "[rank 1] survived" in r.stdout
+    assert secs < 30
+
+
+@pytest.mark.parametrize("victim_exit", ["0", "3"])
+def test_a_rank_expected_to_be_killed_that_exits_otherwise_fails_the_launcher(tmp_path, victim_exit):
+    script = write(tmp_path / "missed.py", f"""
+        import os, sys, time
+        if os.environ["RANK"] == "1":
+            sys.exit({victim_exit})
+        time.sleep(60)
+    """)
+    r, secs = launch_cmd("--nproc", "2", "--expect-killed", "1", script=script)
+    assert r.returncode == (1 if victim_exit == "0" else 3), r.stdout + r.stderr
+    assert f"rank 1 exited with code {victim_exit} although --expect-killed names it" in r.stderr
+    assert secs < 30
+
+
 def test_argument_errors():
     with pytest.raises(SystemExit):
         launch.parse_args(["--nproc", "3", "--ranks-per-node", "2"])  # no script
@@ -127,6 +155,11 @@ def test_argument_errors():
         launch.parse_args(["--nproc", "4", "--ranks-per-node", "0", "--", "x.py"])
     with pytest.raises(SystemExit):
         launch.parse_args(["--nproc", "2", "--gpus", "many", "--", "x.py"])
+    with pytest.raises(SystemExit):
+        launch.parse_args(["--nproc", "2", "--expect-killed", "2", "--", "x.py"])
+    with pytest.raises(SystemExit):
+        launch.parse_args(["--nproc", "2", "--expect-killed", "one", "--", "x.py"])
+    assert launch.parse_args(["--nproc", "3", "--expect-killed", "2,1", "--", "x.py"]).expect_killed == [1, 2]
     a = launch.parse_args(["--nproc", "4", "--gpus", "1", "--", "x.py", "--flag", "--", "y"])
     assert a.command == ["x.py", "--flag", "--", "y"] and a.gpus == 1 and a.ranks_per_node == 4
     a = launch.parse_args(["--nproc", "2", "x.py", "--num-tokens", "8"])

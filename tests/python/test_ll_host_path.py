@@ -269,6 +269,26 @@ def test_a_hook_that_raises_after_its_receive_half_is_spent(ll_buffer, native, n
     assert [c[0] for c in rt.calls].count("low_latency_dispatch hook") == 1
 
 
+def test_the_clean_passes_its_sizes_and_the_current_stream_and_raises_the_barriers_timeout(ll_buffer, native):
+    """clean_low_latency_buffer is a barrier in the runtime: Buffer hands it the sizes and the current stream, and a
+    rank that did not join surfaces as uccl.ep.TimeoutError from the clean itself, naming the rank; the next clean
+    goes to the runtime again."""
+    import uccl.ep as ep
+    buf, rt = ll_buffer
+    buf.clean_low_latency_buffer(M, H, E)
+    (name, sizes, stream), = launched(rt)
+    assert (name, sizes) == ("clean_low_latency_buffer", (M, H, E))
+    assert stream == torch.cuda.current_stream().cuda_stream
+    rt.clean_error = native.TimeoutError("clean_low_latency_buffer on rank 0: rank 1 over NVLink did not join this "
+                                      "barrier (clean call 2 of this Buffer) within UCCL_EP_TIMEOUT_SECS=3s")
+    with pytest.raises(ep.TimeoutError, match=r"rank 1 over NVLink did not join this barrier \(clean call 2"):
+        buf.clean_low_latency_buffer(M, H, E)
+    with pytest.raises(TypeError, match="hidden"):
+        buf.clean_low_latency_buffer(M, float(H), E)
+    assert [c[0] for c in launched(rt)] == ["clean_low_latency_buffer"] * 2  # the bad size reached no runtime
+    buf.clean_low_latency_buffer(M, H, E)  # the stand-in's barrier passes again
+
+
 def test_the_hook_does_not_check_errors_before_its_native_half(ll_buffer):
     """A pending rejected id must not keep the receive half from running (the native hook raises it afterwards):
     the hook leaves the check to the runtime."""

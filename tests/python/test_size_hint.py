@@ -21,8 +21,8 @@ def expected_layout(M, hidden, R, E):
     send = up(region, 128)
     half = up(send + region, 128)
     return dict(msg_bytes=msg, row_bytes=row, dispatch_recv_off=0, combine_recv_off=0, send_off=send,
-                half_bytes=half, total_bytes=2 * half, experts_per_rank=E // R, combine_flag_index=E,
-                signals_per_half=2 * E)
+                half_bytes=half, total_bytes=2 * half, experts_per_rank=E // R, dispatch_count_index=R,
+                combine_flag_index=R + E, signals_per_half=R + 2 * E)  # after the R clean epoch words
 
 
 def deep_ep_hint(M, hidden, E):

@@ -356,7 +356,10 @@ class LowLatencyCalls:
 
     @one_thread
     def clean_low_latency_buffer(self, num_max_dispatch_tokens_per_rank: int, hidden: int, num_experts: int) -> None:
-        """Collective: resets the low-latency signal words and scratch (both halves) on the current stream."""
+        """Collective: resets the low-latency signal words and scratch (both halves), then a barrier with every
+        unmasked rank's clean of the same number, and returns once the current stream's work is done. A rank that
+        does not join within UCCL_EP_TIMEOUT_SECS is masked with enable_shrink (low_latency_query_mask_buffer shows
+        it); without it this call raises uccl.ep.TimeoutError naming the rank."""
         call = "clean_low_latency_buffer"
         rt = self._rt(call)
         for name, value in (("num_max_dispatch_tokens_per_rank", num_max_dispatch_tokens_per_rank),

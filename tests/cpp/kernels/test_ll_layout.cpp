@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../runtime/message_of.hpp"
@@ -184,6 +185,44 @@ TEST(LowLatencyLayout, NvlinkCountWordIsCompleteOnlyAfterEveryAdd) {
       EXPECT_EQ(nvlCount(word), count);
     }
   }
+}
+
+// The buffer's signal words: the clean epoch words, one per source rank, come first, and no call word of either half
+// of any layout overlaps them or runs past the buffer's words. Indices stay small: with 64 ranks and 4 experts each
+// (and with 288 experts over 8 ranks) every index fits the 16 bits of a 4-byte immediate.
+TEST(LowLatencyLayout, CleanEpochWordsComeFirstAndNoLayoutsCallWordsOverlapThem) {
+  for (int R : {1, 2, 3, 8, 64}) {
+    for (int s = 0; s < R; ++s) EXPECT_EQ(cleanEpochIndex(s), size_t(s));
+    EXPECT_EQ(callSignalsBegin(R), size_t(R));
+    for (int E_local : {1, 3, 36, kMaxExpertsPerRank}) {
+      const Layout l = runtime::lowLatencyLayout(128, 7168, R, E_local * R);
+      const std::string shape = std::to_string(R) + " ranks, " + std::to_string(E_local) + " experts each";
+      for (int half : {0, 1}) {
+        const size_t base = static_cast<size_t>(half) * l.signals_per_half;
+        EXPECT_GE(base + l.dispatchCount(0, 0), callSignalsBegin(R)) << shape;
+        EXPECT_LT(base + l.combineFlag(E_local * R - 1), signalWords(R)) << shape;
+      }
+      EXPECT_LE(l.totalSignals(), signalWords(R)) << shape;
+      if (E_local == kMaxExpertsPerRank) EXPECT_EQ(l.totalSignals(), signalWords(R)) << "no words unused";
+    }
+  }
+  for (const auto& [R, E] : {std::pair{64, 256}, std::pair{8, 288}}) {
+    const Layout l = runtime::lowLatencyLayout(128, 7168, R, E);
+    EXPECT_LE(l.totalSignals(), size_t{0x10000}) << R << " ranks, " << E << " experts";
+  }
+  const int R = INT_MAX / kMaxExpertsPerRank / 4;  // a SIGNAL descriptor's 32-bit index reaches every word
+  EXPECT_LE(signalWords(R), size_t{UINT32_MAX});
+}
+
+// A source has joined the clean numbered `call` once its epoch word reaches it: a peer already at a later clean has
+// joined too; a peer whose count lags (it missed a clean, or this is a stale word) has not.
+TEST(LowLatencyLayout, ACleanIsJoinedOnlyByTheSameOrALaterCallNumber) {
+  EXPECT_FALSE(cleanJoined(0, 1));
+  EXPECT_TRUE(cleanJoined(1, 1));
+  EXPECT_TRUE(cleanJoined(2, 1));  // a fast peer's next arrival may already have landed
+  EXPECT_FALSE(cleanJoined(4, 5));
+  EXPECT_TRUE(cleanJoined(5, 5));
+  EXPECT_FALSE(cleanJoined(uint64_t{1} << 32, (uint64_t{1} << 32) + 1));
 }
 
 }  // namespace

@@ -63,6 +63,23 @@ TEST(KernelErrorText, AMissingChunkOfTheNormalPipelineNamesThePeerAndTheChunk) {
                                    "UCCL_EP_TIMEOUT_SECS=100s"}));
 }
 
+TEST(KernelErrorText, ARankMissingTheCleanBarrierIsATimeoutNamingItAndTheCallNumber) {
+  const KernelErrorText one = describeKernelError(recorded(k::kTimeout, k::kOpClean, 5, -1, (uint64_t{3} << 32) | 1u),
+                                                  site());
+  EXPECT_EQ(one.kind, KernelErrorKind::kTimeout);
+  EXPECT_TRUE(mentions(one.message, {"clean_low_latency_buffer on rank 3:", "rank 5 through the proxies (shm) did",
+                                     "clean call 3 ", "UCCL_EP_TIMEOUT_SECS=100s", "enable_shrink=True"}));
+  EXPECT_EQ(one.message.find("in all"), std::string::npos);
+  const k::ErrorRecord three = recorded(k::kTimeout, k::kOpClean, 1, -1, (uint64_t{1} << 32) | 3u);
+  EXPECT_TRUE(mentions(describeKernelError(three, site(0)).message,
+                       {"on rank 0:", "rank 1 over NVLink (and 2 more ranks) did not join", "clean call 1 "}));
+  KernelErrorSite named = site(0);
+  named.clean_absent = {1, 4, 6};  // what the runtime reads back from the barrier's absent flags
+  const KernelErrorText all = describeKernelError(three, named);
+  EXPECT_EQ(all.kind, KernelErrorKind::kTimeout);
+  EXPECT_TRUE(mentions(all.message, {"on rank 0: ranks 1, 4, 6 did not join this barrier (clean call 1 "}));
+}
+
 TEST(KernelErrorText, ARingFailureIsFatalUnlessItTimedOut) {
   const uint64_t consumer_error = (uint64_t{2} << 32) | 2u;  // ring 2, ring::Status::kConsumerError
   const KernelErrorText t =

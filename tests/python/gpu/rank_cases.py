@@ -24,19 +24,23 @@ PASSED = "[rank 0] all checks passed"  # launch.py prefixes every line with its 
 @dataclass(frozen=True)
 class RankCase:
     """N ranks of a check script in nodes of K (K < N: emulated nodes on this host), with extra flags and
-    environment; own_gpus: one GPU per rank, never shared."""
+    environment; own_gpus: one GPU per rank, never shared; expect_killed: ranks that SIGKILL themselves (fault
+    checks; launch.py --expect-killed)."""
     nproc: int
     ranks_per_node: int
     args: Tuple[str, ...]
     env: Dict[str, str] = field(default_factory=dict, hash=False)
     own_gpus: bool = False
     timeout_s: int = 180
+    expect_killed: Tuple[int, ...] = ()
 
     def launch_command(self, script: str):
         cmd = [sys.executable, LAUNCH, "--nproc", str(self.nproc), "--ranks-per-node", str(self.ranks_per_node),
                "--timeout", str(self.timeout_s)]
         if self.own_gpus:
             cmd += ["--gpus", str(self.nproc)]
+        if self.expect_killed:
+            cmd += ["--expect-killed", ",".join(str(r) for r in self.expect_killed)]
         return cmd + ["--", os.path.join(GPU_TESTS, script), *self.args]
 
 
