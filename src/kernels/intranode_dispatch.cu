@@ -301,18 +301,23 @@ __global__ void __launch_bounds__(kCopyThreads) dispatchUnpackKernel(Context ctx
   if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
   const int R = ctx.num_ranks, me = ctx.rank, T = a.num_tokens;
-  // The push kernel checked a handle's matrix (a bad one voided the call); a source that voided it stored nothing.
-  const auto rows_from = [&](int s) { return prefix[s * R + me] - (s > 0 ? prefix[(s - 1) * R + me] : 0); };
-  if (a.cached && blockVoided(ctx, l, kOpCachedDispatch, rows_from)) return;
-  if (a.cached) {  // the column's end against the outputs; it bounds only this rank's rows, so no peer is told
-    __shared__ int bad_end;
+  // The push kernel checked a handle's matrix (a bad one voided the call). Then the end of this rank's column against
+  // the outputs: it bounds only this rank's rows, so no peer is told. Then the sources that voided the call (they
+  // stored nothing). In that order, so that this rank's own bad entry is the one it records.
+  if (a.cached) {
+    __shared__ int stop;
     if (threadIdx.x == 0) {
-      const BadEntry e = dispatchReceiveEnd(prefix, R, me, a.out.num_recv_tokens, a.num_worst_tokens > 0);
-      if (e.found()) recordBadEntry(ctx, kOpCachedDispatch, kHandleRankPrefixMatrix, e.row, e.col, e.value);
-      bad_end = e.found() ? 1 : 0;
+      stop = voidedBy(ctx, l, me, kOpCachedDispatch) ? 1 : 0;
+      const BadEntry e = stop ? BadEntry{} : dispatchReceiveEnd(prefix, R, me, a.out.num_recv_tokens,
+                                                               a.num_worst_tokens > 0);
+      if (e.found()) {
+        recordBadEntry(ctx, kOpCachedDispatch, kHandleRankPrefixMatrix, e.row, e.col, e.value);
+        stop = 1;
+      }
     }
     __syncthreads();
-    if (bad_end) return;
+    const auto rows_from = [&](int s) { return prefix[s * R + me] - (s > 0 ? prefix[(s - 1) * R + me] : 0); };
+    if (stop || blockVoided(ctx, l, kOpCachedDispatch, rows_from)) return;
   }
   const Receive rc = receiveOf(ctx, a, prefix);
   if (!rc.fits) return;
