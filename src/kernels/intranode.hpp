@@ -54,6 +54,12 @@
 // time. No thread layout depends on the rank count: warps loop over peers and rows. A receiver's staging that would
 // overflow its num_nvl_bytes is caught on both sides before any store (kSlotOverflow, kOpNvlOverflow).
 //
+// Handles (cached dispatch, combine): rank_prefix_matrix and send_pos are the caller's. Every entry a kernel uses as
+// an index or a count is checked by the thread that reads it, before use (intranode_handle.hpp has the rules). A bad
+// send_pos entry is recorded and skipped; a bad matrix entry voids the call: this rank moves no rows and stores this
+// call's epoch into its void word at every rank (Layout::void_off), so that a rank waiting for its rows stops and
+// records why. The next call raises ArgumentError (kBadHandle) and the Buffer stays usable.
+//
 // Chunks (pipelined path): a sender's rows for one receiver are cut into chunks of `send_tokens` rows (the config's
 // num_max_nvl_chunked_send_tokens), more when the receiver's kChunkFlags flag words would not cover them; chunk i of
 // source s has flag kChunkFlags-index sum_{s'<s} ceil(rows(s')/chunk) + i at the receiver, which both sides compute
