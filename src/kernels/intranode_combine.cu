@@ -366,8 +366,8 @@ __global__ void __launch_bounds__(kCopyThreads) combineTransferKernel(Context ct
   for (int64_t t = tokens.next(); t < a.num_tokens; t = tokens.next()) {
     int n = 0, self_slot = -1;
     int64_t self_row = 0;
-    if (!listRows<true>(ctx, a, static_cast<int>(t), block_of, sent_to, mine, &n, &self_slot, &self_row, fbase, my_crows,
-                        epoch)) {
+    if (!listRows<true>(ctx, a, static_cast<int>(t), block_of, sent_to, mine, &n, &self_slot, &self_row, fbase,
+                        my_crows, epoch)) {
       return;
     }
     reduceToken<true>(a, static_cast<int>(t), mine, n, self_slot, self_row);

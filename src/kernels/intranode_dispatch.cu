@@ -39,7 +39,8 @@ __global__ void __launch_bounds__(kThreads) dispatchPlanKernel(Context ctx, Disp
 #pragma unroll
       for (int i = 0; i < kPlanTokens; ++i) {
         // Read as bytes: a cached dispatch's is_token_in_rank is the caller's, and a byte other than 0 or 1 is no bool.
-        hit[i] = t0 + i < T && reinterpret_cast<const uint8_t*>(a.is_token_in_rank)[static_cast<size_t>(t0 + i) * R + r] != 0;
+        const uint8_t* in_rank = reinterpret_cast<const uint8_t*>(a.is_token_in_rank);
+        hit[i] = t0 + i < T && in_rank[static_cast<size_t>(t0 + i) * R + r] != 0;
         mine += hit[i] ? 1 : 0;
       }
       int incl = mine;  // inclusive scan over the warp

@@ -360,8 +360,11 @@ class FakeNormalRuntime:
             end = C.dispatch_receive_end(rank_prefix_matrix=given.flatten().tolist(), num_ranks=self.R, rank=self.rank,
                                          out_rows=rows, worst_tokens=st["worst"] > 0)
             me = self.rank
+            def rows_from(s):
+                return int(given[s, me]) - (int(given[s - 1, me]) if s else 0)
+
             if self._reject_prefix(C.kOpCachedDispatch, end) or self._voided_by_peers(
-                    C.kOpCachedDispatch, st["rejected"], lambda s: int(given[s, me]) - (int(given[s - 1, me]) if s else 0)):
+                    C.kOpCachedDispatch, st["rejected"], rows_from):
                 return
         if rows and (outputs.recv_x % 16):
             raise RuntimeError(f"fake runtime: dispatch: recv_x at {outputs.recv_x:#x} is not 16-byte aligned")

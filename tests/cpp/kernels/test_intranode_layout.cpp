@@ -20,7 +20,9 @@ TEST(IntranodeLayout, RegionsAreAlignedDisjointAndOrdered) {
         EXPECT_GE(l.flags_off, l.counts_off + size_t(ranks) * 4);
         EXPECT_GE(l.expert_counts_off, l.flags_off + size_t(kChunkFlags) * 8);
         EXPECT_GE(l.data_off, l.expert_counts_off + size_t(256) * ranks * 4);
-        for (size_t off : {l.pushed_off, l.void_off, l.counts_off, l.flags_off, l.expert_counts_off, l.data_off}) EXPECT_EQ(off % kAlign, 0u);
+        for (size_t off : {l.pushed_off, l.void_off, l.counts_off, l.flags_off, l.expert_counts_off, l.data_off}) {
+          EXPECT_EQ(off % kAlign, 0u);
+        }
         EXPECT_EQ(l.token_stride % 16, 0u);
         EXPECT_EQ(l.idxOff() % 8, 0u);
         EXPECT_EQ(l.srcIdxOff(), l.scalesOff() + scales);

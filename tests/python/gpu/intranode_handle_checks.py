@@ -100,7 +100,8 @@ class HandleChecks:
         h = self.forged(handle, 0, prefix_set(R - 1, me, rows + 1))
         log0(d, self.check_forgery("combine, rank_prefix_matrix entry past the receive count",
                                    lambda: self.combine(out, h),
-                                   [f"combine {at}", f"handle[0] (rank_prefix_matrix)[{R - 1}][{me}] holds {rows + 1}"]))
+                                   [f"combine {at}",
+                                    f"handle[0] (rank_prefix_matrix)[{R - 1}][{me}] holds {rows + 1}"]))
         # In the last row, so that no other entry's rule sees it (each rule names the entry it reads last).
         other = (me + 1) % R
         h = self.forged(handle, 0, prefix_set(R - 1, other, -1))
