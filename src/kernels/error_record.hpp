@@ -28,8 +28,8 @@ struct ErrorRecord {
   int32_t expert;    // global expert id, -1 when not about one expert
   int32_t op;        // Op; the claim (step 1)
   uint64_t detail;   // per code: ring id << 32 | ring status, target epoch << 8 | last value seen, a row count,
-                     // the rejected top-k entry (kBadExpertId: the int64 id as written)
-  int32_t token;     // the row of topk_idx the failure is about, -1 when not about one token
+                     // the rejected top-k entry (kBadExpertId: the int64 id as written), handleDetail (kBadHandle)
+  int32_t token;     // the row of topk_idx (kBadHandle: of the handle tensor) the failure is about, -1 when none
   int32_t topk_col;  // the column of that row, -1 as above
 };
 static_assert(sizeof(ErrorRecord) == 32 && alignof(ErrorRecord) == 8, "ErrorRecord is shared with the host");
@@ -39,11 +39,30 @@ static_assert(offsetof(ErrorRecord, code) == 0 && offsetof(ErrorRecord, peer) ==
                   offsetof(ErrorRecord, topk_col) == 28,
               "ErrorRecord field offsets are read by the host");
 
-// kBadExpertId is the caller's mistake, not the buffer's: the kernel skipped the entry and finished the call, so
-// the host raises ArgumentError, clears the record and the Buffer stays usable. Every other code is fatal.
-enum ErrorCode : int32_t { kNoError = 0, kTimeout = 1, kRingError = 2, kSlotOverflow = 3, kBadExpertId = 4 };
+// kBadExpertId and kBadHandle are the caller's mistakes, not the buffer's: the kernels skipped the bad entry (or the
+// call's rows) without reading or writing out of bounds and finished the call, so the host raises ArgumentError,
+// clears the record and the Buffer stays usable. Every other code is fatal.
+//   kBadHandle: an entry of a normal-mode handle (uccl.ep.Buffer.dispatch's) out of range. peer: the rank whose
+//   handle it is (this rank, or a peer that rejected its own and so sent no rows to this one); detail: handleDetail;
+//   token, topk_col: the entry's row and column.
+enum ErrorCode : int32_t {
+  kNoError = 0,
+  kTimeout = 1,
+  kRingError = 2,
+  kSlotOverflow = 3,
+  kBadExpertId = 4,
+  kBadHandle = 5,
+};
 
-// The step that failed. 1..4 and 13: low-latency kernels; 5..10 and 12: normal-mode kernels (11 is retired).
+// The handle field of a kBadHandle record (the handle's tuple position is the Python layer's, see
+// kernel_error_text.cpp). kHandleOfPeer: the peer named by the record rejected an entry of its own handle.
+enum HandleField : uint32_t { kHandleRankPrefixMatrix = 1, kHandleSendPos = 2, kHandleOfPeer = 3 };
+// kBadHandle's detail: the field in the high half, the entry as the caller wrote it (int32) in the low half.
+UCCL_EP_HOST_DEVICE constexpr uint64_t handleDetail(uint32_t field, int32_t value) {
+  return (static_cast<uint64_t>(field) << 32) | static_cast<uint32_t>(value);
+}
+
+// The step that failed. 1..4 and 13: low-latency kernels; 5..10, 12, 14 and 15: normal-mode kernels (11 is retired).
 enum Op : int32_t {
   kOpDispatchSend = 1,
   kOpDispatchRecv = 2,
@@ -59,6 +78,8 @@ enum Op : int32_t {
   kOpClean = 13,         // clean_low_latency_buffer's barrier (kTimeout: peer = the lowest rank that did not join,
                          // detail = the clean's call number << 32 | how many ranks did not join; the launch's
                          // CleanArgs::absent names them all)
+  kOpCachedDispatch = 14,  // dispatch with a handle (kBadHandle)
+  kOpCombine = 15,         // combine (kBadHandle)
 };
 
 // Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work

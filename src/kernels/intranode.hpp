@@ -54,6 +54,12 @@
 // time. No thread layout depends on the rank count: warps loop over peers and rows. A receiver's staging that would
 // overflow its num_nvl_bytes is caught on both sides before any store (kSlotOverflow, kOpNvlOverflow).
 //
+// Handles (cached dispatch, combine): rank_prefix_matrix and send_pos are the caller's. Every entry a kernel uses as
+// an index or a count is checked by the thread that reads it, before use (intranode_handle.hpp has the rules). A bad
+// send_pos entry is recorded and skipped; a bad matrix entry voids the call: this rank moves no rows and stores this
+// call's epoch into its void word at every rank (Layout::void_off), so that a rank waiting for its rows stops and
+// records why. The next call raises ArgumentError (kBadHandle) and the Buffer stays usable.
+//
 // Chunks (pipelined path): a sender's rows for one receiver are cut into chunks of `send_tokens` rows (the config's
 // num_max_nvl_chunked_send_tokens), more when the receiver's kChunkFlags flag words would not cover them; chunk i of
 // source s has flag kChunkFlags-index sum_{s'<s} ceil(rows(s')/chunk) + i at the receiver, which both sides compute
@@ -90,6 +96,9 @@ struct Layout {
   int num_ranks = 0, num_experts = 0;
   size_t done_off = kHeaderBytes;   // int64 [R]: done[r] written by peer r once it is done with this call
   size_t pushed_off = 0;            // int64 [R]: pushed[s] written by source s once its rows are in this buffer
+  size_t void_off = 0;              // int64 [R]: void[s], the epoch of the latest call source s voided by rejecting
+                                    // its handle (kBadHandle), written by s into every rank's buffer (its own too)
+                                    // before it would have sent a row; epochs, so a later call never sees an old one
   size_t counts_off = 0;            // int32 [R]: tokens this rank sends to each rank (dispatch)
   size_t flags_off = 0;             // int64 [kChunkFlags]: chunk c holds the epoch once its rows are here; at the
                                     // same offset in every layout of a buffer, so its words only ever hold epochs
@@ -113,7 +122,7 @@ struct Layout {
   UCCL_EP_HOST_DEVICE size_t dispatchBytes(int num_tokens, int64_t num_recv) const {
     return stagingOff(num_tokens) + size_t(num_recv) * token_stride;
   }
-  UCCL_EP_HOST_DEVICE size_t combineBytes(int num_recv_rows) const { return data_off + size_t(num_recv_rows) * combine_row_stride; }
+  UCCL_EP_HOST_DEVICE size_t combineBytes(int64_t num_recv_rows) const { return data_off + size_t(num_recv_rows) * combine_row_stride; }
 };
 
 inline Layout makeLayout(int num_ranks, int num_experts, size_t hidden_bytes, size_t scale_bytes, int num_topk,
@@ -123,7 +132,8 @@ inline Layout makeLayout(int num_ranks, int num_experts, size_t hidden_bytes, si
   l.num_experts = num_experts;
   l.done_off = kHeaderBytes;
   l.pushed_off = alignUp(l.done_off + size_t(num_ranks) * 8);
-  l.counts_off = alignUp(l.pushed_off + size_t(num_ranks) * 8);
+  l.void_off = alignUp(l.pushed_off + size_t(num_ranks) * 8);
+  l.counts_off = alignUp(l.void_off + size_t(num_ranks) * 8);
   l.flags_off = alignUp(l.counts_off + size_t(num_ranks) * 4);
   l.expert_counts_off = alignUp(l.flags_off + size_t(kChunkFlags) * 8);
   l.data_off = alignUp(l.expert_counts_off + size_t(num_experts) * 4);
@@ -210,12 +220,16 @@ struct DispatchArgs {
   int num_worst_tokens = 0;              // > 0: receive count from the prefix matrix on the GPU, outputs sized to
                                          // it, rows beyond the count get -1 ids; no CPU wait
   // outputs of the send half
-  int32_t* rank_prefix_matrix = nullptr;  // [R, R]; with cached dispatch an input (from the handle) instead
+  int32_t* rank_prefix_matrix = nullptr;  // [R, R]; with cached dispatch an input (from the handle) instead, checked
+                                          // by the kernels as they read it (kBadHandle): an inclusive prefix over
+                                          // source ranks whose row of this rank counts the tokens is_token_in_rank
+                                          // sends to each rank and whose column of this rank ends at the output rows
   int32_t* send_pos = nullptr;           // [T, R]: position of token t among those going to r, or -1
   DispatchOutputs out;                   // the receive half's outputs
   // Filled by the runtime.
   Layout layout;
   bool report_to_host = false;           // write HostCounts (a non-cached dispatch without num_worst_tokens)
+  bool cached = false;                   // rank_prefix_matrix is the caller's (a handle): the kernels check it
 };
 // Steps 1-3 (and 4-5 on the staged path). cached: rank_prefix_matrix is an input and nothing is counted.
 void launchDispatchSend(const Context& ctx, const DispatchArgs& a, bool cached, void* stream);
@@ -227,8 +241,12 @@ struct CombineArgs {
   const float* topk_weights = nullptr;   // [num_recv_tokens, K] or null
   const void* bias_0 = nullptr;          // BF16 [T, hidden] or null
   const void* bias_1 = nullptr;
-  const int32_t* send_pos = nullptr;     // [T, R] from the handle
-  const int32_t* rank_prefix_matrix = nullptr;  // [R, R] from the handle
+  // From the handle, checked by the kernels as they read them (kBadHandle): rank_prefix_matrix an inclusive prefix
+  // over source ranks (entries >= 0, non-decreasing down each column, this rank's row counting at most num_tokens
+  // rows per rank, its column ending at most at num_recv_tokens), send_pos entries -1 or below the rows this rank
+  // sent to that rank.
+  const int32_t* send_pos = nullptr;     // [T, R]
+  const int32_t* rank_prefix_matrix = nullptr;  // [R, R]
   int num_tokens = 0, num_recv_tokens = 0, hidden = 0, num_topk = 0;
   void* combined_x = nullptr;            // BF16 [T, hidden]
   float* combined_topk_weights = nullptr;  // [T, K] or null

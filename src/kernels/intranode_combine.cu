@@ -9,6 +9,7 @@
 // reduce    staged path: per own token (one warp), the sum of its rows from every rank it went to, in rank order.
 // transfer  pipelined path: the push with chunk flags, then the reduce, each row after its chunk's flag.
 #include "kernels/intranode_device.cuh"
+#include "kernels/intranode_handle.hpp"
 #include "kernels/intranode_steps.hpp"
 #include "kernels/launch.hpp"
 #include "uccl_ep/platform/gpu_runtime.hpp"
@@ -21,6 +22,25 @@ using namespace dev;
 
 __device__ __forceinline__ int64_t countOf(const int32_t* prefix, int R, int s, int r) {
   return prefix[s * R + r] - (s > 0 ? prefix[(s - 1) * R + r] : 0);
+}
+
+// Every row of the handle's rank_prefix_matrix (intranode_handle.hpp combinePrefixRow), shared out to the block's
+// threads; false (for every thread) when one is bad, which voids the call. What it bounds: every row this rank reads
+// from x, writes into a source's block or reads back here, and every chunk flag.
+__device__ bool blockPrefixOk(const Context& ctx, const CombineArgs& a) {
+  __shared__ int bad;
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  for (int s = threadIdx.x; s < ctx.num_ranks; s += blockDim.x) {
+    const BadEntry e = combinePrefixRow(a.rank_prefix_matrix, ctx.num_ranks, ctx.rank, s, a.num_recv_tokens,
+                                        a.num_tokens);
+    if (e.found()) {
+      voidCall(ctx, a.layout, kOpCombine, e.row, e.col, e.value);
+      bad = 1;
+    }
+  }
+  __syncthreads();
+  return bad == 0;
 }
 
 // Rows this rank sends back to source s (the rows it received from s) and where they land in s's buffer. A source
@@ -44,7 +64,7 @@ __device__ __forceinline__ Source sourceOf(const Context& ctx, const CombineArgs
     before += r < me ? c : 0;
     src.held += c;
   }
-  const size_t need = a.layout.combineBytes(static_cast<int>(src.held));
+  const size_t need = a.layout.combineBytes(src.held);
   if (need > ctx.buffer_bytes) {
     fail(ctx, kSlotOverflow, kOpNvlOverflow, s, -1, need);
     src.count = 0;
@@ -65,14 +85,17 @@ __device__ __forceinline__ void storeBack(const CombineArgs& a, int64_t g, uint8
   if (has_weight) reinterpret_cast<float*>(dst + row_bytes)[lane] = w;
 }
 
-// What this rank gets back: the byte offset of each rank's block here (block_of[r]), and whether they fit.
-__device__ __forceinline__ bool blocksHere(const Context& ctx, const CombineArgs& a, int64_t* block_of) {
+// What this rank gets back: the byte offset of each rank's block here (block_of[r]), its rows (sent_to[r], the rows
+// this rank sent to r: the bound of send_pos[t][r]), and whether they fit.
+__device__ __forceinline__ bool blocksHere(const Context& ctx, const CombineArgs& a, int64_t* block_of,
+                                           int64_t* sent_to) {
   int64_t rows = 0;
   for (int r = 0; r < ctx.num_ranks; ++r) {
     block_of[r] = static_cast<int64_t>(a.layout.data_off + rows * a.layout.combine_row_stride);
-    rows += countOf(a.rank_prefix_matrix, ctx.num_ranks, ctx.rank, r);
+    sent_to[r] = countOf(a.rank_prefix_matrix, ctx.num_ranks, ctx.rank, r);
+    rows += sent_to[r];
   }
-  return a.layout.combineBytes(static_cast<int>(rows)) <= ctx.buffer_bytes;  // otherwise the ranks stored nothing
+  return a.layout.combineBytes(rows) <= ctx.buffer_bytes;  // otherwise the ranks stored nothing
 }
 
 // kSumUnroll vectors per lane of kSumRows rows at a time: that many loads in flight per lane per round trip.
@@ -149,13 +172,14 @@ __device__ void reduceToken(const CombineArgs& a, int t, const uint8_t* const* r
 }
 
 // The warp lists token t's rows in `mine` (rank order; one per rank it went to) and returns how many; *self_slot
-// and *self_row say which entry is this rank's own row and where it is in the combine input. With kWait, each row
-// of another rank is listed after its chunk's flag (chunk pos / chunk_rows, flag fbase[r] + chunk); false when a
-// wait failed.
+// and *self_row say which entry is this rank's own row and where it is in the combine input. A send_pos entry other
+// than -1 outside [0, sent_to[r]) is recorded (kBadHandle) and skipped. With kWait, each row of another rank is
+// listed after its chunk's flag (chunk pos / chunk_rows, flag fbase[r] + chunk); false when a wait failed or r voided
+// the call.
 template <bool kWait>
-__device__ bool listRows(const Context& ctx, const CombineArgs& a, int t, const int64_t* block_of, const uint8_t** mine,
-                         int* n_out, int* self_slot, int64_t* self_row, const int64_t* fbase, int64_t chunk_rows,
-                         uint64_t epoch) {
+__device__ bool listRows(const Context& ctx, const CombineArgs& a, int t, const int64_t* block_of,
+                         const int64_t* sent_to, const uint8_t** mine, int* n_out, int* self_slot, int64_t* self_row,
+                         const int64_t* fbase, int64_t chunk_rows, uint64_t epoch) {
   const int R = ctx.num_ranks, me = ctx.rank, lane = platform::laneId();
   const int32_t* prefix = a.rank_prefix_matrix;
   const int64_t self_first = me > 0 ? prefix[(me - 1) * R + me] : 0;
@@ -164,17 +188,25 @@ __device__ bool listRows(const Context& ctx, const CombineArgs& a, int t, const 
   bool ok = true;
   for (int base = 0; base < R; base += kWarpSize) {
     const int r = base + lane;
-    const int pos = r < R ? a.send_pos[static_cast<size_t>(t) * R + r] : -1;
+    int pos = r < R ? a.send_pos[static_cast<size_t>(t) * R + r] : -1;
+    if (pos != -1 && !sendPosOk(pos, sent_to[r])) {
+      recordBadEntry(ctx, kOpCombine, kHandleSendPos, t, r, pos);
+      pos = -1;
+    }
     if constexpr (kWait) {
       if (pos >= 0 && r != me) {
         const int64_t chunk = pos / chunk_rows;
         const uint64_t* flag = word(ctx.self, a.layout.flags_off + static_cast<size_t>(fbase[r] + chunk) * 8);
         const uint64_t start = platform::nowNs();
         for (uint32_t spins = 1; platform::loadAcquire<Scope::kSystem>(flag) < epoch; ++spins) {
-          if ((spins & 1023) == 0 && (platform::nowNs() - start > ctx.timeout_ns || failed(ctx))) {
-            if (platform::nowNs() - start > ctx.timeout_ns) fail(ctx, kTimeout, kOpChunk, r, -1, chunk);
-            ok = false;
-            break;
+          if ((spins & 1023) == 0) {
+            const bool voided = voidedBy(ctx, a.layout, r, kOpCombine);
+            const bool late = !voided && platform::nowNs() - start > ctx.timeout_ns;
+            if (late) fail(ctx, kTimeout, kOpChunk, r, -1, chunk);
+            if (voided || late || failed(ctx)) {
+              ok = false;
+              break;
+            }
           }
         }
       }
@@ -205,7 +237,7 @@ __device__ bool listRows(const Context& ctx, const CombineArgs& a, int t, const 
 // ---- staged path --------------------------------------------------------------------------------------------
 __global__ void __launch_bounds__(kCopyThreads) combinePushKernel(Context ctx, CombineArgs a) {
   extern __shared__ int64_t comb_smem[];  // [R] first row, [R] rows, [R] byte offset at source s
-  if (blockFailed(ctx)) return;
+  if (blockFailed(ctx) || !blockPrefixOk(ctx, a)) return;
   const int R = ctx.num_ranks, me = ctx.rank;
   int64_t *first_of = comb_smem, *count_of = comb_smem + R, *base_of = comb_smem + 2 * R;
   for (int s = threadIdx.x; s < R; s += blockDim.x) {
@@ -233,10 +265,15 @@ __global__ void __launch_bounds__(kCopyThreads) combineReduceKernel(Context ctx,
   extern __shared__ int64_t reduce_smem[];
   if (blockFailed(ctx)) return;
   const int R = ctx.num_ranks;
+  // The push kernel checked the matrix (a bad one voided the call); a source that voided it sent nothing back.
+  if (blockVoided(ctx, a.layout, kOpCombine, [&](int r) { return countOf(a.rank_prefix_matrix, R, ctx.rank, r); })) {
+    return;
+  }
   int64_t* block_of = reduce_smem;
-  const uint8_t** rows_of = reinterpret_cast<const uint8_t**>(reduce_smem + R);
+  int64_t* sent_to = reduce_smem + R;
+  const uint8_t** rows_of = reinterpret_cast<const uint8_t**>(reduce_smem + 2 * R);
   __shared__ bool fits;
-  if (threadIdx.x == 0) fits = blocksHere(ctx, a, block_of);
+  if (threadIdx.x == 0) fits = blocksHere(ctx, a, block_of, sent_to);
   __syncthreads();
   if (!fits) return;
   const int warps_per_block = platform::numWarps();
@@ -244,7 +281,7 @@ __global__ void __launch_bounds__(kCopyThreads) combineReduceKernel(Context ctx,
   for (int t = blockIdx.x * warps_per_block + platform::warpId(); t < a.num_tokens; t += gridDim.x * warps_per_block) {
     int n = 0, self_slot = -1;
     int64_t self_row = 0;
-    listRows<false>(ctx, a, t, block_of, mine, &n, &self_slot, &self_row, nullptr, 1, 0);
+    listRows<false>(ctx, a, t, block_of, sent_to, mine, &n, &self_slot, &self_row, nullptr, 1, 0);
     reduceToken<false>(a, t, mine, n, self_slot, self_row);
     platform::syncWarp();
   }
@@ -253,8 +290,8 @@ __global__ void __launch_bounds__(kCopyThreads) combineReduceKernel(Context ctx,
 // ---- pipelined path -----------------------------------------------------------------------------------------
 // Shared memory: [R] int64 each: by k = 1..R-1 (source (me + k) % R) at index k - 1: first row, rows, byte offset,
 // first flag index, rows per chunk, inclusive prefix of chunk counts; by rank r: block offset here, first flag index
-// here; then the warps' row lists ([warps][R] pointers).
-constexpr int kTransferArrays = 8;
+// here, rows sent to r; then the warps' row lists ([warps][R] pointers).
+constexpr int kTransferArrays = 9;
 
 __device__ __forceinline__ int upperBound(const int64_t* inclusive_end, int n, int64_t item) {
   int lo = 0, hi = n - 1;
@@ -270,13 +307,15 @@ __device__ __forceinline__ int upperBound(const int64_t* inclusive_end, int n, i
 
 __global__ void __launch_bounds__(kCopyThreads) combineTransferKernel(Context ctx, CombineArgs a) {
   extern __shared__ int64_t xfer[];
-  if (blockFailed(ctx)) return;
+  // A bad matrix voids the call before any row moves (the peers stop waiting for this rank's chunks).
+  if (blockFailed(ctx) || !blockPrefixOk(ctx, a)) return;
   const int R = ctx.num_ranks, me = ctx.rank;
   const int32_t* prefix = a.rank_prefix_matrix;
   const uint64_t epoch = epochOf(ctx);
   const int step = ctx.send_tokens > 0 ? ctx.send_tokens : 1;
   int64_t *first_of = xfer, *count_of = xfer + R, *base_of = xfer + 2 * R, *flag0 = xfer + 3 * R;
   int64_t *crows = xfer + 4 * R, *send_end = xfer + 5 * R, *block_of = xfer + 6 * R, *fbase = xfer + 7 * R;
+  int64_t* sent_to = xfer + 8 * R;
   const uint8_t** rows_of = reinterpret_cast<const uint8_t**>(xfer + kTransferArrays * R);
   __shared__ bool fits;
   __shared__ int64_t my_crows;
@@ -292,7 +331,7 @@ __global__ void __launch_bounds__(kCopyThreads) combineTransferKernel(Context ct
     flag0[i] = f;
   }
   if (threadIdx.x == 0) {
-    fits = blocksHere(ctx, a, block_of);
+    fits = blocksHere(ctx, a, block_of, sent_to);
     int64_t held = 0;
     for (int r = 0; r < R; ++r) held += countOf(prefix, R, me, r);
     my_crows = chunkRows(held, step, R);
@@ -327,7 +366,8 @@ __global__ void __launch_bounds__(kCopyThreads) combineTransferKernel(Context ct
   for (int64_t t = tokens.next(); t < a.num_tokens; t = tokens.next()) {
     int n = 0, self_slot = -1;
     int64_t self_row = 0;
-    if (!listRows<true>(ctx, a, static_cast<int>(t), block_of, mine, &n, &self_slot, &self_row, fbase, my_crows, epoch)) {
+    if (!listRows<true>(ctx, a, static_cast<int>(t), block_of, sent_to, mine, &n, &self_slot, &self_row, fbase,
+                        my_crows, epoch)) {
       return;
     }
     reduceToken<true>(a, static_cast<int>(t), mine, n, self_slot, self_row);
@@ -368,13 +408,14 @@ void launchCombine(const Context& ctx, const CombineArgs& a, void* stream) {
     combineTransferKernel<<<grid(ctx), warps * kWarpSize, shm, s>>>(ctx, a);
     checkLaunch(gpuGetLastError(), "combine (transfer)");
   } else {
-    if (a.num_recv_tokens > 0) {
-      combinePushKernel<<<grid(ctx), kCopyThreads, sizeof(int64_t) * 3 * R, s>>>(ctx, a);
-      checkLaunch(gpuGetLastError(), "combine (push)");
-    }
+    // Runs even with no rows: it checks the handle's matrix before the reduce uses it.
+    combinePushKernel<<<grid(ctx), kCopyThreads, sizeof(int64_t) * 3 * R, s>>>(ctx, a);
+    checkLaunch(gpuGetLastError(), "combine (push)");
     launchArrive(ctx, a.layout.pushed_off, s, "combine (arrive)");
     if (a.num_tokens > 0) {
-      const size_t shm = sizeof(int64_t) * R + sizeof(void*) * R * warps;
+      const size_t shm = sizeof(int64_t) * 2 * R + sizeof(void*) * R * warps;
+      // The kernel's static shared words come on top of the dynamic bytes (48 KiB at 1024 ranks).
+      allowDynamicShared(reinterpret_cast<const void*>(&combineReduceKernel), shm + 1024);
       combineReduceKernel<<<grid(ctx), warps * kWarpSize, shm, s>>>(ctx, a);
       checkLaunch(gpuGetLastError(), "combine (reduce)");
     }

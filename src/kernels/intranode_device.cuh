@@ -54,6 +54,56 @@ __device__ __forceinline__ bool blockFailed(const Context& ctx) {
   return stop != 0;
 }
 
+// ---- handle checks ------------------------------------------------------------------------------------------
+// A normal-mode handle is the caller's: every entry a kernel uses as an index or a count is checked by the thread
+// that reads it, before use. A bad entry is recorded (kBadHandle, first wins); a bad rank_prefix_matrix voids the
+// call: this rank moves no rows, and its void word (Layout::void_off) at every rank says so, so that no rank waits
+// for rows this one will not send.
+__device__ __forceinline__ void recordBadEntry(const Context& ctx, int32_t op, uint32_t field, int row, int col,
+                                               int32_t value) {
+  recordError(ctx.error, kBadHandle, op, ctx.rank, -1, handleDetail(field, value), row, col);
+}
+
+__device__ __forceinline__ uint64_t* voidWord(uint8_t* base, const Layout& l, int source) {
+  return word(base, l.void_off + static_cast<size_t>(source) * 8);
+}
+
+// Records a bad rank_prefix_matrix entry and voids this call on every rank. Any thread that found one may call it;
+// the first of the call (the exchange on the own void word) tells the peers, with release stores.
+__device__ inline void voidCall(const Context& ctx, const Layout& l, int32_t op, int row, int col, int32_t value) {
+  recordBadEntry(ctx, op, kHandleRankPrefixMatrix, row, col, value);
+  const uint64_t e = epochOf(ctx);
+  uint64_t* own = voidWord(ctx.self, l, ctx.rank);
+  const uint64_t seen = platform::loadRelaxed<Scope::kSystem>(own);
+  if (seen >= e || platform::compareExchangeRelaxed<Scope::kSystem>(own, seen, e) != seen) return;
+  for (int r = 0; r < ctx.num_ranks; ++r) {
+    if (r != ctx.rank) platform::storeRelease<Scope::kSystem>(voidWord(ctx.peers[r], l, ctx.rank), e);
+  }
+}
+
+// Whether `source` voided this call. A rank that loses rows to a peer's void records kBadHandle naming that peer
+// (kHandleOfPeer) for `call`, so its next call raises too.
+__device__ __forceinline__ bool voidedBy(const Context& ctx, const Layout& l, int source, int32_t call) {
+  if (platform::loadAcquire<Scope::kSystem>(voidWord(ctx.self, l, source)) < epochOf(ctx)) return false;
+  if (source != ctx.rank) recordError(ctx.error, kBadHandle, call, source, -1, handleDetail(kHandleOfPeer, 0));
+  return true;
+}
+
+// Whether the call is void for this block: this rank voided it, or a source it takes rows from (rows(s) > 0) did.
+// Threads share out the ranks; all threads of the block must call it.
+template <typename RowsFrom>
+__device__ bool blockVoided(const Context& ctx, const Layout& l, int32_t call, RowsFrom rows_from) {
+  __shared__ int voided;
+  if (threadIdx.x == 0) voided = voidedBy(ctx, l, ctx.rank, call) ? 1 : 0;
+  __syncthreads();
+  if (voided) return true;  // this rank's own handle is bad: rows_from would read it
+  for (int s = threadIdx.x; s < ctx.num_ranks; s += blockDim.x) {
+    if (s != ctx.rank && rows_from(s) > 0 && voidedBy(ctx, l, s, call)) voided = 1;
+  }
+  __syncthreads();
+  return voided != 0;
+}
+
 // Threads of the block share out the ranks and wait until rank r's word `peer_word(r)` reaches `target`. A timeout
 // records the rank and returns false for the whole block.
 template <typename PeerWord>
@@ -79,10 +129,11 @@ __device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target,
 }
 
 // A whole warp waits until the word reaches `target` (every lane acquires it, so every lane's later loads see what
-// the writer published before its release). The host-mapped error record and the clock are read every 1024 polls.
-// A timeout records kTimeout with `op`, the peer and the chunk; false (for every lane) on timeout or failure.
-__device__ inline bool warpWait(const Context& ctx, const uint64_t* w, uint64_t target, int32_t op, int peer,
-                                int64_t chunk) {
+// the writer published before its release). The failed word, the peer's void word and the clock are read every 1024
+// polls. A timeout records kTimeout with `op`, the peer and the chunk; the peer's void (it rejected its handle and
+// sends nothing) records kBadHandle for `call`; false (for every lane) on timeout, failure or void.
+__device__ inline bool warpWait(const Context& ctx, const Layout& l, const uint64_t* w, uint64_t target, int32_t op,
+                                int peer, int64_t chunk, int32_t call) {
   const uint64_t all = platform::ballot(true);
   if (platform::ballot(platform::loadAcquire<Scope::kSystem>(w) >= target) == all) return true;
   const uint64_t start = platform::nowNs();
@@ -92,8 +143,9 @@ __device__ inline bool warpWait(const Context& ctx, const uint64_t* w, uint64_t 
       const bool late = platform::nowNs() - start > ctx.timeout_ns;
       bool stop = late;
       if (platform::laneId() == 0) {
-        if (late) fail(ctx, kTimeout, op, peer, -1, static_cast<uint64_t>(chunk));
-        stop = stop || failed(ctx);
+        const bool voided = voidedBy(ctx, l, peer, call);
+        if (late && !voided) fail(ctx, kTimeout, op, peer, -1, static_cast<uint64_t>(chunk));
+        stop = stop || voided || failed(ctx);
       }
       if (platform::ballot(stop) != 0) return false;
     }

@@ -8,6 +8,7 @@
 // transfer  pipelined path: push (chunks published by flags) interleaved with the own rows, then the drain of the
 //           chunks the peers pushed here.
 #include "kernels/intranode_device.cuh"
+#include "kernels/intranode_handle.hpp"
 #include "kernels/intranode_steps.hpp"
 #include "kernels/launch.hpp"
 #include "uccl_ep/platform/gpu_runtime.hpp"
@@ -37,7 +38,9 @@ __global__ void __launch_bounds__(kThreads) dispatchPlanKernel(Context ctx, Disp
       int mine = 0;
 #pragma unroll
       for (int i = 0; i < kPlanTokens; ++i) {
-        hit[i] = t0 + i < T && a.is_token_in_rank[static_cast<size_t>(t0 + i) * R + r];
+        // Read as bytes: a cached dispatch's is_token_in_rank is the caller's, and a byte other than 0 or 1 is no bool.
+        const uint8_t* in_rank = reinterpret_cast<const uint8_t*>(a.is_token_in_rank);
+        hit[i] = t0 + i < T && in_rank[static_cast<size_t>(t0 + i) * R + r] != 0;
         mine += hit[i] ? 1 : 0;
       }
       int incl = mine;  // inclusive scan over the warp
@@ -238,10 +241,38 @@ __device__ __forceinline__ Destination destinationOf(const Context& ctx, const L
   return d;
 }
 
+// ---- the handle's matrix (cached dispatch) -------------------------------------------------------------------
+// The entries of rank r's thread (intranode_handle.hpp dispatchPrefixEntries), the ranks shared out to the block's
+// threads, and with `outputs` the end of this rank's column (dispatchReceiveEnd); false (for every thread) when one
+// is bad, which voids the call. Nothing to check (true) for a dispatch that computed its matrix itself. What it
+// bounds: every own token a send reads (the plan's lists), every staging record a rank writes at r (within r's
+// staging) and reads here, and every chunk flag.
+__device__ bool blockPrefixOk(const Context& ctx, const DispatchArgs& a, const int32_t* prefix, bool outputs) {
+  if (!a.cached) return true;
+  __shared__ int bad;
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  const int R = ctx.num_ranks, me = ctx.rank;
+  const int32_t* planned = ints(ctx.self, a.layout.counts_off);  // this call's plan kernel, earlier on the stream
+  for (int r = threadIdx.x; r < R; r += blockDim.x) {
+    BadEntry e = dispatchPrefixEntries(prefix, R, me, r, planned[r]);
+    if (!e.found() && outputs && r == R - 1) {
+      e = dispatchReceiveEnd(prefix, R, me, a.out.num_recv_tokens, a.num_worst_tokens > 0);
+    }
+    if (e.found()) {
+      voidCall(ctx, a.layout, kOpCachedDispatch, e.row, e.col, e.value);
+      bad = 1;
+    }
+  }
+  __syncthreads();
+  return bad == 0;
+}
+
 // ---- staged path --------------------------------------------------------------------------------------------
 __global__ void __launch_bounds__(kCopyThreads) dispatchPushKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
   extern __shared__ int64_t push_smem[];  // [R] byte offset of this rank's first row in r's buffer, [R] rows to r
-  if (blockFailed(ctx)) return;
+  // The send half, before the outputs exist: the end of this rank's column is the unpack kernel's to check.
+  if (blockFailed(ctx) || !blockPrefixOk(ctx, a, prefix, /*outputs=*/false)) return;
   const Layout& l = a.layout;
   const int R = ctx.num_ranks, me = ctx.rank, T = a.num_tokens;
   int64_t* base = push_smem;
@@ -271,6 +302,24 @@ __global__ void __launch_bounds__(kCopyThreads) dispatchUnpackKernel(Context ctx
   if (blockFailed(ctx)) return;
   const Layout& l = a.layout;
   const int R = ctx.num_ranks, me = ctx.rank, T = a.num_tokens;
+  // The push kernel checked a handle's matrix (a bad one voided the call). Then the end of this rank's column against
+  // the outputs: it bounds only this rank's rows, so no peer is told. Then the sources that voided the call (they
+  // stored nothing). In that order, so that this rank's own bad entry is the one it records.
+  if (a.cached) {
+    __shared__ int stop;
+    if (threadIdx.x == 0) {
+      stop = voidedBy(ctx, l, me, kOpCachedDispatch) ? 1 : 0;
+      const BadEntry e = stop ? BadEntry{} : dispatchReceiveEnd(prefix, R, me, a.out.num_recv_tokens,
+                                                               a.num_worst_tokens > 0);
+      if (e.found()) {
+        recordBadEntry(ctx, kOpCachedDispatch, kHandleRankPrefixMatrix, e.row, e.col, e.value);
+        stop = 1;
+      }
+    }
+    __syncthreads();
+    const auto rows_from = [&](int s) { return prefix[s * R + me] - (s > 0 ? prefix[(s - 1) * R + me] : 0); };
+    if (stop || blockVoided(ctx, l, kOpCachedDispatch, rows_from)) return;
+  }
   const Receive rc = receiveOf(ctx, a, prefix);
   if (!rc.fits) return;
   const int64_t self_lo = me > 0 ? prefix[(me - 1) * R + me] : 0, self_hi = prefix[me * R + me];
@@ -314,7 +363,8 @@ __device__ __forceinline__ int upperBound(const int64_t* inclusive_end, int n, i
 
 __global__ void __launch_bounds__(kCopyThreads) dispatchTransferKernel(Context ctx, DispatchArgs a, const int32_t* prefix) {
   extern __shared__ int64_t xfer[];
-  if (blockFailed(ctx)) return;
+  // A bad matrix voids the call before any row moves (the peers stop waiting for this rank's chunks).
+  if (blockFailed(ctx) || !blockPrefixOk(ctx, a, prefix, /*outputs=*/true)) return;
   const Layout& l = a.layout;
   const int R = ctx.num_ranks, me = ctx.rank, T = a.num_tokens;
   const uint64_t epoch = epochOf(ctx);
@@ -387,8 +437,8 @@ __global__ void __launch_bounds__(kCopyThreads) dispatchTransferKernel(Context c
     const int64_t rows = prefix[s * R + me] - src_lo[s];
     const int64_t g0 = src_lo[s] + chunk * my_crows;
     if (g0 >= rc.limit) continue;  // beyond num_worst_tokens (recorded): nothing to wait for
-    if (!warpWait(ctx, word(ctx.self, l.flags_off + static_cast<size_t>(fbase[s] + chunk) * 8), epoch, kOpChunk, s,
-                  chunk)) {
+    if (!warpWait(ctx, l, word(ctx.self, l.flags_off + static_cast<size_t>(fbase[s] + chunk) * 8), epoch, kOpChunk, s,
+                  chunk, kOpCachedDispatch)) {
       return;
     }
     const int64_t g1 = src_lo[s] + (chunk * my_crows + my_crows < rows ? chunk * my_crows + my_crows : rows);
@@ -436,7 +486,7 @@ void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, void* stream)
     allowDynamicShared(reinterpret_cast<const void*>(&dispatchTransferKernel), shm);
     dispatchTransferKernel<<<grid(ctx), kCopyThreads, shm, s>>>(ctx, a, a.rank_prefix_matrix);
     checkLaunch(gpuGetLastError(), "dispatch (transfer)");
-  } else if (a.out.num_recv_tokens > 0) {
+  } else if (a.out.num_recv_tokens > 0 || a.cached) {  // cached: it checks the handle's column end too
     dispatchUnpackKernel<<<grid(ctx), kCopyThreads, 0, s>>>(ctx, a, a.rank_prefix_matrix);
     checkLaunch(gpuGetLastError(), "dispatch (unpack)");
   }

@@ -31,6 +31,8 @@ const Fields<LowLatencyCombineCall>& lowLatencyCombineCallFields();
 void bindStructs(py::module_& m);
 // Layout queries, size hints and the value checks the runtime makes (bindings.cpp). Present in every build.
 void bindHostCalls(py::module_& m);
+// bind_handle.cpp: the normal-mode handle rules and the words of a kernel error record, for the CPU stand-in.
+void bindHandleRules(py::module_& m);
 // Ctrl-C in the native waits: the check, the KeyboardInterrupt translator, wait_interruptibly (bind_interrupt.cpp).
 // After the other exception translators: it must be tried before Error's.
 void bindInterrupt(py::module_& m);

@@ -173,6 +173,7 @@ PYBIND11_MODULE(_C, m) {
 
   python::bindStructs(m);
   python::bindHostCalls(m);
+  python::bindHandleRules(m);
 #ifdef UCCL_EP_HAVE_GPU
   python::bindRuntime(m);
 #endif

@@ -85,6 +85,7 @@ void Buffer::dispatchSend(intranode::DispatchArgs a, bool cached, const NormalCo
             fmt::format("dispatching {} tokens of {} bytes ({} scales, top-{})", a.num_tokens, a.hidden_bytes,
                         a.num_scales, a.num_topk));
   a.report_to_host = !cached && a.num_worst_tokens == 0;
+  a.cached = cached;  // the kernels check a handle's matrix as they read it (kBadHandle)
   if (a.report_to_host) {
     // No kernel writes it until this call's publish step; the GPU's release store of `ready` publishes the counts.
     __atomic_store_n(&m.host_counts->host()->ready, 0, __ATOMIC_RELEASE);

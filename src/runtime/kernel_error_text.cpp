@@ -26,6 +26,8 @@ const char* stepName(int32_t op) {
     case k::kOpChunk: return "normal-mode dispatch/combine (waiting for a chunk of a peer's rows)";
     case k::kOpLayout: return "get_dispatch_layout";
     case k::kOpClean: return "clean_low_latency_buffer";
+    case k::kOpCachedDispatch: return "dispatch (handle given)";
+    case k::kOpCombine: return "combine";
     default: return "kernel (unknown step)";
   }
 }
@@ -102,6 +104,35 @@ std::string slotOverflowText(const k::ErrorRecord& rec, const KernelErrorSite& s
                      step, site.rank, rec.peer, expert, rec.detail);
 }
 
+// kBadHandle: detail = handleDetail(field, value); token, topk_col = the entry's row and column.
+std::string badHandleText(const k::ErrorRecord& rec, const KernelErrorSite& site, const std::string& step) {
+  const uint32_t field = static_cast<uint32_t>(rec.detail >> 32);
+  const int32_t value = static_cast<int32_t>(static_cast<uint32_t>(rec.detail));
+  switch (field) {
+    case k::kHandleRankPrefixMatrix:
+      return fmt::format(
+          "{} on rank {}: handle[0] (rank_prefix_matrix)[{}][{}] holds {}, which is not the matrix dispatch returned: "
+          "expected an inclusive prefix over source ranks (entries >= 0, non-decreasing down each column) whose row "
+          "{} counts the rows this rank sent to each rank{} and whose column {} ends at the rows this rank received "
+          "(handle[2]). The call moved no rows on this rank (nor from it to any rank); its outputs are not valid",
+          step, site.rank, rec.token, rec.topk_col, value, site.rank,
+          rec.op == k::kOpCachedDispatch ? " (handle[4], is_token_in_rank)" : "", site.rank);
+    case k::kHandleSendPos:
+      return fmt::format(
+          "{} on rank {}: handle[1] (send_pos)[{}][{}] holds {}; expected -1 (token {} did not go to rank {}) or its "
+          "position among the rows this rank sent to rank {} (>= 0 and below the count in handle[0], "
+          "rank_prefix_matrix). The call skipped that entry; combined_x row {} is not valid",
+          step, site.rank, rec.token, rec.topk_col, value, rec.token, rec.topk_col, rec.topk_col, rec.token);
+    case k::kHandleOfPeer:
+      return fmt::format("{} on rank {}: rank {} rejected an entry of its handle (its call raises naming it), so it "
+                         "sent this rank no rows in that call; this rank's outputs of that call are not valid",
+                         step, site.rank, rec.peer);
+    default:
+      return fmt::format("{} on rank {}: handle field {} holds {} at [{}][{}], out of range", step, site.rank, field,
+                         value, rec.token, rec.topk_col);
+  }
+}
+
 }  // namespace
 
 KernelErrorText describeKernelError(const k::ErrorRecord& rec, const KernelErrorSite& site) {
@@ -138,6 +169,11 @@ KernelErrorText describeKernelError(const k::ErrorRecord& rec, const KernelError
       out.message = fmt::format("{} on rank {}: topk_idx[{}][{}] holds expert id {}; expected -1 (no expert) or an "
                                 "id in [0, num_experts). The call skipped that entry and went on",
                                 step, site.rank, rec.token, rec.topk_col, static_cast<int64_t>(rec.detail));
+      return out;
+    case k::kBadHandle:
+      // The kernels moved nothing out of bounds and finished the call: the caller's argument, the buffer is usable.
+      out.kind = KernelErrorKind::kArgument;
+      out.message = badHandleText(rec, site, step);
       return out;
     default:
       out.message = fmt::format("{} on rank {}: error code {} about rank {}{} (detail {})", step, site.rank, rec.code,

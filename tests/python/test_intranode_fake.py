@@ -180,14 +180,45 @@ class FakeNormalRuntime:
 
     # -- queries ------------------------------------------------------------------------------------------
     def check_errors(self):
-        """As the runtime: a bad expert id the layout kernel recorded raises ArgumentError once, then clears."""
+        """As the runtime: a bad expert id the layout kernel recorded, or a bad handle entry the normal-mode kernels
+        recorded (the first of either), raises ArgumentError once, then clears."""
         self._log("check_errors")
         bad, self._bad_expert = getattr(self, "_bad_expert", None), None
+        handle_error, self._handle_error = getattr(self, "_handle_error", None), None
         if bad is not None:
             t, k, e = bad
             raise self._C().ArgumentError(f"get_dispatch_layout on rank {self.rank}: topk_idx[{t}][{k}] holds expert "
                                           f"id {e}; expected -1 (no expert) or an id in [0, num_experts). The call "
                                           f"skipped that entry and went on")
+        if handle_error is not None:
+            raise self._C().ArgumentError(handle_error)
+
+    # -- handle checks: the kernels' rules and words, from _C ---------------------------------------------------
+    def _record_handle(self, op: int, field: int, peer: int, value: int = 0, row: int = -1, col: int = -1):
+        """As a kernel's recordError: the first record stays."""
+        if getattr(self, "_handle_error", None) is not None:
+            return
+        C = self._C()
+        detail = (field << 32) | (value & 0xFFFFFFFF)
+        is_arg, text = C.kernel_error_text(code=C.kBadHandle, op=op, peer=peer, detail=detail, token=row,
+                                           topk_col=col, rank=self.rank, num_ranks=self.R)
+        assert is_arg, text
+        self._handle_error = text
+
+    def _reject_prefix(self, op: int, entry) -> bool:
+        """Records a rejected rank_prefix_matrix entry (row, col, value); whether there was one."""
+        if entry is None:
+            return False
+        row, col, value = entry
+        self._record_handle(op, self._C().kHandleRankPrefixMatrix, self.rank, value, row, col)
+        return True
+
+    def _voided_by_peers(self, op: int, rejected, rows_from) -> bool:
+        """rejected[s]: rank s voided the call. A rank that takes rows from one records it (kHandleOfPeer)."""
+        lost = [s for s in range(self.R) if s != self.rank and rejected[s] and rows_from(s) > 0]
+        for s in lost:
+            self._record_handle(op, self._C().kHandleOfPeer, s)
+        return bool(lost)
 
     def destroy(self):
         pass
@@ -265,11 +296,21 @@ class FakeNormalRuntime:
         sources = self.gather(mine)
         counts = torch.stack([s["in_rank"].sum(0) for s in sources])  # [source, destination]
         prefix = torch.cumsum(counts, 0).int()
+        voided = False
+        self._cached_prefix = args.rank_prefix_matrix
         if cached:
+            # The kernels' rules (intranode_handle.hpp) before anything moves; a bad entry voids the call everywhere.
             given = memory(args.rank_prefix_matrix, torch.int32, (R, R)).clone()
-            if not torch.equal(given, prefix):
-                raise RuntimeError(f"fake runtime, rank {self.rank}: cached dispatch with a prefix matrix that does "
-                                   f"not match is_token_in_rank")
+            flat, planned = given.flatten().tolist(), mine["in_rank"].sum(0).tolist()
+            C = self._C()
+            entries = (C.dispatch_prefix_entries(rank_prefix_matrix=flat, num_ranks=R, rank=self.rank, col=r,
+                                                 planned=int(planned[r])) for r in range(R))
+            bad = next((e for e in entries if e is not None), None)
+            rejected = self.gather(bad is not None)  # the peers learn of a void before they would wait
+            voided = self._reject_prefix(C.kOpCachedDispatch, bad)
+            if not voided and not any(rejected) and not torch.equal(given, prefix):
+                raise RuntimeError(f"fake runtime, rank {self.rank}: cached dispatch with a prefix matrix that meets "
+                                   f"the rules but does not match is_token_in_rank")
         else:
             written = prefix.clone()
             if self.bug_here("prefix"):
@@ -285,7 +326,7 @@ class FakeNormalRuntime:
             memory(args.send_pos, torch.int32, (T, R)).copy_(pos)
         # The call's layout, kept for dispatch_recv as the real runtime keeps it.
         self._sent = dict(sources=sources, hidden_bytes=args.hidden_bytes, S=S, K=K, E=E, cached=cached,
-                          worst=args.num_worst_tokens)
+                          worst=args.num_worst_tokens, voided=voided, rejected=rejected if cached else None)
         self._host = None
         if not cached and args.num_worst_tokens == 0:
             epr = E // R
@@ -311,6 +352,20 @@ class FakeNormalRuntime:
             raise self._C().UcclError(f"fake runtime, rank {self.rank}: dispatch_recv without dispatch_send")
         hidden_bytes, num_scales, K, E = st["hidden_bytes"], st["S"], st["K"], st["E"]
         rows = outputs.num_recv_tokens
+        if st["voided"]:
+            return
+        if st["cached"]:  # as the unpack kernel: the end of this rank's column, then the sources that voided the call
+            C = self._C()
+            given = memory(self._cached_prefix, torch.int32, (self.R, self.R))
+            end = C.dispatch_receive_end(rank_prefix_matrix=given.flatten().tolist(), num_ranks=self.R, rank=self.rank,
+                                         out_rows=rows, worst_tokens=st["worst"] > 0)
+            me = self.rank
+            def rows_from(s):
+                return int(given[s, me]) - (int(given[s - 1, me]) if s else 0)
+
+            if self._reject_prefix(C.kOpCachedDispatch, end) or self._voided_by_peers(
+                    C.kOpCachedDispatch, st["rejected"], rows_from):
+                return
         if rows and (outputs.recv_x % 16):
             raise RuntimeError(f"fake runtime: dispatch: recv_x at {outputs.recv_x:#x} is not 16-byte aligned")
         if K and not outputs.recv_topk_idx:
@@ -364,14 +419,31 @@ class FakeNormalRuntime:
         R, T, K, hidden, rows = self.R, args.num_tokens, args.num_topk, args.hidden, args.num_recv_tokens
         mine = dict(x=memory(args.x, torch.bfloat16, (rows, hidden)).clone(),
                     w=memory(args.topk_weights, torch.float32, (rows, K)).clone() if K else None)
-        holders = self.gather(mine)
         pos = memory(args.send_pos, torch.int32, (T, R))
         prefix = memory(args.rank_prefix_matrix, torch.int32, (R, R))
+        # The kernels' rules (intranode_handle.hpp): a bad matrix entry voids the call everywhere.
+        C = self._C()
+        flat = prefix.flatten().tolist()
+        rows_checked = (C.combine_prefix_row(rank_prefix_matrix=flat, num_ranks=R, rank=self.rank, row=s,
+                                             num_recv_tokens=rows, num_tokens=T) for s in range(R))
+        bad = None if self.bug_here("trust_handle") else next((e for e in rows_checked if e is not None), None)
+        mine["rejected"] = bad is not None
+        holders = self.gather(mine)
+
+        def sent_to(r):
+            return int(prefix[self.rank, r]) - (int(prefix[self.rank - 1, r]) if self.rank else 0)
+
+        if self._reject_prefix(C.kOpCombine, bad) or self._voided_by_peers(
+                C.kOpCombine, [h["rejected"] for h in holders], sent_to):
+            return
         acc = torch.zeros(T, hidden)
         acc_w = torch.zeros(T, K)
         for t in range(T):
             for r in range(R):
                 p = int(pos[t, r])
+                if p != -1 and not C.send_pos_ok(pos=p, sent_to=sent_to(r)):
+                    self._record_handle(C.kOpCombine, C.kHandleSendPos, self.rank, p, t, r)
+                    continue
                 if p < 0:
                     continue
                 row = (int(prefix[self.rank - 1, r]) if self.rank else 0) + p
@@ -411,7 +483,10 @@ def intranode_checks():
 # One rank of the checks against the stand-in (run through scripts/launch.py)
 # ---------------------------------------------------------------------------------------------------------------
 def fake_rank_main(argv):
+    """One rank: intranode_checks' run_checks, or with --handle-checks first intranode_handle_checks' forgeries."""
     import torch.distributed as dist
+    handle_checks = "--handle-checks" in argv
+    argv = [a for a in argv if a != "--handle-checks"]
     install_fake_cuda()
     import uccl.ep as ep
     from uccl.ep import _validate as V
@@ -433,7 +508,12 @@ def fake_rank_main(argv):
     rt = FakeNormalRuntime(d.rank, d.world, args.nvl_bytes, os.environ.get("FAKE_BUG", ""), gather=gather)
     chk = checks.Checker(args, ep, make_buffer(rt, dist.group.WORLD), d, torch.device("cpu"))
     chk.setup(args.seed)
-    checks.run_checks(args, chk, d)
+    if handle_checks:
+        import intranode_handle_checks
+        chk.check_layout()
+        intranode_handle_checks.HandleChecks(chk).run(d)
+    else:
+        checks.run_checks(args, chk, d)
     dist.barrier()
     if d.rank == 0:
         print("all checks passed", flush=True)
@@ -461,6 +541,28 @@ def test_checks_pass_against_the_stand_in_three_ranks(native):
     r = run_fake_checks(3, "", "--quick")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "[rank 0] checks: 6 cases" in r.stdout and "[rank 0] all checks passed" in r.stdout
+
+
+@pytest.mark.parametrize("nproc", [2, 3])
+def test_forged_handle_checks_pass_against_the_stand_in(native, nproc):
+    """tests/python/gpu/intranode_handle_checks.py against the stand-in, which applies the kernels' handle rules and
+    words through _C: each forgery raises at the next call naming the entry, and honest calls pass after it."""
+    r = run_fake_checks(nproc, "", "--handle-checks")
+    out = r.stdout
+    assert r.returncode == 0, out[-4000:] + r.stderr[-4000:]
+    for what in ("combine, rank_prefix_matrix entry past the receive count", "combine, send_pos entry -2",
+                 "cached dispatch, rank_prefix_matrix column end past the rows",
+                 "combine with rank 0's rank_prefix_matrix forged", "combine with recv_src_idx forged"):
+        assert f"[rank 0]   ok {what}" in out, out[-4000:]
+    assert "[rank 0] all checks passed" in out
+
+
+def test_forged_handle_checks_catch_a_runtime_that_trusts_the_matrix(native):
+    r = run_fake_checks(2, "trust_handle", "--handle-checks")
+    assert r.returncode != 0, r.stdout[-3000:]
+    # Rank 1 only hears of rank 0's void, not of its own entry.
+    assert ("[rank 1] combine, rank_prefix_matrix entry past the receive count: the error does not say "
+            "['handle[0] (rank_prefix_matrix)[1][1] holds" in r.stdout), r.stdout[-4000:] + r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("bug,message", [

@@ -365,7 +365,9 @@ class Buffer(LowLatencyCalls):
         Returns (recv_x or (recv_x, recv_scales), recv_topk_idx, recv_topk_weights, num_recv_tokens_per_expert_list,
         handle, event); a cached dispatch (handle given) returns (recv_x, None, None, None, None, event).
         handle = (rank_prefix_matrix [R, R] int32, send_pos [T, R] int32, receive rows, recv_src_idx int32,
-        is_token_in_rank [T, R] bool, num_worst_tokens)."""
+        is_token_in_rank [T, R] bool, num_worst_tokens). A cached dispatch's kernels check the handle's matrix
+        against is_token_in_rank and the rows as they read it (no host read): a bad entry voids the call, and the next
+        call raises ArgumentError naming the entry, its value and the rank; the Buffer stays usable."""
         call = "dispatch"
         R = self.group_size
         a = V.check_normal_dispatch(x, handle, num_tokens_per_rank, num_tokens_per_rdma_rank, is_token_in_rank,
@@ -444,7 +446,9 @@ class Buffer(LowLatencyCalls):
                 async_finish: bool = False, allocate_on_comm_stream: bool = False):
         """Sends the dispatched rows back and sums, per token, the copies from every rank it went to (no
         weights), plus up to two BF16 biases. Returns (combined_x [T, hidden] BF16, combined_topk_weights [T, K]
-        float32 or None, event)."""
+        float32 or None, event). The kernels check the handle's rank_prefix_matrix and send_pos entries as they read
+        them (no host read): a bad one is skipped (send_pos) or voids the call (the matrix), and the next call raises
+        ArgumentError naming the entry, its value and the rank; the Buffer stays usable."""
         call = "combine"
         R = self.group_size
         h, hidden, K, bias0, bias1 = V.check_normal_combine(x, handle, topk_weights, bias, config, previous_event,

@@ -15,11 +15,14 @@ TEST(IntranodeLayout, RegionsAreAlignedDisjointAndOrdered) {
         const Layout l = makeLayout(ranks, 256 * ranks, 7168, scales, topk, 7168 * 2);
         EXPECT_EQ(l.done_off, kHeaderBytes);
         EXPECT_GE(l.pushed_off, l.done_off + size_t(ranks) * 8) << ranks;
-        EXPECT_GE(l.counts_off, l.pushed_off + size_t(ranks) * 8) << ranks;
+        EXPECT_GE(l.void_off, l.pushed_off + size_t(ranks) * 8) << ranks;
+        EXPECT_GE(l.counts_off, l.void_off + size_t(ranks) * 8) << ranks;
         EXPECT_GE(l.flags_off, l.counts_off + size_t(ranks) * 4);
         EXPECT_GE(l.expert_counts_off, l.flags_off + size_t(kChunkFlags) * 8);
         EXPECT_GE(l.data_off, l.expert_counts_off + size_t(256) * ranks * 4);
-        for (size_t off : {l.pushed_off, l.counts_off, l.flags_off, l.expert_counts_off, l.data_off}) EXPECT_EQ(off % kAlign, 0u);
+        for (size_t off : {l.pushed_off, l.void_off, l.counts_off, l.flags_off, l.expert_counts_off, l.data_off}) {
+          EXPECT_EQ(off % kAlign, 0u);
+        }
         EXPECT_EQ(l.token_stride % 16, 0u);
         EXPECT_EQ(l.idxOff() % 8, 0u);
         EXPECT_EQ(l.srcIdxOff(), l.scalesOff() + scales);

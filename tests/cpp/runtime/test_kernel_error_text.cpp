@@ -49,6 +49,39 @@ TEST(KernelErrorText, ANegativeOrHugeBadIdIsPrintedAsTheInt64TheCallerWrote) {
   EXPECT_TRUE(mentions(huge.message, {"topk_idx[127][7]", "expert id 1099511627776;"}));
 }
 
+TEST(KernelErrorText, ABadRankPrefixEntryIsTheCallersArgumentNamingTheFieldTheEntryTheValueAndTheRank) {
+  const KernelErrorText t = describeKernelError(
+      recorded(k::kBadHandle, k::kOpCombine, 3, -1, k::handleDetail(k::kHandleRankPrefixMatrix, 5000), 7, 3), site());
+  EXPECT_EQ(t.kind, KernelErrorKind::kArgument);
+  EXPECT_TRUE(mentions(t.message, {"combine on rank 3:", "handle[0] (rank_prefix_matrix)[7][3] holds 5000,",
+                                   "non-decreasing", "moved no rows"}));
+  EXPECT_EQ(t.message.find("unusable"), std::string::npos);
+  const KernelErrorText cached = describeKernelError(
+      recorded(k::kBadHandle, k::kOpCachedDispatch, 3, -1, k::handleDetail(k::kHandleRankPrefixMatrix, -2), 0, 1),
+      site());
+  EXPECT_EQ(cached.kind, KernelErrorKind::kArgument);
+  EXPECT_TRUE(mentions(cached.message, {"dispatch (handle given) on rank 3:", "rank_prefix_matrix)[0][1] holds -2,",
+                                        "is_token_in_rank"}));
+}
+
+TEST(KernelErrorText, ABadSendPosEntryNamesTheTokenTheRankAndTheValue) {
+  const KernelErrorText t = describeKernelError(
+      recorded(k::kBadHandle, k::kOpCombine, 1, -1, k::handleDetail(k::kHandleSendPos, -5), 42, 0), site(1));
+  EXPECT_EQ(t.kind, KernelErrorKind::kArgument);
+  EXPECT_TRUE(mentions(t.message, {"combine on rank 1:", "handle[1] (send_pos)[42][0] holds -5;", "expected -1",
+                                   "combined_x row 42"}));
+  const KernelErrorText huge = describeKernelError(
+      recorded(k::kBadHandle, k::kOpCombine, 1, -1, k::handleDetail(k::kHandleSendPos, 2147483647), 0, 2), site(1));
+  EXPECT_TRUE(mentions(huge.message, {"(send_pos)[0][2] holds 2147483647;"}));
+}
+
+TEST(KernelErrorText, APeerThatRejectedItsHandleIsNamedAsTheCauseOfAnArgumentError) {
+  const KernelErrorText t = describeKernelError(
+      recorded(k::kBadHandle, k::kOpCombine, 5, -1, k::handleDetail(k::kHandleOfPeer, 0)), site(2));
+  EXPECT_EQ(t.kind, KernelErrorKind::kArgument);
+  EXPECT_TRUE(mentions(t.message, {"combine on rank 2:", "rank 5 rejected an entry of its handle", "not valid"}));
+}
+
 TEST(KernelErrorText, StallsAreTimeoutsNamingThePeerAndThePath) {
   const KernelErrorText t = describeKernelError(recorded(k::kTimeout, k::kOpDispatchRecv, 5, 40, 0), site());
   EXPECT_EQ(t.kind, KernelErrorKind::kTimeout);

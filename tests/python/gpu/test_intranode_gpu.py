@@ -39,3 +39,18 @@ def test_twelve_ranks_as_three_nodes_are_one_mnnvl_domain():
     topology = [line for line in run.stdout.splitlines() if line.startswith("[rank 0] topology: ")]
     assert topology, "rank 0 printed no 'topology:' line"
     print(topology[0])
+
+
+HANDLE_SHAPE = ("--num-tokens", "512", "--hidden", "2048", "--num-topk", "8", "--num-experts", "64")
+HANDLE_CASES = {
+    # One GPU per rank where there are enough: the pipelined path (one transfer kernel, chunk flags).
+    "pipelined": RankCase(2, 2, HANDLE_SHAPE, own_gpus=True),
+    # The staged path (push, arrive, reduce kernels), which ranks sharing a GPU take.
+    "staged": RankCase(2, 2, HANDLE_SHAPE, env={"UCCL_EP_NORMAL_PATH": "staged"}),
+    "staged_three_ranks": RankCase(3, 3, HANDLE_SHAPE[:-1] + ("66",), env={"UCCL_EP_NORMAL_PATH": "staged"}),
+}
+
+
+@pytest.mark.parametrize("name", list(HANDLE_CASES))
+def test_forged_handles_raise_naming_the_entry_and_the_buffer_stays_usable(name):
+    assert_passed(run_ranks("intranode_handle_checks.py", HANDLE_CASES[name]))
