@@ -108,6 +108,13 @@ class Transport {
 
   // A readable account of a failed completion (cold path).
   virtual std::string describe(const Completion& c) const = 0;
+
+  // True only when the transport knows that `peer`'s process no longer exists (a same-host provider whose address
+  // names the peer's pid); false when alive or unknown. A system call at most: for a proxy waiting on that peer.
+  virtual bool peerGone(uint32_t peer) const {
+    (void)peer;
+    return false;
+  }
 };
 
 struct TransportOptions {
