@@ -10,6 +10,7 @@
 #include "uccl_ep/platform/clock.hpp"
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"
+#include "uccl_ep/util/process.hpp"
 
 namespace uccl::ep::proxy {
 
@@ -104,10 +105,13 @@ transport::Blob ProxyThread::localInfo() const {
 void ProxyThread::connect(const std::vector<transport::Blob>& infos) {
   std::vector<transport::Blob> addresses(infos.size());
   peers_.assign(infos.size(), PeerTable{});
+  peer_pids_.assign(infos.size(), 0);
+  const std::string space = processSpace();
   for (size_t rank = 0; rank < infos.size(); ++rank) {
     EndpointInfo info = decodeEndpointInfo(infos[rank]);
     addresses[rank] = std::move(info.address);
     peers_[rank] = info.table;
+    if (!space.empty() && info.process_space == space) peer_pids_[rank] = info.pid;
   }
   transport_->connect(addresses);
 
@@ -370,7 +374,7 @@ bool ProxyThread::flushQueue(uint32_t peer, PeerQueue& q) {
     taken = transport_->post(q.requests.data(), n);
   } catch (const Error& e) {
     StallBoard::clear(posting_);
-    if (!config_.enable_shrink) throw;
+    if (!config_.enable_shrink || static_cast<int>(peer) == config_.rank) throw;
     declareDead(peer, fmt::format("a post to it failed: {}", e.what()));
     return true;
   }
@@ -474,11 +478,9 @@ void ProxyThread::retire(RingState& r) {
   if (r.stalled_since_ns == 0) {
     r.stalled_since_ns = now;
     StallBoard::set(r.board, r.peer[c & r.mask], now);
-  } else if (config_.enable_shrink) {
-    if (resolveStall(r, r.peer[c & r.mask], now, now - r.stalled_since_ns)) {
-      StallBoard::clear(r.board);
-      r.stalled_since_ns = 0;
-    }
+  } else if (config_.enable_shrink && resolveStall(r, r.peer[c & r.mask], now, now - r.stalled_since_ns)) {
+    StallBoard::clear(r.board);  // the peer was dropped: its positions retire in the next round
+    r.stalled_since_ns = 0;
   } else if (now - r.stalled_since_ns > config_.timeout_ns) {
     fail(fmt::format("ring {} (proxy thread {}): the operation at position {} to rank {} did not complete within "
                      "{:.1f} s (UCCL_EP_TIMEOUT_SECS); is rank {} alive?{}",
@@ -495,7 +497,7 @@ bool ProxyThread::resolveStall(RingState& r, uint32_t peer, uint64_t now, uint64
   }
   if (stalled_ns > kLivenessCheckNs && now - r.liveness_checked_ns > kLivenessCheckNs) {
     r.liveness_checked_ns = now;
-    if (transport_->peerGone(peer)) {
+    if (transport_->peerGone(peer) || processGone(peer_pids_[peer])) {
       declareDead(peer, "its process is gone");
       return true;
     }

@@ -113,6 +113,7 @@ class ProxyThread {
   transport::LocalMemory signal_mr_;
 
   std::vector<PeerTable> peers_;
+  std::vector<int> peer_pids_;  // per peer: its pid where this process can judge it (same processSpace), else 0
   std::vector<std::unique_ptr<RingState>> rings_;
   std::vector<PeerQueue> queues_;
   std::vector<uint32_t> active_peers_;  // peers whose queue is not empty, each once

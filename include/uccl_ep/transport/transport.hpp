@@ -109,8 +109,9 @@ class Transport {
   // A readable account of a failed completion (cold path).
   virtual std::string describe(const Completion& c) const = 0;
 
-  // True only when the transport knows that `peer`'s process no longer exists (a same-host provider whose address
-  // names the peer's pid); false when alive or unknown. A system call at most: for a proxy waiting on that peer.
+  // True only when the transport knows that `peer` is gone for good; false when alive or unknown. Cheap: asked by a
+  // proxy waiting on that peer (which also judges same-host peers by their pid itself). No backend knows more than
+  // the proxy today; test transports say it.
   virtual bool peerGone(uint32_t peer) const {
     (void)peer;
     return false;

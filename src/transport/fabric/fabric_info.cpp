@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 #include <random>
 #include <string>
@@ -19,6 +18,7 @@
 
 #include "transport/backends.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/process.hpp"
 #include "uccl_ep/util/log.hpp"
 
 namespace uccl::ep::transport::fabric {
@@ -209,26 +209,6 @@ int shmNamePid(const std::string& name) {
   return static_cast<int>(std::stol(digits));
 }
 
-int shmAddressPid(const std::vector<uint8_t>& address) {
-  const std::string text(address.begin(), address.end());
-  const size_t at = text.find("uccl_ep_");
-  if (at == std::string::npos || at + kShmNameLength > text.size()) return 0;
-  return shmNamePid(text.substr(at, kShmNameLength));
-}
-
-bool processGone(int pid) {
-  if (pid <= 0) return false;
-  if (::kill(pid, 0) != 0) return errno == ESRCH;  // EPERM: someone else's process, alive
-  // /proc/<pid>/stat: "pid (comm) S ...", the state right after the last ')' (comm may hold anything).
-  std::ifstream f(fmt::format("/proc/{}/stat", pid));
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  const size_t close = line.rfind(')');
-  if (close == std::string::npos || close + 2 >= line.size()) return false;
-  const char state = line[close + 2];
-  return state == 'Z' || state == 'X';
-}
-
 size_t removeStaleShmRegions(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return 0;
@@ -236,7 +216,7 @@ size_t removeStaleShmRegions(const std::string& dir) {
   while (const dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
     const pid_t pid = static_cast<pid_t>(shmNamePid(name));
-    if (!processGone(pid)) continue;  // alive, or not ours to judge
+    if (!uccl::ep::processGone(pid)) continue;  // alive, or not ours to judge
     const std::string path = dir + "/" + name;
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::getuid()) continue;

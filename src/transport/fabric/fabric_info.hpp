@@ -54,12 +54,7 @@ std::string describeInfo(const fi_info& info);
 size_t removeStaleShmRegions(const std::string& dir);
 
 // The pid in a shm endpoint name as setShmName writes it (uccl_ep_<10-digit pid>_<16 hex digits>); 0 when `name` is
-// not one. shmAddressPid: the same for an endpoint address (fi_getname), wherever the name sits in it.
+// not one.
 int shmNamePid(const std::string& name);
-int shmAddressPid(const std::vector<uint8_t>& address);
-
-// True when process `pid` no longer runs: no such process, or a zombie (killed, its parent has not reaped it yet).
-// False when it runs or cannot be told (another user's process).
-bool processGone(int pid);
 
 }  // namespace uccl::ep::transport::fabric

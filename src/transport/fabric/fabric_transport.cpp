@@ -1,6 +1,5 @@
 // Control path of the libfabric transport: opening the provider, capabilities, addresses, registration.
 #include "transport/fabric/fabric_transport.hpp"
-#include "transport/fabric/fabric_info.hpp"
 
 #include <rdma/fi_atomic.h>
 #include <rdma/fi_cm.h>
@@ -219,16 +218,10 @@ void FabricTransport::connect(const std::vector<Blob>& addresses) {
   for (size_t r = 0; r < fiAddrs.size(); ++r) {
     UCCL_EP_CHECK(fiAddrs[r] == r, "{}: FI_AV_TABLE gave rank {} fi_addr {}, expected {}", name_, r, fiAddrs[r], r);
   }
-  peerPids_.assign(addresses.size(), 0);
-  for (size_t r = 0; r < addresses.size(); ++r) peerPids_[r] = shmAddressPid(addresses[r]);
   connected_ = true;
   log().debug("{}: rank {} inserted {} peer addresses", name_, rank_, world_);
 }
 
-bool FabricTransport::peerGone(uint32_t peer) const {
-  if (peer >= peerPids_.size() || peerPids_[peer] <= 0) return false;
-  return processGone(peerPids_[peer]);
-}
 
 LocalMemory FabricTransport::registerMemory(void* base, size_t size, MemoryKind kind) {
   const bool device = kind == MemoryKind::kDevice;

@@ -47,7 +47,6 @@ class FabricTransport final : public Transport {
   size_t post(const WorkRequest* requests, size_t count) override;
   size_t poll(Completion* out, size_t max) override;
   std::string describe(const Completion& c) const override;
-  bool peerGone(uint32_t peer) const override;
 
  private:
   // One in-flight operation. The fi_context2 must come first: the provider hands its address back as
@@ -124,7 +123,6 @@ class FabricTransport final : public Transport {
   fid_mr* opsMr_ = nullptr;        // the pool's registration (atomic operands/results) under FI_MR_LOCAL
   void* opsDesc_ = nullptr;
   std::deque<ErrorRecord> errors_;
-  std::vector<int> peerPids_;  // shm: each rank's pid, from its address (0: not known)
 };
 
 }  // namespace uccl::ep::transport::fabric
