@@ -1,5 +1,9 @@
 #include "proxy/endpoint_info.hpp"
 
+#include <unistd.h>
+
+#include "uccl_ep/util/process.hpp"
+
 namespace uccl::ep::proxy {
 
 transport::Blob encodeEndpointInfo(const transport::Blob& address, const transport::RemoteMemory* regions,
@@ -10,6 +14,9 @@ transport::Blob encodeEndpointInfo(const transport::Blob& address, const transpo
     transport::appendBlob(out, regions[i].size != 0 ? transport::encodeRemote(regions[i]) : transport::Blob{});
   }
   transport::appendBlob(out, signals != nullptr ? transport::encodeRemote(*signals) : transport::Blob{});
+  static const std::string space = processSpace();
+  transport::appendU64(out, static_cast<uint64_t>(::getpid()));
+  transport::appendBlob(out, transport::Blob(space.begin(), space.end()));
   return out;
 }
 
@@ -26,6 +33,9 @@ EndpointInfo decodeEndpointInfo(const transport::Blob& blob) {
     info.table.signals = transport::decodeRemote(s);
     info.table.num_signals = info.table.signals.size / sizeof(int64_t);
   }
+  info.pid = static_cast<int>(transport::readU64(blob, &off));
+  const transport::Blob space = transport::readBlob(blob, &off);
+  info.process_space.assign(space.begin(), space.end());
   return info;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "uccl_ep/ring/descriptor.hpp"
 #include "uccl_ep/transport/transport.hpp"
@@ -19,9 +20,12 @@ struct PeerTable {
 struct EndpointInfo {
   transport::Blob address;
   PeerTable table;
+  int pid = 0;                // the endpoint's process
+  std::string process_space;  // processSpace() of that process: where its pid can be judged
 };
 
-// regions[i].size == 0 marks region i as absent; signals == nullptr: no counters.
+// regions[i].size == 0 marks region i as absent; signals == nullptr: no counters. The calling process's pid and
+// processSpace() go with them.
 transport::Blob encodeEndpointInfo(const transport::Blob& address, const transport::RemoteMemory* regions,
                                    const transport::RemoteMemory* signals);
 // Throws uccl::ep::Error on a malformed blob.

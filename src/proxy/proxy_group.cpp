@@ -1,5 +1,6 @@
 #include <sstream>
 
+#include "proxy/dead_peers.hpp"
 #include "proxy/proxy_thread.hpp"
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/util/env.hpp"
@@ -55,8 +56,9 @@ ProxyGroup::ProxyGroup(const ProxyConfig& config) : config_(config) {
   UCCL_EP_CHECK(config.num_threads >= 1, "proxy threads: {} (expected at least 1)", config.num_threads);
   UCCL_EP_CHECK(config.max_batch >= 1, "max_batch must be at least 1");
   board_ = std::make_unique<StallBoard>();
+  dead_ = std::make_unique<DeadPeers>(config.world);
   for (int t = 0; t < config.num_threads; ++t) {
-    threads_.push_back(std::make_unique<ProxyThread>(t, config_, &error_, board_.get()));
+    threads_.push_back(std::make_unique<ProxyThread>(t, config_, &error_, board_.get(), dead_.get()));
   }
 }
 
@@ -153,6 +155,8 @@ transport::Transport& ProxyGroup::transport(int thread) { return threads_.at(thr
 SignalPath ProxyGroup::signalPath() const { return threads_.front()->signalPath(); }
 
 ThreadStats ProxyGroup::stats(int thread) const { return threads_.at(thread)->stats(); }
+
+std::vector<int> ProxyGroup::deadPeers() const { return dead_->list(); }
 
 std::string ProxyGroup::dumpState() const {
   std::string out;

@@ -10,6 +10,7 @@
 #include "uccl_ep/platform/clock.hpp"
 #include "uccl_ep/util/error.hpp"
 #include "uccl_ep/util/log.hpp"
+#include "uccl_ep/util/process.hpp"
 
 namespace uccl::ep::proxy {
 
@@ -26,6 +27,10 @@ constexpr size_t kUnackedCapacity = 4096;  // posted, not yet covered by a compl
 constexpr size_t kPollBatch = 256;
 constexpr int kPositionBits = 48;
 constexpr uint64_t kPositionMask = (uint64_t{1} << kPositionBits) - 1;
+// enable_shrink: how long an operation waits before the proxy asks whether its peer's process still exists, and
+// how often it asks again. Far below UCCL_EP_TIMEOUT_SECS, so that a dead same-host peer is dropped before the
+// GPU's wait for a live peer (queued behind it in the ring) times out.
+constexpr uint64_t kLivenessCheckNs = 100ull * 1000 * 1000;
 
 // The counters have one writer (this thread): a relaxed load and store, not a locked read-modify-write.
 void bump(std::atomic<uint64_t>& c, uint64_t n) {
@@ -37,11 +42,14 @@ uint64_t wrId(uint32_t ring_index, uint64_t pos) {
 }
 }  // namespace
 
-ProxyThread::ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error, StallBoard* board)
+ProxyThread::ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error, StallBoard* board,
+                         DeadPeers* dead)
     : index_(index),
       config_(config),
       error_(error),
       board_(board),
+      dead_(dead),
+      abandoned_(static_cast<size_t>(config.world), 0),
       posting_(board->addPosting(fmt::format("proxy thread {}", index))),
       transport_(config.openTransport(index)) {}
 
@@ -97,10 +105,13 @@ transport::Blob ProxyThread::localInfo() const {
 void ProxyThread::connect(const std::vector<transport::Blob>& infos) {
   std::vector<transport::Blob> addresses(infos.size());
   peers_.assign(infos.size(), PeerTable{});
+  peer_pids_.assign(infos.size(), 0);
+  const std::string space = processSpace();
   for (size_t rank = 0; rank < infos.size(); ++rank) {
     EndpointInfo info = decodeEndpointInfo(infos[rank]);
     addresses[rank] = std::move(info.address);
     peers_[rank] = info.table;
+    if (!space.empty() && info.process_space == space) peer_pids_[rank] = info.pid;
   }
   transport_->connect(addresses);
 
@@ -192,6 +203,11 @@ bool ProxyThread::handleDescriptor(RingState& r, uint64_t pos, const Descriptor&
   }
   const uint64_t slot = pos & r.mask;
   r.peer[slot] = static_cast<uint16_t>(x.dst_rank);
+  if (x.opcode != Opcode::kNop && config_.enable_shrink && dead_->isDead(x.dst_rank)) {
+    if (!abandoned_[x.dst_rank]) abandonPeer(x.dst_rank);
+    r.pending[slot] = 0;  // complete without being sent: nobody is there to receive it
+    return true;
+  }
   switch (x.opcode) {
     case Opcode::kNop:
       if (x.reserved != 0) return reject("reserved bits of a NOP are not zero");
@@ -353,7 +369,15 @@ bool ProxyThread::flushQueue(uint32_t peer, PeerQueue& q) {
   }
   // A post that does not return (a shm peer stopped while it held the lock of its queue) shows on the board.
   StallBoard::set(posting_, peer, platform::nowNs());
-  const size_t taken = transport_->post(q.requests.data(), n);
+  size_t taken = 0;
+  try {
+    taken = transport_->post(q.requests.data(), n);
+  } catch (const Error& e) {
+    StallBoard::clear(posting_);
+    if (!config_.enable_shrink || static_cast<int>(peer) == config_.rank) throw;
+    declareDead(peer, fmt::format("a post to it failed: {}", e.what()));
+    return true;
+  }
   StallBoard::clear(posting_);
   if (taken == 0) return false;
   bump(counters_.posts, 1);
@@ -375,6 +399,15 @@ bool ProxyThread::pollCompletions() {
   bump(counters_.polls, 1);
   for (size_t i = 0; i < n; ++i) {
     const Completion& c = completions_[i];
+    if (c.kind == Completion::Kind::kLocal && !forgotten_.empty() && forgotten_.erase(c.wr_id) > 0) continue;
+    if (c.kind == Completion::Kind::kLocal && c.peer < abandoned_.size() && abandoned_[c.peer]) continue;
+    if (!c.ok && config_.enable_shrink) {
+      const uint32_t peer = c.peer < abandoned_.size() ? c.peer : peerOfRequest(c.wr_id);
+      if (peer < abandoned_.size() && static_cast<int>(peer) != config_.rank) {
+        declareDead(peer, fmt::format("an operation to it failed: {}", transport_->describe(c)));
+        continue;
+      }
+    }
     if (!c.ok) {
       fail(fmt::format("proxy thread {}: transport {} reported a failed operation: {}", index_, transport_->name(),
                        transport_->describe(c)));
@@ -445,12 +478,84 @@ void ProxyThread::retire(RingState& r) {
   if (r.stalled_since_ns == 0) {
     r.stalled_since_ns = now;
     StallBoard::set(r.board, r.peer[c & r.mask], now);
+  } else if (config_.enable_shrink && resolveStall(r, r.peer[c & r.mask], now, now - r.stalled_since_ns)) {
+    StallBoard::clear(r.board);  // the peer was dropped: its positions retire in the next round
+    r.stalled_since_ns = 0;
   } else if (now - r.stalled_since_ns > config_.timeout_ns) {
     fail(fmt::format("ring {} (proxy thread {}): the operation at position {} to rank {} did not complete within "
                      "{:.1f} s (UCCL_EP_TIMEOUT_SECS); is rank {} alive?{}",
                      r.consumer.view().ring_id, index_, c, r.peer[c & r.mask], config_.timeout_ns / 1e9,
                      r.peer[c & r.mask], board_->describeOthers(r.board, now, config_.timeout_ns / 2)));
   }
+}
+
+bool ProxyThread::resolveStall(RingState& r, uint32_t peer, uint64_t now, uint64_t stalled_ns) {
+  if (static_cast<int>(peer) == config_.rank) return false;  // this rank's own endpoint is not dropped
+  if (dead_->isDead(peer)) {
+    abandonPeer(peer);
+    return true;
+  }
+  if (stalled_ns > kLivenessCheckNs && now - r.liveness_checked_ns > kLivenessCheckNs) {
+    r.liveness_checked_ns = now;
+    if (transport_->peerGone(peer) || processGone(peer_pids_[peer])) {
+      declareDead(peer, "its process is gone");
+      return true;
+    }
+  }
+  if (stalled_ns > config_.timeout_ns / 2) {
+    declareDead(peer, fmt::format("ring {} (proxy thread {}): its operation did not complete within {:.1f} s (half of "
+                                  "UCCL_EP_TIMEOUT_SECS)",
+                                  r.consumer.view().ring_id, index_, stalled_ns / 1e9));
+    return true;
+  }
+  return false;
+}
+
+void ProxyThread::declareDead(uint32_t peer, const std::string& why) {
+  if (dead_->declare(peer)) {
+    log().warn("rank {}: proxy thread {} declared rank {} dead ({}); its operations complete without being sent "
+               "(enable_shrink)",
+               config_.rank, index_, peer, why);
+  }
+  abandonPeer(peer);
+}
+
+void ProxyThread::abandonPeer(uint32_t peer) {
+  if (abandoned_[peer]) return;
+  abandoned_[peer] = 1;
+  if (!queues_.empty()) {
+    PeerQueue& q = queues_[peer];
+    for (size_t i = 0; i < q.size; ++i) {
+      RingState& r = *rings_[q.ring_of[i]];
+      const uint64_t slot = q.requests[i].wr_id & r.mask;
+      if (r.pending[slot] > 0) --r.pending[slot];
+      inflight_bytes_ -= r.bytes[slot];
+      r.bytes[slot] = 0;
+    }
+    q.size = 0;  // flushQueues drops the peer from its active list
+    q.unacked_head = q.unacked_size = 0;  // their completions are dropped by peer
+  }
+  // What is left in flight to the peer was posted: complete it here and forget its completions.
+  for (auto& rp : rings_) {
+    RingState& r = *rp;
+    const uint64_t end = r.consumer.position();
+    for (uint64_t pos = r.completed; pos < end; ++pos) {
+      const uint64_t slot = pos & r.mask;
+      if (r.peer[slot] != peer || r.pending[slot] == 0) continue;
+      r.pending[slot] = 0;
+      inflight_bytes_ -= r.bytes[slot];
+      r.bytes[slot] = 0;
+      forgotten_.insert(wrId(r.index, pos));
+    }
+  }
+}
+
+uint32_t ProxyThread::peerOfRequest(uint64_t wr_id) const {
+  const uint32_t ring_index = static_cast<uint32_t>(wr_id >> kPositionBits);
+  if (ring_index >= rings_.size()) return UINT32_MAX;
+  const RingState& r = *rings_[ring_index];
+  const uint64_t slot = wr_id & r.mask;
+  return r.pending[slot] > 0 ? r.peer[slot] : UINT32_MAX;
 }
 
 void ProxyThread::fail(const std::string& message) {

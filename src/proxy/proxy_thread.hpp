@@ -7,8 +7,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
+#include "proxy/dead_peers.hpp"
 #include "proxy/endpoint_info.hpp"
 #include "proxy/signal_rules.hpp"
 #include "proxy/stall_board.hpp"
@@ -20,7 +22,8 @@ namespace uccl::ep::proxy {
 
 class ProxyThread {
  public:
-  ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error, StallBoard* board);
+  ProxyThread(int index, const ProxyConfig& config, ProxyGroup::ErrorSlot* error, StallBoard* board,
+              DeadPeers* dead);
   ~ProxyThread();
 
   void addRegion(uint32_t index, void* base, size_t size, transport::MemoryKind kind);
@@ -51,6 +54,7 @@ class ProxyThread {
     std::vector<uint16_t> peer;     // per slot: destination, to name it when it stalls
     uint64_t mask = 0;
     uint64_t stalled_since_ns = 0;  // when the oldest position stopped retiring (0: not stalled)
+    uint64_t liveness_checked_ns = 0;  // enable_shrink: when the stalled peer's process was last looked for
     StallBoard::Entry* board = nullptr;  // the same, for the group's other threads to read
   };
   // Requests waiting to be posted to one peer, in ring order.
@@ -75,6 +79,16 @@ class ProxyThread {
   void completeOne(uint64_t wr_id);
   void applyImmediate(const transport::Completion& c);
   void fail(const std::string& message);
+  // enable_shrink: declares `peer` dead for the group (the first declaration logs `why`) and abandons it here.
+  void declareDead(uint32_t peer, const std::string& why);
+  // Completes this thread's operations to a dead peer without it: the queued ones unposted, the posted ones by
+  // forgetting them (their completions, should any come, are dropped).
+  void abandonPeer(uint32_t peer);
+  // enable_shrink, the oldest position of `r` stalled on `peer` since `stalled_ns` ago: declares the peer dead when
+  // another thread did, when its process is gone, or past half the timeout. True when it did.
+  bool resolveStall(RingState& r, uint32_t peer, uint64_t now, uint64_t stalled_ns);
+  // The destination of a posted request, from its ring slot; UINT32_MAX when the slot holds nothing in flight.
+  uint32_t peerOfRequest(uint64_t wr_id) const;
   // The next free request in `peer`'s queue, filled with kind, peer and wr_id; nullptr when the queue is full.
   transport::WorkRequest* enqueue(uint32_t peer, transport::OpKind kind, uint32_t ring_index, uint64_t pos);
 
@@ -82,6 +96,9 @@ class ProxyThread {
   ProxyConfig config_;
   ProxyGroup::ErrorSlot* error_;
   StallBoard* board_;
+  DeadPeers* dead_;
+  std::vector<uint8_t> abandoned_;             // per peer: abandoned by this thread (enable_shrink)
+  std::unordered_set<uint64_t> forgotten_;     // wr_ids posted to abandoned peers, completed here already
   StallBoard::Entry* posting_;  // a transport post() in progress and its peer
   std::unique_ptr<transport::Transport> transport_;
   SignalPath signal_path_ = SignalPath::kImmediate;
@@ -96,6 +113,7 @@ class ProxyThread {
   transport::LocalMemory signal_mr_;
 
   std::vector<PeerTable> peers_;
+  std::vector<int> peer_pids_;  // per peer: its pid where this process can judge it (same processSpace), else 0
   std::vector<std::unique_ptr<RingState>> rings_;
   std::vector<PeerQueue> queues_;
   std::vector<uint32_t> active_peers_;  // peers whose queue is not empty, each once

@@ -179,6 +179,7 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
     pc.gpu_pci_bus_id = bus_id;
     pc.gpu_device = config.device;
     pc.all_peers_local = m.topo.num_nodes == 1;
+    pc.enable_shrink = config.enable_shrink;
     m.proxies = std::make_unique<proxy::ProxyGroup>(pc);
     m.transport_name = m.proxies->transport(0).name();
 

@@ -57,6 +57,11 @@ struct ProxyConfig {
   uint32_t max_inflight_low_latency = 0; // descriptors in flight per low-latency ring
   uint32_t max_batch = 32;               // descriptors taken from one ring per poll round
   uint64_t timeout_ns = 100ull * 1000 * 1000 * 1000;
+  // The runtime's Buffer(enable_shrink=True): a peer whose operation fails, stalls past half the timeout, or whose
+  // process the transport knows is gone is declared dead (ProxyGroup::deadPeers) instead of raising an error; its
+  // operations, in flight and future, complete here without being posted, so the ring moves on for the live peers
+  // and the GPU kernels mask the dead one. Without it such a peer is a fatal error naming it.
+  bool enable_shrink = false;
   // An idle proxy thread spins; with this set it yields its core after a short spin instead. Worth it only
   // where threads outnumber cores (CI, laptops): yielding costs a GPU->CPU->GPU round trip about 0.5 us.
   bool yield_when_idle = std::thread::hardware_concurrency() < 8;
@@ -85,6 +90,7 @@ struct ThreadStats {
 
 class ProxyThread;
 class StallBoard;
+class DeadPeers;
 
 class ProxyGroup {
  public:
@@ -115,6 +121,7 @@ class ProxyGroup {
   SignalPath signalPath() const;  // resolved (never kAuto after connect)
   ThreadStats stats(int thread) const;
   std::string dumpState() const;  // one line per ring: positions, in-flight, error
+  std::vector<int> deadPeers() const;  // the peers declared dead (enable_shrink), ascending
 
   struct ErrorSlot {
     std::atomic<bool> set{false};
@@ -125,6 +132,7 @@ class ProxyGroup {
  private:
   ProxyConfig config_;
   std::unique_ptr<StallBoard> board_;  // what each thread waits on; outlives the threads that write it
+  std::unique_ptr<DeadPeers> dead_;    // likewise
   std::vector<std::unique_ptr<ProxyThread>> threads_;
   mutable ErrorSlot error_;
   bool started_ = false;

@@ -108,6 +108,14 @@ class Transport {
 
   // A readable account of a failed completion (cold path).
   virtual std::string describe(const Completion& c) const = 0;
+
+  // True only when the transport knows that `peer` is gone for good; false when alive or unknown. Cheap: asked by a
+  // proxy waiting on that peer (which also judges same-host peers by their pid itself). No backend knows more than
+  // the proxy today; test transports say it.
+  virtual bool peerGone(uint32_t peer) const {
+    (void)peer;
+    return false;
+  }
 };
 
 struct TransportOptions {

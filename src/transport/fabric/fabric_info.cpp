@@ -13,10 +13,12 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "transport/backends.hpp"
 #include "uccl_ep/util/error.hpp"
+#include "uccl_ep/util/process.hpp"
 #include "uccl_ep/util/log.hpp"
 
 namespace uccl::ep::transport::fabric {
@@ -40,6 +42,8 @@ std::string tostr(const void* data, enum fi_type type) {
 // same pid finds "itself" as the owner and cannot open. We name each endpoint ourselves: the pid plus a random
 // tag, with no "fi_shm://" prefix so that shm takes the name as it is. The width is fixed because every rank's
 // address must have the same length (the default names grow a digit with the pid and the endpoint count).
+constexpr size_t kShmNameLength = 8 + 10 + 1 + 16;  // uccl_ep_<10-digit pid>_<16 hex digits>
+
 void setShmName(fi_info& hints) {
   // A rank that died (SIGKILL) never closed its endpoints: its regions would stay in /dev/shm for good.
   static std::once_flag swept;
@@ -192,25 +196,27 @@ std::string describeInfo(const fi_info& i) {
       i.rx_attr->size, tostr(&i.domain_attr->data_progress, FI_TYPE_PROGRESS));
 }
 
+int shmNamePid(const std::string& name) {
+  const std::string prefix = "uccl_ep_";
+  if (name.size() != kShmNameLength || name.compare(0, prefix.size(), prefix) != 0 || name[prefix.size() + 10] != '_') {
+    return 0;
+  }
+  const std::string digits = name.substr(prefix.size(), 10);
+  if (digits.find_first_not_of("0123456789") != std::string::npos ||
+      name.find_first_not_of("0123456789abcdef", prefix.size() + 11) != std::string::npos) {
+    return 0;
+  }
+  return static_cast<int>(std::stol(digits));
+}
+
 size_t removeStaleShmRegions(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return 0;
   size_t removed = 0;
-  const std::string prefix = "uccl_ep_";
   while (const dirent* e = ::readdir(d)) {
-    // uccl_ep_<10-digit pid>_<16 hex digits>, as setShmName writes it.
     const std::string name = e->d_name;
-    if (name.size() != prefix.size() + 10 + 1 + 16 || name.compare(0, prefix.size(), prefix) != 0 ||
-        name[prefix.size() + 10] != '_') {
-      continue;
-    }
-    const std::string digits = name.substr(prefix.size(), 10);
-    if (digits.find_first_not_of("0123456789") != std::string::npos ||
-        name.find_first_not_of("0123456789abcdef", prefix.size() + 11) != std::string::npos) {
-      continue;
-    }
-    const pid_t pid = static_cast<pid_t>(std::stol(digits));
-    if (pid <= 0 || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge (EPERM)
+    const pid_t pid = static_cast<pid_t>(shmNamePid(name));
+    if (!uccl::ep::processGone(pid)) continue;  // alive, or not ours to judge
     const std::string path = dir + "/" + name;
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::getuid()) continue;

@@ -53,4 +53,8 @@ std::string describeInfo(const fi_info& info);
 // shm transport runs it over /dev/shm once per process, before its first endpoint. Returns how many it removed.
 size_t removeStaleShmRegions(const std::string& dir);
 
+// The pid in a shm endpoint name as setShmName writes it (uccl_ep_<10-digit pid>_<16 hex digits>); 0 when `name` is
+// not one.
+int shmNamePid(const std::string& name);
+
 }  // namespace uccl::ep::transport::fabric

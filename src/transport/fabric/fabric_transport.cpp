@@ -222,6 +222,7 @@ void FabricTransport::connect(const std::vector<Blob>& addresses) {
   log().debug("{}: rank {} inserted {} peer addresses", name_, rank_, world_);
 }
 
+
 LocalMemory FabricTransport::registerMemory(void* base, size_t size, MemoryKind kind) {
   const bool device = kind == MemoryKind::kDevice;
   if (device && !sel_.hmem) {

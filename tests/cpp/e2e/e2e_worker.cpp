@@ -2,18 +2,27 @@
 // through a real transport to the other ranks (separate processes), and every byte and counter is checked.
 //
 //   e2e_worker --rank R --world W --port P --token T [--host H] [--transport tcp|shm] [--signal atomic|imm]
-//              [--threads N] [--rings N] [--iters N] [--chunk BYTES] [--fault none|die|stop|corrupt]
+//              [--threads N] [--rings N] [--iters N] [--chunk BYTES] [--fault none|die|kill|stop|corrupt]
+//              [--shrink 0|1]
 //
 // Each ring's producer writes, for every iteration and destination, one chunk into the destination's receive
 // region at a slot of its own, then a SIGNAL adding (iter % 3) + 1 to the destination's counter for this rank.
 // A rank is done when every source's counter reached its exact expected sum; then it checks every byte.
+// --shrink 1 (the proxy's enable_shrink) with a fault: the last rank is lost and the others expect everything from
+// each other, no error, the lost rank among the proxy's dead peers, and the exchange done within a quarter of the
+// timeout; they end by telling each other they are done (a second counter per source) instead of a barrier.
 // Exit codes: 0 ok, 1 check failed, 2 timeout or transport error (message names the peer), 3 rejected input.
+#include <signal.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <fmt/ranges.h>
 
 #include "uccl_ep/proxy/proxy.hpp"
 #include "uccl_ep/ring/host_ring.hpp"
@@ -55,7 +64,7 @@ int run(const Args& a) {
   const uint64_t slot = a.chunk;                                    // one chunk per (src, ring, iter)
   const uint64_t per_src = slot * a.rings * a.iters;
   std::vector<uint8_t, std::allocator<uint8_t>> send(per_src * a.world), recv(per_src * a.world, 0);
-  std::vector<int64_t> counters(a.world, 0);
+  std::vector<int64_t> counters(2 * a.world, 0);  // [world, 2 world): done words (--shrink)
   // Source chunk for (dst, ring, iter) at the same layout as the destination slot of this rank.
   for (int dst = 0; dst < a.world; ++dst)
     for (int r = 0; r < a.rings; ++r)
@@ -80,6 +89,9 @@ int run(const Args& a) {
                group.signalPath() == proxy::SignalPath::kAtomic ? "atomic" : "immediate");
 
   if (a.fault == "die" && a.rank == a.world - 1) std::_Exit(0);  // vanish without a word, as a crash would
+  // The sources this rank waits for: under shrink with a fault, every rank but the lost one.
+  const int lost = a.shrink != 0 && a.fault != "none" ? a.world - 1 : -1;
+  const auto exchange_start = std::chrono::steady_clock::now();
   if (a.fault == "stop" && a.rank == a.world - 1) e2e::freezeWithWatchdog();
 
   if (a.fault == "corrupt") {
@@ -120,6 +132,13 @@ int run(const Args& a) {
     });
   }
   for (auto& t : producers) t.join();
+  // Killed once its own writes are done and it idled a moment (the others may still be writing to it): between
+  // operations, as a rank killed from outside mostly is. Killed inside a shm send it may hold the lock of a peer's queue, and libfabric's
+  // shm then refuses every sender to that peer for good.
+  if (a.fault == "kill" && a.rank == a.world - 1 && status[0] == ring::Status::kOk) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    kill(getpid(), SIGKILL);
+  }
   for (int r = 0; r < a.rings; ++r) {
     if (status[r] != ring::Status::kOk) {
       // The proxy's stall timer may have started later than this wait (a full ring blocks the producer while
@@ -136,21 +155,65 @@ int run(const Args& a) {
   // Wait for every source's signals at once; at the deadline the source silent the longest is named.
   const int64_t want = expectedSum(a);
   const auto start = std::chrono::steady_clock::now();
-  e2e::SignalWatch watch(a.world, want, start);
-  std::vector<int64_t> seen(a.world);
+  const int sources = lost >= 0 ? lost : a.world;  // the lost rank is the last
+  e2e::SignalWatch watch(sources, want, start);
+  std::vector<int64_t> seen(sources);
   uint32_t spins = 0;
   for (;;) {
-    for (int src = 0; src < a.world; ++src) seen[src] = __atomic_load_n(&counters[src], __ATOMIC_ACQUIRE);
+    for (int src = 0; src < sources; ++src) seen[src] = __atomic_load_n(&counters[src], __ATOMIC_ACQUIRE);
     const auto now = std::chrono::steady_clock::now();
     if (watch.observe(seen, now)) break;
     if (group.hasError()) die(2, group.firstError());
     if (now - start > std::chrono::nanoseconds(timeout_ns)) die(2, watch.describe(a.rank, env().timeout_secs, now));
     uccl::ep::platform::spinRelax(spins);
   }
-  rv.barrier();  // everyone's data has landed everywhere; no more signals are coming
+  if (lost >= 0) {
+    // Writes to the lost rank until the proxy declares it dead, as the next calls would; each must complete (here,
+    // unsent) promptly, and so must the done signals to the live peers queued behind them.
+    const ring::RingView& v = rings[0]->view();
+    while (group.deadPeers().empty()) {
+      if (std::chrono::steady_clock::now() - exchange_start > std::chrono::nanoseconds(timeout_ns)) {
+        die(2, fmt::format("rank {} was never declared dead", lost));
+      }
+      ring::PushResult p = ring::push(v, ring::makeWrite(lost, 0, lost * per_src, 1, a.rank * per_src, a.chunk),
+                                      timeout_ns);
+      if (p.status == ring::Status::kOk) p = ring::push(v, ring::makeSignal(lost, a.rank, 1), timeout_ns);
+      if (p.status != ring::Status::kOk || ring::waitCompleted(v, p.ticket, timeout_ns) != ring::Status::kOk) {
+        die(2, group.hasError() ? group.firstError() : fmt::format("a write to lost rank {} did not complete", lost));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - exchange_start).count();
+    if (group.hasError()) die(2, group.firstError());
+    const std::vector<int> dead = group.deadPeers();
+    if (dead != std::vector<int>{lost}) {
+      die(1, fmt::format("dead peers [{}], expected [{}]", fmt::join(dead, ", "), lost));
+    }
+    if (seconds > env().timeout_secs / 4) {
+      die(1, fmt::format("the exchange without rank {} took {:.2f} s, more than a quarter of the {:.1f} s timeout",
+                         lost, seconds, env().timeout_secs));
+    }
+    std::fprintf(stderr, "e2e rank %d: exchange done in %.2f s, dead peers [%d]\n", a.rank, seconds, lost);
+    // Done: every live peer has all of this rank's data. The proxy keeps serving until every peer says the same.
+    for (int dst = 0; dst < sources; ++dst) {
+      if (ring::push(rings[0]->view(), ring::makeSignal(dst, a.world + a.rank, 1), timeout_ns).status !=
+          ring::Status::kOk) {
+        die(2, fmt::format("rank {}: pushing the done signal to rank {} failed", a.rank, dst));
+      }
+    }
+    for (int src = 0; src < sources; ++src) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+      while (__atomic_load_n(&counters[a.world + src], __ATOMIC_ACQUIRE) == 0) {
+        if (std::chrono::steady_clock::now() > deadline) die(2, fmt::format("rank {} never said it was done", src));
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+  } else {
+    rv.barrier();  // everyone's data has landed everywhere; no more signals are coming
+  }
   group.stop();
   group.checkError();
-  for (int src = 0; src < a.world; ++src) {
+  for (int src = 0; src < sources; ++src) {
     if (counters[src] != want) die(1, fmt::format("counter for rank {} is {}, expected exactly {}", src, counters[src], want));
     for (int r = 0; r < a.rings; ++r)
       for (int it = 0; it < a.iters; ++it)
@@ -165,7 +228,7 @@ int run(const Args& a) {
   uint64_t descriptors = 0;
   for (int t = 0; t < group.numThreads(); ++t) descriptors += group.stats(t).descriptors;
   std::printf("e2e rank %d ok: %llu descriptors, %d sources x %lld signal units verified\n", a.rank,
-              static_cast<unsigned long long>(descriptors), a.world, static_cast<long long>(want));
+              static_cast<unsigned long long>(descriptors), sources, static_cast<long long>(want));
   return 0;
 }
 

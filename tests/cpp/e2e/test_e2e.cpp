@@ -18,6 +18,7 @@ struct Job {
   std::string fault = "none";
   int world = 2;
   int iters = 16;
+  bool shrink = false;
   double timeout_secs = 30;
   std::vector<std::string> extra_env;
 };
@@ -32,7 +33,8 @@ std::vector<Launch> launches(const Job& j, const NetnsPair* netns = nullptr) {
                                              std::to_string(j.world), "--port", std::to_string(port), "--token",
                                              "e2e-" + std::to_string(port), "--transport", j.transport, "--signal",
                                              j.signal, "--fault", j.fault, "--iters", std::to_string(j.iters),
-                                             "--host", netns ? netns->addr(0) : "127.0.0.1"};
+                                             "--host", netns ? netns->addr(0) : "127.0.0.1", "--shrink",
+                                             j.shrink ? "1" : "0"};
     l.argv.insert(l.argv.end(), worker.begin(), worker.end());
     l.env = j.extra_env;
     l.env.push_back("UCCL_EP_TIMEOUT_SECS=" + std::to_string(j.timeout_secs));
@@ -131,6 +133,33 @@ TEST(E2EFaults, KilledPeerIsNamedWithinTheTimeout) { expectTheLostPeerNamed("die
 
 // A stopped peer (SIGSTOP: alive, holding its connections, answering nothing) is the one named.
 TEST(E2EFaults, StoppedPeerIsNamedWithinTheTimeout) { expectTheLostPeerNamed("stop"); }
+
+// enable_shrink: rank 2 of 3 is SIGKILLed in the middle of the exchange. Ranks 0 and 1 must exchange everything with
+// each other within a quarter of the timeout (the worker checks the time), record no error, and hold rank 2 as
+// their proxy's one dead peer, with one warning naming it. The timeout is long enough that only a quick verdict on
+// the lost rank (its process gone, its connection reset) passes, not the stall limit of half the timeout.
+TEST(E2EShrink, KilledPeerIsDroppedAndTheOthersFinishPromptly) {
+  for (const std::string transport : {"tcp", "shm"}) {
+    Job j;
+    j.transport = transport;
+    j.world = 3;
+    j.fault = "kill";
+    j.shrink = true;
+    j.timeout_secs = 12;
+    j.iters = 64;
+    const auto outs = runAll(launches(j), 60);
+    sweepDeadRanksShm();
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(outs[r].exit_code, 0) << transport << " rank " << r << ":\n" << outs[r].output;
+      EXPECT_NE(outs[r].output.find("ok:"), std::string::npos) << transport << " rank " << r << ":\n" << outs[r].output;
+      EXPECT_NE(outs[r].output.find("dead peers [2]"), std::string::npos) << outs[r].output;
+      EXPECT_NE(outs[r].output.find("declared rank 2 dead"), std::string::npos) << outs[r].output;
+      EXPECT_EQ(outs[r].output.find("declared rank 2 dead"), outs[r].output.rfind("declared rank 2 dead"))
+          << transport << " rank " << r << ": more than one warning:\n" << outs[r].output;
+      EXPECT_EQ(outs[r].output.find("error"), std::string::npos) << outs[r].output;
+    }
+  }
+}
 
 TEST(E2EFaults, CorruptedDescriptorIsRejectedAndWritesNothing) {
   for (const std::string transport : {"tcp", "shm"}) {

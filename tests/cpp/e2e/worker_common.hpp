@@ -17,9 +17,9 @@
 
 namespace uccl::ep::e2e {
 
-// --rank --world --port --token --host --transport --signal --threads --fault; `extra` holds every flag given.
+// --rank --world --port --token --host --transport --signal --threads --shrink --fault; `all` holds every flag given.
 struct WorkerFlags {
-  int rank = 0, world = 2, port = 0, threads = 2;
+  int rank = 0, world = 2, port = 0, threads = 2, shrink = 0;
   std::string host = "127.0.0.1", token, transport = "tcp", signal = "auto", fault = "none";
   std::map<std::string, std::string> all;
 
@@ -27,7 +27,7 @@ struct WorkerFlags {
     WorkerFlags f;
     for (int i = 1; i + 1 < argc; i += 2) f.all[argv[i]] = argv[i + 1];
     f.number("--rank", f.rank), f.number("--world", f.world), f.number("--port", f.port);
-    f.number("--threads", f.threads);
+    f.number("--threads", f.threads), f.number("--shrink", f.shrink);
     f.text("--host", f.host), f.text("--token", f.token), f.text("--transport", f.transport);
     f.text("--signal", f.signal), f.text("--fault", f.fault);
     return f;
@@ -57,6 +57,7 @@ struct WorkerFlags {
     pc.num_threads = threads;
     pc.transport = transport;
     pc.all_peers_local = true;
+    pc.enable_shrink = shrink != 0;
     pc.signal_path = signal == "atomic" ? proxy::SignalPath::kAtomic
                      : signal == "imm"  ? proxy::SignalPath::kImmediate
                                         : proxy::SignalPath::kAuto;

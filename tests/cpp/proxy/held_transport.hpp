@@ -27,6 +27,7 @@ struct HeldState {
   int block_posts_to = -1;
   bool unblocked = false;
   int blocked_posts = 0;
+  int gone_peer = -1;  // peerGone() is true for this peer (its process ended)
   std::condition_variable cv;
 
   void unblock() {
@@ -101,6 +102,10 @@ class HeldTransport final : public transport::Transport {
       s_->ready.pop_front();
     }
     return n;
+  }
+  bool peerGone(uint32_t peer) const override {
+    std::lock_guard<std::mutex> g(s_->mu);
+    return static_cast<int>(peer) == s_->gone_peer;
   }
   std::string describe(const transport::Completion& c) const override {
     return "held transport: operation to peer " + std::to_string(c.peer) + " failed";

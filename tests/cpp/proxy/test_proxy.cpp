@@ -252,6 +252,73 @@ TEST_F(ProxyTest, StalledOperationIsReportedNamingThePeer) {
       << groups_[0]->firstError();
 }
 
+// enable_shrink: rank 1 is lost; rank 0's writes to itself (the live peer here) must retire past it, with no error.
+ProxyConfig shrinkConfig(uint64_t timeout_ns) {
+  ProxyConfig c;
+  c.enable_shrink = true;
+  c.timeout_ns = timeout_ns;
+  return c;
+}
+
+TEST_F(ProxyTest, ShrinkFailedCompletionDeclaresThePeerDeadWithoutAnError) {
+  build(shrinkConfig(100 * kSecond));
+  push(ring::makeWrite(1, 0, 0, 1, 0, 64));
+  push(ring::makeWrite(0, 0, 0, 1, 64, 64));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 2; }));
+  state_.complete(0, /*ok=*/false);
+  state_.complete(1);
+  ASSERT_TRUE(waitUntil([&] { return completed() == 2; }));
+  EXPECT_FALSE(groups_[0]->hasError()) << groups_[0]->firstError();
+  EXPECT_EQ(groups_[0]->deadPeers(), std::vector<int>{1});
+  // Later operations to the dead peer complete without being posted; those to the live one are posted.
+  push(ring::makeWrite(1, 0, 0, 1, 0, 64));
+  push(ring::makeSignal(1, 0, 1));
+  const uint64_t t = push(ring::makeWrite(0, 0, 0, 1, 128, 64));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 3; }));
+  EXPECT_EQ(state_.posted[2].peer, 0u);
+  state_.complete(2);
+  EXPECT_EQ(ring::waitCompleted(ring_.view(), t, kSecond), Status::kOk);
+  EXPECT_EQ(state_.postedCount(), 3u) << "an operation to the dead peer was posted";
+  EXPECT_FALSE(groups_[0]->hasError()) << groups_[0]->firstError();
+}
+
+TEST_F(ProxyTest, ShrinkGonePeerIsDeclaredDeadLongBeforeTheTimeout) {
+  build(shrinkConfig(20 * kSecond));
+  push(ring::makeWrite(1, 0, 0, 1, 0, 64));  // never completed: the peer is gone
+  const uint64_t t = push(ring::makeWrite(0, 0, 0, 1, 64, 64));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 2; }));
+  state_.complete(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(completed(), 0u) << "a peer that is only slow was dropped";
+  EXPECT_TRUE(groups_[0]->deadPeers().empty());
+  const auto start = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> g(state_.mu);
+    state_.gone_peer = 1;
+  }
+  EXPECT_EQ(ring::waitCompleted(ring_.view(), t, 5 * kSecond), Status::kOk);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  EXPECT_EQ(groups_[0]->deadPeers(), std::vector<int>{1});
+  state_.complete(0);  // a late completion of the forgotten write is dropped, not a duplicate
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(groups_[0]->hasError()) << groups_[0]->firstError();
+}
+
+TEST_F(ProxyTest, ShrinkStalledPeerIsDeclaredDeadAtHalfTheTimeout) {
+  build(shrinkConfig(kSecond));
+  push(ring::makeWrite(1, 0, 0, 1, 0, 64));  // never completed, the peer's process not known to be gone
+  const uint64_t t = push(ring::makeWrite(0, 0, 0, 1, 64, 64));
+  ASSERT_TRUE(waitUntil([&] { return state_.postedCount() == 2; }));
+  state_.complete(1);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(ring::waitCompleted(ring_.view(), t, 5 * kSecond), Status::kOk);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GT(waited, std::chrono::milliseconds(400));
+  EXPECT_LT(waited, std::chrono::milliseconds(900)) << "not before the timeout";
+  EXPECT_EQ(groups_[0]->deadPeers(), std::vector<int>{1});
+  EXPECT_FALSE(groups_[0]->hasError()) << groups_[0]->firstError();
+}
+
 TEST_F(ProxyTest, SelectiveSignallingWithCumulativeCompletions) {
   state_.caps |= transport::kCumulativeCompletions;
   build();

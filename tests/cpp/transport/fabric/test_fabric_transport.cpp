@@ -601,6 +601,14 @@ TEST(FabricShmNames, RegionsOfDeadProcessesAreRemovedAndNoOthers) {
   ::rmdir(dir);
 }
 
+// The sweep reads the pid from names as setShmName writes them, and from nothing else.
+TEST(FabricShmNames, ThePidIsReadFromOurNamesOnly) {
+  EXPECT_EQ(fabric::shmNamePid("uccl_ep_0000001234_0123456789abcdef"), 1234);
+  EXPECT_EQ(fabric::shmNamePid("uccl_ep_0000001234_0123456789ABCDEF"), 0);
+  EXPECT_EQ(fabric::shmNamePid("uccl_ep_000001234_0123456789abcdef0"), 0);
+  EXPECT_EQ(fabric::shmNamePid("1234:0:0"), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Tcp, FabricTcpKeyTest, ::testing::Values("tcp"));
 INSTANTIATE_TEST_SUITE_P(Providers, FabricTransportTest, ::testing::Values("tcp", "shm"),
                          [](const auto& info) { return info.param; });
