@@ -17,13 +17,16 @@ import torch
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mb", type=int, default=256, help="MiB each GPU sends per round")
+    p.add_argument("--bytes", type=int, default=0, help="bytes each GPU sends per round (instead of --mb)")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--devices", default="", help="comma-separated CUDA device indices (default: every visible GPU)")
     a = p.parse_args(argv)
     devs = [int(x) for x in a.devices.split(",") if x] or list(range(torch.cuda.device_count()))
     if len(devs) < 2:
         raise SystemExit(f"peer_copy needs two GPUs or more, got {devs}")
-    n = a.mb << 20
+    if a.bytes < 0 or a.mb <= 0:
+        raise SystemExit(f"peer_copy: --bytes must be >= 0 and --mb > 0, got {a.bytes} and {a.mb}")
+    n = a.bytes or a.mb << 20
     src = [torch.empty(n, dtype=torch.uint8, device=f"cuda:{d}") for d in devs]
     dst = [torch.empty(n, dtype=torch.uint8, device=f"cuda:{devs[(i + 1) % len(devs)]}") for i in range(len(devs))]
     streams = [torch.cuda.Stream(device=f"cuda:{d}") for d in devs]
@@ -44,7 +47,8 @@ def main(argv=None):
 
     round_trip()  # warm-up (peer access set-up)
     t = statistics.median(round_trip() for _ in range(a.iters))
-    print(json.dumps({"gpus": len(devs), "mb": a.mb, "gbs_per_gpu": n / t / 1e9}), flush=True)
+    print(json.dumps({"gpus": len(devs), "mb": n / (1 << 20), "bytes": n, "us": t * 1e6, "gbs_per_gpu": n / t / 1e9}),
+          flush=True)
 
 
 if __name__ == "__main__":

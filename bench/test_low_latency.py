@@ -20,6 +20,10 @@ skips it.
 
     python scripts/launch.py --nproc 2 --ranks-per-node 1 -- bench/test_low_latency.py --nvlink-us 40,60
 
+With one rank per GPU and NVLink peers, rank 0 also times the NVLink reference: a plain torch copy_ of the bytes its
+dispatch sends to NVLink peers, every GPU to the next at once (bench/peer_copy.py --bytes), and prints the GPU time
+of the dispatch send (hook) as a multiple of it.
+
 Beside the shape flags of the checks, the bench flags of bench/bench_flags.py (shared with bench/test_intranode.py):
 --num-processes N starts N ranks here instead of under a launcher, --disable-nvlink makes every rank a node of its
 own (the proxy path), --use-logfmt combines with use_logfmt=True, --no-bench keeps only the sanity check, and
@@ -29,8 +33,10 @@ own (the proxy path), --use-logfmt combines with use_logfmt=True, --no-bench kee
 
 Process group and GPU choice: tests/python/gpu/rank_group.py.
 """
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from typing import List
@@ -108,6 +114,9 @@ def json_records(results: List[dict], args, ranks_per_node: int) -> List[dict]:
     for call, dtype in (("dispatch", "fp8"), ("combine", "logfmt" if args.use_logfmt else "bf16")):
         floor = (bench_json.reference("transport floor", latency_us=mean(f"floor_{call}_us"))
                  if f"floor_{call}_us" in first else None)
+        if floor is None and call == "dispatch" and "nvlink_ref_us" in first:
+            floor = bench_json.reference("NVLink copy_ of the bytes sent to NVLink peers",
+                                         latency_us=first["nvlink_ref_us"])
         figures = {"latency_us_max": max(r[f"{call}_us"] for r in results),
                    "bandwidth_gbs_min": min(r[f"{call}_gbs"] for r in results),
                    "gpu_us": mean(f"gpu_{call}_us"), "host_us": mean(f"host_{call}_us"),
@@ -180,7 +189,38 @@ def prepare(args, chk: checks.Checker):
     return inp, y, out
 
 
-def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
+def nvlink_reference(args, d: Dist, idx: torch.Tensor, ranks_per_node: int) -> dict:
+    """Rank 0: the physical reference of the NVLink path, a plain torch copy_ of the bytes this rank's dispatch sends
+    to its NVLink peers, every GPU to the next at once (bench/peer_copy.py --bytes, as a child that sees the ranks'
+    GPUs). {} on other ranks, where the ranks share a GPU or have no NVLink peer, or when the child fails (said)."""
+    gpus = [g for g in os.environ.get("UCCL_EP_GPU_IDS", "").split(",") if g]  # scripts/launch.py sets it
+    if d.rank != 0 or len(gpus) < 2:
+        return {}
+    n = ref.nvlink_dispatch_bytes(idx.cpu(), args.hidden, d.rank, d.world, args.num_experts, ranks_per_node)
+    if n == 0:
+        return {}
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus[:d.world]))
+    cmd = [sys.executable, os.path.join(HERE, "peer_copy.py"), "--bytes", str(n), "--iters", "50"]
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+        return {"nvlink_ref_bytes": n, "nvlink_ref_us": float(json.loads(out.strip().splitlines()[-1])["us"])}
+    except (subprocess.SubprocessError, ValueError, KeyError, IndexError) as e:
+        print(f"[copy] the NVLink reference failed ({e}); no ratio to it is given", flush=True)
+        return {}
+
+
+def nvlink_reference_line(results: List[dict]) -> List[str]:
+    """Rank 0's line on the NVLink reference (nvlink_reference), with the dispatch send's GPU time against it."""
+    first = results[0]
+    if "nvlink_ref_us" not in first:
+        return []
+    send = statistics.fmean(r["gpu_hook_dispatch_send_us"] for r in results)
+    return [f"[copy] NVLink reference: torch copy_ of the {first['nvlink_ref_bytes'] / 1e6:.2f} MB one dispatch sends "
+            f"to NVLink peers, every GPU to the next at once: {first['nvlink_ref_us']:.1f} us; the GPU dispatch send "
+            f"(hook, mean {send:.1f} us) takes {send / first['nvlink_ref_us']:.2f}x that"]
+
+
+def run_bench(args, chk: checks.Checker, d: Dist, ranks_per_node: int) -> dict:
     inp, y, out = prepare(args, chk)
     x, idx, w = inp["x"], inp["topk_idx"], inp["topk_weights"]
     buf, M, E = chk.buffer, chk.M, chk.E
@@ -276,6 +316,9 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
 
     # 5. The transport floor of both calls (between emulated nodes), all ranks starting together as in 2.
     floor = run_floor(args, chk, idx, sync_all)
+    # 6. The NVLink reference (rank 0, while the others wait).
+    nvlink = nvlink_reference(args, d, idx, ranks_per_node)
+    sync_all()
 
     dbytes, cbytes = ref.dispatch_bytes(idx, args.hidden, args.use_logfmt)
     res = dict(rank=d.rank, world=d.world, dispatch_us=median_us(disp), combine_us=median_us(comb),
@@ -291,6 +334,7 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
     res["dispatch_gbs"] = dbytes / 1e3 / res["dispatch_us"]  # bytes/us = MB/s; /1e3 = GB/s
     res["combine_gbs"] = cbytes / 1e3 / res["combine_us"]
     res.update(floor)
+    res.update(nvlink)
     return res
 
 
@@ -321,12 +365,12 @@ def run_all(args, d: Dist, chk: checks.Checker, ranks_per_node: int):
         prepare(args, chk)
         log0(d, "sanity check passed (--no-bench: no figures)")
         return
-    res = run_bench(args, chk, d)
+    res = run_bench(args, chk, d, ranks_per_node)
     print(summary_line(res) + (ll_floor.summary_part(res) if "transport" in res else ""), flush=True)
     results = [None] * d.world
     dist.all_gather_object(results, res)
     if d.rank == 0:
-        lines = aggregate_lines(results, args, ranks_per_node)
+        lines = aggregate_lines(results, args, ranks_per_node) + nvlink_reference_line(results)
         if "transport" in res:
             lines += ll_floor.floor_lines(results, ll_floor.parse_nvlink_us(args.nvlink_us), res["transport"])
         print("\n".join(lines), flush=True)

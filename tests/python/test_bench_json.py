@@ -120,6 +120,35 @@ def test_low_latency_records_from_the_ranks_results(use_logfmt):
     assert all(r["reference"] is None and "transport" not in r["params"] for r in plain)
 
 
+def test_the_nvlink_reference_is_the_dispatch_reference_on_one_node_and_rank0_says_the_ratio():
+    import test_low_latency as bench
+    args = types.SimpleNamespace(num_tokens=128, hidden=7168, num_topk=8, num_experts=288, use_logfmt=False,
+                                 bench_iters=50)
+    results = [dict(ll_result(0, 1.0), nvlink_ref_us=17.5, nvlink_ref_bytes=3_800_000), ll_result(1, 1.0)]
+    for r, send in zip(results, (19.0, 21.0)):
+        r["gpu_hook_dispatch_send_us"] = send
+    d, c, _ = bench.json_records(results, args, ranks_per_node=2)
+    assert d["reference"] == bench_json.reference("NVLink copy_ of the bytes sent to NVLink peers", latency_us=17.5)
+    assert c["reference"] is None
+    (line,) = bench.nvlink_reference_line(results)
+    assert "3.80 MB" in line and "17.5 us" in line and "mean 20.0 us" in line and f"{20.0 / 17.5:.2f}x" in line
+    assert bench.nvlink_reference_line([ll_result(0, 1.0)]) == []
+
+
+def test_nvlink_dispatch_bytes_count_messages_to_the_other_ranks_of_the_node():
+    import torch
+    import ll_reference as ref
+    # 4 ranks, 2 per node, 8 experts (2 per rank). Rank 1: its node is ranks 0 and 1, so only experts 0 and 1
+    # (rank 0) count; a repeated expert in one token counts once; -1 and out-of-range ids never.
+    idx = torch.tensor([[0, 2, 4, 1], [1, 1, -1, 6], [3, 5, 7, 9]])
+    msg = 7168 + 56 * 4 + 16
+    assert ref.nvlink_dispatch_bytes(idx, 7168, rank=1, num_ranks=4, num_experts=8, ranks_per_node=2) == 3 * msg
+    # Rank 2 (node of ranks 2 and 3: experts 4..7, its own are 4 and 5): experts 6 and 7.
+    assert ref.nvlink_dispatch_bytes(idx, 7168, rank=2, num_ranks=4, num_experts=8, ranks_per_node=2) == 2 * msg
+    # Every rank a node of its own: nothing crosses NVLink.
+    assert ref.nvlink_dispatch_bytes(idx, 7168, rank=1, num_ranks=4, num_experts=8, ranks_per_node=1) == 0
+
+
 def test_logfmt_counts_fewer_combine_bytes():
     import torch
     import ll_reference as ref
