@@ -9,9 +9,30 @@ that sees them all:  python bench/peer_copy.py --mb 256 --devices 0,1
 """
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+from typing import List, Optional
 
 import torch
+
+
+def measure_in_child(args: List[str], num_ranks: int) -> Optional[dict]:
+    """For a bench rank that sees one GPU: runs this script with `args` as a child that sees the GPUs of the first
+    num_ranks ranks (UCCL_EP_GPU_IDS, set by scripts/launch.py) and returns its JSON line. None where the ranks share
+    fewer than two GPUs, or when the child fails (said on stdout)."""
+    ids = [g for g in os.environ.get("UCCL_EP_GPU_IDS", "").split(",") if g]
+    if len(ids) < 2:
+        return None
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(ids[:num_ranks]))
+    cmd = [sys.executable, os.path.abspath(__file__)] + args
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+        print(f"[copy] the GPU-to-GPU reference failed ({e})", flush=True)
+        return None
 
 
 def main(argv=None):

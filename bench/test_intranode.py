@@ -23,10 +23,8 @@ dtype) at its best config, with the copy rate as reference (bench/bench_json.py)
 
 Process group and GPU choice: tests/python/gpu/rank_group.py (gloo when ranks share a GPU).
 """
-import json
 import os
 import statistics
-import subprocess
 import sys
 from typing import List
 
@@ -40,6 +38,7 @@ import torch.distributed as dist  # noqa: E402
 import bench_flags  # noqa: E402
 import bench_json  # noqa: E402
 import intranode_checks as checks  # noqa: E402  (arguments, inputs, the Buffer; FP8_DTYPE)
+import peer_copy  # noqa: E402
 from rank_group import Dist, fail, log0  # noqa: E402
 import spawn_ranks  # noqa: E402
 
@@ -113,20 +112,12 @@ def copy_rate(args, device) -> float:
 def peer_copy_rate(args, d: Dist) -> float:
     """Rank 0: GB/s each GPU sends in a plain torch copy_ to the next GPU, all GPUs at once (bench/peer_copy.py,
     run as a child that sees every GPU of the ranks). 0.0 when the ranks share one GPU or the child fails (said)."""
-    gpus = os.environ.get("UCCL_EP_GPU_IDS", "")  # scripts/launch.py: the GPUs its ranks were spread over
-    ids = [g for g in gpus.split(",") if g]
-    if d.rank != 0 or len(ids) < 2:
+    if d.rank != 0:
         return 0.0
-    env = dict(os.environ)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(ids[:d.world])
-    cmd = [sys.executable, os.path.join(HERE, "peer_copy.py"), "--mb", str(args.copy_mb)]
-    try:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
-        return float(json.loads(out.strip().splitlines()[-1])["gbs_per_gpu"])
-    except (subprocess.SubprocessError, ValueError, KeyError, IndexError) as e:
-        print(f"[copy] the GPU-to-GPU reference failed ({e}); figures are given against the local copy only",
-              flush=True)
-        return 0.0
+    out = peer_copy.measure_in_child(["--mb", str(args.copy_mb)], d.world)
+    if out is None or "gbs_per_gpu" not in out:
+        return 0.0  # figures are given against the local copy only
+    return float(out["gbs_per_gpu"])
 
 
 def run_bench(args, chk: checks.Checker, d: Dist) -> dict:

@@ -33,10 +33,8 @@ own (the proxy path), --use-logfmt combines with use_logfmt=True, --no-bench kee
 
 Process group and GPU choice: tests/python/gpu/rank_group.py.
 """
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import List
@@ -52,6 +50,7 @@ import bench_flags  # noqa: E402
 import bench_json  # noqa: E402
 import ll_floor  # noqa: E402
 import ll_reference as ref  # noqa: E402
+import peer_copy  # noqa: E402
 import low_latency_checks as checks  # noqa: E402  (arguments, inputs, the Buffer)
 from rank_group import Dist, all_gather_tensor, fail, log0  # noqa: E402
 import spawn_ranks  # noqa: E402
@@ -193,20 +192,13 @@ def nvlink_reference(args, d: Dist, idx: torch.Tensor, ranks_per_node: int) -> d
     """Rank 0: the physical reference of the NVLink path, a plain torch copy_ of the bytes this rank's dispatch sends
     to its NVLink peers, every GPU to the next at once (bench/peer_copy.py --bytes, as a child that sees the ranks'
     GPUs). {} on other ranks, where the ranks share a GPU or have no NVLink peer, or when the child fails (said)."""
-    gpus = [g for g in os.environ.get("UCCL_EP_GPU_IDS", "").split(",") if g]  # scripts/launch.py sets it
-    if d.rank != 0 or len(gpus) < 2:
+    if d.rank != 0:
         return {}
     n = ref.nvlink_dispatch_bytes(idx.cpu(), args.hidden, d.rank, d.world, args.num_experts, ranks_per_node)
-    if n == 0:
+    out = peer_copy.measure_in_child(["--bytes", str(n), "--iters", "50"], d.world) if n > 0 else None
+    if out is None or "us" not in out:
         return {}
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus[:d.world]))
-    cmd = [sys.executable, os.path.join(HERE, "peer_copy.py"), "--bytes", str(n), "--iters", "50"]
-    try:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
-        return {"nvlink_ref_bytes": n, "nvlink_ref_us": float(json.loads(out.strip().splitlines()[-1])["us"])}
-    except (subprocess.SubprocessError, ValueError, KeyError, IndexError) as e:
-        print(f"[copy] the NVLink reference failed ({e}); no ratio to it is given", flush=True)
-        return {}
+    return {"nvlink_ref_bytes": n, "nvlink_ref_us": float(out["us"])}
 
 
 def nvlink_reference_line(results: List[dict]) -> List[str]:

@@ -30,6 +30,8 @@ __global__ void __launch_bounds__(kThreads) dispatchPlanKernel(Context ctx, Disp
   const int T = a.num_tokens, R = ctx.num_ranks;
   const int lane = platform::laneId(), warp = platform::warpId(), nwarps = platform::numWarps();
   int32_t* lists = reinterpret_cast<int32_t*>(ctx.self + l.listsOff());
+  // Read as bytes: a cached dispatch's is_token_in_rank is the caller's, and a byte other than 0 or 1 is no bool.
+  const uint8_t* in_rank = reinterpret_cast<const uint8_t*>(a.is_token_in_rank);
   for (int r = blockIdx.x; r < R; r += gridDim.x) {
     int total = 0;
     for (int base = 0; base < T; base += blockDim.x * kPlanTokens) {
@@ -38,8 +40,6 @@ __global__ void __launch_bounds__(kThreads) dispatchPlanKernel(Context ctx, Disp
       int mine = 0;
 #pragma unroll
       for (int i = 0; i < kPlanTokens; ++i) {
-        // Read as bytes: a cached dispatch's is_token_in_rank is the caller's, and a byte other than 0 or 1 is no bool.
-        const uint8_t* in_rank = reinterpret_cast<const uint8_t*>(a.is_token_in_rank);
         hit[i] = t0 + i < T && in_rank[static_cast<size_t>(t0 + i) * R + r] != 0;
         mine += hit[i] ? 1 : 0;
       }

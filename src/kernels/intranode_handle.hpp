@@ -26,14 +26,6 @@ struct BadEntry {
   UCCL_EP_HOST_DEVICE bool found() const { return row >= 0; }
 };
 
-UCCL_EP_HOST_DEVICE inline BadEntry badEntry(int row, int col, int32_t value) {
-  BadEntry b;
-  b.row = row;
-  b.col = col;
-  b.value = value;
-  return b;
-}
-
 // Combine, row s against row s - 1 (every row is checked, one thread each): no count negative (so every entry is
 // >= 0 and every column non-decreasing), this rank's column at most the rows it received (num_recv_tokens, the rows
 // of the combine input), and this rank's own row counting at most num_tokens rows per rank.
@@ -43,7 +35,7 @@ UCCL_EP_HOST_DEVICE inline BadEntry combinePrefixRow(const int32_t* prefix, int 
     const int32_t hi = prefix[s * R + r], lo = s > 0 ? prefix[(s - 1) * R + r] : 0;
     const bool bad = hi < lo || (r == me && hi > num_recv_tokens) ||
                      (s == me && static_cast<int64_t>(hi) - lo > num_tokens);
-    if (bad) return badEntry(s, r, hi);
+    if (bad) return BadEntry{s, r, hi};
   }
   return BadEntry{};
 }
@@ -57,13 +49,13 @@ UCCL_EP_HOST_DEVICE inline BadEntry dispatchPrefixEntries(const int32_t* prefix,
   int32_t above = 0;
   for (int s = 0; s <= me; ++s) {
     const int32_t v = prefix[s * R + r];
-    if (v < above || (s == me && static_cast<int64_t>(v) - above != planned)) return badEntry(s, r, v);
+    if (v < above || (s == me && static_cast<int64_t>(v) - above != planned)) return BadEntry{s, r, v};
     above = v;
   }
   const int32_t last = prefix[(R - 1) * R + r];
-  if (last < above) return badEntry(R - 1, r, last);
+  if (last < above) return BadEntry{R - 1, r, last};
   const int32_t lo = r > 0 ? prefix[(r - 1) * R + me] : 0, hi = prefix[r * R + me];
-  if (hi < lo) return badEntry(r, me, hi);
+  if (hi < lo) return BadEntry{r, me, hi};
   return BadEntry{};
 }
 
@@ -73,7 +65,7 @@ UCCL_EP_HOST_DEVICE inline BadEntry dispatchReceiveEnd(const int32_t* prefix, in
                                                        bool worst_tokens) {
   const int32_t total = prefix[(R - 1) * R + me];
   const bool bad = worst_tokens ? total > out_rows : total != out_rows;
-  return bad ? badEntry(R - 1, me, total) : BadEntry{};
+  return bad ? BadEntry{R - 1, me, total} : BadEntry{};
 }
 
 // Combine, send_pos[t][r]: -1 (the token did not go to r) or below sent_to, the rows this rank sent to r

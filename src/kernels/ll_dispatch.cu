@@ -159,11 +159,10 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   for (int e = b + blocks * from_last; e < E; e += blocks * static_cast<int>(blockDim.x)) {
     if (expertTotal(counts, e) != 0) continue;
     const int dst = e / L.experts_per_rank;
-    if (masked(ctx, dst)) continue;
-    if (ctx.peer_gpu_base[dst] != nullptr) {
+    if (ctx.peer_gpu_base[dst] == nullptr) {
+      signalProxyExpert(ctx, e, 0);  // skips a masked peer
+    } else if (!masked(ctx, dst)) {
       platform::addRelaxed<Scope::kSystem>(word(nvlCountWord(ctx, dst, e)), nvlCountAdd(true, 0, /*message=*/false));
-    } else {
-      signalProxyExpert(ctx, e, 0);
     }
   }
   if (!stagingFree(ctx, staging, kOpDispatchSend)) return;  // also the barrier after the destinations

@@ -1,7 +1,7 @@
 // runtime::Buffer::checkErrors: the one place a kernel's ErrorRecord (kernels/error_record.hpp) and a proxy's first
 // error become an exception: uccl::ep::TimeoutError for a stall, uccl::ep::InvalidArgument for the caller's input
-// that a kernel rejected (a bad expert id, a bad
-// handle entry), uccl::ep::Error otherwise. The words are kernel_error_text.cpp's.
+// that a kernel rejected (a bad expert id, a bad handle entry), uccl::ep::Error otherwise. The words are
+// kernel_error_text.cpp's.
 #include <string>
 
 #include "runtime/buffer_impl.hpp"

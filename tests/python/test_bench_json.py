@@ -179,3 +179,15 @@ def test_the_cpp_bench_writes_records_the_schema_accepts(tmp_path):
     broken.pop("date")
     with pytest.raises(ValueError):
         bench_json.validate(broken)
+
+
+def test_the_gpu_to_gpu_reference_is_skipped_without_two_gpus_and_a_failed_child_is_said(monkeypatch, capsys):
+    import peer_copy
+    monkeypatch.delenv("UCCL_EP_GPU_IDS", raising=False)
+    assert peer_copy.measure_in_child(["--mb", "1"], 2) is None  # no GPUs named: nothing run
+    monkeypatch.setenv("UCCL_EP_GPU_IDS", "0")
+    assert peer_copy.measure_in_child(["--mb", "1"], 2) is None  # one GPU: nothing run
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("UCCL_EP_GPU_IDS", "0,1")  # named, but this machine has none: the child fails
+    assert peer_copy.measure_in_child(["--bytes", "4096"], 2) is None
+    assert "the GPU-to-GPU reference failed" in capsys.readouterr().out
