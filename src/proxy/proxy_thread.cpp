@@ -399,8 +399,10 @@ bool ProxyThread::pollCompletions() {
   bump(counters_.polls, 1);
   for (size_t i = 0; i < n; ++i) {
     const Completion& c = completions_[i];
-    if (c.kind == Completion::Kind::kLocal && !forgotten_.empty() && forgotten_.erase(c.wr_id) > 0) continue;
-    if (c.kind == Completion::Kind::kLocal && c.peer < abandoned_.size() && abandoned_[c.peer]) continue;
+    if (any_abandoned_ && c.kind == Completion::Kind::kLocal &&
+        (forgotten_.erase(c.wr_id) > 0 || (c.peer < abandoned_.size() && abandoned_[c.peer]))) {
+      continue;  // an abandoned peer's operation, completed already
+    }
     if (!c.ok && config_.enable_shrink) {
       const uint32_t peer = c.peer < abandoned_.size() ? c.peer : peerOfRequest(c.wr_id);
       if (peer < abandoned_.size() && static_cast<int>(peer) != config_.rank) {
@@ -523,6 +525,7 @@ void ProxyThread::declareDead(uint32_t peer, const std::string& why) {
 void ProxyThread::abandonPeer(uint32_t peer) {
   if (abandoned_[peer]) return;
   abandoned_[peer] = 1;
+  any_abandoned_ = true;
   if (!queues_.empty()) {
     PeerQueue& q = queues_[peer];
     for (size_t i = 0; i < q.size; ++i) {

@@ -98,6 +98,7 @@ class ProxyThread {
   StallBoard* board_;
   DeadPeers* dead_;
   std::vector<uint8_t> abandoned_;             // per peer: abandoned by this thread (enable_shrink)
+  bool any_abandoned_ = false;                 // any entry of abandoned_ set: the completion loop looks only then
   std::unordered_set<uint64_t> forgotten_;     // wr_ids posted to abandoned peers, completed here already
   StallBoard::Entry* posting_;  // a transport post() in progress and its peer
   std::unique_ptr<transport::Transport> transport_;
