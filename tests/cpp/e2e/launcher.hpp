@@ -35,6 +35,15 @@ inline constexpr double kFaultTimeoutSecs =
 #else
     3;
 #endif
+// UCCL_EP_TIMEOUT_SECS of the shrink test: long enough that a quarter of it (the bound on the survivors' exchange)
+// holds a healthy exchange, the slow first tcp post under ThreadSanitizer included (above), and short of half of it
+// (the stall limit at which the proxy drops a peer without a quicker verdict).
+inline constexpr double kShrinkTimeoutSecs =
+#if defined(__SANITIZE_THREAD__)
+    24;
+#else
+    12;
+#endif
 
 // Two namespaces joined by a veth pair (10.77.<n>.1 and .2). Torn down by the destructor.
 class NetnsPair {

@@ -145,7 +145,7 @@ TEST(E2EShrink, KilledPeerIsDroppedAndTheOthersFinishPromptly) {
     j.world = 3;
     j.fault = "kill";
     j.shrink = true;
-    j.timeout_secs = 12;
+    j.timeout_secs = kShrinkTimeoutSecs;
     j.iters = 64;
     const auto outs = runAll(launches(j), 60);
     sweepDeadRanksShm();
