@@ -269,20 +269,28 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
       const int count = vectors - first < kPieceVectors ? vectors - first : kPieceVectors;
       warpCopy16(reinterpret_cast<int4*>(static_cast<uint8_t*>(a.recv_x) + out_row * vectors * 16) + first,
                  reinterpret_cast<const int4*>(msg + kHeaderBytes) + first, count);
-      if (piece != 0) continue;
-      if (lane == 0) a.src_info[out_row] = *reinterpret_cast<const int*>(msg);
-      if (!a.use_fp8) continue;
-      const float* sc = reinterpret_cast<const float*>(msg + kHeaderBytes + L.hidden);
-      if (a.use_ue8m0) {
-        int32_t* out = static_cast<int32_t*>(a.recv_x_scales);
-        for (int g4 = lane; g4 < groups / 4; g4 += kWarpSize) {
+      if (piece == 0 && lane == 0) a.src_info[out_row] = *reinterpret_cast<const int*>(msg);
+    }
+    // FP8 scales, [E_local, groups, rows] (or groups / 4 packed UE8M0 words): threads over (group, row), rows
+    // fastest, so consecutive threads write consecutive words of one group instead of one word per line.
+    if (a.use_fp8) {
+      const int words = a.use_ue8m0 ? groups / 4 : groups;
+      for (int i = threadIdx.x; i < words * total; i += blockDim.x) {
+        const int g = i / total, row = i % total;
+        int s = 0;
+        while (s + 1 < R && begins[s + 1] <= row) ++s;
+        const int slot = row - begins[s];
+        const float* sc = reinterpret_cast<const float*>((ctx.peer_gpu_base[s] ? ctx.gpu_base : ctx.rdma_base) +
+                                                         half_off + L.dispatchRecv(el, s, slot) +
+                                                         L.messageOffset(true, slot) + kHeaderBytes + L.hidden);
+        const size_t out = (el * static_cast<size_t>(words) + g) * rows_per_expert + row;
+        if (a.use_ue8m0) {
           uint32_t packed = 0;
-          for (int j = 0; j < 4; ++j) packed |= platform::ue8m0Byte(sc[g4 * 4 + j]) << (8 * j);
-          out[(el * static_cast<size_t>(groups / 4) + g4) * rows_per_expert + row] = static_cast<int32_t>(packed);
+          for (int j = 0; j < 4; ++j) packed |= platform::ue8m0Byte(sc[g * 4 + j]) << (8 * j);
+          static_cast<int32_t*>(a.recv_x_scales)[out] = static_cast<int32_t>(packed);
+        } else {
+          static_cast<float*>(a.recv_x_scales)[out] = sc[g];
         }
-      } else {
-        float* out = static_cast<float*>(a.recv_x_scales);
-        for (int g = lane; g < groups; g += kWarpSize) out[(el * static_cast<size_t>(groups) + g) * rows_per_expert + row] = sc[g];
       }
     }
     __syncthreads();  // counts and begins are reused by the next expert
