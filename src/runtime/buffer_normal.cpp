@@ -109,9 +109,15 @@ std::pair<int, std::vector<int>> Buffer::dispatchWaitCounts() {
       std::chrono::steady_clock::now() + std::chrono::nanoseconds(env().timeoutNs()) + std::chrono::seconds(2);
   uint32_t spins = 0;
   InterruptPoll interrupt("dispatch: waiting for the receive counts");
+  // A failure ends the wait; a rejected argument (kBadHandle, kBadExpertId) does not: the kernels finish the call
+  // around it and the peers wait for this rank's receive half, so dispatchRecv raises it once that is launched.
+  bool argument_recorded = false;
   while (__atomic_load_n(&hc->ready, __ATOMIC_ACQUIRE) == 0) {
     interrupt.poll();
-    if (__atomic_load_n(&m.error->host()->code, __ATOMIC_ACQUIRE) != kernels::kNoError) checkErrors();
+    if (!argument_recorded && __atomic_load_n(&m.error->host()->code, __ATOMIC_ACQUIRE) != kernels::kNoError) {
+      m.raiseRecordedErrors(/*argument_errors=*/false);
+      argument_recorded = true;
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       checkErrors();
       throw TimeoutError(fmt::format(
@@ -129,7 +135,11 @@ std::pair<int, std::vector<int>> Buffer::dispatchWaitCounts() {
 void Buffer::dispatchRecv(const intranode::DispatchOutputs& outputs, const NormalConfig& config, uintptr_t stream) {
   Impl& m = *impl_;
   const char* call = "dispatch";
-  checkErrors();
+  m.requireUsable(call);
+  // Only a failure stops here. An argument this call's send half rejected (a bad handle entry voids the call) is
+  // raised after the receive half is launched: its finish step marks this rank done in every peer's buffer, which
+  // their next call waits for, so skipping it would hang the peers instead of raising here.
+  m.raiseRecordedErrors(/*argument_errors=*/false);
   const intranode::Context c = m.normalContext(call, config);
   if (!m.pending_dispatch) UCCL_EP_THROW("{}: the receive half runs after a dispatch's send half", call);
   intranode::DispatchArgs a = *m.pending_dispatch;
@@ -137,6 +147,7 @@ void Buffer::dispatchRecv(const intranode::DispatchOutputs& outputs, const Norma
   a.out = outputs;
   m.pending_dispatch.reset();
   intranode::launchDispatchRecv(c, a, reinterpret_cast<void*>(stream));
+  m.raiseRecordedErrors(/*argument_errors=*/true);
 }
 
 void Buffer::combine(intranode::CombineArgs a, const NormalConfig& config, uintptr_t stream) {
