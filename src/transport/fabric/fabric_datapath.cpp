@@ -53,7 +53,8 @@ const FabricTransport::Region& FabricTransport::localRegion(const WorkRequest& r
 }
 
 ssize_t FabricTransport::issue(const WorkRequest& r, Op& op) {
-  const fi_addr_t dest = r.peer;  // FI_AV_TABLE: fi_addr == rank
+  const fi_addr_t dest = r.peer;  // FI_AV_TABLE: fi_addr == rank (with lanes, the peer's lane for this rank)
+  fid_ep* ep = eps_[op.lane];
   const uint64_t raddr = r.remote.addr + r.remote_offset;
   if (r.kind == OpKind::kFetchAdd) {
     if (!(caps_ & kNativeAtomics)) {
@@ -74,10 +75,10 @@ ssize_t FabricTransport::issue(const WorkRequest& r, Op& op) {
     msg.datatype = FI_INT64;
     msg.op = FI_SUM;
     msg.context = &op.ctx;
-    if (!fetchOnly_) return fi_atomicmsg(ep_, &msg, txFlagsBare_);
+    if (!fetchOnly_) return fi_atomicmsg(ep, &msg, txFlagsBare_);
     fi_ioc res{&op.result, 1};
     void* resDesc = opsDesc_;
-    return fi_fetch_atomicmsg(ep_, &msg, &res, &resDesc, 1, txFlagsBare_);
+    return fi_fetch_atomicmsg(ep, &msg, &res, &resDesc, 1, txFlagsBare_);
   }
   // Zero length (the proxy's signals) names no local bytes, so no region is looked up; the one empty iov (rather
   // than none) is what both rxm and shm were tested with.
@@ -107,7 +108,7 @@ ssize_t FabricTransport::issue(const WorkRequest& r, Op& op) {
     msg.data = r.imm;
     flags |= FI_REMOTE_CQ_DATA;
   }
-  return fi_writemsg(ep_, &msg, flags);
+  return fi_writemsg(ep, &msg, flags);
 }
 
 size_t FabricTransport::post(const WorkRequest* reqs, size_t count) {
@@ -119,18 +120,19 @@ size_t FabricTransport::post(const WorkRequest* reqs, size_t count) {
                     connected_);
     }
     if (r.kind != OpKind::kFetchAdd && r.length > 0) localRegion(r);  // validate before taking an op
-    if (freeOps_.empty()) {  // our pool mirrors the provider's transmit queue: full
+    std::vector<uint32_t>& free = freeOps_[laneOf(r.peer)];
+    if (free.empty()) {  // our pool mirrors the provider's transmit queue: full
       progress();
       break;
     }
-    const uint32_t index = freeOps_.back();
+    const uint32_t index = free.back();
     Op& op = ops_[index];
     op.wr_id = r.wr_id;
     op.peer = r.peer;
     op.signaled = r.signaled;
     const ssize_t rc = issue(r, op);
     if (rc == 0) {
-      freeOps_.pop_back();
+      free.pop_back();
       continue;
     }
     if (rc == -FI_EAGAIN) {
@@ -163,7 +165,7 @@ bool FabricTransport::convert(const fi_cq_data_entry& e, fi_addr_t src, Completi
     postReceive(*op);
     return false;
   }
-  freeOps_.push_back(static_cast<uint32_t>(op - ops_.data()));
+  releaseOp(*op);
   if (!op->signaled) return false;
   *out = Completion{};
   out->kind = Completion::Kind::kLocal;
@@ -184,7 +186,7 @@ Completion FabricTransport::readError() {
     c.kind = Completion::Kind::kLocal;
     c.peer = op->peer;
     c.wr_id = op->wr_id;
-    freeOps_.push_back(static_cast<uint32_t>(op - ops_.data()));
+    releaseOp(*op);
   } else {
     c.kind = Completion::Kind::kRemoteData;
     if (op && err.err != FI_ECANCELED) postReceive(*op);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -135,6 +136,17 @@ std::string providerString(const std::string& provider) {
   if (provider == "tcp") return "tcp;ofi_rxm";
   if (provider == "shm" || provider == "efa") return provider;
   UCCL_EP_THROW("fabric: unknown provider '{}' (expected efa, tcp or shm)", provider);
+}
+
+InfoPtr shmLaneInfo(const fi_info& info, size_t depth) {
+  InfoPtr copy(fi_dupinfo(&info));
+  UCCL_EP_CHECK(copy != nullptr, "fabric/shm: fi_dupinfo failed");
+  free(copy->src_addr);  // fi_dupinfo copied the first endpoint's name
+  copy->src_addr = nullptr;
+  setShmName(*copy);
+  copy->tx_attr->size = std::min(copy->tx_attr->size, depth);
+  copy->rx_attr->size = std::min(copy->rx_attr->size, depth);
+  return copy;
 }
 
 Selection selectInfo(const TransportOptions& options, const std::string& provider, bool hmem) {

@@ -39,6 +39,10 @@ std::string providerString(const std::string& provider);
 // Throws uccl::ep::Error naming the provider and what was tried when nothing matches.
 Selection selectInfo(const TransportOptions& options, const std::string& provider, bool hmem = false);
 
+// shm: a copy of `info` for one more endpoint, under a name of its own (shm names its region after the endpoint), its
+// transmit and receive queues at most `depth` deep (each endpoint's region is sized by them).
+InfoPtr shmLaneInfo(const fi_info& info, size_t depth);
+
 // kOrderedDelivery: write-after-write across RMA and atomics (FI_ORDER_WAW, which libfabric 1.17 defines for
 // "RMA and atomic write operations" together) plus the RMA- and atomic-only variants, and data placement in
 // order for any message size (max_order_waw_size covering max_msg_size), since the proxy's fence-free signal

@@ -17,6 +17,9 @@ namespace {
 
 constexpr size_t kMaxTxDepth = 4096;   // bounds the op pool when a provider advertises a huge queue
 constexpr size_t kRxCqDataPool = 256;  // zero-length receives kept posted under FI_RX_CQ_DATA
+// shm lanes: each peer's endpoint queues this many operations (its region is sized by it; 1024, shm's default for
+// the one endpoint of every peer, made each region several times larger).
+constexpr size_t kShmLaneDepth = 256;
 // Local use as the source of writes and atomics; remotely only what the protocol does to a region: writes (data,
 // signals) and, where the provider offers only fetching atomics, the read half of those. Never plain remote reads.
 constexpr uint64_t kMrLocalAccess = FI_READ | FI_WRITE;
@@ -90,12 +93,20 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   checkFi(fi_fabric(info->fabric_attr, &fabric_, nullptr), prov_, "fi_fabric");
   checkFi(fi_domain(fabric_, info, &domain_, nullptr), prov_, "fi_domain");
 
-  txDepth_ = std::min(info->tx_attr->size, kMaxTxDepth);
+  // Lanes (see the header): one endpoint per peer on shm. Its lanes never need FI_RX_CQ_DATA receives or
+  // FI_MR_ENDPOINT bindings (shm asks for neither), which live on lane 0 alone.
+  const size_t lanes = prov_ == "shm" && world_ > 1 ? static_cast<size_t>(world_) : 1;
+  UCCL_EP_CHECK(lanes == 1 || (!rxCqData_ && !mrEndpoint_),
+                "{}: one endpoint per peer needs neither FI_RX_CQ_DATA nor FI_MR_ENDPOINT", name_);
+  std::vector<InfoPtr> laneInfo;
+  for (size_t l = 0; l < lanes && lanes > 1; ++l) laneInfo.push_back(shmLaneInfo(*info, kShmLaneDepth));
+  const fi_info* epInfo = lanes > 1 ? laneInfo[0].get() : info;
+  txDepth_ = std::min(epInfo->tx_attr->size, kMaxTxDepth);
   UCCL_EP_CHECK(txDepth_ > 0, "{}: provider advertises a transmit queue of size 0", name_);
   const size_t rxPool = rxCqData_ ? std::min(info->rx_attr->size, kRxCqDataPool) : 0;
 
   fi_cq_attr cqAttr{};
-  cqAttr.size = txDepth_ + std::max<size_t>(info->rx_attr->size, rxPool) + 64;
+  cqAttr.size = (txDepth_ + std::max<size_t>(epInfo->rx_attr->size, rxPool)) * lanes + 64;
   cqAttr.format = FI_CQ_FORMAT_DATA;
   cqAttr.wait_obj = FI_WAIT_NONE;  // the proxy polls; nothing here sleeps
   checkFi(fi_cq_open(domain_, &cqAttr, &cq_, nullptr), prov_, "fi_cq_open");
@@ -105,17 +116,28 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   avAttr.count = static_cast<size_t>(world_);
   checkFi(fi_av_open(domain_, &avAttr, &av_, nullptr), prov_, "fi_av_open");
 
-  checkFi(fi_endpoint(domain_, info, &ep_, nullptr), prov_, "fi_endpoint");
-  checkFi(fi_ep_bind(ep_, &av_->fid, 0), prov_, "fi_ep_bind(av)");
-  checkFi(fi_ep_bind(ep_, &cq_->fid, FI_TRANSMIT | FI_RECV), prov_, "fi_ep_bind(cq)");
-  checkFi(fi_enable(ep_), prov_, "fi_enable");
+  for (size_t l = 0; l < lanes; ++l) {
+    fid_ep* ep = nullptr;
+    checkFi(fi_endpoint(domain_, lanes > 1 ? laneInfo[l].get() : info, &ep, nullptr), prov_, "fi_endpoint");
+    eps_.push_back(ep);
+    checkFi(fi_ep_bind(ep, &av_->fid, 0), prov_, "fi_ep_bind(av)");
+    checkFi(fi_ep_bind(ep, &cq_->fid, FI_TRANSMIT | FI_RECV), prov_, "fi_ep_bind(cq)");
+    checkFi(fi_enable(ep), prov_, "fi_enable");
+  }
 
   // The pool is allocated once and never resized: providers keep pointers into it while operations fly.
-  ops_.assign(txDepth_ + rxPool, Op{});
-  freeOps_.reserve(txDepth_);
-  for (size_t i = txDepth_; i-- > 0;) freeOps_.push_back(static_cast<uint32_t>(i));
+  const size_t txOps = txDepth_ * lanes;
+  ops_.assign(txOps + rxPool, Op{});
+  freeOps_.assign(lanes, {});
+  for (size_t l = 0; l < lanes; ++l) {
+    freeOps_[l].reserve(txDepth_);
+    for (size_t i = txDepth_; i-- > 0;) {
+      ops_[l * txDepth_ + i].lane = static_cast<uint32_t>(l);
+      freeOps_[l].push_back(static_cast<uint32_t>(l * txDepth_ + i));
+    }
+  }
   setupAtomics();
-  for (size_t i = txDepth_; i < ops_.size(); ++i) {
+  for (size_t i = txOps; i < ops_.size(); ++i) {
     ops_[i].recv = true;
     postReceive(ops_[i]);
   }
@@ -126,9 +148,9 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   if (sel_.ordered && orderedDelivery(*info)) caps_ |= kOrderedDelivery;
   log().debug(
       "{}: capabilities: native atomics {}{}, remote cq data {} bytes, ordered delivery {}, delivery complete {}, "
-      "FI_SOURCE {}, FI_RX_CQ_DATA {}, tx depth {}, GPU memory (FI_HMEM) {}",
+      "FI_SOURCE {}, FI_RX_CQ_DATA {}, tx depth {} x {} lane(s), GPU memory (FI_HMEM) {}",
       name_, (caps_ & kNativeAtomics) != 0, fetchOnly_ ? " (fetching)" : "", immBytes_, (caps_ & kOrderedDelivery) != 0,
-      sel_.delivery, sel_.source, rxCqData_, txDepth_,
+      sel_.delivery, sel_.source, rxCqData_, txDepth_, lanes,
       sel_.hmem ? fmt::format("granted, CUDA device {}", gpuDevice_) : std::string("no"));
   if (!sel_.delivery) {
     log().warn("{}: provider refused FI_DELIVERY_COMPLETE; a local completion may precede placement at the target",
@@ -141,9 +163,9 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
 void FabricTransport::setupAtomics() {
   if (!sel_.atomics) return;
   size_t count = 0;
-  if (fi_atomicvalid(ep_, FI_INT64, FI_SUM, &count) == 0 && count > 0) {
+  if (fi_atomicvalid(eps_[0], FI_INT64, FI_SUM, &count) == 0 && count > 0) {
     caps_ |= kNativeAtomics;
-  } else if (fi_fetch_atomicvalid(ep_, FI_INT64, FI_SUM, &count) == 0 && count > 0) {
+  } else if (fi_fetch_atomicvalid(eps_[0], FI_INT64, FI_SUM, &count) == 0 && count > 0) {
     caps_ |= kNativeAtomics;
     fetchOnly_ = true;
   }
@@ -155,7 +177,7 @@ void FabricTransport::setupAtomics() {
         prov_, "fi_mr_reg(atomic operand pool)");
     opsMr_ = mr;
     if (mrEndpoint_) {
-      checkFi(fi_mr_bind(mr, &ep_->fid, 0), prov_, "fi_mr_bind(atomic operand pool)");
+      checkFi(fi_mr_bind(mr, &eps_[0]->fid, 0), prov_, "fi_mr_bind(atomic operand pool)");
       checkFi(fi_mr_enable(mr), prov_, "fi_mr_enable(atomic operand pool)");
     }
     opsDesc_ = fi_mr_desc(mr);
@@ -163,7 +185,7 @@ void FabricTransport::setupAtomics() {
 }
 
 void FabricTransport::postReceive(Op& op) {
-  const ssize_t rc = fi_recv(ep_, nullptr, 0, nullptr, FI_ADDR_UNSPEC, &op.ctx);
+  const ssize_t rc = fi_recv(eps_[0], nullptr, 0, nullptr, FI_ADDR_UNSPEC, &op.ctx);
   if (rc != 0) UCCL_EP_THROW("{}: posting a receive for remote CQ data failed: {}", name_, fi_strerror(-rc));
 }
 
@@ -173,28 +195,36 @@ void FabricTransport::close() noexcept {
     r.mr = nullptr;
   }
   if (opsMr_) fi_close(&opsMr_->fid);
-  if (ep_) fi_close(&ep_->fid);
+  for (fid_ep* ep : eps_) fi_close(&ep->fid);
+  eps_.clear();
   if (av_) fi_close(&av_->fid);
   if (cq_) fi_close(&cq_->fid);
   if (domain_) fi_close(&domain_->fid);
   if (fabric_) fi_close(&fabric_->fid);
   opsMr_ = nullptr;
-  ep_ = nullptr;
   av_ = nullptr;
   cq_ = nullptr;
   domain_ = nullptr;
   fabric_ = nullptr;
 }
 
+// Every lane's name, lane by lane; all of one length (connect() slices a peer's address by it).
 Blob FabricTransport::address() const {
-  size_t len = 0;
-  int rc = fi_getname(&ep_->fid, nullptr, &len);
-  UCCL_EP_CHECK(rc == -FI_ETOOSMALL || rc == 0, "{}: fi_getname(size) failed: {}", name_, fi_strerror(-rc));
-  Blob b(len);
-  rc = fi_getname(&ep_->fid, b.data(), &len);
-  UCCL_EP_CHECK(rc == 0, "{}: fi_getname failed: {}", name_, fi_strerror(-rc));
-  b.resize(len);
-  return b;
+  Blob all;
+  size_t first = 0;
+  for (fid_ep* ep : eps_) {
+    size_t len = 0;
+    int rc = fi_getname(&ep->fid, nullptr, &len);
+    UCCL_EP_CHECK(rc == -FI_ETOOSMALL || rc == 0, "{}: fi_getname(size) failed: {}", name_, fi_strerror(-rc));
+    Blob b(len);
+    rc = fi_getname(&ep->fid, b.data(), &len);
+    UCCL_EP_CHECK(rc == 0, "{}: fi_getname failed: {}", name_, fi_strerror(-rc));
+    b.resize(len);
+    if (all.empty()) first = len;
+    UCCL_EP_CHECK(len == first, "{}: lane names of {} and {} bytes", name_, first, len);
+    all.insert(all.end(), b.begin(), b.end());
+  }
+  return all;
 }
 
 // Inserting addresses is all the setup RDM needs: rxm and shm connect lazily on the first operation to a peer,
@@ -204,13 +234,17 @@ void FabricTransport::connect(const std::vector<Blob>& addresses) {
   UCCL_EP_CHECK(!connected_, "{}: connect called twice on rank {}", name_, rank_);
   UCCL_EP_CHECK(addresses.size() == static_cast<size_t>(world_), "{}: connect got {} addresses, expected world {}",
                 name_, addresses.size(), world_);
-  const size_t len = address().size();
+  // A peer's address holds as many lanes as ours (the same provider and world); with lanes, ours at peer r is its
+  // lane `rank_`.
+  const size_t total = address().size();
+  const size_t len = total / eps_.size();
+  const size_t at = eps_.size() == 1 ? 0 : static_cast<size_t>(rank_) * len;
   Blob all;
   all.reserve(len * addresses.size());
   for (size_t r = 0; r < addresses.size(); ++r) {
-    UCCL_EP_CHECK(addresses[r].size() == len, "{}: address of rank {} has {} bytes, expected {}", name_, r,
-                  addresses[r].size(), len);
-    all.insert(all.end(), addresses[r].begin(), addresses[r].end());
+    UCCL_EP_CHECK(addresses[r].size() == total, "{}: address of rank {} has {} bytes, expected {}", name_, r,
+                  addresses[r].size(), total);
+    all.insert(all.end(), addresses[r].begin() + at, addresses[r].begin() + at + len);
   }
   std::vector<fi_addr_t> fiAddrs(addresses.size(), FI_ADDR_NOTAVAIL);
   const int n = fi_av_insert(av_, all.data(), addresses.size(), fiAddrs.data(), 0, nullptr);
@@ -252,7 +286,7 @@ LocalMemory FabricTransport::registerMemory(void* base, size_t size, MemoryKind 
   }
   checkFi(rc, prov_, "fi_mr_regattr");
   if (mrEndpoint_) {
-    const int rc = fi_mr_bind(mr, &ep_->fid, 0);
+    const int rc = fi_mr_bind(mr, &eps_[0]->fid, 0);
     const int en = rc == 0 ? fi_mr_enable(mr) : rc;
     if (en != 0) {
       fi_close(&mr->fid);

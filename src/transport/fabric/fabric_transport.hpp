@@ -1,9 +1,17 @@
-// The libfabric (FI_EP_RDM) transport: one fabric, domain, endpoint, CQ and AV per object, used by one thread.
+// The libfabric (FI_EP_RDM) transport: one fabric, domain, CQ and AV per object, used by one thread, and one endpoint
+// per lane: a single lane for every peer, except on shm, which gets one lane (endpoint) per peer.
+//
+// Why lanes on shm: shm reports a sender's completions in the order its region's response queue holds them and stops
+// at the first one still waiting for its target. An operation to a peer that died (a write with delivery complete,
+// anything above the inject size) waits forever, so with one endpoint it held back the completions of every later
+// operation to the live peers, and under enable_shrink the survivors declared each other dead. With an endpoint per
+// peer (its own region, response queue and transmit ops) a dead peer holds back only its own lane. Peer p's lane
+// here talks to this rank's lane at p; the AV maps fi_addr p to that endpoint, so FI_SOURCE still names ranks.
 //
 // Control path (setup, registration, addresses) lives in fabric_transport.cpp, the data path (post, poll) in
 // fabric_datapath.cpp. Invariants the data path relies on:
-//  - every posted operation owns one Op from a pool sized to tx_attr->size, so the pool running dry is our own
-//    "send queue full" and the provider's queue is never overrun by more than it advertised;
+//  - every posted operation owns one Op from its lane's pool, sized to the lane endpoint's tx_attr->size, so the pool
+//    running dry is our own "send queue full" and the provider's queue is never overrun by more than it advertised;
 //  - every operation is posted with FI_COMPLETION (a libfabric completion covers only itself), and poll()
 //    reports the signaled ones only; an unsignaled one that fails is still reported, with ok=false;
 //  - with FI_AV_TABLE the fi_addr_t of rank r is r, so sources map to ranks without a lookup;
@@ -56,6 +64,7 @@ class FabricTransport final : public Transport {
     fi_context2 ctx;
     uint64_t wr_id;
     uint32_t peer;
+    uint32_t lane;  // the endpoint it was posted on (and whose pool it returns to)
     bool signaled;
     bool recv;  // a zero-length receive posted for FI_RX_CQ_DATA
     int64_t operand;
@@ -81,6 +90,8 @@ class FabricTransport final : public Transport {
   void postReceive(Op& op);
   Op* opOf(void* context) const;
   uint32_t rankOf(fi_addr_t addr) const { return addr < static_cast<fi_addr_t>(world_) ? addr : UINT32_MAX; }
+  uint32_t laneOf(uint32_t peer) const { return eps_.size() == 1 ? 0 : peer; }
+  void releaseOp(const Op& op) { freeOps_[op.lane].push_back(static_cast<uint32_t>(&op - ops_.data())); }
   const Region& localRegion(const WorkRequest& r) const;
   ssize_t issue(const WorkRequest& r, Op& op);
   void progress();
@@ -94,7 +105,7 @@ class FabricTransport final : public Transport {
   Selection sel_;
   fid_fabric* fabric_ = nullptr;
   fid_domain* domain_ = nullptr;
-  fid_ep* ep_ = nullptr;
+  std::vector<fid_ep*> eps_;  // [lane]; lane 0 also receives CQ data and holds FI_MR_ENDPOINT bindings (one lane then)
   fid_cq* cq_ = nullptr;
   fid_av* av_ = nullptr;
 
@@ -117,9 +128,9 @@ class FabricTransport final : public Transport {
   int gpuDevice_ = -1;  // the CUDA device whose memory FI_HMEM registrations name
 
   std::vector<Region> regions_;  // index = LocalMemory::id; mr == nullptr once deregistered
-  std::vector<Op> ops_;          // [0, txDepth_) transmit ops, then the receive pool
-  size_t txDepth_ = 0;
-  std::vector<uint32_t> freeOps_;  // stack of free transmit op indices
+  std::vector<Op> ops_;          // [lane * txDepth_, +txDepth_) each lane's transmit ops, then the receive pool
+  size_t txDepth_ = 0;           // per lane
+  std::vector<std::vector<uint32_t>> freeOps_;  // [lane] stack of free transmit op indices
   fid_mr* opsMr_ = nullptr;        // the pool's registration (atomic operands/results) under FI_MR_LOCAL
   void* opsDesc_ = nullptr;
   std::deque<ErrorRecord> errors_;

@@ -178,6 +178,11 @@ int run(const Args& a) {
       ring::PushResult p = ring::push(v, ring::makeWrite(lost, 0, lost * per_src, 1, a.rank * per_src, a.chunk),
                                       timeout_ns);
       if (p.status == ring::Status::kOk) p = ring::push(v, ring::makeSignal(lost, a.rank, 1), timeout_ns);
+      // Data to the live peers behind it (their first chunk again, the same bytes): a transport whose completions
+      // queue behind the lost rank's (one shm endpoint for every peer) holds these until the stall limit.
+      for (int dst = 0; dst < lost && p.status == ring::Status::kOk; ++dst) {
+        if (dst != a.rank) p = ring::push(v, ring::makeWrite(dst, 0, dst * per_src, 1, a.rank * per_src, a.chunk), timeout_ns);
+      }
       if (p.status != ring::Status::kOk || ring::waitCompleted(v, p.ticket, timeout_ns) != ring::Status::kOk) {
         die(2, group.hasError() ? group.firstError() : fmt::format("a write to lost rank {} did not complete", lost));
       }
