@@ -403,16 +403,19 @@ bool ProxyThread::pollCompletions() {
         (forgotten_.erase(c.wr_id) > 0 || (c.peer < abandoned_.size() && abandoned_[c.peer]))) {
       continue;  // an abandoned peer's operation, completed already
     }
-    if (!c.ok && config_.enable_shrink) {
-      const uint32_t peer = c.peer < abandoned_.size() ? c.peer : peerOfRequest(c.wr_id);
-      if (peer < abandoned_.size() && static_cast<int>(peer) != config_.rank) {
-        declareDead(peer, fmt::format("an operation to it failed: {}", transport_->describe(c)));
+    if (!c.ok) {
+      const uint32_t peer = peerOfFailure(c);
+      const bool known = peer < abandoned_.size() && static_cast<int>(peer) != config_.rank;
+      if (known && config_.enable_shrink) {
+        declareDead(peer, fmt::format("an operation {} it failed: {}",
+                                      c.kind == Completion::Kind::kLocal ? "to" : "from", transport_->describe(c)));
         continue;
       }
-    }
-    if (!c.ok) {
-      fail(fmt::format("proxy thread {}: transport {} reported a failed operation: {}", index_, transport_->name(),
-                       transport_->describe(c)));
+      const bool gone = known && c.kind == Completion::Kind::kRemoteData && c.peer >= abandoned_.size();
+      fail(fmt::format("proxy thread {}: transport {} reported a failed operation: {}{}", index_, transport_->name(),
+                       transport_->describe(c),
+                       gone ? fmt::format(" (rank {}'s process is gone: the failed operation is likely its write)", peer)
+                            : std::string()));
       continue;
     }
     if (c.kind == Completion::Kind::kRemoteData) {
@@ -559,6 +562,15 @@ uint32_t ProxyThread::peerOfRequest(uint64_t wr_id) const {
   const RingState& r = *rings_[ring_index];
   const uint64_t slot = wr_id & r.mask;
   return r.pending[slot] > 0 ? r.peer[slot] : UINT32_MAX;
+}
+
+uint32_t ProxyThread::peerOfFailure(const Completion& c) const {
+  if (c.peer < abandoned_.size()) return c.peer;
+  if (c.kind == Completion::Kind::kLocal) return peerOfRequest(c.wr_id);
+  for (uint32_t p = 0; p < peer_pids_.size(); ++p) {
+    if (static_cast<int>(p) != config_.rank && (transport_->peerGone(p) || processGone(peer_pids_[p]))) return p;
+  }
+  return UINT32_MAX;
 }
 
 void ProxyThread::fail(const std::string& message) {

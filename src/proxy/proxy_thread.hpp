@@ -89,6 +89,10 @@ class ProxyThread {
   bool resolveStall(RingState& r, uint32_t peer, uint64_t now, uint64_t stalled_ns);
   // The destination of a posted request, from its ring slot; UINT32_MAX when the slot holds nothing in flight.
   uint32_t peerOfRequest(uint64_t wr_id) const;
+  // The peer a failed completion is about: the transport's, else a local one's destination; for an incoming
+  // operation the transport could not attribute, a peer (not this rank) whose process is gone, as one killed
+  // while this rank was taking its write. UINT32_MAX when none is known.
+  uint32_t peerOfFailure(const transport::Completion& c) const;
   // The next free request in `peer`'s queue, filled with kind, peer and wr_id; nullptr when the queue is full.
   transport::WorkRequest* enqueue(uint32_t peer, transport::OpKind kind, uint32_t ring_index, uint64_t pos);
 

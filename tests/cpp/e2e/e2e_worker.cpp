@@ -2,7 +2,7 @@
 // through a real transport to the other ranks (separate processes), and every byte and counter is checked.
 //
 //   e2e_worker --rank R --world W --port P --token T [--host H] [--transport tcp|shm] [--signal atomic|imm]
-//              [--threads N] [--rings N] [--iters N] [--chunk BYTES] [--fault none|die|kill|stop|corrupt]
+//              [--threads N] [--rings N] [--iters N] [--chunk BYTES] [--fault none|die|kill|kill-busy|stop|corrupt]
 //              [--shrink 0|1]
 //
 // Each ring's producer writes, for every iteration and destination, one chunk into the destination's receive
@@ -11,6 +11,7 @@
 // --shrink 1 (the proxy's enable_shrink) with a fault: the last rank is lost and the others expect everything from
 // each other, no error, the lost rank among the proxy's dead peers, and the exchange done within a quarter of the
 // timeout; they end by telling each other they are done (a second counter per source) instead of a barrier.
+// kill-busy: as kill, but the lost rank dies halfway through its own writes, not after them.
 // Exit codes: 0 ok, 1 check failed, 2 timeout or transport error (message names the peer), 3 rejected input.
 #include <signal.h>
 #include <unistd.h>
@@ -115,6 +116,8 @@ int run(const Args& a) {
       const ring::RingView& v = rings[r]->view();
       uint64_t last = 0;
       for (int it = 0; it < a.iters; ++it) {
+        // kill-busy: the lost rank dies in the middle of its own traffic, its proxy mid-post or mid-progress.
+        if (a.fault == "kill-busy" && a.rank == a.world - 1 && r == 0 && it == a.iters / 2) kill(getpid(), SIGKILL);
         for (int k = 0; k < a.world; ++k) {
           const int dst = (a.rank + k) % a.world;  // start at a different peer on every rank
           const uint64_t src_off = dst * per_src + (r * a.iters + it) * slot;

@@ -51,6 +51,17 @@ struct HeldState {
     c.wr_id = posted.at(i).wr_id;
     ready.push_back(c);
   }
+  // An incoming operation that failed at this rank, its source unknown (shm reading a write out of a process
+  // that was killed meanwhile).
+  void remoteFailure() {
+    std::lock_guard<std::mutex> g(mu);
+    transport::Completion c;
+    c.kind = transport::Completion::Kind::kRemoteData;
+    c.ok = false;
+    c.error = 5;
+    c.peer = UINT32_MAX;
+    ready.push_back(c);
+  }
   void remoteData(uint64_t imm, uint32_t peer) {
     std::lock_guard<std::mutex> g(mu);
     transport::Completion c;

@@ -282,6 +282,28 @@ TEST_F(ProxyTest, ShrinkFailedCompletionDeclaresThePeerDeadWithoutAnError) {
   EXPECT_FALSE(groups_[0]->hasError()) << groups_[0]->firstError();
 }
 
+// A failed incoming operation names no source: with enable_shrink it is put on a peer whose process is gone (that
+// peer is declared dead, no error); with none gone, or without enable_shrink, it is the proxy's error.
+TEST_F(ProxyTest, ShrinkFailedIncomingOperationIsPutOnTheGonePeer) {
+  build(shrinkConfig(100 * kSecond));
+  {
+    std::lock_guard<std::mutex> g(state_.mu);
+    state_.gone_peer = 1;
+  }
+  state_.remoteFailure();
+  ASSERT_TRUE(waitUntil([&] { return !groups_[0]->deadPeers().empty() || groups_[0]->hasError(); }));
+  EXPECT_FALSE(groups_[0]->hasError()) << groups_[0]->firstError();
+  EXPECT_EQ(groups_[0]->deadPeers(), std::vector<int>{1});
+}
+
+TEST_F(ProxyTest, FailedIncomingOperationWithNoGonePeerIsAnError) {
+  build(shrinkConfig(100 * kSecond));
+  state_.remoteFailure();
+  ASSERT_TRUE(waitUntil([&] { return groups_[0]->hasError(); }));
+  EXPECT_TRUE(groups_[0]->deadPeers().empty());
+  EXPECT_NE(groups_[0]->firstError().find("failed operation"), std::string::npos) << groups_[0]->firstError();
+}
+
 TEST_F(ProxyTest, ShrinkGonePeerIsDeclaredDeadLongBeforeTheTimeout) {
   build(shrinkConfig(20 * kSecond));
   push(ring::makeWrite(1, 0, 0, 1, 0, 64));  // never completed: the peer is gone
