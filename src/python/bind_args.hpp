@@ -4,7 +4,8 @@
 // arguments (a dict), and reads a field back. ArgsClass<T> exposes such a struct (a kernel's argument struct) to
 // Python as a class whose attributes are its fields, built from keyword arguments:
 //     _C.LowLatencyDispatchArgs(x=x.data_ptr(), num_tokens=t, ...)
-// and the runtime's low-latency calls take a struct's fields as keywords of one call (bind_runtime.cpp). One table
+// and the runtime's low-latency calls take a struct's fields as keywords of one call (bind_runtime.cpp), or all of
+// them by position in declaration order (the hot path: 21 keywords cost more than the launch's other host work). One table
 // serves the attributes, the keyword constructor and those calls, so a name cannot differ between them. An unknown
 // keyword is a TypeError naming it and listing the fields; a required field left out is a TypeError naming it;
 // other fields not given keep the struct's defaults. Pointer fields are ints in Python (0 = null).
@@ -88,6 +89,26 @@ class Fields {
     T t{};
     fill(t, kwargs, caller);
     return t;
+  }
+
+  // Every field from `args` (a tuple), in declaration order: no key to look up, for the hot calls. All or nothing:
+  // a tuple of another length is a TypeError listing the fields in their order.
+  T makePositional(py::handle args, const std::string& caller) const {
+    const Py_ssize_t n = PyTuple_GET_SIZE(args.ptr());
+    if (static_cast<size_t>(n) != fields_.size()) {
+      throw py::type_error(caller + " takes all " + std::to_string(fields_.size()) + " fields by position (" +
+                           joined() + ") or by keyword; got " + std::to_string(n) + " positional");
+    }
+    T t{};
+    for (Py_ssize_t i = 0; i < n; ++i) fields_[static_cast<size_t>(i)].set(t, PyTuple_GET_ITEM(args.ptr(), i));
+    return t;
+  }
+
+  // By position (every field, in order) or by keyword, not both.
+  T makeFrom(const py::args& args, const py::kwargs& kwargs, const std::string& caller) const {
+    if (args.empty()) return make(kwargs, caller);
+    if (!kwargs.empty()) throw py::type_error(caller + ": fields by position or by keyword, not both");
+    return makePositional(args, caller);
   }
 
   const std::string& structName() const { return struct_name_; }
@@ -175,8 +196,8 @@ template <typename T>
 void bindArgsClass(py::module_& m, const char* doc, const Fields<T>& fields) {
   const Fields<T>* f = &fields;
   py::class_<T> cls(m, f->structName().c_str(), doc);
-  cls.def(py::init([f](const py::kwargs& kw) { return f->make(kw, f->structName() + "()"); }),
-          ("keywords: " + f->joined()).c_str());
+  cls.def(py::init([f](const py::args& args, const py::kwargs& kw) { return f->makeFrom(args, kw, f->structName() + "()"); }),
+          ("keywords: " + f->joined() + "; or every field by position, in that order").c_str());
   for (size_t i = 0; i < f->size(); ++i) {
     cls.def_property(
         f->name(i).c_str(), [f, i](const T& t) { return f->get(t, i); },

@@ -75,8 +75,8 @@ auto lowLatencyCall(const char* name, const Fields<LowLatencyCall<Args>>& fields
                                                                          const runtime::LowLatencyStreams&)) {
   const auto* f = &fields;
   const std::string caller = std::string("Runtime.") + name + "()";
-  return [f, send, caller](py::object self, const py::kwargs& kw) -> py::object {
-    const LowLatencyCall<Args> c = f->make(kw, caller);
+  return [f, send, caller](py::object self, const py::args& args, const py::kwargs& kw) -> py::object {
+    const LowLatencyCall<Args> c = f->makeFrom(args, kw, caller);
     auto p = nogil(self.cast<const Runtime&>(), [&](runtime::Buffer& b) {
       return (b.*send)(c.shape, c.args, c.return_recv_hook, c.streams);
     });
@@ -98,10 +98,12 @@ void bindLowLatency(py::module_& m, py::class_<Runtime>& c) {
        py::kw_only(), arg("num_max_dispatch_tokens_per_rank"), arg("hidden"), arg("num_experts"),
        "the layout for these sizes, checked against the limits and num_rdma_bytes (kept per size triple)")
       .def("low_latency_dispatch", lowLatencyCall("low_latency_dispatch", dispatch, &runtime::Buffer::lowLatencyDispatch),
-           ("keywords: " + dispatch.joined() + ". Runs on `stream` after `caller_stream`'s work; with caller_waits, "
+           ("keywords (or all by position, in this order): " + dispatch.joined() +
+            ". Runs on `stream` after `caller_stream`'s work; with caller_waits, "
             "caller_stream waits for it. Returns None, or a LowLatencyReceive when return_recv_hook").c_str())
       .def("low_latency_combine", lowLatencyCall("low_latency_combine", combine, &runtime::Buffer::lowLatencyCombine),
-           ("keywords: " + combine.joined() + ". Streams and result as low_latency_dispatch").c_str())
+           ("keywords (or all by position, in this order): " + combine.joined() +
+            ". Streams and result as low_latency_dispatch").c_str())
       .def(
           "get_next_low_latency_combine_buffer",
           [](const Runtime& r, int m, int hidden, int e) {

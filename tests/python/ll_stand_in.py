@@ -2,8 +2,8 @@
 (FakeLowLatencyRuntime) and a Buffer over it (make_ll_buffer), CPU tensors standing in for CUDA ones. Used by
 test_ll_host_path.py and by bench/host_time.py (host time per call without a GPU).
 
-The stand-in takes its keywords through uccl.ep._C's LowLatencyDispatchCall / LowLatencyCombineCall, the very table
-the real Runtime parses them with, so a name Buffer gets wrong fails here as it would on the device; and, like the
+The stand-in takes its fields (by position, as Buffer passes them, or by keyword) through uccl.ep._C's
+LowLatencyDispatchCall / LowLatencyCombineCall, the very table the real Runtime parses them with, so a name Buffer gets wrong fails here as it would on the device; and, like the
 runtime, it raises a recorded error before it launches. It launches nothing.
 """
 import threading
@@ -54,11 +54,11 @@ class FakeLowLatencyRuntime:
 
         return hook
 
-    def low_latency_dispatch(self, **keywords):
-        return self._launch("low_latency_dispatch", self.native.LowLatencyDispatchCall(**keywords))
+    def low_latency_dispatch(self, *fields, **keywords):
+        return self._launch("low_latency_dispatch", self.native.LowLatencyDispatchCall(*fields, **keywords))
 
-    def low_latency_combine(self, **keywords):
-        return self._launch("low_latency_combine", self.native.LowLatencyCombineCall(**keywords))
+    def low_latency_combine(self, *fields, **keywords):
+        return self._launch("low_latency_combine", self.native.LowLatencyCombineCall(*fields, **keywords))
 
     def clean_low_latency_buffer(self, *, num_max_dispatch_tokens_per_rank, hidden, num_experts, stream):
         """The clean: `clean_error` is what its barrier raises, once (a rank that did not join, named), as the runtime

@@ -339,6 +339,61 @@ def test_outputs_keep_the_api_layout_from_either_allocator(ll_buffer, monkeypatc
     assert len(fast) == (0 if allocator == "torch.empty_strided" else 6)  # torch's public entry, on the buffer's
 
 
+@pytest.mark.parametrize("hook", [False, True])
+def test_every_field_crosses_by_position_into_its_place_in_the_runtimes_table(ll_buffer, monkeypatch, hook):
+    """Buffer passes the runtime's fields by position: parsed through the runtime's own table (the stand-in uses
+    it), each lands in the field of its name, with the value Buffer means."""
+    buf, rt = ll_buffer
+    if not hasattr(torch, "float8_e4m3fn"):
+        monkeypatch.setattr(torch, "float8_e4m3fn", torch.uint8, raising=False)  # FP8 codes as bytes (torch 1.13)
+    x, idx, w = inputs()
+    cum = torch.zeros(E // 2, dtype=torch.int32)
+    wait = torch.zeros(2, dtype=torch.int64)
+    (recv_x, scales), recv_count, handle, _, dh = buf.low_latency_dispatch(
+        x, idx, M, E, cumulative_local_expert_recv_stats=cum, dispatch_wait_recv_cost_stats=wait, use_fp8=True,
+        round_scale=True, use_ue8m0=True, return_recv_hook=hook)
+    d = launched(rt)[0][1]
+    src_info, layout_range = handle[0], handle[1]
+    expect = dict(x=x.data_ptr(), num_tokens=M, topk_idx=idx.data_ptr(), num_topk=K, recv_x=recv_x.data_ptr(),
+                  recv_x_scales=scales.data_ptr(), recv_count=recv_count.data_ptr(), src_info=src_info.data_ptr(),
+                  layout_range=layout_range.data_ptr(), cumulative_local_expert_recv_stats=cum.data_ptr(),
+                  dispatch_wait_recv_cost_stats=wait.data_ptr(), use_fp8=True, round_scale=True, use_ue8m0=True,
+                  num_max_dispatch_tokens_per_rank=M, hidden=H, num_experts=E, return_recv_hook=hook,
+                  caller_waits=True)
+    assert {k: getattr(d, k) for k in expect} == expect
+    assert d.stream == d.caller_stream == ll_module._current_stream(buf._ll.device_index)
+    assert set(expect) | {"stream", "caller_stream"} == set(type(d).fields())
+    if hook:
+        dh()
+    y = torch.zeros(E // 2, 2 * M, H, dtype=torch.bfloat16)
+    out = torch.empty(M, H, dtype=torch.bfloat16)
+    cwait = torch.zeros(2, dtype=torch.int64)
+    combined, _, ch = buf.low_latency_combine(y, idx, w, handle, use_logfmt=True, out=out,
+                                              combine_wait_recv_cost_stats=cwait, return_recv_hook=hook)
+    c = [call for call in launched(rt) if call[0] == "low_latency_combine"][0][1]
+    expect = dict(x=y.data_ptr(), topk_idx=idx.data_ptr(), topk_weights=w.data_ptr(), num_tokens=M, num_topk=K,
+                  src_info=src_info.data_ptr(), layout_range=layout_range.data_ptr(), combined_x=out.data_ptr(),
+                  combine_wait_recv_cost_stats=cwait.data_ptr(), use_logfmt=True, zero_copy=False,
+                  num_max_dispatch_tokens_per_rank=M, hidden=H, num_experts=E, return_recv_hook=hook,
+                  caller_waits=True)
+    assert {k: getattr(c, k) for k in expect} == expect
+    assert set(expect) | {"stream", "caller_stream"} == set(type(c).fields())
+    if hook:
+        ch()
+
+
+def test_the_runtime_tables_take_every_field_by_position_or_by_keyword_not_both(native):
+    names = native.LowLatencyDispatchCall.fields()
+    values = list(range(1, len(names) + 1))
+    by_position = native.LowLatencyDispatchCall(*values)
+    by_keyword = native.LowLatencyDispatchCall(**dict(zip(names, values)))
+    assert [getattr(by_position, n) for n in names] == [getattr(by_keyword, n) for n in names]
+    with pytest.raises(TypeError, match="by position"):
+        native.LowLatencyDispatchCall(*values[:-1])
+    with pytest.raises(TypeError, match="not both"):
+        native.LowLatencyDispatchCall(*values, x=1)
+
+
 def test_the_host_check_of_expert_ids_is_opt_in():
     from uccl.ep import Buffer
     assert Buffer.validate_expert_ids is False

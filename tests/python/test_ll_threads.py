@@ -32,10 +32,10 @@ def hold_the_runtime(rt, name):
     entered, release = threading.Event(), threading.Event()
     inner = getattr(rt, name)
 
-    def held(**keywords):
+    def held(*fields, **keywords):
         entered.set()
         assert release.wait(10)
-        return inner(**keywords)
+        return inner(*fields, **keywords)
 
     setattr(rt, name, held)
     return entered, release
@@ -102,13 +102,13 @@ def test_two_threads_dispatching_at_once_never_overlap_inside_the_runtime(ll_buf
     inside, overlaps = [0], []
     inner = rt.low_latency_dispatch
 
-    def counted(**keywords):
+    def counted(*fields, **keywords):
         inside[0] += 1
         if inside[0] > 1:
             overlaps.append(inside[0])
         try:
             time.sleep(0.0002)  # gives up the GIL inside the runtime: the other thread gets to arrive meanwhile
-            return inner(**keywords)
+            return inner(*fields, **keywords)
         finally:
             inside[0] -= 1
 

@@ -47,9 +47,9 @@ class ResultsLowLatencyRuntime(FakeLowLatencyRuntime):
         super().__init__(native, 2, log=False)
         self.faults = faults
 
-    def low_latency_dispatch(self, **kw):
-        hook = super().low_latency_dispatch(**kw)
-        c = self.native.LowLatencyDispatchCall(**kw)
+    def low_latency_dispatch(self, *fields, **kw):
+        hook = super().low_latency_dispatch(*fields, **kw)
+        c = self.native.LowLatencyDispatchCall(*fields, **kw)
         change = self.faults.next_round()
         E_local, rows = c.num_experts // self.R, self.R * c.num_max_dispatch_tokens_per_rank
         x = memory(c.x, torch.bfloat16, (c.num_tokens, c.hidden))
@@ -72,9 +72,9 @@ class ResultsLowLatencyRuntime(FakeLowLatencyRuntime):
             flip_bit(recv_x[next(e for e in range(E_local) if count[e] > 0), 0])
         return hook
 
-    def low_latency_combine(self, **kw):
-        hook = super().low_latency_combine(**kw)
-        c = self.native.LowLatencyCombineCall(**kw)
+    def low_latency_combine(self, *fields, **kw):
+        hook = super().low_latency_combine(*fields, **kw)
+        c = self.native.LowLatencyCombineCall(*fields, **kw)
         E_local, rows = c.num_experts // self.R, self.R * c.num_max_dispatch_tokens_per_rank
         y = memory(c.x, torch.bfloat16, (E_local, rows, c.hidden))
         idx = memory(c.topk_idx, torch.int64, (c.num_tokens, c.num_topk))

@@ -23,8 +23,8 @@ _current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
     lambda index: torch.cuda.current_stream(index).cuda_stream)
 
 
-def _ll_streams(st, async_finish: bool) -> dict:
-    """The stream keywords of a low-latency runtime call. Without async_finish, when every earlier low-latency launch
+def _ll_streams(st, async_finish: bool) -> tuple:
+    """(stream, caller_stream, caller_waits) of a low-latency runtime call. Without async_finish, when every earlier low-latency launch
     is ordered before the current stream: the current stream itself, the order the comm stream and its two waits
     would give (the runtime skips the waits when the two streams are one). Otherwise the comm stream, after the
     current stream (the runtime's wait) and after the stream of the earlier launches (here, when that is a third one):
@@ -33,12 +33,12 @@ def _ll_streams(st, async_finish: bool) -> dict:
     last = st.last_stream
     if not async_finish and (last is None or last == current):
         st.last_stream = current
-        return {"stream": current, "caller_stream": current, "caller_waits": True}
+        return current, current, True
     comm = st.comm_stream
     if last is not None and last != comm and last != current:
         _stream_waits(comm, last, st.device_index)
     st.last_stream = comm if async_finish else current
-    return {"stream": comm, "caller_stream": current, "caller_waits": not async_finish}
+    return comm, current, not async_finish
 
 
 def _stream_waits(waiter: int, waited: int, device_index: int) -> None:
@@ -158,9 +158,9 @@ class LowLatencyCalls:
     # sizes the runtime accepted, and what they imply (output shapes, the layout's experts_per_rank), are kept per size
     # tuple (_LowLatencyState); the tensor checks run first as plain metadata comparisons, and only when one of them
     # fails do the checks of _validate.py run, which raise the message (same checks, same order, same words); every
-    # value crosses into the runtime in one call by keyword, which also checks recorded errors, orders the comm stream
-    # after the current one and back (an event in the runtime, nothing waits on the host) and launches. Nothing reads
-    # tensor data on the host: the kernels check the expert ids.
+    # value crosses into the runtime in one call, by position in the order of the runtime's field table, which also
+    # checks recorded errors, orders the comm stream after the current one and back (an event in the runtime, nothing
+    # waits on the host) and launches. Nothing reads tensor data on the host: the kernels check the expert ids.
     def _ll_layout(self, rt, max_tokens: int, hidden: int, num_experts: int):
         """The runtime's layout for these sizes: ArgumentError for sizes it rejects, before anything is allocated."""
         return rt.low_latency_layout(num_max_dispatch_tokens_per_rank=max_tokens, hidden=hidden,
@@ -243,15 +243,15 @@ class LowLatencyCalls:
         scales = None if plan.scales is None else empty(*plan.scales)
         recv_count, src_info, layout_range = empty(*plan.recv_count), empty(*plan.src_info), empty(*plan.layout_range)
         num_tokens, num_topk = topk_idx.shape
+        stream, caller_stream, caller_waits = _ll_streams(st, async_finish)
+        # By position, in the order of _C.LowLatencyDispatchCall.fields() (keywords cost ~2 us more per call; the
+        # CPU tests check every field through that table).
         native_hook = rt.low_latency_dispatch(
-            x=x.data_ptr(), num_tokens=num_tokens, topk_idx=topk_idx.data_ptr(), num_topk=num_topk,
-            recv_x=recv_x.data_ptr(), recv_x_scales=0 if scales is None else scales.data_ptr(),
-            recv_count=recv_count.data_ptr(), src_info=src_info.data_ptr(), layout_range=layout_range.data_ptr(),
-            cumulative_local_expert_recv_stats=0 if cum is None else cum.data_ptr(),
-            dispatch_wait_recv_cost_stats=0 if wait is None else wait.data_ptr(), use_fp8=use_fp8,
-            round_scale=bool(round_scale), use_ue8m0=use_ue8m0, num_max_dispatch_tokens_per_rank=M,
-            hidden=plan.hidden, num_experts=E, return_recv_hook=bool(return_recv_hook),
-            **_ll_streams(st, async_finish))
+            x.data_ptr(), num_tokens, topk_idx.data_ptr(), num_topk, recv_x.data_ptr(),
+            0 if scales is None else scales.data_ptr(), recv_count.data_ptr(), src_info.data_ptr(),
+            layout_range.data_ptr(), 0 if cum is None else cum.data_ptr(), 0 if wait is None else wait.data_ptr(),
+            use_fp8, bool(round_scale), use_ue8m0, M, plan.hidden, E, bool(return_recv_hook), stream, caller_stream,
+            caller_waits)
 
         if async_finish or native_hook is not None:
             event, hook = self._ll_keep("low_latency_dispatch", native_hook, async_finish,
@@ -321,13 +321,13 @@ class LowLatencyCalls:
 
         num_tokens, num_topk = topk_idx.shape
         combined = out if out is not None else st.allocator()((num_tokens, hidden), (hidden, 1), _BF16)
+        stream, caller_stream, caller_waits = _ll_streams(st, async_finish)
+        # By position, in the order of _C.LowLatencyCombineCall.fields() (as the dispatch).
         native_hook = rt.low_latency_combine(
-            x=0 if zero_copy else x.data_ptr(), topk_idx=topk_idx.data_ptr(), topk_weights=topk_weights.data_ptr(),
-            num_tokens=num_tokens, num_topk=num_topk, src_info=src_info.data_ptr(),
-            layout_range=layout_range.data_ptr(), combined_x=combined.data_ptr(),
-            combine_wait_recv_cost_stats=0 if wait is None else wait.data_ptr(), use_logfmt=bool(use_logfmt),
-            zero_copy=bool(zero_copy), num_max_dispatch_tokens_per_rank=M, hidden=hidden, num_experts=E,
-            return_recv_hook=bool(return_recv_hook), **_ll_streams(st, async_finish))
+            0 if zero_copy else x.data_ptr(), topk_idx.data_ptr(), topk_weights.data_ptr(), num_tokens, num_topk,
+            src_info.data_ptr(), layout_range.data_ptr(), combined.data_ptr(),
+            0 if wait is None else wait.data_ptr(), bool(use_logfmt), bool(zero_copy), M, hidden, E,
+            bool(return_recv_hook), stream, caller_stream, caller_waits)
 
         if async_finish or native_hook is not None:
             event, hook = self._ll_keep("low_latency_combine", native_hook, async_finish,
