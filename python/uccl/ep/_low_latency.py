@@ -23,6 +23,11 @@ _current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
     lambda index: torch.cuda.current_stream(index).cuda_stream)
 
 
+# The event of a call without async_finish: it holds nothing (no event, no tensors) and nothing changes it, so every
+# such call returns this one object rather than building one per call.
+_NO_EVENT = EventOverlap(None)
+
+
 def _ll_streams(st, async_finish: bool) -> tuple:
     """(stream, caller_stream, caller_waits) of a low-latency runtime call. Without async_finish, when every earlier low-latency launch
     is ordered before the current stream: the current stream itself, the order the comm stream and its two waits
@@ -180,7 +185,7 @@ class LowLatencyCalls:
         """(event, hook) of a low-latency call that returns an event to wait on or a receive hook: either keeps the
         call's tensors (None entries skipped) alive until the work that uses them is done."""
         keep = tuple(t for t in tensors if t is not None)
-        event = EventOverlap(EventHandle(self._comm_stream), extra_tensors=keep) if async_finish else EventOverlap(None)
+        event = EventOverlap(EventHandle(self._comm_stream), extra_tensors=keep) if async_finish else _NO_EVENT
         return event, (None if native_hook is None else _RecvHook(self, native_hook, keep, call))
 
     def _ll_dispatch_plan(self, rt, st, x, topk_idx, M, num_experts, cumulative_local_expert_recv_stats,
@@ -257,7 +262,7 @@ class LowLatencyCalls:
             event, hook = self._ll_keep("low_latency_dispatch", native_hook, async_finish,
                                         (x, topk_idx, recv_x, scales, recv_count, src_info, layout_range, cum, wait))
         else:
-            event, hook = EventOverlap(None), None
+            event, hook = _NO_EVENT, None
         handle = (src_info, layout_range, M, plan.hidden, E)
         st.made = (st.made[1], handle)
         return (recv_x, scales) if use_fp8 else recv_x, recv_count, handle, event, hook
@@ -334,7 +339,7 @@ class LowLatencyCalls:
                                         (None if zero_copy else x, topk_idx, topk_weights, src_info, layout_range,
                                          combined, wait))
         else:
-            event, hook = EventOverlap(None), None
+            event, hook = _NO_EVENT, None
         return combined, event, hook
 
     @one_thread
