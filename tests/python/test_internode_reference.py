@@ -1,0 +1,103 @@
+"""bench/internode_reference.py against token-by-token counting: the hierarchical route (a token crosses the network at
+most once per other node, to the source's peer there, which forwards it to the ranks of its node), the byte figures
+and recv_gbl_rank_prefix_sum. CPU only."""
+import os
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+
+import internode_reference as iref  # noqa: E402
+import intranode_reference as ref  # noqa: E402
+
+
+def routing(R, T, E, K, seed):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for s in range(R):
+        scores = torch.rand(T + s, E, generator=g)
+        idx = scores.topk(K, dim=1).indices
+        idx[torch.rand(idx.shape, generator=g) < 0.1] = -1  # some -1 entries
+        out.append(ref.token_ranks(idx, E, R))
+    return out
+
+
+def brute_force(all_in_rank, P):
+    """Per token, per destination: where it goes and by which path."""
+    R = len(all_in_rank)
+    sent, got, fwd, direct, recv = ([0] * R for _ in range(5))
+    for s, m in enumerate(all_in_rank):
+        for t in range(m.size(0)):
+            dests = [r for r in range(R) if bool(m[t, r])]
+            recv_nodes = sorted({r // P for r in dests})
+            for r in dests:
+                recv[r] += 1
+                if r // P == s // P:
+                    direct[s] += 1
+                else:
+                    fwd[(r // P) * P + s % P] += 1
+            for b in recv_nodes:
+                if b != s // P:
+                    sent[s] += 1
+                    got[b * P + s % P] += 1
+    return sent, got, fwd, direct, recv
+
+
+@pytest.mark.parametrize("R,P", [(4, 2), (8, 2), (8, 4), (16, 4), (6, 1)])
+def test_the_route_counts_every_token_once_per_node_and_every_row_once(R, P):
+    E, K, T = 4 * R, 4, 24
+    all_in_rank = routing(R, T, E, K, seed=R * 10 + P)
+    route = iref.route(all_in_rank, P)
+    sent, got, fwd, direct, recv = brute_force(all_in_rank, P)
+    assert route.rdma_sent.tolist() == sent
+    assert route.rdma_received.tolist() == got
+    assert route.forwarded.tolist() == fwd
+    assert route.nvl_direct.tolist() == direct
+    assert route.received.tolist() == recv
+    # Every row arrives exactly once: directly on its source's node, or forwarded by the source's peer.
+    assert int(route.forwarded.sum() + route.nvl_direct.sum()) == int(route.received.sum())
+    # A record per (token, other node) and no more: the network carries at most what per-rank sends would.
+    per_rank_remote = sum(int(m[:, [r for r in range(R) if r // P != s // P]].sum()) for s, m in
+                          enumerate(all_in_rank))
+    assert int(route.rdma_sent.sum()) <= per_rank_remote
+    assert int(route.rdma_sent.sum()) == int(route.rdma_received.sum())
+
+
+def test_one_node_sends_nothing_over_the_network_and_the_node_counts_are_the_layouts():
+    R, P, E, K = 4, 4, 16, 3
+    all_in_rank = routing(R, 16, E, K, seed=5)
+    route = iref.route(all_in_rank, P)
+    assert route.rdma_sent.sum() == 0 and route.forwarded.sum() == 0
+    assert route.nvl_direct.tolist() == [int(m.sum()) for m in all_in_rank]
+    # token_nodes' column sums are get_dispatch_layout's num_tokens_per_rdma_rank.
+    g = torch.Generator().manual_seed(3)
+    idx = torch.rand(20, 32, generator=g).topk(4, dim=1).indices
+    lay = ref.layout(idx, 32, 8, ranks_per_node=2)
+    assert iref.token_nodes(lay.is_token_in_rank, 2).sum(dim=0).to(torch.int32).tolist() == \
+        lay.tokens_per_node.tolist()
+
+
+def test_the_byte_figures_and_the_global_prefix_sum():
+    R, P = 8, 4
+    all_in_rank = routing(R, 12, 32, 4, seed=9)
+    route = iref.route(all_in_rank, P)
+    row = 7168 * 2
+    assert route.rdma_bytes_sent(row).tolist() == [n * row for n in route.rdma_sent.tolist()]
+    assert route.nvl_bytes_received(row).tolist() == [n * row for n in route.received.tolist()]
+    for rank in range(R):
+        g = iref.recv_gbl_rank_prefix_sum(all_in_rank, rank)
+        counts = [int(m[:, rank].sum()) for m in all_in_rank]
+        assert g.dtype == torch.int32 and g.tolist() == [sum(counts[:s + 1]) for s in range(R)]
+        assert int(g[-1]) == int(route.received[rank])
+
+
+def test_partial_nodes_and_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="whole nodes"):
+        iref.num_nodes(6, 4)
+    with pytest.raises(ValueError, match="expected"):
+        iref.route([torch.zeros(3, 4, dtype=torch.bool), torch.zeros(3, 3, dtype=torch.bool),
+                    torch.zeros(3, 4, dtype=torch.bool), torch.zeros(3, 4, dtype=torch.bool)], 2)
+    assert iref.peer_on(2, 5, 4) == 9 and iref.node_of(5, 4) == 1
