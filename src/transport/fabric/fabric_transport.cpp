@@ -93,11 +93,15 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   checkFi(fi_fabric(info->fabric_attr, &fabric_, nullptr), prov_, "fi_fabric");
   checkFi(fi_domain(fabric_, info, &domain_, nullptr), prov_, "fi_domain");
 
-  // Lanes (see the header): one endpoint per peer on shm. Its lanes never need FI_RX_CQ_DATA receives or
-  // FI_MR_ENDPOINT bindings (shm asks for neither), which live on lane 0 alone.
-  const size_t lanes = prov_ == "shm" && world_ > 1 ? static_cast<size_t>(world_) : 1;
-  UCCL_EP_CHECK(lanes == 1 || (!rxCqData_ && !mrEndpoint_),
-                "{}: one endpoint per peer needs neither FI_RX_CQ_DATA nor FI_MR_ENDPOINT", name_);
+  // Lanes (see the header): one endpoint per peer on shm. FI_RX_CQ_DATA receives and FI_MR_ENDPOINT bindings live
+  // on lane 0 alone; shm 1.17 asks for neither, and a shm that does keeps one endpoint (and its limits under faults).
+  size_t lanes = prov_ == "shm" && world_ > 1 ? static_cast<size_t>(world_) : 1;
+  if (lanes > 1 && (rxCqData_ || mrEndpoint_)) {
+    log().warn("{}: the provider asks for {}: one endpoint for every peer, so under enable_shrink a dead peer's "
+               "unanswered operations can hold back the completions to live ones",
+               name_, rxCqData_ ? "FI_RX_CQ_DATA" : "FI_MR_ENDPOINT");
+    lanes = 1;
+  }
   std::vector<InfoPtr> laneInfo;
   for (size_t l = 0; l < lanes && lanes > 1; ++l) laneInfo.push_back(shmLaneInfo(*info, kShmLaneDepth));
   const fi_info* epInfo = lanes > 1 ? laneInfo[0].get() : info;
