@@ -203,6 +203,18 @@ __device__ void dispatchSend(const Context& ctx, const DispatchArgs& a, int b, i
   timeline::mark(5);
 }
 
+// The message of row `row` of local expert el's received rows: rows stand in source rank order, begins[s] the first
+// of source s, and a row's slot is its place among its source's.
+__device__ __forceinline__ const uint8_t* receivedMessage(const Context& ctx, size_t half_off, int el, const int* begins,
+                                                          int row, bool fp8) {
+  const Layout& L = ctx.layout;
+  int s = 0;
+  while (s + 1 < L.num_ranks && begins[s + 1] <= row) ++s;
+  const int slot = row - begins[s];
+  return (ctx.peer_gpu_base[s] ? ctx.gpu_base : ctx.rdma_base) + half_off + L.dispatchRecv(el, s, slot) +
+         L.messageOffset(fp8, slot);
+}
+
 // Block r of G: local experts r, r + G, ...; shm holds counts[R] and begins[R].
 __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, int G, int* shm) {
   const Layout& L = ctx.layout;
@@ -259,11 +271,7 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
 
     for (int i = platform::warpId(); i < total * pieces; i += platform::numWarps()) {
       const int row = i / pieces, piece = i % pieces;
-      int s = 0;
-      while (s + 1 < R && begins[s + 1] <= row) ++s;
-      const int slot = row - begins[s];
-      const uint8_t* msg = (ctx.peer_gpu_base[s] ? ctx.gpu_base : ctx.rdma_base) + half_off +
-                           L.dispatchRecv(el, s, slot) + L.messageOffset(a.use_fp8, slot);
+      const uint8_t* msg = receivedMessage(ctx, half_off, el, begins, row, a.use_fp8);
       const size_t out_row = el * rows_per_expert + row;
       const int first = piece * kPieceVectors;
       const int count = vectors - first < kPieceVectors ? vectors - first : kPieceVectors;
@@ -277,12 +285,8 @@ __device__ void dispatchRecv(const Context& ctx, const DispatchArgs& a, int r, i
       const int words = a.use_ue8m0 ? groups / 4 : groups;
       for (int i = threadIdx.x; i < words * total; i += blockDim.x) {
         const int g = i / total, row = i % total;
-        int s = 0;
-        while (s + 1 < R && begins[s + 1] <= row) ++s;
-        const int slot = row - begins[s];
-        const float* sc = reinterpret_cast<const float*>((ctx.peer_gpu_base[s] ? ctx.gpu_base : ctx.rdma_base) +
-                                                         half_off + L.dispatchRecv(el, s, slot) +
-                                                         L.messageOffset(true, slot) + kHeaderBytes + L.hidden);
+        const float* sc = reinterpret_cast<const float*>(receivedMessage(ctx, half_off, el, begins, row, true) +
+                                                         kHeaderBytes + L.hidden);
         const size_t out = (el * static_cast<size_t>(words) + g) * rows_per_expert + row;
         if (a.use_ue8m0) {
           uint32_t packed = 0;
