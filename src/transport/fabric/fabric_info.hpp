@@ -40,7 +40,7 @@ std::string providerString(const std::string& provider);
 Selection selectInfo(const TransportOptions& options, const std::string& provider, bool hmem = false);
 
 // shm: a copy of `info` for one more endpoint, under a name of its own (shm names its region after the endpoint), its
-// transmit and receive queues at most `depth` deep (each endpoint's region is sized by them).
+// transmit and receive queues at most `depth` deep.
 InfoPtr shmLaneInfo(const fi_info& info, size_t depth);
 
 // kOrderedDelivery: write-after-write across RMA and atomics (FI_ORDER_WAW, which libfabric 1.17 defines for

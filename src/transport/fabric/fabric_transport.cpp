@@ -17,8 +17,8 @@ namespace {
 
 constexpr size_t kMaxTxDepth = 4096;   // bounds the op pool when a provider advertises a huge queue
 constexpr size_t kRxCqDataPool = 256;  // zero-length receives kept posted under FI_RX_CQ_DATA
-// shm lanes: each peer's endpoint queues this many operations (its region is sized by it; 1024, shm's default for
-// the one endpoint of every peer, made each region several times larger).
+// shm lanes: each peer's endpoint keeps this many operations in flight (shm's default of 1024 was the depth of the one
+// endpoint every peer shared). libfabric 1.17 makes each endpoint's region 16 MiB whatever the depth.
 constexpr size_t kShmLaneDepth = 256;
 // Local use as the source of writes and atomics; remotely only what the protocol does to a region: writes (data,
 // signals) and, where the provider offers only fetching atomics, the read half of those. Never plain remote reads.
@@ -102,8 +102,10 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
                name_, rxCqData_ ? "FI_RX_CQ_DATA" : "FI_MR_ENDPOINT");
     lanes = 1;
   }
-  std::vector<InfoPtr> laneInfo;
-  for (size_t l = 0; l < lanes && lanes > 1; ++l) laneInfo.push_back(shmLaneInfo(*info, kShmLaneDepth));
+  std::vector<InfoPtr> laneInfo;  // with lanes, each endpoint's own copy (its own name); else `info` serves
+  if (lanes > 1) {
+    for (size_t l = 0; l < lanes; ++l) laneInfo.push_back(shmLaneInfo(*info, kShmLaneDepth));
+  }
   const fi_info* epInfo = lanes > 1 ? laneInfo[0].get() : info;
   txDepth_ = std::min(epInfo->tx_attr->size, kMaxTxDepth);
   UCCL_EP_CHECK(txDepth_ > 0, "{}: provider advertises a transmit queue of size 0", name_);
@@ -259,7 +261,6 @@ void FabricTransport::connect(const std::vector<Blob>& addresses) {
   connected_ = true;
   log().debug("{}: rank {} inserted {} peer addresses", name_, rank_, world_);
 }
-
 
 LocalMemory FabricTransport::registerMemory(void* base, size_t size, MemoryKind kind) {
   const bool device = kind == MemoryKind::kDevice;
