@@ -111,13 +111,14 @@ int run(const Args& a) {
 
   std::vector<std::thread> producers;
   std::vector<ring::Status> status(a.rings, ring::Status::kOk);
+  // kill-busy: the lost rank dies in the middle of its own traffic, its proxy mid-post or mid-progress.
+  const bool dies_busy = a.fault == "kill-busy" && a.rank == a.world - 1;
   for (int r = 0; r < a.rings; ++r) {
     producers.emplace_back([&, r] {
       const ring::RingView& v = rings[r]->view();
       uint64_t last = 0;
       for (int it = 0; it < a.iters; ++it) {
-        // kill-busy: the lost rank dies in the middle of its own traffic, its proxy mid-post or mid-progress.
-        if (a.fault == "kill-busy" && a.rank == a.world - 1 && r == 0 && it == a.iters / 2) kill(getpid(), SIGKILL);
+        if (dies_busy && r == 0 && it == a.iters / 2) kill(getpid(), SIGKILL);
         for (int k = 0; k < a.world; ++k) {
           const int dst = (a.rank + k) % a.world;  // start at a different peer on every rank
           const uint64_t src_off = dst * per_src + (r * a.iters + it) * slot;

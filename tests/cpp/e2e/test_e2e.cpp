@@ -76,15 +76,21 @@ INSTANTIATE_TEST_SUITE_P(Providers, E2E,
                                   std::to_string(std::get<2>(info.param)) + "ranks";
                          });
 
+// Three ranks over `transport`, the last of which `fault` takes away.
+Job losingTheLastOfThree(const std::string& transport, const std::string& fault, double timeout_secs, int iters) {
+  Job j;
+  j.transport = transport;
+  j.world = 3;
+  j.fault = fault;
+  j.timeout_secs = timeout_secs;
+  j.iters = iters;
+  return j;
+}
+
 // Ranks 0 and 1 of 3 must give up within the timeout, naming rank 2, which `fault` took away, on both transports.
 void expectTheLostPeerNamed(const std::string& fault) {
   for (const std::string transport : {"tcp", "shm"}) {
-    Job j;
-    j.transport = transport;
-    j.world = 3;
-    j.fault = fault;
-    j.timeout_secs = kFaultTimeoutSecs;
-    j.iters = 64;
+    const Job j = losingTheLastOfThree(transport, fault, kFaultTimeoutSecs, 64);
     const auto outs = runAll(launches(j), 60);
     sweepDeadRanksShm();  // a killed or stopped rank leaves its regions behind
     if (fault == "die") {
@@ -138,18 +144,13 @@ TEST(E2EFaults, StoppedPeerIsNamedWithinTheTimeout) { expectTheLostPeerNamed("st
 
 // enable_shrink: rank 2 of 3 is SIGKILLed in the middle of the exchange. Ranks 0 and 1 must exchange everything with
 // each other within a quarter of the timeout (the worker checks the time), record no error, and hold rank 2 as
-// their proxy's one dead peer, with one warning naming it; data writes to the live peers posted behind writes to the
-// dead one complete too (on shm that takes an endpoint per peer). The timeout is long enough that only a quick verdict on
-// the lost rank (its process gone, its connection reset) passes, not the stall limit of half the timeout.
+// their proxy's one dead peer, with one warning naming it; data writes to the live peers posted behind writes to
+// the dead one complete too (on shm that takes an endpoint per peer). The timeout is long enough that only a quick
+// verdict on the lost rank (its process gone, its connection reset) passes, not the stall limit of half the timeout.
 void expectTheLostPeerDropped(const std::string& fault, int iters, uint32_t chunk) {
   for (const std::string transport : {"tcp", "shm"}) {
-    Job j;
-    j.transport = transport;
-    j.world = 3;
-    j.fault = fault;
+    Job j = losingTheLastOfThree(transport, fault, kShrinkTimeoutSecs, iters);
     j.shrink = true;
-    j.timeout_secs = kShrinkTimeoutSecs;
-    j.iters = iters;
     j.chunk = chunk;
     const auto outs = runAll(launches(j), 60);
     sweepDeadRanksShm();
