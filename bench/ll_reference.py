@@ -331,11 +331,16 @@ def make_inputs(rank: int, num_tokens: int, hidden: int, num_experts: int, num_t
     return x, topk_idx, topk_weights
 
 
+def fp8_message_bytes(hidden: int) -> int:
+    """Bytes of one dispatch message as DeepEP counts them: hidden FP8 values, a 4-byte scale per 128 channels and a
+    16-byte header."""
+    return hidden + hidden // CHANNELS_PER_SCALE * 4 + 16
+
+
 def nvlink_dispatch_bytes(topk_idx: torch.Tensor, hidden: int, rank: int, num_ranks: int, num_experts: int,
                           ranks_per_node: int) -> int:
     """Bytes of FP8 messages this rank's dispatch writes into the buffers of its NVLink peers (the other ranks of its
-    node): one message (header + hidden + scales, as dispatch_bytes counts it) per token and distinct expert owned by
-    such a peer."""
+    node): one message (fp8_message_bytes) per token and distinct expert owned by such a peer."""
     per_rank = num_experts // num_ranks
     node = rank // ranks_per_node
     messages = 0
@@ -343,13 +348,13 @@ def nvlink_dispatch_bytes(topk_idx: torch.Tensor, hidden: int, rank: int, num_ra
         for e in set(e for e in row if 0 <= e < num_experts):
             dst = e // per_rank
             messages += dst != rank and dst // ranks_per_node == node
-    return messages * (hidden + hidden // CHANNELS_PER_SCALE * 4 + 16)
+    return messages * fp8_message_bytes(hidden)
 
 
 def dispatch_bytes(topk_idx: torch.Tensor, hidden: int, use_logfmt: bool = False) -> Tuple[int, int]:
     """(dispatch bytes, combine bytes) this rank sends: per selected (token, expert) pair one FP8 message
-    (hidden + hidden/128 * 4 scale bytes + 16 header bytes) and one row back, BF16 or (use_logfmt) 10 bits a value
+    (fp8_message_bytes) and one row back, BF16 or (use_logfmt) 10 bits a value
     plus 4 bytes per 128 channels, as DeepEP counts them."""
     pairs = int((topk_idx >= 0).sum())
     combine_row = hidden * 10 // 8 + hidden // CHANNELS_PER_SCALE * 4 if use_logfmt else hidden * 2
-    return pairs * (hidden + hidden // CHANNELS_PER_SCALE * 4 + 16), pairs * combine_row
+    return pairs * fp8_message_bytes(hidden), pairs * combine_row

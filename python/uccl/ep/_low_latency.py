@@ -29,11 +29,11 @@ _NO_EVENT = EventOverlap(None)
 
 
 def _ll_streams(st, async_finish: bool) -> tuple:
-    """(stream, caller_stream, caller_waits) of a low-latency runtime call. Without async_finish, when every earlier low-latency launch
-    is ordered before the current stream: the current stream itself, the order the comm stream and its two waits
-    would give (the runtime skips the waits when the two streams are one). Otherwise the comm stream, after the
-    current stream (the runtime's wait) and after the stream of the earlier launches (here, when that is a third one):
-    two low-latency kernels of one Buffer never run at once."""
+    """(stream, caller_stream, caller_waits) of a low-latency runtime call. Without async_finish, when every earlier
+    low-latency launch is ordered before the current stream: the current stream itself, the order the comm stream and
+    its two waits would give (the runtime skips the waits when the two streams are one). Otherwise the comm stream,
+    after the current stream (the runtime's wait) and after the stream of the earlier launches (here, when that is a
+    third one): two low-latency kernels of one Buffer never run at once."""
     current = _current_stream(st.device_index)
     last = st.last_stream
     if not async_finish and (last is None or last == current):
@@ -249,8 +249,8 @@ class LowLatencyCalls:
         recv_count, src_info, layout_range = empty(*plan.recv_count), empty(*plan.src_info), empty(*plan.layout_range)
         num_tokens, num_topk = topk_idx.shape
         stream, caller_stream, caller_waits = _ll_streams(st, async_finish)
-        # By position, in the order of _C.LowLatencyDispatchCall.fields() (keywords cost ~2 us more per call; the
-        # CPU tests check every field through that table).
+        # By position, in the order of _C.LowLatencyDispatchCall.fields() (keywords cost ~0.8 us more per call on the
+        # CPU stand-in; the CPU tests check every field through that table).
         native_hook = rt.low_latency_dispatch(
             x.data_ptr(), num_tokens, topk_idx.data_ptr(), num_topk, recv_x.data_ptr(),
             0 if scales is None else scales.data_ptr(), recv_count.data_ptr(), src_info.data_ptr(),
