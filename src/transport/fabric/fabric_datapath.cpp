@@ -54,7 +54,7 @@ const FabricTransport::Region& FabricTransport::localRegion(const WorkRequest& r
 
 ssize_t FabricTransport::issue(const WorkRequest& r, Op& op) {
   const fi_addr_t dest = r.peer;  // FI_AV_TABLE: fi_addr == rank (with lanes, the peer's lane for this rank)
-  fid_ep* ep = eps_[op.lane];
+  fid_ep* ep = eps_[laneOf(r.peer)];
   const uint64_t raddr = r.remote.addr + r.remote_offset;
   if (r.kind == OpKind::kFetchAdd) {
     if (!(caps_ & kNativeAtomics)) {

@@ -137,10 +137,7 @@ void FabricTransport::open(const TransportOptions& options, const std::string& p
   freeOps_.assign(lanes, {});
   for (size_t l = 0; l < lanes; ++l) {
     freeOps_[l].reserve(txDepth_);
-    for (size_t i = txDepth_; i-- > 0;) {
-      ops_[l * txDepth_ + i].lane = static_cast<uint32_t>(l);
-      freeOps_[l].push_back(static_cast<uint32_t>(l * txDepth_ + i));
-    }
+    for (size_t i = txDepth_; i-- > 0;) freeOps_[l].push_back(static_cast<uint32_t>(l * txDepth_ + i));
   }
   setupAtomics();
   for (size_t i = txOps; i < ops_.size(); ++i) {

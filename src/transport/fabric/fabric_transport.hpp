@@ -64,7 +64,6 @@ class FabricTransport final : public Transport {
     fi_context2 ctx;
     uint64_t wr_id;
     uint32_t peer;
-    uint32_t lane;  // the endpoint it was posted on (and whose pool it returns to)
     bool signaled;
     bool recv;  // a zero-length receive posted for FI_RX_CQ_DATA
     int64_t operand;
@@ -91,7 +90,11 @@ class FabricTransport final : public Transport {
   Op* opOf(void* context) const;
   uint32_t rankOf(fi_addr_t addr) const { return addr < static_cast<fi_addr_t>(world_) ? addr : UINT32_MAX; }
   uint32_t laneOf(uint32_t peer) const { return eps_.size() == 1 ? 0 : peer; }
-  void releaseOp(const Op& op) { freeOps_[op.lane].push_back(static_cast<uint32_t>(&op - ops_.data())); }
+  // A transmit op back to its lane's pool: ops_ holds the lanes' pools one after another, txDepth_ each.
+  void releaseOp(const Op& op) {
+    const auto index = static_cast<uint32_t>(&op - ops_.data());
+    freeOps_[index / txDepth_].push_back(index);
+  }
   const Region& localRegion(const WorkRequest& r) const;
   ssize_t issue(const WorkRequest& r, Op& op);
   void progress();
