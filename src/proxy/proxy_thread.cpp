@@ -399,9 +399,11 @@ bool ProxyThread::pollCompletions() {
   bump(counters_.polls, 1);
   for (size_t i = 0; i < n; ++i) {
     const Completion& c = completions_[i];
+    // An abandoned peer's operation, completed already: known by its peer, or (a transport that names none) by its
+    // wr_id, so that the set is looked up only then.
     if (any_abandoned_ && c.kind == Completion::Kind::kLocal &&
-        (forgotten_.erase(c.wr_id) > 0 || (c.peer < abandoned_.size() && abandoned_[c.peer]))) {
-      continue;  // an abandoned peer's operation, completed already
+        (c.peer < abandoned_.size() ? abandoned_[c.peer] != 0 : forgotten_.erase(c.wr_id) > 0)) {
+      continue;
     }
     if (!c.ok) {
       const uint32_t peer = peerOfFailure(c);
