@@ -413,10 +413,11 @@ bool ProxyThread::pollCompletions() {
                                       c.kind == Completion::Kind::kLocal ? "to" : "from", transport_->describe(c)));
         continue;
       }
+      // An incoming failure put on a gone peer by peerOfFailure: say so, the transport named nobody.
       const bool gone = known && c.kind == Completion::Kind::kRemoteData && c.peer >= abandoned_.size();
       fail(fmt::format("proxy thread {}: transport {} reported a failed operation: {}{}", index_, transport_->name(),
                        transport_->describe(c),
-                       gone ? fmt::format(" (rank {}'s process is gone: the failed operation is likely its write)", peer)
+                       gone ? fmt::format(" (rank {}'s process is gone: the operation is likely its write)", peer)
                             : std::string()));
       continue;
     }
