@@ -52,6 +52,8 @@ enum ErrorCode : int32_t {
   kSlotOverflow = 3,
   kBadExpertId = 4,
   kBadHandle = 5,
+  kBadRecord = 6,  // a record that came over the network names a row outside its source's rows (peer: the source,
+                   // expert: the rank of the node it names, detail: the position)
 };
 
 // The handle field of a kBadHandle record (the handle's tuple position is the Python layer's, see
@@ -80,6 +82,10 @@ enum Op : int32_t {
                          // CleanArgs::absent names them all)
   kOpCachedDispatch = 14,  // dispatch with a handle (kBadHandle)
   kOpCombine = 15,         // combine (kBadHandle)
+  // Internode dispatch (kernels/internode.hpp). peer: the rank waited for or written to.
+  kOpRdmaCounts = 16,  // the counts exchange (kTimeout: that rank's row did not arrive; detail: the call number)
+  kOpRdmaRoom = 17,    // a sender waiting for room in its stream at the peer (detail: the channel)
+  kOpRdmaRows = 18,    // a forwarder waiting for the records of the source's stream (detail: the channel)
 };
 
 // Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work

@@ -155,7 +155,7 @@ inline Layout makeLayout(int num_ranks, int num_experts, size_t hidden_bytes, si
 struct HostCounts {
   int64_t ready;      // epoch when the fields below are valid; 0 until then
   int32_t num_recv;   // rows this rank receives
-  int32_t pad;
+  int32_t num_forward;  // records this rank forwards for other nodes' sources (internode.hpp), 0 within a node
   int32_t per_expert[kMaxNormalExperts];  // [E_local] rows per local expert
 };
 static_assert(offsetof(HostCounts, ready) == 0 && offsetof(HostCounts, num_recv) == 8 &&
@@ -201,6 +201,10 @@ struct DispatchOutputs {
   float* recv_topk_weights = nullptr;    // [num_recv_tokens, K]
   int32_t* recv_src_idx = nullptr;       // [num_recv_tokens]
   int num_recv_tokens = 0;               // rows of the outputs (the receive count, or num_worst_tokens)
+  // Across nodes (internode.hpp ForwardMap): the records this rank forwards, for the handle.
+  int32_t* forward_positions = nullptr;  // [num_forward, ranks per node]
+  int32_t* forward_source_token = nullptr;  // [num_forward]
+  int num_forward = 0;
 };
 
 struct DispatchArgs {
@@ -225,6 +229,7 @@ struct DispatchArgs {
                                           // source ranks whose row of this rank counts the tokens is_token_in_rank
                                           // sends to each rank and whose column of this rank ends at the output rows
   int32_t* send_pos = nullptr;           // [T, R]: position of token t among those going to r, or -1
+  int32_t* recv_gbl_rank_prefix_sum = nullptr;  // [R] across nodes: column `rank` of the prefix matrix (handle)
   DispatchOutputs out;                   // the receive half's outputs
   // Filled by the runtime.
   Layout layout;

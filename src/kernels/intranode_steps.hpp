@@ -13,5 +13,9 @@ void launchPublish(const Context& ctx, const Layout& l, bool count, bool report_
                    bool have_expert_counts, gpuStream_t s);
 void launchArrive(const Context& ctx, size_t pushed_off, gpuStream_t s, const char* call);
 void launchFinish(const Context& ctx, gpuStream_t s, const char* call);
+// The dispatch grid steps the internode dispatch shares (intranode_dispatch.cu): plan (lists, send_pos and counts
+// over ctx.num_ranks destinations) and the staged path's unpack (staging and own rows into the outputs).
+void launchDispatchPlan(const Context& ctx, const DispatchArgs& a, gpuStream_t s);
+void launchDispatchUnpack(const Context& ctx, const DispatchArgs& a, const int32_t* prefix, gpuStream_t s);
 
 }  // namespace uccl::ep::kernels::intranode

@@ -184,15 +184,23 @@ void bindNormal(py::class_<Runtime>& c) {
        arg("args"), py::kw_only(), arg("stream"))
       .def(
           "dispatch_send",
-          [](const Runtime& r, const in::DispatchArgs& a, bool cached, int num_sms, uintptr_t stream) {
-            nogil(r, [&](runtime::Buffer& b) { b.dispatchSend(a, cached, NormalConfig{num_sms, 0}, stream); });
+          [](const Runtime& r, const in::DispatchArgs& a, bool cached, int num_sms, uintptr_t stream, int rdma_send,
+             int rdma_recv) {
+            nogil(r, [&](runtime::Buffer& b) {
+              b.dispatchSend(a, cached, NormalConfig{num_sms, 0, rdma_send, rdma_recv}, stream);
+            });
           },
           arg("args"), py::kw_only(), arg("cached"), arg("num_sms"), arg("stream"),
+          arg("num_max_rdma_chunked_send_tokens") = 0, arg("num_max_rdma_chunked_recv_tokens") = 0,
           "checks, then the send half; keeps the call's layout for dispatch_recv")
       .def(
           "dispatch_wait_counts",
           [](const Runtime& r) { return nogil(r, [&](runtime::Buffer& b) { return b.dispatchWaitCounts(); }); },
           "CPU wait of a non-cached dispatch: (num_recv_tokens, per-local-expert counts)")
+      .def(
+          "dispatch_forward_count",
+          [](const Runtime& r) { return nogil(r, [&](runtime::Buffer& b) { return b.dispatchForwardCount(); }); },
+          "after dispatch_wait_counts, across nodes: the records this rank forwards (rows of the forward map)")
       .def(
           "dispatch_recv",
           [](const Runtime& r, const in::DispatchOutputs& o, int num_sms, int send_tokens, uintptr_t stream) {

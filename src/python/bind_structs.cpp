@@ -98,13 +98,17 @@ void bindNormalArgs(py::module_& m) {
                            .pointer("num_tokens_per_expert", &D::num_tokens_per_expert)
                            .value("num_tokens", &D::num_tokens).value("num_experts", &D::num_experts)
                            .value("num_worst_tokens", &D::num_worst_tokens)
-                           .pointer("rank_prefix_matrix", &D::rank_prefix_matrix).pointer("send_pos", &D::send_pos)));
+                           .pointer("rank_prefix_matrix", &D::rank_prefix_matrix).pointer("send_pos", &D::send_pos)
+                           .pointer("recv_gbl_rank_prefix_sum", &D::recv_gbl_rank_prefix_sum)));
   using O = in::DispatchOutputs;
   bindArgsClass(m, "kernels/intranode.hpp DispatchOutputs (dispatch, receive half)",
                 leaked(Fields<O>("DispatchOutputs")
                            .pointer("recv_x", &O::recv_x).pointer("recv_x_scales", &O::recv_x_scales)
                            .pointer("recv_topk_idx", &O::recv_topk_idx).pointer("recv_topk_weights", &O::recv_topk_weights)
-                           .pointer("recv_src_idx", &O::recv_src_idx).value("num_recv_tokens", &O::num_recv_tokens)));
+                           .pointer("recv_src_idx", &O::recv_src_idx).value("num_recv_tokens", &O::num_recv_tokens)
+                           .pointer("forward_positions", &O::forward_positions)
+                           .pointer("forward_source_token", &O::forward_source_token)
+                           .value("num_forward", &O::num_forward)));
   using C = in::CombineArgs;
   bindArgsClass(m, "kernels/intranode.hpp CombineArgs (combine)",
                 leaked(Fields<C>("CombineArgs")

@@ -128,6 +128,10 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
   UCCL_EP_CUDA_OR_THROW(cudaDeviceGetAttribute(&m.num_sms, cudaDevAttrMultiProcessorCount, config.device),
                         "Buffer (rank {}): SM count", rank);
   m.signal_count = kernels::ll::signalWords(world);  // the clean epoch words, then the call words
+  // Normal mode across nodes: its signal words follow the low-latency ones (kernels/internode.hpp).
+  m.internode = !config.low_latency_mode && m.topo.nvlDomainSize() < world;
+  m.internode_signal_base = m.signal_count;
+  if (m.internode) m.signal_count += kernels::internode::signalWords(world, m.topo.num_nodes);
   m.scratch_per_half = static_cast<size_t>(kernels::kMaxTokensPerRank) * kernels::kMaxTopk +
                        static_cast<size_t>(kernels::kMaxExpertsPerRank) * world;
 
@@ -218,6 +222,11 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
       views.push_back(m.rings.back()->deviceView());
     }
     m.staging_tickets = zeroedArray<uint64_t>(kernels::ll::stagingTicketWords(num_rings), rank, "staging tickets");
+    if (m.internode) {
+      m.internode_counters =
+          zeroedArray<uint64_t>(kernels::internode::counterWords(m.topo.num_nodes), rank, "internode counters");
+      m.internode_prefix = zeroedArray<int32_t>(static_cast<size_t>(world) * world, rank, "internode prefix");
+    }
     m.ring_views = std::make_unique<DeviceArray<ring::RingView>>(views.size());
     UCCL_EP_CUDA_OR_THROW(
         cudaMemcpy(m.ring_views->get(), views.data(), sizeof(ring::RingView) * views.size(), cudaMemcpyHostToDevice),

@@ -82,6 +82,9 @@ struct LowLatencyPending {
 struct NormalConfig {
   int num_sms = 0;                          // 0: every SM of the device
   int num_max_nvl_chunked_send_tokens = 0;  // rows per warp work item (push, unpack); 0: the kernels' default
+  // Across nodes (kernels/internode.hpp): records per WRITE, and records per ring (0: Config's defaults, 6 and 256).
+  int num_max_rdma_chunked_send_tokens = 0;
+  int num_max_rdma_chunked_recv_tokens = 0;
 };
 
 class Buffer {
@@ -164,6 +167,8 @@ class Buffer {
   // The CPU wait of a non-cached dispatch without num_worst_tokens: the receive count and the per-local-expert
   // counts. Throws TimeoutError naming the rank that never published (UCCL_EP_TIMEOUT_SECS).
   std::pair<int, std::vector<int>> dispatchWaitCounts();
+  // After dispatchWaitCounts of a dispatch across nodes: the records this rank forwards (the handle's forward map rows).
+  int dispatchForwardCount() const;
   // Steps 4-5 of the dispatch last sent, into `outputs`.
   void dispatchRecv(const kernels::intranode::DispatchOutputs& outputs, const NormalConfig& config, uintptr_t stream);
   void combine(kernels::intranode::CombineArgs args, const NormalConfig& config, uintptr_t stream);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/error_record.hpp"
+#include "kernels/internode.hpp"
 #include "runtime/buffer.hpp"
 #include "runtime/gpu_ring.hpp"
 #include "runtime/peer_info.hpp"
@@ -33,6 +34,8 @@ struct Buffer::Impl {
   int num_sms = 0;
   bool uses_proxy = false;
   size_t signal_count = 0;      // int64 words behind the gpu buffer, and in the rdma signal region
+  bool internode = false;       // normal mode across nodes (kernels/internode.hpp): some rank outside the NVLink domain
+  size_t internode_signal_base = 0;  // its signal words, after the low-latency ones
   uint64_t clean_calls = 0;     // clean_low_latency_buffer calls so far: the clean barrier's epoch (ll_layout.hpp)
   size_t scratch_per_half = 0;  // int32
 
@@ -49,6 +52,8 @@ struct Buffer::Impl {
   std::unique_ptr<DeviceArray<uint8_t*>> peer_gpu_base;
   std::unique_ptr<DeviceArray<int64_t*>> peer_gpu_signals;
   std::unique_ptr<DeviceArray<uint8_t*>> peer_nvl;  // every NVLink-domain peer's nvl buffer (null outside it)
+  std::unique_ptr<DeviceArray<uint64_t>> internode_counters;  // kernels::internode::counterWords(nodes)
+  std::unique_ptr<DeviceArray<int32_t>> internode_prefix;     // [R, R]: a cached dispatch's own count of its matrix
 
   // Proxy side.
   std::unique_ptr<proxy::ProxyGroup> proxies;
@@ -73,6 +78,7 @@ struct Buffer::Impl {
   // Normal mode: the CPU-wait counts, and the dispatch whose receive half has yet to run.
   std::unique_ptr<Mapped<kernels::intranode::HostCounts>> host_counts;
   std::optional<kernels::intranode::DispatchArgs> pending_dispatch;
+  std::optional<kernels::internode::Context> pending_internode;  // the pending dispatch crosses nodes
   // The (num_tokens, num_topk, num_experts) checkDispatchLayout passed last.
   std::optional<std::tuple<int, int, int>> checked_layout;
   NormalPath normal_path;  // decided at connect()
@@ -119,7 +125,15 @@ struct Buffer::Impl {
   // Work queued on `waiter` from now on waits for the work queued so far on `waited` (no host wait); `capturing`:
   // the two are in a CUDA-graph capture.
   void streamWaits(uintptr_t waiter, uintptr_t waited, bool capturing, const char* call) const;
+  // The normal-mode context over the NVLink domain (nvlContext), checked to cover every rank (normalContext).
+  kernels::intranode::Context nvlContext(const char* call, const NormalConfig& config) const;
   kernels::intranode::Context normalContext(const char* call, const NormalConfig& config) const;
+  // buffer_internode.cpp: a dispatch across nodes (send half; receive half).
+  kernels::internode::Context internodeContext(const char* call, const NormalConfig& config,
+                                               const kernels::intranode::DispatchArgs& a) const;
+  void internodeDispatchSend(kernels::intranode::DispatchArgs a, bool cached, const NormalConfig& config,
+                             uintptr_t stream);
+  void internodeDispatchRecv(const kernels::intranode::DispatchOutputs& outputs, uintptr_t stream);
 
   // kernel_errors.cpp: throws what a kernel or a proxy recorded. A rejected argument (kBadExpertId) is cleared when
   // thrown; with argument_errors false it stays recorded for a later call (a receive hook raises it after its launch).

@@ -172,7 +172,7 @@ void Buffer::cleanLowLatencyBuffer(const LowLatencyShape& shape, uintptr_t strea
   auto s = reinterpret_cast<cudaStream_t>(stream);
   // The call words only: the clean epoch words before them count every rank's cleans and are never zeroed
   // (ll_layout.hpp), so a fast peer's arrival at this barrier is not lost.
-  const size_t first = ll::callSignalsBegin(m.cfg.num_ranks), call_words = m.signal_count - first;
+  const size_t first = ll::callSignalsBegin(m.cfg.num_ranks), call_words = ll::signalWords(m.cfg.num_ranks) - first;
   UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.gpuSignals() + first, 0, call_words * sizeof(int64_t), s),
                         "rank {}: {}: signal words", m.cfg.rank, call);
   UCCL_EP_CUDA_OR_THROW(cudaMemsetAsync(m.scratch->get(), 0, 2 * m.scratch_per_half * sizeof(int32_t), s),

@@ -30,15 +30,20 @@ void checkFits(size_t need, int64_t have, const char* call, const std::string& w
 
 intranode::Context Buffer::Impl::normalContext(const char* call, const NormalConfig& config) const {
   requireConnected(call);
+  if (topo.nvlDomainSize() < cfg.num_ranks) {
+    UCCL_EP_THROW("{}: {}: normal mode across nodes without one NVLink domain is not implemented yet for {} (set "
+                  "UCCL_EP_NORMAL_MNNVL=1 when every GPU shares one NVLink domain)",
+                  call, topo.describe(), call);
+  }
+  return nvlContext(call, config);
+}
+
+intranode::Context Buffer::Impl::nvlContext(const char* call, const NormalConfig& config) const {
+  requireConnected(call);
   if (cfg.num_nvl_bytes == 0) {
     UCCL_EP_THROW("{}: normal mode needs an NVLink buffer, the buffer was built with num_nvl_bytes=0; build it with "
                   "Buffer(group, num_nvl_bytes=...) (Config.get_nvl_buffer_size_hint)",
                   call);
-  }
-  if (topo.nvlDomainSize() < cfg.num_ranks) {
-    UCCL_EP_THROW("{}: {}: normal mode across nodes without one NVLink domain is not implemented yet (set "
-                  "UCCL_EP_NORMAL_MNNVL=1 when every GPU shares one NVLink domain)",
-                  call, topo.describe());
   }
   intranode::Context c;
   c.rank = cfg.rank;
@@ -79,6 +84,10 @@ void Buffer::dispatchSend(intranode::DispatchArgs a, bool cached, const NormalCo
   Impl& m = *impl_;
   const char* call = "dispatch";
   checkErrors();
+  if (m.internode) {
+    m.internodeDispatchSend(a, cached, config, stream);
+    return;
+  }
   const intranode::Context c = m.normalContext(call, config);
   a.layout = dispatchLayout(m.cfg.num_ranks, a, cached);
   checkFits(a.layout.dispatchBytes(a.num_tokens, a.num_tokens), m.cfg.num_nvl_bytes, call,
@@ -91,6 +100,7 @@ void Buffer::dispatchSend(intranode::DispatchArgs a, bool cached, const NormalCo
     __atomic_store_n(&m.host_counts->host()->ready, 0, __ATOMIC_RELEASE);
   }
   m.pending_dispatch.reset();
+  m.pending_internode.reset();
   intranode::launchDispatchSend(c, a, cached, reinterpret_cast<void*>(stream));
   m.pending_dispatch = a;
 }
@@ -140,8 +150,13 @@ void Buffer::dispatchRecv(const intranode::DispatchOutputs& outputs, const Norma
   // raised after the receive half is launched: its finish step marks this rank done in every peer's buffer, which
   // their next call waits for, so skipping it would hang the peers instead of raising here.
   m.raiseRecordedErrors(/*argument_errors=*/false);
-  const intranode::Context c = m.normalContext(call, config);
   if (!m.pending_dispatch) UCCL_EP_THROW("{}: the receive half runs after a dispatch's send half", call);
+  if (m.pending_internode) {
+    m.internodeDispatchRecv(outputs, stream);
+    m.raiseRecordedErrors(/*argument_errors=*/true);
+    return;
+  }
+  const intranode::Context c = m.normalContext(call, config);
   intranode::DispatchArgs a = *m.pending_dispatch;
   checkDispatchOutputs(a, outputs);
   a.out = outputs;

@@ -28,6 +28,9 @@ const char* stepName(int32_t op) {
     case k::kOpClean: return "clean_low_latency_buffer";
     case k::kOpCachedDispatch: return "dispatch (handle given)";
     case k::kOpCombine: return "combine";
+    case k::kOpRdmaCounts: return "normal-mode dispatch across nodes (the counts exchange)";
+    case k::kOpRdmaRoom: return "normal-mode dispatch across nodes (sending records to another node)";
+    case k::kOpRdmaRows: return "normal-mode dispatch across nodes (forwarding another node's records)";
     default: return "kernel (unknown step)";
   }
 }
@@ -62,6 +65,18 @@ std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, 
     case k::kOpReady:
       return fmt::format("{} on rank {}: rank {} did not join this dispatch/combine within UCCL_EP_TIMEOUT_SECS={}s",
                          step, site.rank, peer, secs);
+    case k::kOpRdmaCounts:
+      return fmt::format("{} on rank {}: the counts of rank {}{} (call {}) did not arrive within "
+                         "UCCL_EP_TIMEOUT_SECS={}s (it never joined this dispatch, or failed)",
+                         step, site.rank, peer, path, rec.detail, secs);
+    case k::kOpRdmaRoom:
+      return fmt::format("{} on rank {}: rank {}{} did not consume the records of channel {} within "
+                         "UCCL_EP_TIMEOUT_SECS={}s, so no room was left to send more",
+                         step, site.rank, peer, path, rec.detail, secs);
+    case k::kOpRdmaRows:
+      return fmt::format("{} on rank {}: rank {}{} did not send the records of channel {} within "
+                         "UCCL_EP_TIMEOUT_SECS={}s",
+                         step, site.rank, peer, path, rec.detail, secs);
     case k::kOpClean: {
       // detail: the clean's call number << 32 | how many ranks did not join; peer: the lowest of them.
       const uint32_t missing = static_cast<uint32_t>(rec.detail);
@@ -174,6 +189,12 @@ KernelErrorText describeKernelError(const k::ErrorRecord& rec, const KernelError
       // The kernels moved nothing out of bounds and finished the call: the caller's argument, the buffer is usable.
       out.kind = KernelErrorKind::kArgument;
       out.message = badHandleText(rec, site, step);
+      return out;
+    case k::kBadRecord:
+      out.message = fmt::format("{} on rank {}: a record from rank {}{} names position {} at the rank of local index "
+                                "{}, beyond the rows the counts exchange announced; the record was dropped (a "
+                                "corrupt or forged network write)",
+                                step, site.rank, peer, path, rec.detail, rec.expert);
       return out;
     default:
       out.message = fmt::format("{} on rank {}: error code {} about rank {}{} (detail {})", step, site.rank, rec.code,

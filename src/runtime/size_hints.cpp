@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "kernels/internode.hpp"
+#include "kernels/intranode.hpp"
 #include "kernels/limits.hpp"
 #include "runtime/call_checks.hpp"
 #include "runtime/topology.hpp"
@@ -28,9 +29,11 @@ void check(const SizeHintArgs& a, const char* call) {
   if (a.recv_tokens < 1) UCCL_EP_THROW_ARG("{}: the receive-token count must be positive, got {}", call, a.recv_tokens);
 }
 
-// One record of the RDMA rings (kernels/internode.hpp), the largest top-k allowed.
+// One token of the hint's rings (config.py's token_bytes): the row, the top-k ids and weights at the largest top-k,
+// one 4-byte scale per 128 bytes of row, and 12 bytes (source index, destination mask), rounded up to 16.
 size_t tokenBytes(size_t hidden_bytes) {
-  return kernels::internode::recordBytes(hidden_bytes, (hidden_bytes + 127) / 128 * 4, kernels::kMaxTopk);
+  return kernels::intranode::alignUp(hidden_bytes + size_t(kernels::kMaxTopk) * 12 + (hidden_bytes + 127) / 128 * 4 + 12,
+                                     16);
 }
 
 // The environment as it is now (readEnv, not the cached env()): a hint is asked for before any Buffer exists, often

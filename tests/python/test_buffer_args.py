@@ -130,8 +130,10 @@ class RecordingRuntime:
     def connect(self, *, infos):
         self.infos = infos
 
+    topo = types.SimpleNamespace(num_nodes=1, ranks_per_node=2, nvl_domain_spans_nodes=False)
+
     def topology(self):
-        return "the topology"
+        return self.topo
 
     def check_errors(self):
         pass
@@ -190,7 +192,7 @@ def test_constructor_hands_host_ids_and_flags_to_the_runtime(monkeypatch, flags)
     assert rt.kwargs == dict(rank=1, num_ranks=2, device=3, host_ids=["host-b:boot-9", "host-a:boot-1"],
                              num_nvl_bytes=1 << 20, num_rdma_bytes=256, low_latency_mode=True, **want)
     assert rt.infos == [b"peer", b"info"]
-    assert buf.topology == "the topology"
+    assert buf.topology is RecordingRuntime.topo
     assert (buf.rank, buf.group_size, buf.num_nvl_bytes, buf.num_rdma_bytes, buf.low_latency_mode) == (
         1, 2, 1 << 20, 256, True)
     assert not hasattr(buf, "num_qps_per_rank") and not hasattr(buf, "ranks_per_node")

@@ -155,11 +155,13 @@ def test_native_calls_of_a_dispatch_and_combine(fc):
         x_scales_token_stride=0, x_scales_col_stride=0, topk_idx=idx.data_ptr(), topk_weights=w.data_ptr(),
         num_topk=K, is_token_in_rank=lay["is_token_in_rank"].data_ptr(),
         num_tokens_per_expert=lay["num_tokens_per_expert"].data_ptr(), num_tokens=6, num_experts=8,
-        num_worst_tokens=0, rank_prefix_matrix=prefix.data_ptr(), send_pos=send_pos.data_ptr()))
+        num_worst_tokens=0, rank_prefix_matrix=prefix.data_ptr(), send_pos=send_pos.data_ptr(),
+        recv_gbl_rank_prefix_sum=0))
     assert kw["dispatch_wait_counts"] == {}
     assert kw["dispatch_recv"] == dict(num_sms=6, num_max_nvl_chunked_send_tokens=10, stream=0, outputs=dict(
         recv_x=recv.data_ptr(), recv_x_scales=0, recv_topk_idx=ridx.data_ptr(), recv_topk_weights=rw.data_ptr(),
-        recv_src_idx=handle[3].data_ptr(), num_recv_tokens=n))
+        recv_src_idx=handle[3].data_ptr(), num_recv_tokens=n, forward_positions=0,
+        forward_source_token=0, num_forward=0))
 
     rt.calls.clear()
     cached = buf.dispatch(x, handle=handle)[0]
@@ -170,11 +172,11 @@ def test_native_calls_of_a_dispatch_and_combine(fc):
         x=x.data_ptr(), x_row_stride=H * 2, hidden_bytes=H * 2, x_scales=0, num_scales=0, x_scales_token_stride=0,
         x_scales_col_stride=0, topk_idx=0, topk_weights=0, num_topk=0, is_token_in_rank=handle[4].data_ptr(),
         num_tokens_per_expert=0, num_tokens=6, num_experts=0, num_worst_tokens=0,
-        rank_prefix_matrix=prefix.data_ptr(), send_pos=0))
+        rank_prefix_matrix=prefix.data_ptr(), send_pos=0, recv_gbl_rank_prefix_sum=0))
     assert kw["dispatch_recv"] == dict(
         num_sms=default.num_sms, num_max_nvl_chunked_send_tokens=default.num_max_nvl_chunked_send_tokens, stream=0,
         outputs=dict(recv_x=cached.data_ptr(), recv_x_scales=0, recv_topk_idx=0, recv_topk_weights=0, recv_src_idx=0,
-                     num_recv_tokens=n))
+                     num_recv_tokens=n, forward_positions=0, forward_source_token=0, num_forward=0))
     assert "dispatch_wait_counts" not in kw
 
     rt.calls.clear()

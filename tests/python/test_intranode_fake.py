@@ -276,7 +276,8 @@ class FakeNormalRuntime:
                 torch.stack([in_rank[:, n * rpn:(n + 1) * rpn].any(1).sum() for n in range(topo.num_nodes)]).int())
 
     # -- dispatch -----------------------------------------------------------------------------------------
-    def dispatch_send(self, *, args, cached, num_sms, stream):
+    def dispatch_send(self, *, args, cached, num_sms, stream, num_max_rdma_chunked_send_tokens=0,
+                      num_max_rdma_chunked_recv_tokens=0):
         self._log("dispatch_send", args=args, cached=cached, num_sms=num_sms, stream=stream)
         self._check_normal_mode("dispatch")
         self._check_fits("dispatch", int(self._C().normal_dispatch_bytes(num_ranks=self.R, args=args, cached=cached)))
@@ -465,10 +466,12 @@ def make_buffer(runtime, group=None):
     """A uccl.ep.Buffer over `runtime` on the CPU, as the constructor would leave it (the constructor itself
     needs CUDA). Needs install_fake_cuda first."""
     from uccl.ep import Buffer
+    from uccl.ep.buffer import internode_node_size
     b = Buffer.__new__(Buffer)
     b.__dict__.update(_runtime=runtime, rank=runtime.rank, group_size=runtime.R, num_nvl_bytes=runtime.num_nvl_bytes,
                       num_rdma_bytes=0, low_latency_mode=False, explicitly_destroy=False, group=group, comm=None,
-                      device=torch.device("cpu"), _comm_stream=torch.cuda.Stream(name="comm"))
+                      device=torch.device("cpu"), _comm_stream=torch.cuda.Stream(name="comm"),
+                      _internode_node_size=internode_node_size(runtime._topology))
     return b
 
 

@@ -281,11 +281,20 @@ def check_normal_topk(call: str, topk_idx, topk_weights, num_tokens: int) -> int
 
 
 class NormalHandle:
-    """The 6-tuple handle of a normal dispatch, by name."""
+    """The handle of a normal dispatch, by name: 6 elements, or 9 across nodes (the receive prefix sum and the
+    forward map before num_worst_tokens)."""
 
     def __init__(self, handle):
-        (self.rank_prefix_matrix, self.send_pos, self.num_recv_rows, self.recv_src_idx, self.is_token_in_rank,
-         self.num_worst_tokens) = handle
+        (self.rank_prefix_matrix, self.send_pos, self.num_recv_rows, self.recv_src_idx, self.is_token_in_rank) = \
+            handle[:5]
+        self.num_worst_tokens = handle[-1]
+        self.internode = len(handle) == 9
+        self.recv_gbl_rank_prefix_sum, self.forward_positions, self.forward_source_token = (
+            handle[5:8] if self.internode else (None, None, None))
+
+    @property
+    def num_forward(self) -> int:
+        return self.forward_source_token.size(0) if self.internode else 0
 
     @property
     def num_tokens(self) -> int:
@@ -295,9 +304,11 @@ class NormalHandle:
 def check_normal_handle(call: str, handle, num_ranks: int) -> NormalHandle:
     """handle = (rank_prefix_matrix [R, R] int32, send_pos [T, R] int32, num_recv_rows, recv_src_idx
     [num_recv_rows] int32, is_token_in_rank [T, R] bool, num_worst_tokens) from dispatch."""
-    if not isinstance(handle, (tuple, list)) or len(handle) != 6:
+    if not isinstance(handle, (tuple, list)) or len(handle) not in (6, 9):
         raise TypeError(f"{call}: handle must be the 6-tuple (rank_prefix_matrix, send_pos, num_recv_tokens, "
-                        f"recv_src_idx, is_token_in_rank, num_worst_tokens) returned by dispatch, got "
+                        f"recv_src_idx, is_token_in_rank, num_worst_tokens) returned by dispatch, or across nodes the "
+                        f"9-tuple with recv_gbl_rank_prefix_sum, forward_positions and forward_source_token before "
+                        f"num_worst_tokens, got "
                         f"{type(handle).__name__}{' of ' + str(len(handle)) if isinstance(handle, (tuple, list)) else ''}")
     h = NormalHandle(handle)
     R = num_ranks
@@ -306,10 +317,16 @@ def check_normal_handle(call: str, handle, num_ranks: int) -> NormalHandle:
     check_int(call, "handle[2] (num_recv_tokens)", h.num_recv_rows, 0)  # a row count the outputs are sized by
     check_tensor(call, "handle[3] (recv_src_idx)", h.recv_src_idx, torch.int32, shape=[h.num_recv_rows])
     check_tensor(call, "handle[4] (is_token_in_rank)", h.is_token_in_rank, torch.bool, shape=[h.num_tokens, R])
-    check_int(call, "handle[5] (num_worst_tokens)", h.num_worst_tokens, 0)
+    last = len(handle) - 1
+    check_int(call, f"handle[{last}] (num_worst_tokens)", h.num_worst_tokens, 0)
     if h.num_worst_tokens and h.num_worst_tokens != h.num_recv_rows:
-        _fail(call, f"handle[5] (num_worst_tokens={h.num_worst_tokens}) must equal handle[2] (receive rows, "
+        _fail(call, f"handle[{last}] (num_worst_tokens={h.num_worst_tokens}) must equal handle[2] (receive rows, "
                     f"{h.num_recv_rows}) when it is not 0")
+    if h.internode:
+        check_tensor(call, "handle[5] (recv_gbl_rank_prefix_sum)", h.recv_gbl_rank_prefix_sum, torch.int32, shape=[R])
+        check_tensor(call, "handle[6] (forward_positions)", h.forward_positions, torch.int32, dims=2)
+        check_tensor(call, "handle[7] (forward_source_token)", h.forward_source_token, torch.int32,
+                     shape=[h.forward_positions.size(0)])
     return h
 
 

@@ -41,6 +41,13 @@ _CTOR_ARGS = ("group", "num_nvl_bytes", "num_rdma_bytes", "low_latency_mode", "n
               "allow_nvlink_for_low_latency_mode", "allow_mnnvl", "use_fabric", "explicitly_destroy",
               "enable_shrink", "comm")
 
+def internode_node_size(topology) -> int:
+    """Normal mode across nodes (src/kernels/internode.hpp), where some rank is outside this rank's NVLink domain: the
+    node size; 0 within one NVLink domain."""
+    spans = topology.num_nodes > 1 and not topology.nvl_domain_spans_nodes
+    return topology.ranks_per_node if spans else 0
+
+
 class Buffer(LowLatencyCalls):
     """Communication buffers for expert-parallel dispatch and combine (DeepEP's `Buffer`, same signature)."""
 
@@ -58,6 +65,7 @@ class Buffer(LowLatencyCalls):
                  allow_mnnvl: bool = False, use_fabric: bool = False, explicitly_destroy: bool = False,
                  enable_shrink: bool = False, comm=None, **unknown):
         self._runtime = None
+        self._internode_node_size = 0  # normal mode across nodes: the node size (internode_node_size)
         self._call_lock = threading.Lock()
         # ---- the type checks come before anything touches CUDA or the group; the values are the runtime's ----
         if unknown:
@@ -100,6 +108,7 @@ class Buffer(LowLatencyCalls):
         infos = self._all_gather(bytes(self._runtime.local_info()))
         self._runtime.connect(infos=[bytes(i) for i in infos])
         self._comm_stream = torch.cuda.Stream(device=self.device)
+        self._internode_node_size = internode_node_size(self._runtime.topology())
         # Every rank's memory is zeroed and mapped before any rank's first kernel can write to it.
         torch.cuda.synchronize(self.device)
         self._barrier("Buffer()")
@@ -365,7 +374,10 @@ class Buffer(LowLatencyCalls):
         Returns (recv_x or (recv_x, recv_scales), recv_topk_idx, recv_topk_weights, num_recv_tokens_per_expert_list,
         handle, event); a cached dispatch (handle given) returns (recv_x, None, None, None, None, event).
         handle = (rank_prefix_matrix [R, R] int32, send_pos [T, R] int32, receive rows, recv_src_idx int32,
-        is_token_in_rank [T, R] bool, num_worst_tokens). A cached dispatch's kernels check the handle's matrix
+        is_token_in_rank [T, R] bool, num_worst_tokens); across nodes (ranks outside this rank's NVLink domain)
+        recv_gbl_rank_prefix_sum [R] int32 (column `rank` of the matrix), forward_positions [F, ranks per node] int32
+        and forward_source_token [F] int32 (the records this rank forwarded for other nodes) come before
+        num_worst_tokens, so that the prefix sum is the fourth element from the end, as in DeepEP. A cached dispatch's kernels check the handle's matrix
         against is_token_in_rank and the rows as they read it (no host read): a bad entry voids the call, and the next
         call raises ArgumentError naming the entry, its value and the rank; the Buffer stays usable."""
         call = "dispatch"
@@ -392,13 +404,24 @@ class Buffer(LowLatencyCalls):
         current, comm = self._normal_streams(previous_event)
         alloc = functools.partial(self._allocating_on, comm, allocate_on_comm_stream)
         dev, stream = self.device, comm.cuda_stream
+        P = self._internode_node_size
+        if a.cached and bool(P) != a.handle.internode:
+            raise ValueError(f"{call}: the handle has {9 if a.handle.internode else 6} elements, made by a Buffer "
+                             f"{'across' if a.handle.internode else 'within one'} NVLink domain, but this Buffer "
+                             f"{'spans nodes' if P else 'is one NVLink domain'}")
+        gbl_prefix = None
         if a.cached:
             h = a.handle
             prefix, send_pos, rows = h.rank_prefix_matrix, None, h.num_recv_rows
+            if P:  # every record carries its positions: the plan writes them again
+                with alloc():
+                    send_pos = torch.empty((xs.num_tokens, R), dtype=torch.int32, device=dev)
         else:
             with alloc():
                 prefix = torch.empty((R, R), dtype=torch.int32, device=dev)
                 send_pos = torch.empty((xs.num_tokens, R), dtype=torch.int32, device=dev)
+                if P:
+                    gbl_prefix = torch.empty((R,), dtype=torch.int32, device=dev)
         worst = a.num_worst_tokens
         args = _C.DispatchArgs(
             x=xs.data.data_ptr(), x_row_stride=xs.row_stride_bytes, hidden_bytes=xs.hidden_bytes,
@@ -406,16 +429,23 @@ class Buffer(LowLatencyCalls):
             x_scales_col_stride=xs.scale_strides[1], topk_idx=ptr_of(topk_idx), topk_weights=ptr_of(topk_weights),
             num_topk=K, is_token_in_rank=a.is_token_in_rank.data_ptr(),
             num_tokens_per_expert=ptr_of(None if a.cached else num_tokens_per_expert), num_tokens=xs.num_tokens,
-            num_experts=E, num_worst_tokens=worst, rank_prefix_matrix=prefix.data_ptr(), send_pos=ptr_of(send_pos))
+            num_experts=E, num_worst_tokens=worst, rank_prefix_matrix=prefix.data_ptr(), send_pos=ptr_of(send_pos),
+            recv_gbl_rank_prefix_sum=ptr_of(gbl_prefix))
         # Checks the sizes and that the call fits num_nvl_bytes (ArgumentError) before its send half launches.
-        rt.dispatch_send(args=args, cached=a.cached, num_sms=config.num_sms, stream=stream)
+        rt.dispatch_send(args=args, cached=a.cached, num_sms=config.num_sms, stream=stream,
+                         num_max_rdma_chunked_send_tokens=config.num_max_rdma_chunked_send_tokens,
+                         num_max_rdma_chunked_recv_tokens=config.num_max_rdma_chunked_recv_tokens)
         per_expert_list = None if a.cached else []
         if not a.cached and worst == 0:  # the output size is the receive count: wait for it on the host
             num_recv, per_expert = rt.dispatch_wait_counts()
             rows = int(num_recv)
             per_expert_list = V.align_counts(per_expert, expert_alignment)
+            forward = int(rt.dispatch_forward_count()) if P else 0
         elif not a.cached:
             rows = worst
+            forward = P * worst  # a forwarded record lands as a row at one of the node's P ranks at least
+        else:
+            forward = a.handle.num_forward
         with alloc():
             recv_x = torch.empty((rows, xs.hidden), dtype=xs.data.dtype, device=dev)
             recv_scales = None if xs.scales is None else torch.empty((rows, xs.num_scales), dtype=xs.scales.dtype,
@@ -424,19 +454,28 @@ class Buffer(LowLatencyCalls):
             recv_topk_weights = None if topk_idx is None else torch.empty((rows, K), dtype=torch.float32, device=dev)
             # A cached dispatch returns no source indices (the handle has them).
             recv_src_idx = None if a.cached else torch.empty((rows,), dtype=torch.int32, device=dev)
+            fwd_pos = fwd_src = None
+            if P:  # a cached dispatch forwards the same records again; the handle keeps the first map
+                fwd_pos = torch.empty((forward, P), dtype=torch.int32, device=dev)
+                fwd_src = torch.empty((forward,), dtype=torch.int32, device=dev)
         outputs = _C.DispatchOutputs(recv_x=recv_x.data_ptr(), recv_x_scales=ptr_of(recv_scales),
                                      recv_topk_idx=ptr_of(recv_topk_idx), recv_topk_weights=ptr_of(recv_topk_weights),
-                                     recv_src_idx=ptr_of(recv_src_idx), num_recv_tokens=rows)
+                                     recv_src_idx=ptr_of(recv_src_idx), num_recv_tokens=rows,
+                                     forward_positions=ptr_of(fwd_pos), forward_source_token=ptr_of(fwd_src),
+                                     num_forward=forward if P else 0)
         rt.dispatch_recv(outputs=outputs, num_sms=config.num_sms,
                          num_max_nvl_chunked_send_tokens=config.num_max_nvl_chunked_send_tokens, stream=stream)
-        produced = (recv_x, recv_scales, recv_topk_idx, recv_topk_weights, recv_src_idx)
-        produced += () if a.cached else (prefix, send_pos)
+        produced = (recv_x, recv_scales, recv_topk_idx, recv_topk_weights, recv_src_idx, fwd_pos, fwd_src)
+        produced += (send_pos,) if a.cached else (prefix, send_pos, gbl_prefix)
         event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream, produced,
                                     tuple(tensors.values()))
         recv = recv_x if recv_scales is None else (recv_x, recv_scales)
         if a.cached:
             return recv, None, None, None, None, event
-        handle = (prefix, send_pos, rows, recv_src_idx, a.is_token_in_rank, worst)
+        if P:
+            handle = (prefix, send_pos, rows, recv_src_idx, a.is_token_in_rank, gbl_prefix, fwd_pos, fwd_src, worst)
+        else:
+            handle = (prefix, send_pos, rows, recv_src_idx, a.is_token_in_rank, worst)
         return recv, recv_topk_idx, recv_topk_weights, per_expert_list, handle, event
 
     @one_thread

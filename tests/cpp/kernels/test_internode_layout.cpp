@@ -1,60 +1,95 @@
-// The RDMA buffer layout of internode normal mode (kernels/internode.hpp): records hold every field, rings and
-// slots are aligned, disjoint and in order, and the whole layout is what get_rdma_buffer_size_hint asks for.
+// The RDMA buffer layout of internode normal mode (kernels/internode.hpp): records hold the token record and the
+// positions, rings, slots and counts areas are aligned, disjoint and in order, channels cover every token once, and
+// the signal words and counters of different streams never share a word.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "kernels/internode.hpp"
-#include "runtime/size_hints.hpp"
 
 namespace uccl::ep::kernels::internode {
 namespace {
 
-TEST(InternodeLayout, ARecordHoldsEveryFieldAlignedTo16Bytes) {
+TEST(InternodeLayout, ARecordHoldsTheTokenRecordAndOnePositionPerRankOfTheNode) {
   for (size_t hidden_bytes : {size_t{7168}, size_t{14336}, size_t{4096}, size_t{2064}}) {
     for (int topk : {0, 1, 8, kMaxTopk}) {
-      const size_t scales = (hidden_bytes + 127) / 128 * 4;
-      const size_t r = recordBytes(hidden_bytes, scales, topk);
-      EXPECT_EQ(r % 16, 0u);
-      EXPECT_GE(r, hidden_bytes + size_t(topk) * 12 + scales + 4 + 8);
-      EXPECT_LT(r, hidden_bytes + size_t(topk) * 12 + scales + 4 + 8 + 16);
+      for (int P : {1, 2, 4, 8, kMaxNodeRanks}) {
+        const size_t scales = (hidden_bytes + 127) / 128 * 4;
+        const intranode::Layout l = intranode::makeLayout(16, 256, hidden_bytes, scales, topk, hidden_bytes);
+        const size_t r = recordBytes(l.token_stride, P);
+        EXPECT_EQ(r % 16, 0u);
+        EXPECT_GE(r, l.token_stride + size_t(P) * 4);
+        EXPECT_LT(r, l.token_stride + size_t(P) * 4 + 16);
+        EXPECT_LE(r, maxRecordBytes(hidden_bytes, P));
+      }
     }
   }
 }
 
-TEST(InternodeLayout, RingsAndSlotsAreDisjointAlignedAndInOrder) {
-  const RdmaLayout l = makeRdmaLayout(24, 4, 128, 14336, 448, 8);
-  EXPECT_EQ(l.channels, 12);
+TEST(InternodeLayout, RingsSlotsAndCountsAreasAreDisjointAlignedAndInOrder) {
+  const RdmaLayout l = makeRdmaLayout(12, 4, 32, 8, 128, recordBytes(14336 + 448 + 112, 8));
   size_t prev_end = 0;
   for (int area = 0; area < 2; ++area) {
     for (int c = 0; c < l.channels; ++c) {
       for (int n = 0; n < l.nodes; ++n) {
-        const size_t ring = l.ringOff(area, c, n);
-        EXPECT_EQ(ring, prev_end) << area << " " << c << " " << n;
-        EXPECT_EQ(ring % 16, 0u);
-        EXPECT_EQ(l.slotOff(area, c, n, 0), ring + kRingCounterBytes);
-        EXPECT_EQ(l.slotOff(area, c, n, 1) - l.slotOff(area, c, n, 0), l.record_bytes);
-        prev_end = ring + l.ringBytes();
+        const size_t first = l.slotOff(area, c, n, 0);
+        EXPECT_EQ(first, prev_end + kRingCounterBytes) << area << " " << c << " " << n;
+        EXPECT_EQ(first % 16, 0u);
+        EXPECT_EQ(l.slotOff(area, c, n, 1) - first, l.record_bytes);
+        prev_end = first + size_t(l.slots) * l.record_bytes;
       }
     }
   }
-  EXPECT_EQ(prev_end, l.totalBytes());
+  EXPECT_EQ(prev_end, 2 * l.areaBytes());
+  EXPECT_EQ(l.countsOutOff(0), prev_end);
+  EXPECT_EQ(l.countsOutOff(1) - l.countsOutOff(0), (l.rowHeadInts() + size_t(l.ranks) * l.rowExpertInts()) * 4);
+  EXPECT_EQ(l.countsInOff(0, 0), l.countsOutOff(2));
+  for (int parity = 0; parity < 2; ++parity) {
+    for (int s = 0; s < l.ranks; ++s) {
+      EXPECT_EQ(l.countsInOff(parity, s) % 16, 0u);
+      EXPECT_EQ(l.countsInOff(parity, s) + l.rowBytes(),
+                s + 1 < l.ranks ? l.countsInOff(parity, s + 1) : l.countsInOff(parity + 1, 0));
+    }
+  }
+  EXPECT_EQ(l.totalBytes(), l.countsInOff(2, 0));
+  EXPECT_GE(l.rowHeadInts(), size_t(l.ranks + l.nodes * l.channels));
+  EXPECT_EQ(l.rowHeadInts() % 4, 0u);
+  EXPECT_EQ(l.rowExpertInts(), 8u);
 }
 
-// One source of truth: the hint a Config gives for num_rdma_bytes is this layout's size, rounded up to 128 bytes.
-TEST(InternodeLayout, TheSizeHintIsTheLayoutsSize) {
-  for (int nodes : {2, 4, 16, 32}) {
-    for (long long hidden_bytes : {7168LL, 14336LL, 2064LL}) {
-      runtime::SizeHintArgs a;
-      a.num_sms = 24;
-      a.recv_tokens = 128;
-      a.hidden_bytes = hidden_bytes;
-      a.num_ranks = nodes * 8;
-      a.num_ranks_per_node = 8;
-      const size_t hint = runtime::rdmaBufferSizeHint(a);
-      const RdmaLayout l = makeRdmaLayout(a.num_sms, nodes, a.recv_tokens, size_t(hidden_bytes),
-                                          (size_t(hidden_bytes) + 127) / 128 * 4, kMaxTopk);
-      EXPECT_GE(hint, l.totalBytes()) << nodes << " nodes, hidden_bytes " << hidden_bytes;
-      EXPECT_LT(hint - l.totalBytes(), kBufferSizeUnit) << nodes << " nodes, hidden_bytes " << hidden_bytes;
+TEST(InternodeLayout, ChannelsCoverEveryTokenOnceInOrder) {
+  for (int T : {0, 1, 5, 10, 127, 4096, 4097}) {
+    for (int C : {1, 3, 10, kMaxChannels}) {
+      EXPECT_EQ(channelBegin(0, T, C), 0);
+      EXPECT_EQ(channelBegin(C, T, C), T);
+      for (int t = 0; t < T; ++t) {
+        const int c = channelOf(t, T, C);
+        ASSERT_GE(c, 0);
+        ASSERT_LT(c, C);
+        ASSERT_LE(channelBegin(c, T, C), t) << T << " " << C << " " << t;
+        ASSERT_LT(t, channelBegin(c + 1, T, C)) << T << " " << C << " " << t;
+      }
     }
+  }
+}
+
+TEST(InternodeLayout, SignalWordsAndCountersOfDifferentStreamsAreDistinct) {
+  for (int nodes : {2, 4, 32}) {
+    const int ranks = nodes * 4;
+    std::set<size_t> signals, counters{0};
+    for (int s = 0; s < ranks; ++s) EXPECT_TRUE(signals.insert(arrivedSignal(s)).second);
+    for (int c = 0; c < kMaxChannels; ++c) {
+      for (int n = 0; n < nodes; ++n) {
+        EXPECT_TRUE(signals.insert(tailSignal(ranks, nodes, c, n)).second);
+        EXPECT_TRUE(signals.insert(headSignal(ranks, nodes, c, n)).second);
+        EXPECT_TRUE(counters.insert(sentCounter(nodes, c, n)).second);
+        EXPECT_TRUE(counters.insert(consumedCounter(nodes, c, n)).second);
+      }
+    }
+    EXPECT_EQ(signals.size(), signalWords(ranks, nodes));
+    EXPECT_EQ(*signals.rbegin() + 1, signalWords(ranks, nodes));
+    EXPECT_EQ(counters.size(), counterWords(nodes));
+    EXPECT_EQ(*counters.rbegin() + 1, counterWords(nodes));
   }
 }
 

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=int_list, default=[4, 8, 12, 16, 20, 24, 28, 32],
                    help="comma list of num_max_nvl_chunked_send_tokens to sweep")
     p.add_argument("--nvl-bytes", type=int, default=int(1e9), help="num_nvl_bytes of the Buffer")
+    p.add_argument("--rdma-bytes", type=int, default=0, help="num_rdma_bytes of the Buffer (across nodes)")
+    p.add_argument("--dispatch-only", action="store_true", help="check dispatch (and cached dispatch) only: combine "
+                   "across nodes is not written yet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bench-warmup", type=int, default=5)
     p.add_argument("--bench-iters", type=int, default=20)
@@ -203,6 +206,10 @@ class Checker:
         self.epr = self.E // self.R
         self.T = tokens_for(args, d.rank)
         self.variants = {}
+        topo = buffer.topology
+        # Across nodes (no NVLink domain spans them): the node size, else 0.
+        self.internode_ranks_per_node = (topo.ranks_per_node if topo.num_nodes > 1 and not topo.nvl_domain_spans_nodes
+                                         else 0)
 
     def setup(self, seed: int):
         a, dev = self.args, self.device
@@ -217,6 +224,12 @@ class Checker:
         all_in_rank = [ref.token_ranks(i, self.E, self.R) for i in self.all_idx]
         self.expected = ref.dispatch_expected(all_in_rank, self.rank, self.E, self.all_idx, self.all_w)
         self.worst_rows = sum(self.counts)  # every token of every rank could come here
+        P = self.internode_ranks_per_node
+        if P:  # the records this rank forwards: tokens of its peers on other nodes that go to its node
+            node, local = divmod(self.rank, P)
+            self.expected_forward = sum(
+                int(all_in_rank[b * P + local].view(-1, self.R // P, P)[:, node].any(dim=1).sum())
+                for b in range(self.R // P) if b != node)
         self.variants = {}  # built from the previous inputs, if any
 
     def variant(self, mode: str) -> Variant:
@@ -262,8 +275,14 @@ class Checker:
                                                                                             **kw)
             if async_finish:
                 event.current_stream_wait()
-            if per_node is not None:
+            P = self.internode_ranks_per_node
+            if not P and per_node is not None:
                 fail(ctx, f"num_tokens_per_rdma_rank must be None on one NVLink domain, got {per_node.tolist()}")
+            if P:
+                want_node = want.is_token_in_rank.view(self.T, self.R // P, P).any(dim=2).sum(dim=0).int()
+                if per_node is None or not torch.equal(per_node, want_node):
+                    fail(ctx, f"num_tokens_per_rdma_rank {None if per_node is None else per_node.tolist()}, "
+                              f"expected {want_node.tolist()}")
             for name, got, exp in (("num_tokens_per_rank", per_rank, want.tokens_per_rank),
                                    ("num_tokens_per_expert", per_expert, want.tokens_per_expert),
                                    ("is_token_in_rank", in_rank, want.is_token_in_rank)):
@@ -364,10 +383,24 @@ class Checker:
             sw = v.arg[1]
             if scales.dtype != sw.dtype or tuple(scales.shape) != (rows, sw.size(1)):
                 fail(ctx, f"recv scales: {scales.dtype} {tuple(scales.shape)}, expected {sw.dtype} {(rows, sw.size(1))}")
-        # The handle: callers index it.
-        if not isinstance(handle, tuple) or len(handle) != 6:
-            fail(ctx, f"handle: expected a 6-tuple, got {type(handle).__name__}")
-        prefix, send_pos, hrows, src_idx, h_in_rank, h_worst = handle
+        # The handle: callers index it. Across nodes it has 9 elements, the receive prefix sum fourth from the end.
+        P = self.internode_ranks_per_node
+        if not isinstance(handle, tuple) or len(handle) != (9 if P else 6):
+            fail(ctx, f"handle: expected a {9 if P else 6}-tuple, got {type(handle).__name__} of "
+                      f"{len(handle) if isinstance(handle, tuple) else '?'}")
+        prefix, send_pos, hrows, src_idx, h_in_rank = handle[:5]
+        h_worst = handle[-1]
+        if P:
+            gbl, fwd_pos, fwd_src = handle[5:8]
+            if not torch.equal(gbl, exp.rank_prefix_matrix[:, self.rank].contiguous()):
+                fail(ctx, f"handle[5] (recv_gbl_rank_prefix_sum) {gbl.tolist()}, expected column {self.rank} of the "
+                          f"prefix matrix {exp.rank_prefix_matrix[:, self.rank].tolist()}")
+            if fwd_pos.dim() != 2 or fwd_pos.size(1) != P or fwd_src.shape != (fwd_pos.size(0),):
+                fail(ctx, f"handle[6:8] (forward map): {tuple(fwd_pos.shape)} and {tuple(fwd_src.shape)}, expected "
+                          f"[F, {P}] and [F]")
+            if not worst and fwd_pos.size(0) != self.expected_forward:
+                fail(ctx, f"handle[6] (forward map) has {fwd_pos.size(0)} rows, expected the {self.expected_forward} "
+                          f"records this rank forwards")
         if not torch.equal(prefix, exp.rank_prefix_matrix):
             fail(ctx, f"handle[0] (rank prefix matrix) {prefix.tolist()}, expected {exp.rank_prefix_matrix.tolist()}")
         if not torch.equal(send_pos, exp.send_pos[self.rank]):
@@ -537,6 +570,8 @@ class Checker:
         out = self.dispatch(case, v)
         self.check_dispatch(case, v, out, ctx + ", dispatch")
         self.check_cached(case, v, out[0], out[4], ctx + ", cached dispatch")
+        if self.args.dispatch_only:
+            return f"  ok {ctx}: {self.expected.num_recv} rows here (dispatch and cached dispatch)"
         diff = self.check_combine(case, v, out, ctx + ", combine")
         return f"  ok {ctx}: {self.expected.num_recv} rows here, combine calc_diff {diff:.2e}"
 
@@ -552,7 +587,8 @@ def run_checks(args, chk: Checker, d: Dist):
     log0(d, f"checks: {len(todo)} cases")
     for i, case in enumerate(todo):
         log0(d, chk.run_case(i, case))
-    log0(d, chk.check_cuda_graph())
+    if not args.dispatch_only:
+        log0(d, chk.check_cuda_graph())
 
 
 def check_topology(args, d: Dist, buffer):
@@ -585,7 +621,7 @@ def start(args, purpose: str):
     ep = import_ep()
     log0(d, f"uccl.ep normal mode {purpose}: {d.world} ranks, backend {backend}, tokens {args.num_tokens}, hidden "
             f"{args.hidden}, topk {args.num_topk}, experts {args.num_experts}, num_nvl_bytes {args.nvl_bytes}")
-    buffer = ep.Buffer(dist.group.WORLD, num_nvl_bytes=args.nvl_bytes)
+    buffer = ep.Buffer(dist.group.WORLD, num_nvl_bytes=args.nvl_bytes, num_rdma_bytes=args.rdma_bytes)
     log0(d, topology_line(buffer))
     return d, Checker(args, ep, buffer, d, device)
 
