@@ -172,9 +172,10 @@ struct Context {
 };
 
 // The forwarded records of a call, for combine: per record (in (source node, stream position) order) the positions
-// at the node's ranks and the source token index. Outputs of the receive half, sized by HostCounts::num_forward.
+// at the node's ranks, then the source node, and the source token index. Outputs of the receive half, sized by
+// HostCounts::num_forward.
 struct ForwardMap {
-  int32_t* positions = nullptr;  // [num_forward, P]
+  int32_t* positions = nullptr;  // [num_forward, P + 1]: column P holds the source node
   int32_t* source_token = nullptr;  // [num_forward]
   int num_forward = 0;
 };
@@ -186,5 +187,13 @@ void launchDispatchSend(const Context& ctx, const intranode::DispatchArgs& a, in
 // The receive half: transfer (senders and forwarders), arrive, unpack, finish.
 void launchDispatchRecv(const Context& ctx, const intranode::DispatchArgs& a, const int32_t* prefix,
                         const ForwardMap& fwd, void* stream);
+// Combine (internode_combine.cu): reuse, push (rows back to their source on this node, or to its peer here), arrive,
+// node plan, transfer (partial sums to the sources, partials received into the nvl buffer), reduce, finish.
+void launchCombine(const Context& ctx, const intranode::CombineArgs& a, void* stream);
+// Bytes of the nvl buffer rank `rank` needs in a combine beyond what peers push (the node plan and the partials):
+// checked by each rank for itself.
+UCCL_EP_HOST_DEVICE inline size_t combineRecordBytes(int hidden, int num_topk) {
+  return intranode::alignUp(size_t(hidden) * 2 + size_t(num_topk) * 4 + 4, 16);
+}
 
 }  // namespace uccl::ep::kernels::internode

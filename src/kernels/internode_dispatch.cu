@@ -3,6 +3,7 @@
 // NVLink, and push the own node's rows straight into its ranks' staging. The node-local steps (reuse, arrive,
 // finish) and the grid steps plan and unpack are the intranode ones.
 #include "kernels/internode.hpp"
+#include "kernels/internode_device.cuh"
 #include "kernels/intranode_device.cuh"
 #include "kernels/intranode_rows.cuh"
 #include "kernels/intranode_steps.hpp"
@@ -14,46 +15,12 @@ namespace uccl::ep::kernels::internode {
 namespace {
 
 using namespace intranode::dev;
+using namespace internode::dev;
 using intranode::DispatchArgs;
 using intranode::kNumTokensOff;
 using intranode::kReadyOff;
 
 constexpr int kPublishThreads = 512;
-
-__device__ __forceinline__ uint64_t* signalWord(const Context& ctx, size_t index) {
-  return reinterpret_cast<uint64_t*>(ctx.signals + index);
-}
-
-// One thread pushes d into ring `ring_index` (mod the ring count); false (recorded) when the push failed.
-__device__ inline bool pushOne(const Context& ctx, int ring_index, ring::Descriptor d, int32_t op, int peer) {
-  const ring::RingView& r = ctx.rings[ring_index % ctx.num_rings];
-  const ring::PushResult res = ring::push(r, d, ctx.node.timeout_ns);
-  if (res.status == ring::Status::kOk) return true;
-  fail(ctx.node, kRingError, op, peer, -1, (uint64_t(r.ring_id) << 32) | uint32_t(res.status));
-  return false;
-}
-
-// One thread waits until the signal word reaches `target`; returns the value read, or 0 (recorded: kTimeout with
-// `op`, the peer and `detail`) on timeout, or when another thread of this rank failed.
-__device__ inline uint64_t waitSignal(const Context& ctx, size_t index, uint64_t target, int32_t op, int peer,
-                                      uint64_t detail) {
-  const uint64_t* w = signalWord(ctx, index);
-  uint64_t v = platform::loadAcquire<Scope::kSystem>(w);
-  if (v >= target) return v;
-  const uint64_t start = platform::nowNs();
-  for (uint32_t spins = 1;; ++spins) {
-    if ((v = platform::loadAcquire<Scope::kSystem>(w)) >= target) return v;
-    if ((spins & 255) == 0) {
-      if (failed(ctx.node)) return 0;
-      if (platform::nowNs() - start > ctx.node.timeout_ns) {
-        fail(ctx.node, kTimeout, op, peer, -1, detail);
-        return 0;
-      }
-    }
-  }
-}
-
-__device__ __forceinline__ bool sameNode(const Context& ctx, int rank) { return rank / ctx.ranks_per_node == ctx.node_index; }
 
 // Entry (i, j) of the count matrix (tokens source i sends to rank j): from i's nvl header on this node, else from
 // i's row in the counts area. Both were published before the waits that precede every use.
@@ -205,66 +172,29 @@ __device__ inline Target targetOf(const Context& ctx, const intranode::Layout& l
 
 // Warp: the records of channel c's tokens to node b, in token order, into stream (c, b) at the peer there.
 __device__ void sendStream(const Context& ctx, const DispatchArgs& a, int c, int b) {
-  const RdmaLayout& L = ctx.rdma_layout;
-  const intranode::Layout& l = a.layout;
-  const int R = L.ranks, N = L.nodes, P = ctx.ranks_per_node, S = L.slots, lane = platform::laneId();
-  const int peer = b * P + ctx.local, T = a.num_tokens;
-  const int t_end = channelBegin(c + 1, T, L.channels);
+  const int R = ctx.rdma_layout.ranks, P = ctx.ranks_per_node, lane = platform::laneId(), T = a.num_tokens;
+  const int t_end = channelBegin(c + 1, T, ctx.rdma_layout.channels);
   const uint8_t* in_rank = reinterpret_cast<const uint8_t*>(a.is_token_in_rank);
-  uint64_t* sent_counter = &ctx.counters[sentCounter(N, c, b)];
-  uint64_t sent = platform::loadRelaxed<Scope::kDevice>(sent_counter), flushed = sent;
-  uint64_t head = platform::loadAcquire<Scope::kSystem>(signalWord(ctx, headSignal(R, N, c, b)));
-  const int ring_index = c * N + b;
-  bool ok = true;
-  auto flush = [&]() {
-    platform::fenceAcqRel<Scope::kSystem>();  // every lane's record stores before the WRITE that reads them
-    platform::syncWarp();
-    if (lane == 0) {
-      const uint64_t n = sent - flushed;
-      const int s0 = static_cast<int>(flushed % S);
-      const uint64_t first = n < uint64_t(S - s0) ? n : uint64_t(S - s0);
-      ok = pushOne(ctx, ring_index, ring::makeWrite(peer, ctx.rdma_region, L.slotOff(0, c, b, s0), ctx.rdma_region,
-                                                    L.slotOff(1, c, ctx.node_index, s0),
-                                                    static_cast<uint32_t>(first * L.record_bytes)),
-                   kOpRdmaRoom, peer);
-      if (ok && n > first) {
-        ok = pushOne(ctx, ring_index, ring::makeWrite(peer, ctx.rdma_region, L.slotOff(0, c, b, 0), ctx.rdma_region,
-                                                      L.slotOff(1, c, ctx.node_index, 0),
-                                                      static_cast<uint32_t>((n - first) * L.record_bytes)),
-                     kOpRdmaRoom, peer);
-      }
-      ok = ok && pushOne(ctx, ring_index,
-                         ring::makeSignal(peer, ctx.signal_base + static_cast<uint32_t>(tailSignal(R, N, c, ctx.node_index)),
-                                          static_cast<int32_t>(n)),
-                         kOpRdmaRoom, peer);
-    }
-    ok = platform::shfl(ok, 0);
-    flushed = sent;
-  };
-  for (int t0 = channelBegin(c, T, L.channels); t0 < t_end && ok; t0 += kWarpSize) {
+  StreamOut out(ctx, c, b, kOpRdmaRoom);
+  for (int t0 = channelBegin(c, T, ctx.rdma_layout.channels); t0 < t_end && out.ok(); t0 += kWarpSize) {
     const int t = t0 + lane;
     bool hit = false;
     if (t < t_end) {
       for (int m = 0; m < P; ++m) hit |= in_rank[static_cast<size_t>(t) * R + b * P + m] != 0;
     }
-    for (uint64_t mask = platform::ballot(hit); mask != 0 && ok; mask &= mask - 1) {
+    for (uint64_t mask = platform::ballot(hit); mask != 0; mask &= mask - 1) {
       const int tok = t0 + __ffsll(static_cast<long long>(mask)) - 1;
-      if (sent - head >= static_cast<uint64_t>(S)) {  // the slot is free once the peer consumed record sent - S
-        if (lane == 0) head = waitSignal(ctx, headSignal(R, N, c, b), sent - S + 1, kOpRdmaRoom, peer, c);
-        head = platform::shfl(head, 0);
-        if (head == 0) return;
-      }
-      uint8_t* rec = ctx.rdma + L.slotOff(0, c, b, static_cast<int>(sent % S));
+      uint8_t* rec = out.slot();
+      if (rec == nullptr) return;
       storeRecord(a, tok, rec);
       if (lane < P) {
-        reinterpret_cast<int32_t*>(rec + l.token_stride)[lane] = a.send_pos[static_cast<size_t>(tok) * R + b * P + lane];
+        reinterpret_cast<int32_t*>(rec + a.layout.token_stride)[lane] =
+            a.send_pos[static_cast<size_t>(tok) * R + b * P + lane];
       }
-      ++sent;
-      if (sent - flushed == static_cast<uint64_t>(ctx.send_chunk)) flush();
+      out.commit();
     }
   }
-  if (ok && sent != flushed) flush();
-  if (lane == 0) platform::storeRelaxed<Scope::kDevice>(sent_counter, sent);
+  out.finish();
 }
 
 // Warp: the records of stream (c, a) from this rank's peer on node a, each into the staging of every rank of this
@@ -273,7 +203,7 @@ __device__ void forwardStream(const Context& ctx, const DispatchArgs& a, const i
                               int parity, int c, int src_node) {
   const RdmaLayout& L = ctx.rdma_layout;
   const intranode::Layout& l = a.layout;
-  const int R = L.ranks, N = L.nodes, P = ctx.ranks_per_node, S = L.slots, lane = platform::laneId();
+  const int P = ctx.ranks_per_node, lane = platform::laneId();
   const int s = src_node * P + ctx.local;
   const int64_t expected = streamLength(ctx, parity, s, c);
   int64_t row0 = 0;  // the stream's first entry in the forward map: earlier source nodes, then earlier channels
@@ -284,19 +214,10 @@ __device__ void forwardStream(const Context& ctx, const DispatchArgs& a, const i
   for (int cc = 0; cc < c; ++cc) row0 += streamLength(ctx, parity, s, cc);
   Target tgt{};
   if (lane < P) tgt = targetOf(ctx, l, prefix, s, lane);
-  uint64_t* consumed_counter = &ctx.counters[consumedCounter(N, c, src_node)];
-  const uint64_t consumed = platform::loadRelaxed<Scope::kDevice>(consumed_counter);
-  const size_t tail_index = tailSignal(R, N, c, src_node);
-  uint64_t tail = platform::loadAcquire<Scope::kSystem>(signalWord(ctx, tail_index));
-  int64_t acked = 0;
+  StreamIn in(ctx, c, src_node, expected, kOpRdmaRows);
   for (int64_t k = 0; k < expected; ++k) {
-    const uint64_t pos = consumed + k;
-    if (tail <= pos) {
-      if (lane == 0) tail = waitSignal(ctx, tail_index, pos + 1, kOpRdmaRows, s, c);
-      tail = platform::shfl(tail, 0);
-      if (tail == 0) return;
-    }
-    const uint8_t* rec = ctx.rdma + L.slotOff(1, c, src_node, static_cast<int>(pos % S));
+    const uint8_t* rec = in.next();
+    if (rec == nullptr) return;
     int32_t p = -1;
     if (lane < P) p = platform::loadFresh(reinterpret_cast<const int32_t*>(rec + l.token_stride) + lane);
     // Positions come from the wire: one outside the source's rows to that rank is a protocol failure.
@@ -304,7 +225,8 @@ __device__ void forwardStream(const Context& ctx, const DispatchArgs& a, const i
     if (bad) fail(ctx.node, kBadRecord, kOpRdmaRows, s, lane, static_cast<uint64_t>(p));
     const int64_t fr = row0 + k;
     if (fr < fwd.num_forward) {
-      if (lane < P && fwd.positions) fwd.positions[fr * P + lane] = bad ? -1 : p;
+      if (lane < P && fwd.positions) fwd.positions[fr * (P + 1) + lane] = bad ? -1 : p;
+      if (lane == 0 && fwd.positions) fwd.positions[fr * (P + 1) + P] = src_node;
       if (lane == 0 && fwd.source_token) {
         fwd.source_token[fr] = platform::loadFresh(reinterpret_cast<const int32_t*>(rec + l.srcIdxOff()));
       }
@@ -316,18 +238,9 @@ __device__ void forwardStream(const Context& ctx, const DispatchArgs& a, const i
       const int Tm = platform::loadRelaxed<Scope::kSystem>(ints(base, kNumTokensOff));
       copyWarp<true>(base + l.stagingOff(Tm) + g * l.token_stride, rec, l.token_stride);
     }
-    if (k + 1 - acked == ctx.send_chunk || k + 1 == expected) {
-      platform::syncWarp();  // every lane's loads of the chunk are done
-      if (lane == 0) {
-        pushOne(ctx, c * N + src_node,
-                ring::makeSignal(s, ctx.signal_base + static_cast<uint32_t>(headSignal(R, N, c, ctx.node_index)),
-                                 static_cast<int32_t>(k + 1 - acked)),
-                kOpRdmaRows, s);
-      }
-      acked = k + 1;
-    }
+    in.done();
   }
-  if (lane == 0) platform::storeRelaxed<Scope::kDevice>(consumed_counter, consumed + expected);
+  in.finish();
 }
 
 // Warp: channel c's own tokens into the staging of the other ranks of this node (the own rows are unpack's).

@@ -255,6 +255,11 @@ struct CombineArgs {
   int num_tokens = 0, num_recv_tokens = 0, hidden = 0, num_topk = 0;
   void* combined_x = nullptr;            // BF16 [T, hidden]
   float* combined_topk_weights = nullptr;  // [T, K] or null
+  // Across nodes (internode.hpp), from the handle: is_token_in_rank and the forward map.
+  const bool* is_token_in_rank = nullptr;  // [T, R]
+  const int32_t* forward_positions = nullptr;  // [num_forward, ranks per node + 1]
+  const int32_t* forward_source_token = nullptr;  // [num_forward]
+  int num_forward = 0;
   // Filled by the runtime.
   Layout layout;
 };

@@ -9,6 +9,7 @@
 // reduce    staged path: per own token (one warp), the sum of its rows from every rank it went to, in rank order.
 // transfer  pipelined path: the push with chunk flags, then the reduce, each row after its chunk's flag.
 #include "kernels/intranode_device.cuh"
+#include "kernels/intranode_reduce.cuh"
 #include "kernels/intranode_handle.hpp"
 #include "kernels/intranode_steps.hpp"
 #include "kernels/launch.hpp"
@@ -73,18 +74,6 @@ __device__ __forceinline__ Source sourceOf(const Context& ctx, const CombineArgs
   return src;
 }
 
-// Received row g (of source s) into s's buffer: the BF16 row, then its top-k weights.
-// The weights are loaded before the row's copy starts, so their round trip overlaps it.
-static_assert(kMaxTopk <= kWarpSize, "one top-k weight per lane");
-__device__ __forceinline__ void storeBack(const CombineArgs& a, int64_t g, uint8_t* dst) {
-  const size_t row_bytes = static_cast<size_t>(a.hidden) * 2;
-  const int lane = platform::laneId();
-  const bool has_weight = a.topk_weights && lane < a.num_topk;
-  const float w = has_weight ? platform::loadInput(a.topk_weights + static_cast<size_t>(g) * a.num_topk + lane) : 0.0f;
-  copyWarp<false>(dst, static_cast<const uint8_t*>(a.x) + g * row_bytes, row_bytes);
-  if (has_weight) reinterpret_cast<float*>(dst + row_bytes)[lane] = w;
-}
-
 // What this rank gets back: the byte offset of each rank's block here (block_of[r]), its rows (sent_to[r], the rows
 // this rank sent to r: the bound of send_pos[t][r]), and whether they fit.
 __device__ __forceinline__ bool blocksHere(const Context& ctx, const CombineArgs& a, int64_t* block_of,
@@ -96,79 +85,6 @@ __device__ __forceinline__ bool blocksHere(const Context& ctx, const CombineArgs
     rows += sent_to[r];
   }
   return a.layout.combineBytes(rows) <= ctx.buffer_bytes;  // otherwise the ranks stored nothing
-}
-
-// kSumUnroll vectors per lane of kSumRows rows at a time: that many loads in flight per lane per round trip.
-constexpr int kSumUnroll = 4;
-constexpr int kSumRows = 2;
-
-__device__ __forceinline__ void addBf16x8(float* acc, int4 raw) {
-  const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
-#pragma unroll
-  for (int c = 0; c < 8; ++c) acc[c] += platform::bf16ToFloat(h[c]);
-}
-
-// Own token t from the n rows listed in `rows` (rank order): the sum, plus the biases, into combined_x, and the sum
-// of the weights into combined_topk_weights. Entry self_slot (or -1) is the row this rank received from itself: its
-// weights are in the combine input, the others' follow their rows. kFresh: rows pushed during this kernel.
-template <bool kFresh>
-__device__ void reduceToken(const CombineArgs& a, int t, const uint8_t* const* rows, int n, int self_slot,
-                            int64_t self_row) {
-  const int lane = platform::laneId(), K = a.num_topk;
-  const int vecs = a.hidden / 8;
-  const size_t row_bytes = static_cast<size_t>(a.hidden) * 2;
-  const int4* b0 = a.bias_0 ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias_0) + static_cast<size_t>(t) * a.hidden)
-                            : nullptr;
-  const int4* b1 = a.bias_1 ? reinterpret_cast<const int4*>(static_cast<const uint16_t*>(a.bias_1) + static_cast<size_t>(t) * a.hidden)
-                            : nullptr;
-  int4* out = reinterpret_cast<int4*>(static_cast<uint16_t*>(a.combined_x) + static_cast<size_t>(t) * a.hidden);
-  // kSumUnroll vectors per lane at a time, so each row contributes that many loads in flight.
-  for (int v0 = lane; v0 < vecs; v0 += kSumUnroll * kWarpSize) {
-    float acc[kSumUnroll][8] = {};
-    for (int i = 0; i < n; i += kSumRows) {
-      int4 raw[kSumRows][kSumUnroll];
-#pragma unroll
-      for (int q = 0; q < kSumRows; ++q) {
-        const int4* row = reinterpret_cast<const int4*>(rows[i + q < n ? i + q : i]);
-#pragma unroll
-        for (int u = 0; u < kSumUnroll; ++u) {
-          const int v = v0 + u * kWarpSize;
-          raw[q][u] = v < vecs && i + q < n ? (kFresh ? platform::loadFresh(row + v) : platform::loadInput(row + v))
-                                            : int4{0, 0, 0, 0};
-        }
-      }
-#pragma unroll
-      for (int q = 0; q < kSumRows; ++q) {
-#pragma unroll
-        for (int u = 0; u < kSumUnroll; ++u) addBf16x8(acc[u], raw[q][u]);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kSumUnroll; ++u) {
-      const int v = v0 + u * kWarpSize;
-      if (v >= vecs) break;
-      if (b0) addBf16x8(acc[u], b0[v]);
-      if (b1) addBf16x8(acc[u], b1[v]);
-      int4 packed;
-      uint16_t* o = reinterpret_cast<uint16_t*>(&packed);
-#pragma unroll
-      for (int c = 0; c < 8; ++c) o[c] = platform::floatToBf16(acc[u][c]);
-      out[v] = packed;
-    }
-  }
-  if (a.combined_topk_weights) {
-    for (int k = lane; k < K; k += kWarpSize) {
-      float w = 0.0f;
-      for (int i = 0; i < n; ++i) {
-        if (i == self_slot) {
-          w += a.topk_weights ? a.topk_weights[static_cast<size_t>(self_row) * K + k] : 0.0f;
-        } else {
-          w += loadScalar<kFresh>(reinterpret_cast<const float*>(rows[i] + row_bytes) + k);
-        }
-      }
-      a.combined_topk_weights[static_cast<size_t>(t) * K + k] = w;
-    }
-  }
 }
 
 // The warp lists token t's rows in `mine` (rank order; one per rank it went to) and returns how many; *self_slot

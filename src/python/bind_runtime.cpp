@@ -209,10 +209,14 @@ void bindNormal(py::class_<Runtime>& c) {
           arg("outputs"), py::kw_only(), arg("num_sms"), arg("num_max_nvl_chunked_send_tokens"), arg("stream"))
       .def(
           "combine",
-          [](const Runtime& r, const in::CombineArgs& a, int num_sms, int send_tokens, uintptr_t stream) {
-            nogil(r, [&](runtime::Buffer& b) { b.combine(a, NormalConfig{num_sms, send_tokens}, stream); });
+          [](const Runtime& r, const in::CombineArgs& a, int num_sms, int send_tokens, uintptr_t stream, int rdma_send,
+             int rdma_recv) {
+            nogil(r, [&](runtime::Buffer& b) {
+              b.combine(a, NormalConfig{num_sms, send_tokens, rdma_send, rdma_recv}, stream);
+            });
           },
-          arg("args"), py::kw_only(), arg("num_sms"), arg("num_max_nvl_chunked_send_tokens"), arg("stream"));
+          arg("args"), py::kw_only(), arg("num_sms"), arg("num_max_nvl_chunked_send_tokens"), arg("stream"),
+          arg("num_max_rdma_chunked_send_tokens") = 0, arg("num_max_rdma_chunked_recv_tokens") = 0);
 }
 
 }  // namespace

@@ -117,7 +117,11 @@ void bindNormalArgs(py::module_& m) {
                            .pointer("rank_prefix_matrix", &C::rank_prefix_matrix).value("num_tokens", &C::num_tokens)
                            .value("num_recv_tokens", &C::num_recv_tokens).value("hidden", &C::hidden)
                            .value("num_topk", &C::num_topk).pointer("combined_x", &C::combined_x)
-                           .pointer("combined_topk_weights", &C::combined_topk_weights)));
+                           .pointer("combined_topk_weights", &C::combined_topk_weights)
+                           .pointer("is_token_in_rank", &C::is_token_in_rank)
+                           .pointer("forward_positions", &C::forward_positions)
+                           .pointer("forward_source_token", &C::forward_source_token)
+                           .value("num_forward", &C::num_forward)));
 }
 
 void bindAnswers(py::module_& m) {

@@ -129,11 +129,13 @@ struct Buffer::Impl {
   kernels::intranode::Context nvlContext(const char* call, const NormalConfig& config) const;
   kernels::intranode::Context normalContext(const char* call, const NormalConfig& config) const;
   // buffer_internode.cpp: a dispatch across nodes (send half; receive half).
-  kernels::internode::Context internodeContext(const char* call, const NormalConfig& config,
-                                               const kernels::intranode::DispatchArgs& a) const;
+  // num_experts (0 for a combine) sizes the counts rows, token_bytes the records of the rings.
+  kernels::internode::Context internodeContext(const char* call, const NormalConfig& config, int num_experts,
+                                               size_t token_bytes) const;
   void internodeDispatchSend(kernels::intranode::DispatchArgs a, bool cached, const NormalConfig& config,
                              uintptr_t stream);
   void internodeDispatchRecv(const kernels::intranode::DispatchOutputs& outputs, uintptr_t stream);
+  void internodeCombine(kernels::intranode::CombineArgs a, const NormalConfig& config, uintptr_t stream);
 
   // kernel_errors.cpp: throws what a kernel or a proxy recorded. A rejected argument (kBadExpertId) is cleared when
   // thrown; with argument_errors false it stays recorded for a later call (a receive hook raises it after its launch).

@@ -18,8 +18,8 @@ constexpr int kDefaultRdmaSendTokens = 6;    // Config's defaults
 constexpr int kDefaultRdmaRecvTokens = 256;
 }  // namespace
 
-internode::Context Buffer::Impl::internodeContext(const char* call, const NormalConfig& config,
-                                                  const intranode::DispatchArgs& a) const {
+internode::Context Buffer::Impl::internodeContext(const char* call, const NormalConfig& config, int num_experts,
+                                                  size_t token_bytes) const {
   const int R = cfg.num_ranks, P = topo.ranks_per_node, N = topo.num_nodes;
   if (R % P != 0) {
     UCCL_EP_THROW("{}: {}: normal mode across nodes needs whole nodes ({} ranks do not make nodes of {})", call,
@@ -60,8 +60,7 @@ internode::Context Buffer::Impl::internodeContext(const char* call, const Normal
                       call, send, slots);
   }
   c.send_chunk = send;
-  c.rdma_layout = internode::makeRdmaLayout(channels, N, R, a.num_experts / R, slots,
-                                            internode::recordBytes(a.layout.token_stride, P));
+  c.rdma_layout = internode::makeRdmaLayout(channels, N, R, num_experts / R, slots, token_bytes);
   const size_t need = c.rdma_layout.totalBytes();
   if (need > static_cast<size_t>(cfg.num_rdma_bytes)) {
     UCCL_EP_THROW_ARG("{}: the RDMA buffer is too small: {} channels x {} nodes x 2 rings of {} records of {} bytes "
@@ -85,7 +84,8 @@ void Buffer::Impl::internodeDispatchSend(intranode::DispatchArgs a, bool cached,
                                          uintptr_t stream) {
   const char* call = "dispatch";
   a.layout = dispatchLayout(cfg.num_ranks, a, cached);
-  const internode::Context c = internodeContext(call, config, a);
+  const internode::Context c =
+      internodeContext(call, config, a.num_experts, internode::recordBytes(a.layout.token_stride, topo.ranks_per_node));
   if (a.send_pos == nullptr) UCCL_EP_THROW_ARG("{}: across nodes send_pos is needed (every record carries it)", call);
   if (!cached && a.recv_gbl_rank_prefix_sum == nullptr) {
     UCCL_EP_THROW_ARG("{}: across nodes the handle's recv_gbl_rank_prefix_sum is an output", call);
@@ -126,6 +126,21 @@ void Buffer::Impl::internodeDispatchRecv(const intranode::DispatchOutputs& outpu
   fwd.num_forward = outputs.num_forward;
   const int32_t* prefix = a.cached ? internode_prefix->get() : a.rank_prefix_matrix;
   internode::launchDispatchRecv(c, a, prefix, fwd, reinterpret_cast<void*>(stream));
+}
+
+void Buffer::Impl::internodeCombine(intranode::CombineArgs a, const NormalConfig& config, uintptr_t stream) {
+  const char* call = "combine";
+  a.layout = combineLayout(cfg.num_ranks, a);
+  const internode::Context c =
+      internodeContext(call, config, 0, internode::combineRecordBytes(a.hidden, a.num_topk));
+  if (a.is_token_in_rank == nullptr || a.send_pos == nullptr || a.rank_prefix_matrix == nullptr) {
+    UCCL_EP_THROW_ARG("{}: across nodes the handle's is_token_in_rank, send_pos and rank_prefix_matrix are needed",
+                      call);
+  }
+  if (a.num_forward < 0 || (a.num_forward > 0 && (a.forward_positions == nullptr || a.forward_source_token == nullptr))) {
+    UCCL_EP_THROW_ARG("{}: across nodes the handle's forward map is needed for its {} rows", call, a.num_forward);
+  }
+  internode::launchCombine(c, a, reinterpret_cast<void*>(stream));
 }
 
 int Buffer::dispatchForwardCount() const {

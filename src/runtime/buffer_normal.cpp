@@ -169,6 +169,10 @@ void Buffer::combine(intranode::CombineArgs a, const NormalConfig& config, uintp
   Impl& m = *impl_;
   const char* call = "combine";
   checkErrors();
+  if (m.internode) {
+    m.internodeCombine(a, config, stream);
+    return;
+  }
   const intranode::Context c = m.normalContext(call, config);
   a.layout = combineLayout(m.cfg.num_ranks, a);
   checkFits(a.layout.combineBytes(a.num_recv_tokens), m.cfg.num_nvl_bytes, call,

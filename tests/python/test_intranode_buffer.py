@@ -187,7 +187,8 @@ def test_native_calls_of_a_dispatch_and_combine(fc):
     assert dict(rt.calls)["combine"] == dict(num_sms=6, num_max_nvl_chunked_send_tokens=10, stream=0, args=dict(
         x=y.data_ptr(), topk_weights=rw.data_ptr(), bias_0=0, bias_1=bias.data_ptr(), send_pos=send_pos.data_ptr(),
         rank_prefix_matrix=prefix.data_ptr(), num_tokens=6, num_recv_tokens=n, hidden=H, num_topk=K,
-        combined_x=out.data_ptr(), combined_topk_weights=out_w.data_ptr()))
+        combined_x=out.data_ptr(), combined_topk_weights=out_w.data_ptr(), is_token_in_rank=0, forward_positions=0,
+        forward_source_token=0, num_forward=0))
 
 
 def test_fp8_scale_strides_reach_the_runtime(fc):

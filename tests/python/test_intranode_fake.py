@@ -412,7 +412,8 @@ class FakeNormalRuntime:
                 memory(outputs.recv_topk_weights, torch.float32, (rows, K))[n:] = 0
 
     # -- combine ------------------------------------------------------------------------------------------
-    def combine(self, *, args, num_sms, num_max_nvl_chunked_send_tokens, stream):
+    def combine(self, *, args, num_sms, num_max_nvl_chunked_send_tokens, stream, num_max_rdma_chunked_send_tokens=0,
+                num_max_rdma_chunked_recv_tokens=0):
         self._log("combine", args=args, num_sms=num_sms,
                   num_max_nvl_chunked_send_tokens=num_max_nvl_chunked_send_tokens, stream=stream)
         self._check_normal_mode("combine")

@@ -325,6 +325,9 @@ def check_normal_handle(call: str, handle, num_ranks: int) -> NormalHandle:
     if h.internode:
         check_tensor(call, "handle[5] (recv_gbl_rank_prefix_sum)", h.recv_gbl_rank_prefix_sum, torch.int32, shape=[R])
         check_tensor(call, "handle[6] (forward_positions)", h.forward_positions, torch.int32, dims=2)
+        if h.forward_positions.size(1) < 2:
+            _fail(call, f"handle[6] (forward_positions) has {h.forward_positions.size(1)} columns; expected ranks per "
+                        f"node + 1")
         check_tensor(call, "handle[7] (forward_source_token)", h.forward_source_token, torch.int32,
                      shape=[h.forward_positions.size(0)])
     return h

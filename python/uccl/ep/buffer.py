@@ -375,7 +375,7 @@ class Buffer(LowLatencyCalls):
         handle, event); a cached dispatch (handle given) returns (recv_x, None, None, None, None, event).
         handle = (rank_prefix_matrix [R, R] int32, send_pos [T, R] int32, receive rows, recv_src_idx int32,
         is_token_in_rank [T, R] bool, num_worst_tokens); across nodes (ranks outside this rank's NVLink domain)
-        recv_gbl_rank_prefix_sum [R] int32 (column `rank` of the matrix), forward_positions [F, ranks per node] int32
+        recv_gbl_rank_prefix_sum [R] int32 (column `rank` of the matrix), forward_positions [F, ranks per node + 1] int32
         and forward_source_token [F] int32 (the records this rank forwarded for other nodes) come before
         num_worst_tokens, so that the prefix sum is the fourth element from the end, as in DeepEP. A cached dispatch's kernels check the handle's matrix
         against is_token_in_rank and the rows as they read it (no host read): a bad entry voids the call, and the next
@@ -456,7 +456,7 @@ class Buffer(LowLatencyCalls):
             recv_src_idx = None if a.cached else torch.empty((rows,), dtype=torch.int32, device=dev)
             fwd_pos = fwd_src = None
             if P:  # a cached dispatch forwards the same records again; the handle keeps the first map
-                fwd_pos = torch.empty((forward, P), dtype=torch.int32, device=dev)
+                fwd_pos = torch.empty((forward, P + 1), dtype=torch.int32, device=dev)
                 fwd_src = torch.empty((forward,), dtype=torch.int32, device=dev)
         outputs = _C.DispatchOutputs(recv_x=recv_x.data_ptr(), recv_x_scales=ptr_of(recv_scales),
                                      recv_topk_idx=ptr_of(recv_topk_idx), recv_topk_weights=ptr_of(recv_topk_weights),
@@ -493,8 +493,19 @@ class Buffer(LowLatencyCalls):
         h, hidden, K, bias0, bias1 = V.check_normal_combine(x, handle, topk_weights, bias, config, previous_event,
                                                             async_finish, allocate_on_comm_stream, num_ranks=R,
                                                             call=call)
+        P = self._internode_node_size
+        if bool(P) != h.internode:
+            raise ValueError(f"{call}: the handle has {9 if h.internode else 6} elements, made by a Buffer "
+                             f"{'across' if h.internode else 'within one'} NVLink domain, but this Buffer "
+                             f"{'spans nodes' if P else 'is one NVLink domain'}")
+        if P and h.forward_positions.size(1) != P + 1:
+            raise ValueError(f"{call}: handle[6] (forward_positions) has {h.forward_positions.size(1)} columns, "
+                             f"expected {P + 1} (ranks per node + the source node)")
         inputs = dict(x=x, topk_weights=topk_weights, bias0=bias0, bias1=bias1, send_pos=h.send_pos,
                       rank_prefix_matrix=h.rank_prefix_matrix)
+        if P:
+            inputs.update(is_token_in_rank=h.is_token_in_rank, forward_positions=h.forward_positions,
+                          forward_source_token=h.forward_source_token)
         for name, t in inputs.items():
             V.check_on_device(call, name, t, self.device)
         rt = self._rt(call)
@@ -511,10 +522,15 @@ class Buffer(LowLatencyCalls):
         args = _C.CombineArgs(x=x.data_ptr(), topk_weights=ptr_of(topk_weights), bias_0=ptr_of(bias0), bias_1=ptr_of(bias1),
                               send_pos=h.send_pos.data_ptr(), rank_prefix_matrix=h.rank_prefix_matrix.data_ptr(),
                               num_tokens=T, num_recv_tokens=rows, hidden=hidden, num_topk=K,
-                              combined_x=combined.data_ptr(), combined_topk_weights=ptr_of(combined_weights))
+                              combined_x=combined.data_ptr(), combined_topk_weights=ptr_of(combined_weights),
+                              is_token_in_rank=ptr_of(h.is_token_in_rank if P else None),
+                              forward_positions=ptr_of(h.forward_positions), forward_source_token=ptr_of(h.forward_source_token),
+                              num_forward=h.num_forward)
         # Checks the sizes and that the rows fit num_nvl_bytes (ArgumentError) before anything launches.
         rt.combine(args=args, num_sms=config.num_sms,
-                   num_max_nvl_chunked_send_tokens=config.num_max_nvl_chunked_send_tokens, stream=comm.cuda_stream)
+                   num_max_nvl_chunked_send_tokens=config.num_max_nvl_chunked_send_tokens, stream=comm.cuda_stream,
+                   num_max_rdma_chunked_send_tokens=config.num_max_rdma_chunked_send_tokens,
+                   num_max_rdma_chunked_recv_tokens=config.num_max_rdma_chunked_recv_tokens)
         event = self._normal_finish(current, comm, async_finish, allocate_on_comm_stream,
                                     (combined, combined_weights), tuple(inputs.values()))
         return combined, combined_weights, event

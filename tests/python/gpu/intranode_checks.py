@@ -395,9 +395,9 @@ class Checker:
             if not torch.equal(gbl, exp.rank_prefix_matrix[:, self.rank].contiguous()):
                 fail(ctx, f"handle[5] (recv_gbl_rank_prefix_sum) {gbl.tolist()}, expected column {self.rank} of the "
                           f"prefix matrix {exp.rank_prefix_matrix[:, self.rank].tolist()}")
-            if fwd_pos.dim() != 2 or fwd_pos.size(1) != P or fwd_src.shape != (fwd_pos.size(0),):
+            if fwd_pos.dim() != 2 or fwd_pos.size(1) != P + 1 or fwd_src.shape != (fwd_pos.size(0),):
                 fail(ctx, f"handle[6:8] (forward map): {tuple(fwd_pos.shape)} and {tuple(fwd_src.shape)}, expected "
-                          f"[F, {P}] and [F]")
+                          f"[F, {P + 1}] and [F]")
             if not worst and fwd_pos.size(0) != self.expected_forward:
                 fail(ctx, f"handle[6] (forward map) has {fwd_pos.size(0)} rows, expected the {self.expected_forward} "
                           f"records this rank forwards")
