@@ -56,10 +56,10 @@
 //     between processes of one host, which is how it runs on the machines here.
 //
 // Layout of a rank's RDMA buffer (num_rdma_bytes), identical on every rank:
-//   send area    [channel][destination node] rings: the records this rank writes before their WRITE
-//   receive area [channel][source node] rings:      the records the peers wrote here
 //   counts out   [2 parities]: this rank's row as it sends it (the expert part once per destination)
 //   counts in    [2 parities][R]: the rows of the remote ranks
+//   send area    [channel][destination node] rings: the records this rank writes before their WRITE
+//   receive area [channel][source node] rings:      the records the peers wrote here
 // Each ring: a 64-byte line (kept for alignment), then `slots` records. The node's own index is kept (unused) so that
 // offsets need no special case.
 #pragma once
@@ -95,29 +95,38 @@ UCCL_EP_HOST_DEVICE inline int channelOf(int t, int T, int C) { return static_ca
 
 UCCL_EP_HOST_DEVICE inline constexpr size_t pad4(size_t n) { return (n + 3) / 4 * 4; }
 
+// The counts areas come first and have one size for the Buffer's life (ranks and nodes are fixed; channels and
+// experts at their bounds): a call's channel count, record size and ring depth may differ from the last call's, and a
+// peer may already write its next row while this rank still reads the last one.
 struct RdmaLayout {
   int channels = 0, nodes = 0, ranks = 0, experts_per_rank = 0;
   int slots = 0;  // records per ring (Config.num_max_rdma_chunked_recv_tokens)
   size_t record_bytes = 0;
-  UCCL_EP_HOST_DEVICE size_t ringBytes() const { return kRingCounterBytes + size_t(slots) * record_bytes; }
-  UCCL_EP_HOST_DEVICE size_t areaBytes() const { return size_t(channels) * size_t(nodes) * ringBytes(); }
-  UCCL_EP_HOST_DEVICE size_t slotOff(int area, int channel, int node, int slot) const {
-    return size_t(area) * areaBytes() + (size_t(channel) * size_t(nodes) + size_t(node)) * ringBytes() +
-           kRingCounterBytes + size_t(slot) * record_bytes;
+  // A counts row (int32): [R] tokens per rank and [N][kMaxChannels] records per (node, channel), padded to 16 bytes;
+  // then the destination's tokens per local expert (room for the most a call may have), padded likewise.
+  UCCL_EP_HOST_DEVICE size_t rowHeadInts() const { return pad4(size_t(ranks) + size_t(nodes) * kMaxChannels); }
+  UCCL_EP_HOST_DEVICE size_t rowExpertInts() const {
+    return pad4((size_t(kMaxNormalExperts) + size_t(ranks) - 1) / size_t(ranks));
   }
-  // A counts row (int32): [R] tokens per rank and [N][C] records per (node, channel), padded to 16 bytes; then the
-  // destination's tokens per local expert, padded likewise.
-  UCCL_EP_HOST_DEVICE size_t rowHeadInts() const { return pad4(size_t(ranks) + size_t(nodes) * channels); }
-  UCCL_EP_HOST_DEVICE size_t rowExpertInts() const { return pad4(size_t(experts_per_rank)); }
   UCCL_EP_HOST_DEVICE size_t rowBytes() const { return (rowHeadInts() + rowExpertInts()) * 4; }
+  UCCL_EP_HOST_DEVICE size_t nodeChannelIndex(int node, int channel) const {
+    return size_t(ranks) + size_t(node) * kMaxChannels + size_t(channel);
+  }
   // counts out of a parity: the head, then one expert part per destination rank.
   UCCL_EP_HOST_DEVICE size_t countsOutOff(int parity) const {
-    return 2 * areaBytes() + size_t(parity) * (rowHeadInts() + size_t(ranks) * rowExpertInts()) * 4;
+    return size_t(parity) * (rowHeadInts() + size_t(ranks) * rowExpertInts()) * 4;
   }
   UCCL_EP_HOST_DEVICE size_t countsInOff(int parity, int source) const {
     return countsOutOff(2) + (size_t(parity) * size_t(ranks) + size_t(source)) * rowBytes();
   }
-  UCCL_EP_HOST_DEVICE size_t totalBytes() const { return countsInOff(2, 0); }
+  UCCL_EP_HOST_DEVICE size_t ringsOff() const { return intranode::alignUp(countsInOff(2, 0)); }
+  UCCL_EP_HOST_DEVICE size_t ringBytes() const { return kRingCounterBytes + size_t(slots) * record_bytes; }
+  UCCL_EP_HOST_DEVICE size_t areaBytes() const { return size_t(channels) * size_t(nodes) * ringBytes(); }
+  UCCL_EP_HOST_DEVICE size_t slotOff(int area, int channel, int node, int slot) const {
+    return ringsOff() + size_t(area) * areaBytes() + (size_t(channel) * size_t(nodes) + size_t(node)) * ringBytes() +
+           kRingCounterBytes + size_t(slot) * record_bytes;
+  }
+  UCCL_EP_HOST_DEVICE size_t totalBytes() const { return ringsOff() + 2 * areaBytes(); }
 };
 
 inline RdmaLayout makeRdmaLayout(int channels, int nodes, int ranks, int experts_per_rank, int slots,
@@ -150,7 +159,13 @@ UCCL_EP_HOST_DEVICE inline size_t headSignal(int ranks, int nodes, int c, int no
 //   calls                the internode dispatches published so far (their parity picks the counts areas)
 //   sent     [Cmax][N]   records this rank wrote into stream (channel, destination node)
 //   consumed [Cmax][N]   records this rank forwarded from stream (channel, source node)
-UCCL_EP_HOST_DEVICE inline constexpr size_t counterWords(int nodes) { return 1 + 2 * size_t(kMaxChannels) * nodes; }
+//   start    [Cmax][N]   `sent` as the call began (its first step copies it): a sender waits until the peer consumed
+//                        that much of every stream to the node before its first record, since a call's rings may lie
+//                        where the last call's rings of other channels did (record sizes and channel counts differ)
+UCCL_EP_HOST_DEVICE inline constexpr size_t counterWords(int nodes) { return 1 + 3 * size_t(kMaxChannels) * nodes; }
+UCCL_EP_HOST_DEVICE inline size_t startCounter(int nodes, int c, int node) {
+  return 1 + 2 * size_t(kMaxChannels) * nodes + size_t(c) * nodes + node;
+}
 UCCL_EP_HOST_DEVICE inline size_t sentCounter(int nodes, int c, int node) { return 1 + size_t(c) * nodes + node; }
 UCCL_EP_HOST_DEVICE inline size_t consumedCounter(int nodes, int c, int node) {
   return 1 + size_t(kMaxChannels) * nodes + size_t(c) * nodes + node;

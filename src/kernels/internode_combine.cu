@@ -141,6 +141,7 @@ __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineA
 // ---- node plan: each own token's position among the own tokens that go to each node ----------------------------
 __global__ void nodePlanKernel(Context ctx, CombineArgs a) {
   if (blockFailed(ctx.node)) return;
+  snapshotSent(ctx);
   const Geometry g = geometryOf(ctx, a);
   const OwnAreas o = ownAreas(ctx, a, g);
   const int T = a.num_tokens, lane = platform::laneId();

@@ -54,12 +54,21 @@ __device__ inline uint64_t waitSignal(const Context& ctx, size_t index, uint64_t
   }
 }
 
+// Block-wide, in a step before the transfer kernel of every internode call: start = sent, per stream.
+__device__ inline void snapshotSent(const Context& ctx) {
+  for (int i = threadIdx.x; i < kMaxChannels * ctx.nodes; i += blockDim.x) {
+    const int c = i / ctx.nodes, node = i % ctx.nodes;
+    ctx.counters[startCounter(ctx.nodes, c, node)] = ctx.counters[sentCounter(ctx.nodes, c, node)];
+  }
+}
+
 // The sending end of stream (c, node): records go to this rank's peer on `node`. One warp; every lane calls every
-// method. The constructor waits until the peer consumed every record of the stream so far: the stream carries the
-// dispatch's records and the combine's partials of every call in turn, whose sizes differ, so a call's first record
-// must not land on bytes of an earlier call's record that the peer still reads. (A call's own records share one
-// size, and the room per record below keeps them apart.) slot() waits for room (the peer consumed record
-// sent - slots) and returns where the next record goes;
+// method. The constructor waits until the peer consumed every record of every stream to `node` as this call began
+// (Context::counters' start): the streams carry the dispatch's records and the combine's partials of every call in
+// turn, whose sizes (and so ring places) differ, so a call's first record must not land on bytes of an earlier
+// call's record that the peer still reads. (A call's own records share one layout, and the room per record below
+// keeps them apart.) slot() waits for room (the peer consumed record sent - slots) and returns where the next
+// record goes;
 // commit() counts it and posts a chunk every send_chunk records; finish() posts the rest and keeps the count. After a
 // failure (recorded) ok() is false and the warp stops.
 class StreamOut {
@@ -68,12 +77,16 @@ class StreamOut {
       : ctx_(ctx), c_(c), node_(node), op_(op), peer_(node * ctx.ranks_per_node + ctx.local),
         counter_(&ctx.counters[sentCounter(ctx.nodes, c, node)]) {
     sent_ = flushed_ = platform::loadRelaxed<Scope::kDevice>(counter_);
-    head_ = platform::loadAcquire<Scope::kSystem>(signalWord(ctx, headIndex()));
-    if (head_ < sent_) {
-      if (platform::laneId() == 0) head_ = waitSignal(ctx, headIndex(), sent_, kOpRdmaRoom, peer_, c);
-      head_ = platform::shfl(head_, 0);
-      ok_ = head_ != 0;
+    bool drained = true;
+    for (int cc = platform::laneId(); cc < kMaxChannels; cc += kWarpSize) {
+      const uint64_t start = ctx.counters[startCounter(ctx.nodes, cc, node)];
+      const size_t head = headSignal(ctx.rdma_layout.ranks, ctx.nodes, cc, node);
+      if (start > 0 && platform::loadAcquire<Scope::kSystem>(signalWord(ctx, head)) < start) {
+        drained = waitSignal(ctx, head, start, kOpRdmaRoom, peer_, cc) != 0 && drained;
+      }
     }
+    ok_ = platform::ballot(!drained) == 0;
+    head_ = platform::loadAcquire<Scope::kSystem>(signalWord(ctx, headIndex()));
   }
   __device__ bool ok() const { return ok_; }
   __device__ uint8_t* slot() {

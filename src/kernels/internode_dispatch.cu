@@ -36,7 +36,7 @@ __device__ __forceinline__ int32_t countOf(const Context& ctx, const intranode::
 __device__ __forceinline__ int32_t streamLength(const Context& ctx, int parity, int s, int c) {
   const RdmaLayout& L = ctx.rdma_layout;
   const int32_t* row = reinterpret_cast<const int32_t*>(ctx.rdma + L.countsInOff(parity, s));
-  return platform::loadRelaxed<Scope::kSystem>(row + L.ranks + ctx.node_index * L.channels + c);
+  return platform::loadRelaxed<Scope::kSystem>(row + L.nodeChannelIndex(ctx.node_index, c));
 }
 
 // ---- publish: the counts exchange (1 block) ------------------------------------------------------------------
@@ -67,7 +67,8 @@ __global__ void __launch_bounds__(kPublishThreads) publishKernel(Context ctx, Di
   int32_t* out = reinterpret_cast<int32_t*>(ctx.rdma + L.countsOutOff(parity));
   const int32_t* planned = ints(n.self, l.counts_off);
   for (int r = threadIdx.x; r < R; r += blockDim.x) out[r] = planned[r];
-  for (int i = threadIdx.x; i < N * C; i += blockDim.x) out[R + i] = node_channel[i];
+  for (int i = threadIdx.x; i < N * C; i += blockDim.x) out[L.nodeChannelIndex(i / C, i % C)] = node_channel[i];
+  snapshotSent(ctx);
   for (int i = threadIdx.x; i < R * Epr; i += blockDim.x) {
     const int r = i / Epr, le = i % Epr;
     out[L.rowHeadInts() + size_t(r) * L.rowExpertInts() + le] = a.num_tokens_per_expert ? a.num_tokens_per_expert[i] : 0;

@@ -456,7 +456,10 @@ class Buffer(LowLatencyCalls):
             recv_src_idx = None if a.cached else torch.empty((rows,), dtype=torch.int32, device=dev)
             fwd_pos = fwd_src = None
             if P:  # a cached dispatch forwards the same records again; the handle keeps the first map
-                fwd_pos = torch.empty((forward, P + 1), dtype=torch.int32, device=dev)
+                if worst:  # rows past the records forwarded must name no node (combine finds a node's rows by it)
+                    fwd_pos = torch.full((forward, P + 1), R // P, dtype=torch.int32, device=dev)
+                else:
+                    fwd_pos = torch.empty((forward, P + 1), dtype=torch.int32, device=dev)
                 fwd_src = torch.empty((forward,), dtype=torch.int32, device=dev)
         outputs = _C.DispatchOutputs(recv_x=recv_x.data_ptr(), recv_x_scales=ptr_of(recv_scales),
                                      recv_topk_idx=ptr_of(recv_topk_idx), recv_topk_weights=ptr_of(recv_topk_weights),

@@ -26,9 +26,21 @@ TEST(InternodeLayout, ARecordHoldsTheTokenRecordAndOnePositionPerRankOfTheNode) 
   }
 }
 
-TEST(InternodeLayout, RingsSlotsAndCountsAreasAreDisjointAlignedAndInOrder) {
+TEST(InternodeLayout, CountsAreasThenRingsDisjointAlignedAndInOrder) {
   const RdmaLayout l = makeRdmaLayout(12, 4, 32, 8, 128, recordBytes(14336 + 448 + 112, 8));
-  size_t prev_end = 0;
+  EXPECT_EQ(l.countsOutOff(0), 0u);
+  EXPECT_EQ(l.countsOutOff(1), (l.rowHeadInts() + size_t(l.ranks) * l.rowExpertInts()) * 4);
+  EXPECT_EQ(l.countsInOff(0, 0), l.countsOutOff(2));
+  for (int parity = 0; parity < 2; ++parity) {
+    for (int s = 0; s < l.ranks; ++s) {
+      EXPECT_EQ(l.countsInOff(parity, s) % 16, 0u);
+      EXPECT_EQ(l.countsInOff(parity, s) + l.rowBytes(),
+                s + 1 < l.ranks ? l.countsInOff(parity, s + 1) : l.countsInOff(parity + 1, 0));
+    }
+  }
+  EXPECT_GE(l.ringsOff(), l.countsInOff(2, 0));
+  EXPECT_EQ(l.ringsOff() % 128, 0u);
+  size_t prev_end = l.ringsOff();
   for (int area = 0; area < 2; ++area) {
     for (int c = 0; c < l.channels; ++c) {
       for (int n = 0; n < l.nodes; ++n) {
@@ -40,21 +52,21 @@ TEST(InternodeLayout, RingsSlotsAndCountsAreasAreDisjointAlignedAndInOrder) {
       }
     }
   }
-  EXPECT_EQ(prev_end, 2 * l.areaBytes());
-  EXPECT_EQ(l.countsOutOff(0), prev_end);
-  EXPECT_EQ(l.countsOutOff(1) - l.countsOutOff(0), (l.rowHeadInts() + size_t(l.ranks) * l.rowExpertInts()) * 4);
-  EXPECT_EQ(l.countsInOff(0, 0), l.countsOutOff(2));
-  for (int parity = 0; parity < 2; ++parity) {
-    for (int s = 0; s < l.ranks; ++s) {
-      EXPECT_EQ(l.countsInOff(parity, s) % 16, 0u);
-      EXPECT_EQ(l.countsInOff(parity, s) + l.rowBytes(),
-                s + 1 < l.ranks ? l.countsInOff(parity, s + 1) : l.countsInOff(parity + 1, 0));
-    }
-  }
-  EXPECT_EQ(l.totalBytes(), l.countsInOff(2, 0));
-  EXPECT_GE(l.rowHeadInts(), size_t(l.ranks + l.nodes * l.channels));
+  EXPECT_EQ(prev_end, l.totalBytes());
   EXPECT_EQ(l.rowHeadInts() % 4, 0u);
-  EXPECT_EQ(l.rowExpertInts(), 8u);
+  EXPECT_EQ(l.nodeChannelIndex(l.nodes - 1, kMaxChannels - 1) + 1, size_t(l.ranks + l.nodes * kMaxChannels));
+  EXPECT_LE(l.nodeChannelIndex(l.nodes - 1, kMaxChannels - 1), l.rowHeadInts() - 1);
+  EXPECT_GE(l.rowExpertInts() * size_t(l.ranks), size_t(kMaxNormalExperts));
+}
+
+// The counts areas do not move when a call's channels, record size or ring depth change: a peer may write its next
+// row while this rank still reads the last one.
+TEST(InternodeLayout, TheCountsAreasDoNotDependOnTheCall) {
+  const RdmaLayout a = makeRdmaLayout(12, 4, 32, 8, 128, 7296);
+  const RdmaLayout b = makeRdmaLayout(3, 4, 32, 0, 64, 14464);
+  for (int parity = 0; parity < 3; ++parity) EXPECT_EQ(a.countsOutOff(parity), b.countsOutOff(parity));
+  for (int s = 0; s < 32; ++s) EXPECT_EQ(a.countsInOff(1, s), b.countsInOff(1, s));
+  EXPECT_EQ(a.ringsOff(), b.ringsOff());
 }
 
 TEST(InternodeLayout, ChannelsCoverEveryTokenOnceInOrder) {
@@ -77,6 +89,9 @@ TEST(InternodeLayout, SignalWordsAndCountersOfDifferentStreamsAreDistinct) {
   for (int nodes : {2, 4, 32}) {
     const int ranks = nodes * 4;
     std::set<size_t> signals, counters{0};
+    for (int c = 0; c < kMaxChannels; ++c) {
+      for (int n = 0; n < nodes; ++n) EXPECT_TRUE(counters.insert(startCounter(nodes, c, n)).second);
+    }
     for (int s = 0; s < ranks; ++s) EXPECT_TRUE(signals.insert(arrivedSignal(s)).second);
     for (int c = 0; c < kMaxChannels; ++c) {
       for (int n = 0; n < nodes; ++n) {
