@@ -127,7 +127,9 @@ __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineA
   __syncthreads();
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * platform::numWarps() + platform::warpId();
   const int64_t warps = static_cast<int64_t>(gridDim.x) * platform::numWarps();
-  for (int64_t row = warp; row < a.num_recv_tokens; row += warps) {
+  // Rows past the receive count (num_worst_tokens padding) came from no source.
+  const int64_t rows = first_of[R] < a.num_recv_tokens ? first_of[R] : a.num_recv_tokens;
+  for (int64_t row = warp; row < rows; row += warps) {
     int lo = 0, hi = R - 1;  // the source of row: the last s with first_of[s] <= row
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
