@@ -120,13 +120,23 @@ struct RdmaLayout {
     return countsOutOff(2) + (size_t(parity) * size_t(ranks) + size_t(source)) * rowBytes();
   }
   UCCL_EP_HOST_DEVICE size_t ringsOff() const { return intranode::alignUp(countsInOff(2, 0)); }
+  // The rings of one (area, node) pair live in a region of region_bytes, fixed for the Buffer's life: only this
+  // rank's peer on that node writes its receive region here, and only this rank its send region for that node, so a
+  // sender that drained its streams to the node (StreamOut) may lay out the call's rings there afresh.
+  size_t region_bytes = 0;
   UCCL_EP_HOST_DEVICE size_t ringBytes() const { return kRingCounterBytes + size_t(slots) * record_bytes; }
-  UCCL_EP_HOST_DEVICE size_t areaBytes() const { return size_t(channels) * size_t(nodes) * ringBytes(); }
+  UCCL_EP_HOST_DEVICE size_t regionNeed() const { return size_t(channels) * ringBytes(); }
   UCCL_EP_HOST_DEVICE size_t slotOff(int area, int channel, int node, int slot) const {
-    return ringsOff() + size_t(area) * areaBytes() + (size_t(channel) * size_t(nodes) + size_t(node)) * ringBytes() +
+    return ringsOff() + (size_t(area) * size_t(nodes) + size_t(node)) * region_bytes + size_t(channel) * ringBytes() +
            kRingCounterBytes + size_t(slot) * record_bytes;
   }
-  UCCL_EP_HOST_DEVICE size_t totalBytes() const { return ringsOff() + 2 * areaBytes(); }
+  // The region every (area, node) pair gets out of a buffer of `bytes`.
+  UCCL_EP_HOST_DEVICE size_t regionOf(size_t bytes) const {
+    const size_t off = ringsOff();
+    return bytes > off ? (bytes - off) / (2 * size_t(nodes)) / 128 * 128 : 0;
+  }
+  // Bytes of RDMA buffer this call needs: the counts areas and 2 x nodes regions that hold its rings.
+  UCCL_EP_HOST_DEVICE size_t neededBytes() const { return ringsOff() + 2 * size_t(nodes) * regionNeed(); }
 };
 
 inline RdmaLayout makeRdmaLayout(int channels, int nodes, int ranks, int experts_per_rank, int slots,

@@ -61,8 +61,9 @@ internode::Context Buffer::Impl::internodeContext(const char* call, const Normal
   }
   c.send_chunk = send;
   c.rdma_layout = internode::makeRdmaLayout(channels, N, R, num_experts / R, slots, token_bytes);
-  const size_t need = c.rdma_layout.totalBytes();
-  if (need > static_cast<size_t>(cfg.num_rdma_bytes)) {
+  c.rdma_layout.region_bytes = c.rdma_layout.regionOf(static_cast<size_t>(cfg.num_rdma_bytes));
+  const size_t need = c.rdma_layout.neededBytes();
+  if (c.rdma_layout.regionNeed() > c.rdma_layout.region_bytes) {
     UCCL_EP_THROW_ARG("{}: the RDMA buffer is too small: {} channels x {} nodes x 2 rings of {} records of {} bytes "
                       "and the counts areas need {} bytes, the buffer has num_rdma_bytes={}; build the Buffer with "
                       "num_rdma_bytes >= {} (Config.get_rdma_buffer_size_hint) or lower "

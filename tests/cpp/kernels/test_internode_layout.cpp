@@ -40,19 +40,39 @@ TEST(InternodeLayout, CountsAreasThenRingsDisjointAlignedAndInOrder) {
   }
   EXPECT_GE(l.ringsOff(), l.countsInOff(2, 0));
   EXPECT_EQ(l.ringsOff() % 128, 0u);
-  size_t prev_end = l.ringsOff();
-  for (int area = 0; area < 2; ++area) {
-    for (int c = 0; c < l.channels; ++c) {
+}
+
+// Each (area, node) pair has a region of the same size for the Buffer's life, whatever the call's channels, record
+// size or ring depth: the rings of a call lie inside their pair's region, disjoint, aligned and in order.
+TEST(InternodeLayout, RingsStayInsideTheRegionOfTheirAreaAndNode) {
+  const size_t bytes = size_t{4} << 30;
+  for (const RdmaLayout& shape : {makeRdmaLayout(12, 4, 32, 8, 128, 7296), makeRdmaLayout(3, 4, 32, 0, 64, 14464),
+                                  makeRdmaLayout(kMaxChannels, 4, 32, 8, 256, 14464)}) {
+    RdmaLayout l = shape;
+    l.region_bytes = l.regionOf(bytes);
+    EXPECT_EQ(l.region_bytes % 128, 0u);
+    EXPECT_LE(l.ringsOff() + 2 * size_t(l.nodes) * l.region_bytes, bytes);
+    EXPECT_LE(l.regionNeed(), l.region_bytes);
+    EXPECT_LE(l.neededBytes(), bytes);
+    for (int area = 0; area < 2; ++area) {
       for (int n = 0; n < l.nodes; ++n) {
-        const size_t first = l.slotOff(area, c, n, 0);
-        EXPECT_EQ(first, prev_end + kRingCounterBytes) << area << " " << c << " " << n;
-        EXPECT_EQ(first % 16, 0u);
-        EXPECT_EQ(l.slotOff(area, c, n, 1) - first, l.record_bytes);
-        prev_end = first + size_t(l.slots) * l.record_bytes;
+        const size_t region = l.ringsOff() + (size_t(area) * l.nodes + n) * l.region_bytes;
+        size_t prev_end = region;
+        for (int c = 0; c < l.channels; ++c) {
+          const size_t first = l.slotOff(area, c, n, 0);
+          EXPECT_EQ(first, prev_end + kRingCounterBytes) << area << " " << c << " " << n;
+          EXPECT_EQ(first % 16, 0u);
+          EXPECT_EQ(l.slotOff(area, c, n, 1) - first, l.record_bytes);
+          prev_end = first + size_t(l.slots) * l.record_bytes;
+        }
+        EXPECT_LE(prev_end, region + l.region_bytes);
       }
     }
   }
-  EXPECT_EQ(prev_end, l.totalBytes());
+}
+
+TEST(InternodeLayout, CountsRowsHaveRoomForEveryChannelAndExpert) {
+  const RdmaLayout l = makeRdmaLayout(12, 4, 32, 8, 128, 7296);
   EXPECT_EQ(l.rowHeadInts() % 4, 0u);
   EXPECT_EQ(l.nodeChannelIndex(l.nodes - 1, kMaxChannels - 1) + 1, size_t(l.ranks + l.nodes * kMaxChannels));
   EXPECT_LE(l.nodeChannelIndex(l.nodes - 1, kMaxChannels - 1), l.rowHeadInts() - 1);
