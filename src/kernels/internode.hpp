@@ -133,7 +133,7 @@ struct RdmaLayout {
   // The region every (area, node) pair gets out of a buffer of `bytes`.
   UCCL_EP_HOST_DEVICE size_t regionOf(size_t bytes) const {
     const size_t off = ringsOff();
-    return bytes > off ? (bytes - off) / (2 * size_t(nodes)) / 128 * 128 : 0;
+    return bytes > off ? (bytes - off) / (2 * size_t(nodes)) / 16 * 16 : 0;  // slots align to 16 bytes
   }
   // Bytes of RDMA buffer this call needs: the counts areas and 2 x nodes regions that hold its rings.
   UCCL_EP_HOST_DEVICE size_t neededBytes() const { return ringsOff() + 2 * size_t(nodes) * regionNeed(); }

@@ -52,9 +52,8 @@ bool mulAddFits(size_t a, size_t b, size_t c, size_t* r) {
 // does not fit 64 bits is InvalidArgument naming the arguments that made it (a hint never wraps). `recv_name` is the
 // Config knob behind a.recv_tokens, `count_name` what `count` counts (NVLink peers, nodes).
 size_t total(const SizeHintArgs& a, size_t count, const char* count_name, size_t copies, const char* call,
-             const char* recv_name) {
+             const char* recv_name, size_t record, size_t fixed = 0) {
   // hidden_bytes < 2^63, so one record (about 1.03 x hidden_bytes) still fits; the products may not.
-  const size_t record = tokenBytes(static_cast<size_t>(a.hidden_bytes));
   size_t ring = 0;
   if (!mulAddFits(static_cast<size_t>(a.recv_tokens), record, kRingCounterBytes, &ring)) {
     UCCL_EP_THROW_ARG(
@@ -73,6 +72,11 @@ size_t total(const SizeHintArgs& a, size_t count, const char* count_name, size_t
         call, rings, a.num_sms, a.num_sms / 2, count, count_name, a.num_ranks, copies, ring, a.hidden_bytes, recv_name,
         a.recv_tokens);
   }
+  if (__builtin_add_overflow(v, fixed, &v)) {
+    UCCL_EP_THROW_ARG("{}: the size overflows 64 bits: the rings ({} bytes) and the counts areas of num_ranks={} ({} "
+                      "bytes); those arguments are out of range (a size hint never wraps)",
+                      call, v, a.num_ranks, fixed);
+  }
   return v / kernels::kBufferSizeUnit * kernels::kBufferSizeUnit;
 }
 
@@ -83,7 +87,7 @@ size_t nvlBufferSizeHint(const SizeHintArgs& a) {
   const Env e = readEnv();
   const int peers = e.normal_mnnvl ? a.num_ranks : ranksPerNode(a, e);
   return total(a, static_cast<size_t>(peers), "NVLink peers", 1, "get_nvl_buffer_size_hint",
-               "num_max_nvl_chunked_recv_tokens");
+               "num_max_nvl_chunked_recv_tokens", tokenBytes(static_cast<size_t>(a.hidden_bytes)));
 }
 
 size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
@@ -92,8 +96,24 @@ size_t rdmaBufferSizeHint(const SizeHintArgs& a) {
   const int rpn = ranksPerNode(a, e);
   if (e.normal_mnnvl || rpn >= a.num_ranks) return 0;
   const int64_t nodes = (int64_t{a.num_ranks} + rpn - 1) / rpn;  // int64_t: num_ranks + rpn - 1 may pass INT_MAX
+  // kernels/internode.hpp: the counts areas, then per (area, node) the rings of every channel, records at their
+  // largest (top-k at its limit, one position per rank of the node).
+  size_t counts = 0;
+  const int64_t ranks = int64_t{a.num_ranks};
+  if (ranks <= int64_t{1} << 24 && nodes <= int64_t{1} << 24) {
+    kernels::internode::RdmaLayout l = kernels::internode::makeRdmaLayout(0, static_cast<int>(nodes),
+                                                                          static_cast<int>(ranks), 0, 0, 0);
+    counts = l.ringsOff();
+  } else {
+    UCCL_EP_THROW_ARG("get_rdma_buffer_size_hint: the size overflows 64 bits: the counts areas of num_ranks={} in {} "
+                      "nodes (every rank holds a row of every rank); those arguments are out of range (a size hint "
+                      "never wraps)",
+                      a.num_ranks, nodes);
+  }
   return total(a, static_cast<size_t>(nodes), "nodes", 2, "get_rdma_buffer_size_hint",
-               "num_max_rdma_chunked_recv_tokens");
+               "num_max_rdma_chunked_recv_tokens",
+               kernels::internode::maxRecordBytes(static_cast<size_t>(a.hidden_bytes), std::min(rpn, a.num_ranks)),
+               counts);
 }
 
 size_t lowLatencyRdmaSizeHint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts) {

@@ -14,6 +14,21 @@ def _align(v):
     return -(-v // 128) * 128
 
 
+def _up16(v):
+    return -(-v // 16) * 16
+
+
+def _rdma_hint(num_sms, recv_tokens, hidden_bytes, num_ranks, ranks_per_node):
+    """config.py's rdma hint, written out again: the counts areas, then per (area, node) the rings of every channel
+    (records: the token record at top-k 16, then one int32 position per rank of the node)."""
+    nodes = -(-num_ranks // ranks_per_node)
+    record = _up16(_up16(hidden_bytes + 16 * 12 + -(-hidden_bytes // 128) * 4 + 4) + 4 * ranks_per_node)
+    head = -(-(num_ranks + nodes * 64) // 4) * 4
+    experts = -(-(-(-8192 // num_ranks)) // 4) * 4
+    counts = _align(2 * (head + num_ranks * experts) * 4 + 2 * num_ranks * (head + experts) * 4)
+    return _align(counts + 2 * nodes * (num_sms // 2) * (recv_tokens * record + 64))
+
+
 @pytest.fixture(autouse=True)
 def _no_topology_env(monkeypatch):
     for name in ("UCCL_EP_RANKS_PER_NODE", "LOCAL_WORLD_SIZE", "UCCL_EP_NORMAL_MNNVL", "DEEP_EP_NORMAL_MNNVL"):
@@ -72,10 +87,10 @@ def test_multi_node_hints(native):
     hb = 7168 * 2
     # 32 ranks, default node size 8: 8 NVLink peers, 4 nodes.
     assert c.get_nvl_buffer_size_hint(hb, 32) == _align(10 * 8 * (256 * _token_bytes(hb) + 64))
-    assert c.get_rdma_buffer_size_hint(hb, 32) == _align(10 * 4 * (128 * _token_bytes(hb) + 64) * 2)
+    assert c.get_rdma_buffer_size_hint(hb, 32) == _rdma_hint(20, 128, hb, 32, 8)
     # explicit node size, and a partial last node
-    assert c.get_rdma_buffer_size_hint(hb, 12, num_ranks_per_node=4) == _align(10 * 3 * (128 * _token_bytes(hb) + 64) * 2)
-    assert c.get_rdma_buffer_size_hint(hb, 10, num_ranks_per_node=4) == _align(10 * 3 * (128 * _token_bytes(hb) + 64) * 2)
+    assert c.get_rdma_buffer_size_hint(hb, 12, num_ranks_per_node=4) == _rdma_hint(20, 128, hb, 12, 4)
+    assert c.get_rdma_buffer_size_hint(hb, 10, num_ranks_per_node=4) == _rdma_hint(20, 128, hb, 10, 4)
 
 
 def test_hints_follow_topology_env(native, monkeypatch):

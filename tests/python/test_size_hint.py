@@ -194,13 +194,16 @@ def test_config_hints_near_two_to_the_63_name_what_overflows(one_node_of_eight, 
 
 
 def test_rdma_hint_for_two_to_the_31_minus_1_ranks_counts_the_nodes_without_wrapping(one_node_of_eight):
-    """ceil(num_ranks / 8) nodes for num_ranks = INT_MAX: the sum num_ranks + 7 must not wrap to a negative count."""
+    """ceil(num_ranks / 8) nodes for num_ranks = INT_MAX: the sum num_ranks + 7 must not wrap to a negative count;
+    every rank holds a counts row of every rank (src/kernels/internode.hpp), which at that size is past 64 bits: an
+    ArgumentError naming num_ranks and the node count, never a wrapped size."""
     c = ep.Config()
     nodes = -(-(2 ** 31 - 1) // 8)
-    ring = C_ring_bytes(7168, 256)
-    assert c.get_rdma_buffer_size_hint(7168, 2 ** 31 - 1) == up(10 * nodes * ring * 2, 128)
-    assert c.get_rdma_buffer_size_hint(7168, 2 ** 31 - 1) > c.get_rdma_buffer_size_hint(7168, 2 ** 30)
-    assert c.get_nvl_buffer_size_hint(7168, 2 ** 31 - 1) == up(10 * 8 * ring, 128)
+    with pytest.raises(ep.ArgumentError, match=f"overflows 64 bits: the counts areas of num_ranks=2147483647 in "
+                                               f"{nodes} nodes"):
+        c.get_rdma_buffer_size_hint(7168, 2 ** 31 - 1)
+    assert c.get_rdma_buffer_size_hint(7168, 2 ** 12) > c.get_rdma_buffer_size_hint(7168, 2 ** 11)
+    assert c.get_nvl_buffer_size_hint(7168, 2 ** 31 - 1) == up(10 * 8 * C_ring_bytes(7168, 256), 128)
 
 
 def C_ring_bytes(hidden_bytes, recv_tokens):

@@ -18,8 +18,13 @@ that hold for every kernel version, not tuned to the byte:
                   float scale per 128 bytes of row, FP8 payloads) + 12 (source index, destination mask),
                   rounded up to 16
     nvl hint    = channels * nvl_peers  * (nvl_recv_tokens  * token_bytes + 64)         rounded up to 128
-    rdma hint   = channels * rdma_nodes * (rdma_recv_tokens * token_bytes + 64) * 2     rounded up to 128
-                  (a send and a receive ring per remote node); 0 when every rank is an NVLink peer.
+    rdma hint   = counts + 2 * rdma_nodes * channels * (rdma_recv_tokens * record_bytes + 64)   rounded up to 128
+                  (per node a region of send rings and one of receive rings, src/kernels/internode.hpp), where
+                  record_bytes = the token record (hidden_bytes + kMaxTopk * 12 + scales + 4, rounded up to 16)
+                  plus one int32 position per rank of the node, rounded up to 16, and counts = the counts areas
+                  (2 + 2 * num_ranks rows of num_ranks + rdma_nodes * 64 channels and ceil(kMaxNormalExperts /
+                  num_ranks) expert ints, each part padded to 4 ints, rounded up to 128); 0 when every rank is an
+                  NVLink peer.
 `nvl_peers` is min(num_ranks, ranks per node) and `rdma_nodes` is ceil(num_ranks / ranks per node). Ranks per
 node comes from the `num_ranks_per_node` argument when positive, else the runtime reads the environment
 (UCCL_EP_NORMAL_MNNVL / DEEP_EP_NORMAL_MNNVL: all ranks; UCCL_EP_RANKS_PER_NODE or LOCAL_WORLD_SIZE), else 8.

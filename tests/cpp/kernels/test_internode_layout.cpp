@@ -6,6 +6,7 @@
 #include <set>
 
 #include "kernels/internode.hpp"
+#include "runtime/size_hints.hpp"
 
 namespace uccl::ep::kernels::internode {
 namespace {
@@ -50,7 +51,7 @@ TEST(InternodeLayout, RingsStayInsideTheRegionOfTheirAreaAndNode) {
                                   makeRdmaLayout(kMaxChannels, 4, 32, 8, 256, 14464)}) {
     RdmaLayout l = shape;
     l.region_bytes = l.regionOf(bytes);
-    EXPECT_EQ(l.region_bytes % 128, 0u);
+    EXPECT_EQ(l.region_bytes % 16, 0u);
     EXPECT_LE(l.ringsOff() + 2 * size_t(l.nodes) * l.region_bytes, bytes);
     EXPECT_LE(l.regionNeed(), l.region_bytes);
     EXPECT_LE(l.neededBytes(), bytes);
@@ -125,6 +126,35 @@ TEST(InternodeLayout, SignalWordsAndCountersOfDifferentStreamsAreDistinct) {
     EXPECT_EQ(*signals.rbegin() + 1, signalWords(ranks, nodes));
     EXPECT_EQ(counters.size(), counterWords(nodes));
     EXPECT_EQ(*counters.rbegin() + 1, counterWords(nodes));
+  }
+}
+
+// One source of truth: the hint a Config gives for num_rdma_bytes is what the largest call of its shape needs (top-k
+// at its limit), rounded up to 128 bytes.
+TEST(InternodeLayout, TheSizeHintIsWhatTheLargestCallNeeds) {
+  for (int nodes : {2, 4, 16, 32}) {
+    for (int P : {1, 4, 8}) {
+      for (long long hidden_bytes : {7168LL, 14336LL, 2064LL}) {
+        runtime::SizeHintArgs a;
+        a.num_sms = 24;
+        a.recv_tokens = 128;
+        a.hidden_bytes = hidden_bytes;
+        a.num_ranks = nodes * P;
+        a.num_ranks_per_node = P;
+        const size_t hint = runtime::rdmaBufferSizeHint(a);
+        const size_t scales = (size_t(hidden_bytes) + 127) / 128 * 4;
+        const intranode::Layout t = intranode::makeLayout(a.num_ranks, a.num_ranks, size_t(hidden_bytes), scales,
+                                                          kMaxTopk, size_t(hidden_bytes));
+        const RdmaLayout l = makeRdmaLayout(a.num_sms / 2, nodes, a.num_ranks, 1, a.recv_tokens, recordBytes(t.token_stride, P));
+        if (P == 1 && nodes == 1) continue;
+        EXPECT_GE(hint, l.neededBytes()) << nodes << " nodes of " << P << ", hidden_bytes " << hidden_bytes;
+        EXPECT_LT(hint - l.neededBytes(), kBufferSizeUnit) << nodes << " nodes of " << P << ", hidden_bytes "
+                                                           << hidden_bytes;
+        RdmaLayout fitted = l;
+        fitted.region_bytes = fitted.regionOf(hint);
+        EXPECT_LE(fitted.regionNeed(), fitted.region_bytes);
+      }
+    }
   }
 }
 
