@@ -348,9 +348,9 @@ void launchCombine(const Context& ctx, const CombineArgs& a, void* stream) {
   pushKernel<<<grid(ctx), kCopyThreads, push_shm, s>>>(ctx, a);
   checkLaunch(gpuGetLastError(), "combine (internode push)");
   intranode::launchArrive(ctx.node, a.layout.pushed_off, s, "combine (arrive)");
-  nodePlanKernel<<<1, kWarpSize * (ctx.nodes < 32 ? ctx.nodes : 32), 0, s>>>(ctx, a);
-  checkLaunch(gpuGetLastError(), "combine (node plan)");
   const int warps = ctx.nodes < kTransferThreads / kWarpSize ? ctx.nodes : kTransferThreads / kWarpSize;
+  nodePlanKernel<<<1, kWarpSize * warps, 0, s>>>(ctx, a);
+  checkLaunch(gpuGetLastError(), "combine (node plan)");
   transferKernel<<<2 * ctx.rdma_layout.channels, kWarpSize * warps, 0, s>>>(ctx, a);
   checkLaunch(gpuGetLastError(), "combine (internode transfer)");
   if (a.num_tokens > 0) {
