@@ -3,6 +3,10 @@
 Run under scripts/launch.py (or torchrun) with a small UCCL_EP_TIMEOUT_SECS, e.g.
 
     UCCL_EP_TIMEOUT_SECS=3 python3 scripts/launch.py --nproc 4 -- bench/test_intranode_faults.py
+    UCCL_EP_TIMEOUT_SECS=3 python3 scripts/launch.py --nproc 4 --ranks-per-node 2 -- bench/test_intranode_faults.py
+
+Across emulated nodes the absent rank's counts never arrive (the counts exchange names it) or, on its own node, its
+ready word never comes (the NVLink side names it).
 
 The last rank builds the Buffer and then stays away from dispatch. Checked on the others: dispatch raises
 uccl.ep.TimeoutError naming the absent rank, within the timeout plus launch slack; bad input raised before that
@@ -30,7 +34,9 @@ def main():
     x = torch.randn(T, H, generator=gen).to(torch.bfloat16).to(dev)
     idx = torch.rand(T, E, generator=gen).topk(K, dim=1).indices.to(torch.int64).to(dev)
     w = torch.rand(T, K, generator=gen).to(dev)
-    buf = ep.Buffer(dist.group.WORLD, num_nvl_bytes=64 << 20)
+    # Across emulated nodes (UCCL_EP_RANKS_PER_NODE) the network side needs its RDMA buffer (0 within one node).
+    rdma = ep.Buffer.get_dispatch_config(d.world).get_rdma_buffer_size_hint(H * 2, d.world)
+    buf = ep.Buffer(dist.group.WORLD, num_nvl_bytes=64 << 20, num_rdma_bytes=rdma)
 
     # Every rank present: bad input raises before any kernel and the buffer stays usable.
     per_rank, per_node, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, E)
