@@ -144,6 +144,22 @@ void bindFloor(py::class_<Runtime>& c) {
        "this rank's proxy work in one call ('dispatch' or 'combine') as a FloorPlan; counts[s * E + e] = tokens of "
        "rank s that picked expert e")
       .def(
+          "internode_floor_plan",
+          [](const Runtime& r, const std::string& call, size_t hidden_bytes, int num_scales, int num_topk, int num_sms,
+             int rdma_send, int rdma_recv, const std::vector<int32_t>& sent, const std::vector<int32_t>& received) {
+            if (call != "dispatch" && call != "combine") {
+              throw InvalidArgument("internode_floor_plan: call '" + call + "': expected 'dispatch' or 'combine'");
+            }
+            return r.b().internodeFloorPlan(call == "dispatch", hidden_bytes, num_scales, num_topk,
+                                            NormalConfig{num_sms, 0, rdma_send, rdma_recv}, sent, received);
+          },
+          py::kw_only(), arg("call"), arg("hidden_bytes"), arg("num_scales"), arg("num_topk"), arg("num_sms"),
+          arg("num_max_rdma_chunked_send_tokens"), arg("num_max_rdma_chunked_recv_tokens"), arg("sent"),
+          arg("received"),
+          "this rank's proxy work in one internode call ('dispatch' or 'combine') as a FloorPlan: rows of "
+          "hidden_bytes (a combine's in BF16), sent[c * N + b] / received[c * N + a] records per (channel, node) "
+          "stream")
+      .def(
           "transport_floor_info",
           [](const Runtime& r) {
             return py::bytes(nogil(r, [](runtime::Buffer& b) { return b.transportFloorInfo(); }));

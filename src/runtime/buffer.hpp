@@ -169,6 +169,12 @@ class Buffer {
   std::pair<int, std::vector<int>> dispatchWaitCounts();
   // After dispatchWaitCounts of a dispatch across nodes: the records this rank forwards (the handle's forward map rows).
   int dispatchForwardCount() const;
+  // The proxy work of an internode call (runtime/internode_floor_plan.hpp): records of a dispatch of rows of
+  // hidden_bytes with num_scales 4-byte scales and num_topk, or of a combine of BF16 rows of hidden_bytes; `sent` and
+  // `received` records per (channel, node) stream; a dispatch starts with the counts exchange.
+  proxy::FloorPlan internodeFloorPlan(bool dispatch, size_t hidden_bytes, int num_scales, int num_topk,
+                                      const NormalConfig& config, const std::vector<int32_t>& sent,
+                                      const std::vector<int32_t>& received);
   // Steps 4-5 of the dispatch last sent, into `outputs`.
   void dispatchRecv(const kernels::intranode::DispatchOutputs& outputs, const NormalConfig& config, uintptr_t stream);
   void combine(kernels::intranode::CombineArgs args, const NormalConfig& config, uintptr_t stream);

@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "runtime/buffer_impl.hpp"
+#include "runtime/internode_floor_plan.hpp"
 #include "runtime/cuda_check.hpp"
 #include "uccl_ep/platform/gpu_runtime.hpp"
 #include "uccl_ep/util/error.hpp"
@@ -23,6 +24,40 @@ proxy::FloorPlan Buffer::lowLatencyFloorPlan(const LowLatencyShape& shape, LowLa
   a.num_rings = m.proxies ? static_cast<int>(m.rings.size()) : 1;
   a.num_threads = m.proxies ? m.proxies->numThreads() : 1;
   return runtime::lowLatencyFloorPlan(a);
+}
+
+proxy::FloorPlan Buffer::internodeFloorPlan(bool dispatch, size_t hidden_bytes, int num_scales, int num_topk,
+                                            const NormalConfig& config, const std::vector<int32_t>& sent,
+                                            const std::vector<int32_t>& received) {
+  Impl& m = *impl_;
+  const char* call = "internode_floor_plan";
+  m.requireConnected(call);
+  if (!m.internode) UCCL_EP_THROW("rank {}: {}: this Buffer is one NVLink domain (no internode calls)", m.cfg.rank, call);
+  if (hidden_bytes % 16 != 0 || num_scales < 0 || num_topk < 0 || num_topk > kernels::kMaxTopk) {
+    UCCL_EP_THROW_ARG("{}: hidden_bytes {} (a multiple of 16), {} scales, top-{} (0 to {})", call, hidden_bytes,
+                      num_scales, num_topk, kernels::kMaxTopk);
+  }
+  // The record sizes the kernels use (kernels/internode.hpp): the dispatch's token record and positions, the
+  // combine's partial row, weights and token index.
+  const size_t record =
+      dispatch ? kernels::internode::recordBytes(kernels::intranode::makeLayout(m.cfg.num_ranks, 0, hidden_bytes,
+                                                                               size_t(num_scales) * 4, num_topk, 0)
+                                                     .token_stride,
+                                                 m.topo.ranks_per_node)
+               : kernels::internode::combineRecordBytes(static_cast<int>(hidden_bytes / 2), num_topk);
+  const kernels::internode::Context c = m.internodeContext(call, config, 0, record);
+  InternodeFloorArgs a;
+  a.layout = c.rdma_layout;
+  a.rank = m.cfg.rank;
+  a.ranks_per_node = c.ranks_per_node;
+  a.send_chunk = c.send_chunk;
+  a.signal_base = c.signal_base;
+  a.counts = dispatch;
+  a.sent = sent;
+  a.received = received;
+  a.num_rings = c.num_rings;
+  a.num_threads = m.proxies->numThreads();
+  return runtime::internodeFloorPlan(a);
 }
 
 std::string Buffer::transportFloorInfo() {
