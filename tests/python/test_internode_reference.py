@@ -101,3 +101,37 @@ def test_partial_nodes_and_bad_shapes_are_refused():
         iref.route([torch.zeros(3, 4, dtype=torch.bool), torch.zeros(3, 3, dtype=torch.bool),
                     torch.zeros(3, 4, dtype=torch.bool), torch.zeros(3, 4, dtype=torch.bool)], 2)
     assert iref.peer_on(2, 5, 4) == 9 and iref.node_of(5, 4) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench/test_internode.py: the records per (channel, node) stream its transport floor posts
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("R, P, C", [(4, 2, 3), (8, 4, 10), (6, 1, 4)])
+def test_bench_stream_counts_cut_each_route_as_the_kernels_do(R, P, C):
+    sys.path.insert(0, os.path.join(REPO, "tests", "python", "gpu"))
+    import test_internode as bench  # bench/ is on sys.path
+    gen = torch.Generator().manual_seed(R * 100 + P)
+    all_in_rank = [torch.rand(7 + 3 * s, R, generator=gen) < 0.3 for s in range(R)]
+    route = iref.route(all_in_rank, P)
+    N = R // P
+    for rank in range(R):
+        got = bench.stream_counts(all_in_rank, rank, P, C)
+        own, local = divmod(rank, P)
+        # Every record of the route, once: what this rank sends across nodes and what it receives as its node's peer.
+        assert sum(got["dispatch_sent"]) == int(route.rdma_sent[rank])
+        assert sum(got["dispatch_received"]) == int(route.rdma_received[rank])
+        # Combine runs the same records backwards.
+        assert sum(got["combine_sent"]) == int(route.rdma_received[rank])
+        assert sum(got["combine_received"]) == int(route.rdma_sent[rank])
+        for b in range(N):
+            # A stream of node b: token by token, channel c's range of the source's tokens (channelBegin).
+            src = all_in_rank[rank].view(-1, N, P)[:, b].any(dim=1)
+            T = src.size(0)
+            for c in range(C):
+                want = 0 if b == own else int(src[T * c // C:T * (c + 1) // C].sum())
+                assert got["dispatch_sent"][c * N + b] == want, (rank, b, c)
+            if b == own:
+                assert all(got[k][c * N + b] == 0 for k in got for c in range(C))
+            peer = b * P + local
+            assert got["dispatch_received"][0 * N + b] == (0 if b == own else int(
+                all_in_rank[peer].view(-1, N, P)[:, own].any(dim=1)[:all_in_rank[peer].size(0) * 1 // C].sum()))

@@ -222,6 +222,7 @@ class Checker:
         self.all_w = gather_rows(self.topk_weights, self.counts)
         self.ref_layout = ref.layout(self.topk_idx, self.E, self.R)
         all_in_rank = [ref.token_ranks(i, self.E, self.R) for i in self.all_idx]
+        self.all_in_rank = all_in_rank  # every rank's is_token_in_rank (bench/test_internode.py counts routes)
         self.expected = ref.dispatch_expected(all_in_rank, self.rank, self.E, self.all_idx, self.all_w)
         self.worst_rows = sum(self.counts)  # every token of every rank could come here
         P = self.internode_ranks_per_node

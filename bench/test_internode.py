@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Normal mode across nodes (issue 12): the figures DeepEP's tests/test_internode.py prints for uccl.ep (RDMA and NVL
+GB/s per rank), beside the transport floor of the same calls measured in the same run. The correctness checks are
+tests/python/gpu/intranode_checks.py's (same flags): they run across nodes as they run within one.
+
+    UCCL_EP_TRANSPORT=shm python3 scripts/launch.py --nproc 4 --ranks-per-node 2 -- bench/test_internode.py \
+        --num-tokens 4096 --hidden 7168 --num-topk 8 --num-experts 256 --rdma-bytes 2000000000
+
+Per rank and call (cached dispatch FP8 and BF16, combine BF16; the default config of Buffer.get_dispatch_config):
+  - the time (CUDA events, median);
+  - RDMA GB/s: the bytes of the rows this rank sends across nodes (one per (token, other node), bench/
+    internode_reference.py's route) over the time, DeepEP's RDMA figure; NVL GB/s: the bytes of the rows it
+    receives over the time, DeepEP's NVL figure;
+  - the transport floor: the writes and signals the call hands the proxies (runtime/internode_floor_plan.hpp: the
+    counts exchange, the record streams in chunks, the room given back), posted straight through the transport
+    from the CPU between the same processes (bench/ll_floor.py's Floor), and the call's time over it.
+Target (issue 12): each call within 1.5x of (floor + the NVLink time of its intranode part); pass that NVLink time
+as --nvlink-us DISPATCH_FP8,DISPATCH_BF16,COMBINE (this bench with every rank on one node) to have the ratio to it.
+"""
+import os
+import statistics
+import sys
+from typing import Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "python", "gpu"))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+import bench_flags  # noqa: E402
+import bench_json  # noqa: E402
+import internode_reference as iref  # noqa: E402
+import intranode_checks as checks  # noqa: E402
+import ll_floor  # noqa: E402
+from rank_group import Dist, fail, log0  # noqa: E402
+import spawn_ranks  # noqa: E402
+import test_intranode as ti  # noqa: E402  (time_call)
+
+TARGET = 1.5
+CALLS = (("dispatch", "FP8"), ("dispatch", "BF16"), ("combine", "BF16"))
+
+
+def channel_begin(c: int, n: int, channels: int) -> int:
+    """kernels/internode.hpp channelBegin: channel c's first of n items."""
+    return n * c // channels
+
+
+def stream_counts(all_in_rank: List[torch.Tensor], rank: int, P: int, channels: int) -> Dict[str, List[int]]:
+    """Records per (channel, node) stream, [c * N + node], as the kernels cut them (kernels/internode.hpp):
+    dispatch_sent: this rank's tokens of channel c's range that go to node b; dispatch_received: its peer on node a's
+    tokens of channel c's range that go to this rank's node; combine: the partials back, the records of a source cut
+    into channel shares (combine_sent to the source's node, combine_received from each node)."""
+    R = len(all_in_rank)
+    N, own, local = R // P, rank // P, rank % P
+
+    def to_nodes(s: int) -> torch.Tensor:  # bool [T_s, N]
+        return iref.token_nodes(all_in_rank[s].cpu().bool(), P)
+
+    out = {k: [0] * (channels * N) for k in ("dispatch_sent", "dispatch_received", "combine_sent", "combine_received")}
+    mine = to_nodes(rank)
+    for b in range(N):
+        if b == own:
+            continue
+        theirs = to_nodes(b * P + local)
+        for c in range(channels):
+            lo, hi = channel_begin(c, mine.size(0), channels), channel_begin(c + 1, mine.size(0), channels)
+            out["dispatch_sent"][c * N + b] = int(mine[lo:hi, b].sum())
+            lo, hi = channel_begin(c, theirs.size(0), channels), channel_begin(c + 1, theirs.size(0), channels)
+            out["dispatch_received"][c * N + b] = int(theirs[lo:hi, own].sum())
+        n_back, n_here = int(theirs[:, own].sum()), int(mine[:, b].sum())
+        for c in range(channels):
+            out["combine_sent"][c * N + b] = channel_begin(c + 1, n_back, channels) - channel_begin(c, n_back, channels)
+            out["combine_received"][c * N + b] = channel_begin(c + 1, n_here, channels) - channel_begin(c, n_here,
+                                                                                                        channels)
+    return out
+
+
+def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
+    buf, ep = chk.buffer, chk.ep
+    per_rank, per_expert, in_rank = chk.layout
+    P = chk.internode_ranks_per_node
+    if not P:
+        fail("bench/test_internode.py", "every rank shares one NVLink domain: emulate nodes with --ranks-per-node")
+    config = ep.Buffer.get_dispatch_config(d.world)
+    counts = stream_counts(chk.all_in_rank, d.rank, P, config.num_sms // 2)
+    route = iref.route(chk.all_in_rank, P)
+    res = {"copy_gbs": ti.copy_rate(args, chk.device)}
+    floor = ll_floor.Floor(buf)
+    rt = buf._runtime
+    y = None
+    for call, dtype in CALLS:
+        fp8 = dtype == "FP8"
+        v = chk.variant("fp8" if fp8 else "bf16")
+        recv, _, _, _, handle, _ = buf.dispatch(v.arg, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
+                                                num_tokens_per_expert=per_expert)
+        rows = handle[2]
+        if rows != chk.expected.num_recv:  # the figures count these rows: they must be the right number
+            fail(f"bench sanity check, {dtype} dispatch", f"{rows} rows received, expected {chk.expected.num_recv}")
+        row_bytes = args.hidden * (1 if fp8 else 2) + (args.hidden // 128 * 4 if fp8 else 0)
+        if call == "dispatch":
+            seconds = ti.time_call(lambda: buf.dispatch(v.arg, handle=handle), args.bench_warmup, args.bench_iters)
+        else:
+            y = recv
+            seconds = ti.time_call(lambda: buf.combine(y, handle), args.bench_warmup, args.bench_iters)
+        plan = rt.internode_floor_plan(
+            call=call, hidden_bytes=args.hidden * (1 if fp8 else 2), num_scales=args.hidden // 128 if fp8 else 0,
+            num_topk=0, num_sms=config.num_sms,
+            num_max_rdma_chunked_send_tokens=config.num_max_rdma_chunked_send_tokens,
+            num_max_rdma_chunked_recv_tokens=config.num_max_rdma_chunked_recv_tokens,
+            sent=counts[f"{call}_sent"], received=counts[f"{call}_received"])
+        torch.cuda.synchronize()
+        us = []
+        for i in range(args.bench_warmup + args.bench_iters):
+            buf._barrier("transport floor run")
+            r = floor.run(plan)
+            if i >= args.bench_warmup:
+                us.append(r.seconds * 1e6)
+        res[(call, dtype)] = dict(us=seconds * 1e6, floor_us=statistics.median(us), floor_bytes=int(plan.bytes),
+                                  floor_writes=int(plan.writes), floor_ops=len(plan.ops),
+                                  rdma_bytes=int(route.rdma_sent[d.rank]) * row_bytes,
+                                  nvl_bytes=int(route.received[d.rank]) * row_bytes)
+    floor.close()
+    return res
+
+
+def parse_nvlink_us(text):
+    if not text:
+        return None
+    values = [float(v) for v in text.split(",")]
+    if len(values) != len(CALLS) or any(v < 0 for v in values):
+        raise ValueError(f"--nvlink-us takes DISPATCH_FP8,DISPATCH_BF16,COMBINE in microseconds, got {text!r}")
+    return values
+
+
+def report(results: List[dict], nvlink_us, transport: str) -> List[str]:
+    lines = [f"transport floor over {transport}: the same writes and signals posted from the CPU; target: each call "
+             f"within {TARGET}x of floor + the NVLink time of its intranode part"
+             + ("" if nvlink_us else " (pass --nvlink-us for it; the ratio below is to the floor alone)"),
+             "| call | dtype | us mean / max | RDMA GB/s per rank | NVL GB/s per rank | floor us mean / max | "
+             "floor MB per rank | measured / " + ("(floor + NVLink)" if nvlink_us else "floor") + " mean / max |",
+             "|" + "---|" * 8]
+    for i, key in enumerate(CALLS):
+        per = [r[key] for r in results]
+        us = [p["us"] for p in per]
+        nvl = nvlink_us[i] if nvlink_us else 0.0
+        ratios = [p["us"] / (p["floor_us"] + nvl) for p in per]
+        rdma = [p["rdma_bytes"] / p["us"] / 1e3 for p in per]
+        nvlgbs = [p["nvl_bytes"] / p["us"] / 1e3 for p in per]
+        lines.append(f"| {key[0]} | {key[1]} | {statistics.fmean(us):.1f} / {max(us):.1f} | "
+                     f"{statistics.fmean(rdma):.2f} | {statistics.fmean(nvlgbs):.2f} | "
+                     f"{statistics.fmean(p['floor_us'] for p in per):.1f} / {max(p['floor_us'] for p in per):.1f} | "
+                     f"{statistics.fmean(p['floor_bytes'] for p in per) / 1e6:.2f} | "
+                     f"{statistics.fmean(ratios):.2f} / {max(ratios):.2f} |")
+    return lines
+
+
+def json_records(args, results: List[dict], ranks_per_node: int) -> List[dict]:
+    """One bench_json record per call: the slowest rank's time, the RDMA GB/s per rank (mean), against the transport
+    floor (mean over ranks) measured in the same run."""
+    out = []
+    for key in CALLS:
+        per = [r[key] for r in results]
+        out.append(bench_json.record(
+            "test_internode", "normal", call=key[0], dtype=key[1].lower(), num_ranks=len(results),
+            ranks_per_node=ranks_per_node, tokens=args.num_tokens, hidden=args.hidden, topk=args.num_topk,
+            experts=args.num_experts, latency_us=max(p["us"] for p in per),
+            bandwidth_gbs=statistics.fmean(p["rdma_bytes"] / p["us"] / 1e3 for p in per),
+            figures={"nvl_gbs": statistics.fmean(p["nvl_bytes"] / p["us"] / 1e3 for p in per)},
+            params={"same_tokens": bool(args.same_tokens)},
+            ref=bench_json.reference("transport floor", latency_us=statistics.fmean(p["floor_us"] for p in per))))
+    return out
+
+
+def run_all(args, d: Dist, chk: checks.Checker):
+    chk.ep.Buffer.set_num_sms(args.num_sms[0])
+    log0(d, f"topology: {chk.buffer.topology.describe()}")
+    chk.setup(args.seed)
+    chk.check_layout()
+    if args.no_bench:
+        log0(d, "sanity check passed (--no-bench: no figures)")
+        return
+    res = run_bench(args, chk, d)
+    results = [None] * d.world
+    dist.all_gather_object(results, res)
+    if d.rank == 0:
+        copy = statistics.fmean(r["copy_gbs"] for r in results)
+        print(f"[copy] device-to-device copy_: {copy:.1f} GB/s per rank", flush=True)
+        print("\n".join(report(results, parse_nvlink_us(args.nvlink_us), chk.buffer._runtime.transport_name())),
+              flush=True)
+        if args.json:
+            bench_json.write(args.json, json_records(args, results, chk.internode_ranks_per_node))
+
+
+def parse_args(argv=None):
+    """The checks' shape flags (intranode_checks.build_parser, --rdma-bytes among them), the bench flags
+    (bench/bench_flags.py) and --nvlink-us."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    nvlink = None
+    if "--nvlink-us" in argv:
+        i = argv.index("--nvlink-us")
+        nvlink = argv[i + 1] if i + 1 < len(argv) else ""
+        del argv[i:i + 2]
+    args = bench_flags.parse_bench_args(checks, argv, low_latency=False, description=__doc__.split("\n\n")[0])
+    args.nvlink_us = nvlink
+    parse_nvlink_us(nvlink)  # a bad value fails before any rank starts
+    return args
+
+
+def run_rank(args):
+    bench_flags.apply_disable_nvlink(args)
+    d, chk = checks.start(args, "bench")
+    run_all(args, d, chk)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main(argv=None):
+    spawn_ranks.run_ranks(run_rank, parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
