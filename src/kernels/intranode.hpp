@@ -166,6 +166,8 @@ static_assert(sizeof(HostCounts) == 16 + sizeof(int32_t) * kMaxNormalExperts, "H
 // Everything about the buffer and the peers; filled by the runtime.
 struct Context {
   int rank = 0, num_ranks = 0;
+  int rank_base = 0;                     // the global rank of rank 0 here: errors name rank_base + r (a node's
+                                         // ranks as an internode call's NVLink group, internode.hpp); 0 otherwise
   uint8_t* self = nullptr;               // this rank's nvl buffer
   uint8_t* const* peers = nullptr;       // device array [R] of every rank's nvl buffer as mapped here
   ErrorRecord* error = nullptr;          // host-mapped

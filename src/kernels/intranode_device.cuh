@@ -117,7 +117,7 @@ __device__ bool waitAll(const Context& ctx, PeerWord peer_word, uint64_t target,
     uint64_t v;
     while ((v = platform::loadAcquire<Scope::kSystem>(w)) < target) {
       if (platform::nowNs() - start > ctx.timeout_ns) {
-        fail(ctx, kTimeout, op, r, -1, (target << 8) | (v & 0xff));
+        fail(ctx, kTimeout, op, ctx.rank_base + r, -1, (target << 8) | (v & 0xff));
         any_timeout = 1;
         break;
       }

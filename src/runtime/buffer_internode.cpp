@@ -44,6 +44,7 @@ internode::Context Buffer::Impl::internodeContext(const char* call, const Normal
   c.local = cfg.rank % P;
   c.node.rank = c.local;
   c.node.num_ranks = P;
+  c.node.rank_base = c.node_index * P;
   c.node.peers = peer_nvl->get() + static_cast<size_t>(c.node_index) * P;
   const int channels = c.global.num_sms / 2;
   if (channels < 1 || channels > internode::kMaxChannels) {
