@@ -104,10 +104,18 @@ __global__ void __launch_bounds__(kPublishThreads) publishKernel(Context ctx, Di
   }
   if (blockFailed(n)) return;
   // The prefix matrix (inclusive over sources), column by column.
+  const intranode::Context& n_ctx = n;
   for (int j = threadIdx.x; j < R; j += blockDim.x) {
     int32_t acc = 0;
     for (int i = 0; i < R; ++i) {
-      acc += countOf(ctx, l, parity, i, j);
+      // A row from the wire: a count below 0, or one that could overflow the prefix sums, is a corrupt or forged
+      // write (a failure), counted as 0.
+      int32_t n = countOf(ctx, l, parity, i, j);
+      if (n < 0 || n > INT32_MAX / R) {
+        fail(n_ctx, kBadRecord, kOpRdmaCounts, i, j, static_cast<uint32_t>(n));
+        n = 0;
+      }
+      acc += n;
       prefix[i * R + j] = acc;
     }
   }

@@ -191,6 +191,12 @@ KernelErrorText describeKernelError(const k::ErrorRecord& rec, const KernelError
       out.message = badHandleText(rec, site, step);
       return out;
     case k::kBadRecord:
+      if (rec.op == k::kOpRdmaCounts) {
+        out.message = fmt::format("{} on rank {}: the counts row from rank {}{} says it sends {} tokens to rank {}, "
+                                  "out of range; counted as 0 (a corrupt or forged network write)",
+                                  step, site.rank, peer, path, static_cast<int32_t>(rec.detail), rec.expert);
+        return out;
+      }
       out.message = fmt::format("{} on rank {}: a record from rank {}{} names position {} at the rank of local index "
                                 "{}, beyond the rows the counts exchange announced; the record was dropped (a "
                                 "corrupt or forged network write)",

@@ -130,5 +130,31 @@ TEST(KernelErrorText, NormalModeOverflowsAreFatalAndSayWhatToResize) {
   EXPECT_TRUE(mentions(t.message, {"rank 2 receives need 4096 bytes", "num_nvl_bytes is 1048576"}));
 }
 
+// Normal mode across nodes: each wait names the rank waited for, the path to it and what it did not do; a record
+// from the wire that is out of range is a failure naming its source.
+TEST(KernelErrorText, InternodeWaitsNameTheRankThePathAndWhatItDidNotDo) {
+  const KernelErrorText counts = describeKernelError(recorded(k::kTimeout, k::kOpRdmaCounts, 5, -1, 2), site());
+  EXPECT_EQ(counts.kind, KernelErrorKind::kTimeout);
+  EXPECT_TRUE(mentions(counts.message, {"the counts exchange", "on rank 3:", "the counts of rank 5 through the "
+                                        "proxies (shm) (call 2)", "UCCL_EP_TIMEOUT_SECS=100s"}));
+  const KernelErrorText room = describeKernelError(recorded(k::kTimeout, k::kOpRdmaRoom, 6, -1, 4), site());
+  EXPECT_TRUE(mentions(room.message, {"sending records to another node", "rank 6 through the proxies (shm)",
+                                      "channel 4", "no room"}));
+  const KernelErrorText rows = describeKernelError(recorded(k::kTimeout, k::kOpRdmaRows, 7, -1, 1), site());
+  EXPECT_TRUE(mentions(rows.message, {"forwarding another node's records", "rank 7 through the proxies (shm)",
+                                      "did not send the records of channel 1"}));
+}
+
+TEST(KernelErrorText, AnOutOfRangeRecordFromTheWireIsAFailureNamingItsSource) {
+  const KernelErrorText pos = describeKernelError(recorded(k::kBadRecord, k::kOpRdmaRows, 6, 1, 123456), site());
+  EXPECT_EQ(pos.kind, KernelErrorKind::kFatal);
+  EXPECT_TRUE(mentions(pos.message, {"a record from rank 6 through the proxies (shm)", "position 123456",
+                                     "local index 1", "forged"}));
+  const KernelErrorText cnt = describeKernelError(
+      recorded(k::kBadRecord, k::kOpRdmaCounts, 5, 2, static_cast<uint32_t>(int32_t{-9})), site());
+  EXPECT_EQ(cnt.kind, KernelErrorKind::kFatal);
+  EXPECT_TRUE(mentions(cnt.message, {"the counts row from rank 5", "-9 tokens to rank 2", "counted as 0"}));
+}
+
 }  // namespace
 }  // namespace uccl::ep::runtime
