@@ -5,6 +5,7 @@ One rank per process under scripts/launch.py (or torchrun); rank 0 prints one ta
 
     python3 scripts/launch.py --nproc 2 -- bench/profile_kernels.py --mode ll [--host-profile]
     python3 scripts/launch.py --nproc 2 -- bench/profile_kernels.py --mode normal
+    UCCL_EP_TRANSPORT=shm python3 scripts/launch.py --nproc 4 --ranks-per-node 2 -- bench/profile_kernels.py --mode normal
 
 Low-latency host time (issue 11's budget: 10 us per call) is measured by bench/host_time.py's measure(): dispatch,
 combine, and each with a receive hook (the send call and hook() apart), the GPU synchronized between steps so that
@@ -37,6 +38,8 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--num-sms", type=int, default=0, help="Buffer.set_num_sms before the calls (0: the default)")
+    p.add_argument("--rdma-bytes", type=int, default=0, help="normal: num_rdma_bytes of the Buffer (normal mode across "
+                   "emulated nodes, UCCL_EP_RANKS_PER_NODE / --ranks-per-node; 0: the RDMA size hint there)")
     p.add_argument("--label", default="", help="printed with the table (e.g. before / after)")
     p.add_argument("--host-iters", type=int, default=200, help="low-latency steps timed for the host time")
     p.add_argument("--host-profile", action="store_true", help="ll: rank 0's cProfile of the calls' host time")
@@ -124,7 +127,8 @@ def main():
             buf.low_latency_combine(y, topk_idx, topk_weights, handle)
         moved = T * K * (H + H // 128 * 4) + T * K * H * 2  # FP8 rows out, BF16 rows back
     else:
-        buf = ep.Buffer(dist.group.WORLD, int(1e9), 0)
+        rdma = args.rdma_bytes or ep.Buffer.get_dispatch_config(world).get_rdma_buffer_size_hint(H * 2, world)
+        buf = ep.Buffer(dist.group.WORLD, int(1e9), rdma)
         cache = {}
 
         def step(host=None):
