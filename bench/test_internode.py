@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Normal mode across nodes (issue 12): the figures DeepEP's tests/test_internode.py prints for uccl.ep (RDMA and NVL
-GB/s per rank), beside the transport floor of the same calls measured in the same run. The correctness checks are
-tests/python/gpu/intranode_checks.py's (same flags): they run across nodes as they run within one.
+GB/s per rank), beside the transport floor of the same calls measured in the same run. First it runs the correctness
+checks of tests/python/gpu/intranode_checks.py (same flags; --quick for the reduced case matrix, --no-checks to
+skip them): every row's source and bytes against the pure-torch reference, per-expert and per-node counts, cached
+dispatch, combine with 0-2 biases and weights, FP8, num_worst_tokens, async, a CUDA graph.
 
     UCCL_EP_TRANSPORT=shm python3 scripts/launch.py --nproc 4 --ranks-per-node 2 -- bench/test_internode.py \
         --num-tokens 4096 --hidden 7168 --num-topk 8 --num-experts 256 --rdma-bytes 2000000000
@@ -177,7 +179,14 @@ def run_all(args, d: Dist, chk: checks.Checker):
     chk.ep.Buffer.set_num_sms(args.num_sms[0])
     log0(d, f"topology: {chk.buffer.topology.describe()}")
     chk.setup(args.seed)
-    chk.check_layout()
+    if args.no_checks:
+        chk.check_layout()  # the figures need the layout
+    else:
+        checks.run_checks(args, chk, d)
+        dist.barrier()
+        log0(d, "all checks passed")
+        chk.setup(args.seed)  # the figures' inputs, as the checks left them
+        chk.check_layout()
     if args.no_bench:
         log0(d, "sanity check passed (--no-bench: no figures)")
         return
@@ -197,6 +206,8 @@ def parse_args(argv=None):
     """The checks' shape flags (intranode_checks.build_parser, --rdma-bytes among them), the bench flags
     (bench/bench_flags.py) and --nvlink-us."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    no_checks = "--no-checks" in argv
+    argv = [a for a in argv if a != "--no-checks"]
     nvlink = None
     if "--nvlink-us" in argv:
         i = argv.index("--nvlink-us")
@@ -204,6 +215,7 @@ def parse_args(argv=None):
         del argv[i:i + 2]
     args = bench_flags.parse_bench_args(checks, argv, low_latency=False, description=__doc__.split("\n\n")[0])
     args.nvlink_us = nvlink
+    args.no_checks = no_checks
     parse_nvlink_us(nvlink)  # a bad value fails before any rank starts
     return args
 
