@@ -9,8 +9,8 @@
 // region at a slot of its own, then a SIGNAL adding (iter % 3) + 1 to the destination's counter for this rank.
 // A rank is done when every source's counter reached its exact expected sum; then it checks every byte.
 // --shrink 1 (the proxy's enable_shrink) with a fault: the last rank is lost and the others expect everything from
-// each other, no error, the lost rank among the proxy's dead peers, and the exchange done within a quarter of the
-// timeout; they end by telling each other they are done (a second counter per source) instead of a barrier.
+// each other, no error, the lost rank among the proxy's dead peers, and the exchange done within 0.4 of the
+// timeout (the stall verdict comes at half); they end by telling each other they are done (a second counter per source) instead of a barrier.
 // kill-busy: as kill, but the lost rank dies halfway through its own writes, not after them.
 // Exit codes: 0 ok, 1 check failed, 2 timeout or transport error (message names the peer), 3 rejected input.
 #include <signal.h>
@@ -198,8 +198,10 @@ int run(const Args& a) {
     if (dead != std::vector<int>{lost}) {
       die(1, fmt::format("dead peers [{}], expected [{}]", fmt::join(dead, ", "), lost));
     }
-    if (seconds > env().timeout_secs / 4) {
-      die(1, fmt::format("the exchange without rank {} took {:.2f} s, more than a quarter of the {:.1f} s timeout",
+    // Below the stall verdict (half the timeout) with room to spare: a loaded machine under ThreadSanitizer took
+    // 6.2 s of a 24 s timeout for the quick verdict (the lost process gone).
+    if (seconds > env().timeout_secs * 0.4) {
+      die(1, fmt::format("the exchange without rank {} took {:.2f} s, more than 0.4 of the {:.1f} s timeout",
                          lost, seconds, env().timeout_secs));
     }
     std::fprintf(stderr, "e2e rank %d: exchange done in %.2f s, dead peers [%d]\n", a.rank, seconds, lost);

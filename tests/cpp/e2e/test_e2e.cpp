@@ -143,7 +143,7 @@ TEST(E2EFaults, KilledPeerIsNamedWithinTheTimeout) { expectTheLostPeerNamed("die
 TEST(E2EFaults, StoppedPeerIsNamedWithinTheTimeout) { expectTheLostPeerNamed("stop"); }
 
 // enable_shrink: rank 2 of 3 is SIGKILLed in the middle of the exchange. Ranks 0 and 1 must exchange everything with
-// each other within a quarter of the timeout (the worker checks the time), record no error, and hold rank 2 as
+// each other within 0.4 of the timeout (the worker checks the time), record no error, and hold rank 2 as
 // their proxy's one dead peer, with one warning naming it; data writes to the live peers posted behind writes to
 // the dead one complete too (on shm that takes an endpoint per peer). The timeout is long enough that only a quick
 // verdict on the lost rank (its process gone, its connection reset) passes, not the stall limit of half the timeout.
