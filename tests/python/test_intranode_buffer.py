@@ -71,10 +71,15 @@ def test_layout_node_counts_outside_one_domain(fc, native):
     _, per_node, _, in_rank, _ = buf.get_dispatch_layout(idx, 8)
     assert per_node.dtype == torch.int32 and per_node.tolist() == in_rank.sum(0).tolist()  # one rank per node
     assert buf.topology.nvl_domain_size == 1 and buf.topology.num_nodes == 2
-    # Dispatch itself needs one NVLink domain for now: the runtime says so.
-    with pytest.raises(native.UcclError, match="across nodes"):
-        buf.dispatch(torch.zeros(6, H, dtype=torch.bfloat16), num_tokens_per_rank=torch.zeros(2, dtype=torch.int32),
-                     is_token_in_rank=in_rank, num_tokens_per_expert=torch.zeros(8, dtype=torch.int32))
+    # Dispatch across nodes: the handle has 9 elements, DeepEP's recv_gbl_rank_prefix_sum fourth from the end (the
+    # prefix matrix's column of this rank) and the forward map before num_worst_tokens.
+    per_rank, _, per_expert, in_rank, _ = buf.get_dispatch_layout(idx, 8)
+    *_, handle, _ = buf.dispatch(torch.zeros(6, H, dtype=torch.bfloat16), num_tokens_per_rank=per_rank,
+                                 is_token_in_rank=in_rank, num_tokens_per_expert=per_expert)
+    assert len(handle) == 9 and handle[-1] == 0
+    assert torch.equal(handle[-4], handle[0][:, rt.rank]) and handle[-4].dtype == torch.int32
+    assert handle[6].shape == (handle[7].size(0), 2) and handle[6].dtype == torch.int32  # one rank per node + node
+    assert "dispatch_forward_count" in [c for c, _ in rt.calls]
 
 
 def layout_args(buf, idx, E):

@@ -232,8 +232,37 @@ class FakeNormalRuntime:
         if self.num_nvl_bytes == 0:
             raise self._C().UcclError(f"{call}: normal mode needs an NVLink buffer; the buffer was built with "
                                       f"num_nvl_bytes=0")
-        if self._topology.nvl_domain_size < self.R:
-            raise self._C().UcclError(f"{call}: normal mode across nodes not supported")
+        if self.R % self._topology.ranks_per_node:
+            raise self._C().UcclError(f"{call}: normal mode across nodes needs whole nodes")
+
+    @property
+    def _internode(self) -> int:
+        """Across nodes (no NVLink domain spans them): the node size, else 0."""
+        t = self._topology
+        return t.ranks_per_node if t.nvl_domain_size < self.R else 0
+
+    def _forward_map(self, sources) -> tuple:
+        """As the forwarders (src/kernels/internode.hpp): the records this rank forwards, by source node, then the
+        source's token order; per record the token's position among the source's tokens to each rank of this node
+        (-1 where it skips that rank), the source node, and the source's token index."""
+        P = self._internode
+        own, local = divmod(self.rank, P)
+        rows, tokens = [], []
+        for a in range(self.R // P):
+            if a == own:
+                continue
+            in_rank = sources[a * P + local]["in_rank"][:, own * P:(own + 1) * P]
+            seen = [0] * P
+            for t in range(in_rank.size(0)):
+                if not bool(in_rank[t].any()):
+                    continue
+                row = []
+                for m in range(P):
+                    row.append(seen[m] if bool(in_rank[t, m]) else -1)
+                    seen[m] += int(bool(in_rank[t, m]))
+                rows.append(row + [a])
+                tokens.append(t)
+        return rows, tokens
 
     def _check_fits(self, call: str, need: int) -> None:
         if need > self.num_nvl_bytes:
@@ -281,8 +310,9 @@ class FakeNormalRuntime:
         self._log("dispatch_send", args=args, cached=cached, num_sms=num_sms, stream=stream)
         self._check_normal_mode("dispatch")
         self._check_fits("dispatch", int(self._C().normal_dispatch_bytes(num_ranks=self.R, args=args, cached=cached)))
-        if cached and (args.send_pos or args.num_tokens_per_expert):
-            raise RuntimeError("fake runtime: a cached dispatch takes no send_pos or num_tokens_per_expert")
+        if cached and ((args.send_pos and not self._internode) or args.num_tokens_per_expert):
+            raise RuntimeError("fake runtime: a cached dispatch takes no num_tokens_per_expert, nor send_pos within one "
+                               "NVLink domain")
         R, T, K, S = self.R, args.num_tokens, args.num_topk, args.num_scales
         strides = (args.x_scales_token_stride, args.x_scales_col_stride)
         if self.bug_here("scales"):  # reads scales as if they were row-major
@@ -312,11 +342,16 @@ class FakeNormalRuntime:
             if not voided and not any(rejected) and not torch.equal(given, prefix):
                 raise RuntimeError(f"fake runtime, rank {self.rank}: cached dispatch with a prefix matrix that meets "
                                    f"the rules but does not match is_token_in_rank")
-        else:
+        if not cached:
             written = prefix.clone()
             if self.bug_here("prefix"):
                 written[0, self.rank] += 1
             memory(args.rank_prefix_matrix, torch.int32, (R, R)).copy_(written)
+            if self._internode:
+                if not args.recv_gbl_rank_prefix_sum:
+                    raise RuntimeError("fake runtime: across nodes the handle's recv_gbl_rank_prefix_sum is an output")
+                memory(args.recv_gbl_rank_prefix_sum, torch.int32, (R,)).copy_(prefix[:, self.rank])
+        if not cached or self._internode:  # across nodes every record carries its positions: cached calls too
             pos = torch.full((T, R), -1, dtype=torch.int32)
             for r in range(R):
                 n = 0
@@ -327,7 +362,9 @@ class FakeNormalRuntime:
             memory(args.send_pos, torch.int32, (T, R)).copy_(pos)
         # The call's layout, kept for dispatch_recv as the real runtime keeps it.
         self._sent = dict(sources=sources, hidden_bytes=args.hidden_bytes, S=S, K=K, E=E, cached=cached,
-                          worst=args.num_worst_tokens, voided=voided, rejected=rejected if cached else None)
+                          worst=args.num_worst_tokens, voided=voided, rejected=rejected if cached else None,
+                          forward=self._forward_map(sources) if self._internode else ([], []))
+        self._forward_rows = len(self._sent["forward"][1]) + (1 if self.bug_here("forward") else 0)
         self._host = None
         if not cached and args.num_worst_tokens == 0:
             epr = E // R
@@ -345,6 +382,10 @@ class FakeNormalRuntime:
             per_expert = [per_expert[0] + 1] + per_expert[1:]
         return num_recv, per_expert
 
+    def dispatch_forward_count(self):
+        self._log("dispatch_forward_count")
+        return self._forward_rows if self._internode else 0
+
     def dispatch_recv(self, *, outputs, num_sms, num_max_nvl_chunked_send_tokens, stream):
         self._log("dispatch_recv", outputs=outputs, num_sms=num_sms,
                   num_max_nvl_chunked_send_tokens=num_max_nvl_chunked_send_tokens, stream=stream)
@@ -355,6 +396,17 @@ class FakeNormalRuntime:
         rows = outputs.num_recv_tokens
         if st["voided"]:
             return
+        fwd_rows, fwd_tokens = st["forward"]
+        if self._internode and outputs.num_forward:
+            if len(fwd_rows) > outputs.num_forward:
+                raise RuntimeError(f"fake runtime, rank {self.rank}: {len(fwd_rows)} records forwarded, the forward "
+                                   f"map holds {outputs.num_forward}")
+            if fwd_rows:
+                P = self._internode
+                memory(outputs.forward_positions, torch.int32, (outputs.num_forward, P + 1))[:len(fwd_rows)] = \
+                    torch.tensor(fwd_rows, dtype=torch.int32)
+                memory(outputs.forward_source_token, torch.int32, (outputs.num_forward,))[:len(fwd_tokens)] = \
+                    torch.tensor(fwd_tokens, dtype=torch.int32)
         if st["cached"]:  # as the unpack kernel: the end of this rank's column, then the sources that voided the call
             C = self._C()
             given = memory(self._cached_prefix, torch.int32, (self.R, self.R))
@@ -509,7 +561,9 @@ def fake_rank_main(argv):
         dist.all_gather_object(out, obj)
         return out
 
-    rt = FakeNormalRuntime(d.rank, d.world, args.nvl_bytes, os.environ.get("FAKE_BUG", ""), gather=gather)
+    rpn = int(env["UCCL_EP_RANKS_PER_NODE"]) if env.get("UCCL_EP_RANKS_PER_NODE") else None  # launch.py's
+    rt = FakeNormalRuntime(d.rank, d.world, args.nvl_bytes, os.environ.get("FAKE_BUG", ""), gather=gather,
+                           ranks_per_node=rpn)
     chk = checks.Checker(args, ep, make_buffer(rt, dist.group.WORLD), d, torch.device("cpu"))
     chk.setup(args.seed)
     if handle_checks:
@@ -524,9 +578,10 @@ def fake_rank_main(argv):
     dist.destroy_process_group()
 
 
-def run_fake_checks(nproc: int, bug: str, *check_args):
+def run_fake_checks(nproc: int, bug: str, *check_args, ranks_per_node: int = 0):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", FAKE_BUG=bug)
-    cmd = [sys.executable, LAUNCH, "--nproc", str(nproc), "--timeout", "300", "--", os.path.abspath(__file__),
+    nodes = ["--ranks-per-node", str(ranks_per_node)] if ranks_per_node else []
+    cmd = [sys.executable, LAUNCH, "--nproc", str(nproc), *nodes, "--timeout", "300", "--", os.path.abspath(__file__),
            "--fake-rank", "--num-tokens", "12", "--hidden", "512", "--num-topk", "3", "--num-experts", str(4 * nproc),
            "--num-masked", "4", *check_args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
@@ -545,6 +600,23 @@ def test_checks_pass_against_the_stand_in_three_ranks(native):
     r = run_fake_checks(3, "", "--quick")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "[rank 0] checks: 6 cases" in r.stdout and "[rank 0] all checks passed" in r.stdout
+
+
+@pytest.mark.parametrize("nproc, ranks_per_node", [(2, 1), (4, 2)])
+def test_checks_pass_against_the_stand_in_across_nodes(native, nproc, ranks_per_node):
+    """Across emulated nodes (no NVLink domain spans them) the handle has 9 elements: the checks find the receive
+    prefix sum fourth from the end and a forward map with a row per record this rank forwards (src/kernels/
+    internode.hpp), and the rest of the calls as within one node."""
+    r = run_fake_checks(nproc, "", "--quick", "--expect-nodes", str(nproc // ranks_per_node),
+                        ranks_per_node=ranks_per_node)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "[rank 0] checks: 6 cases" in r.stdout and "[rank 0] all checks passed" in r.stdout
+
+
+def test_checks_catch_a_wrong_forward_map(native):
+    r = run_fake_checks(2, "forward", "--quick", ranks_per_node=1)
+    assert r.returncode != 0, r.stdout[-3000:]
+    assert "handle[6] (forward map) has" in r.stdout, r.stdout[-4000:] + r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("nproc", [2, 3])
