@@ -62,11 +62,14 @@ def check_bench_flags(p: argparse.ArgumentParser, a: argparse.Namespace, environ
             p.error(f"--json {a.json}: no folder {folder}")
 
 
-def parse_bench_args(checks, argv, low_latency: bool, description: str) -> argparse.Namespace:
-    """A bench's arguments: the flags of its checks module (build_parser, check_args) and these."""
+def parse_bench_args(checks, argv, low_latency: bool, description: str, extra=None) -> argparse.Namespace:
+    """A bench's arguments: the flags of its checks module (build_parser, check_args), these, and the bench's own
+    (extra(parser) adds them)."""
     p = checks.build_parser()
     p.description = description
     add_bench_flags(p, low_latency)
+    if extra is not None:
+        extra(p)
     a = checks.check_args(p, p.parse_args(argv))
     check_bench_flags(p, a)
     return a

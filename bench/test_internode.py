@@ -130,8 +130,11 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
 def parse_nvlink_us(text):
     if not text:
         return None
-    values = [float(v) for v in text.split(",")]
-    if len(values) != len(CALLS) or any(v < 0 for v in values):
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != len(CALLS) or any(not v >= 0 for v in values):
         raise ValueError(f"--nvlink-us takes DISPATCH_FP8,DISPATCH_BF16,COMBINE in microseconds, got {text!r}")
     return values
 
@@ -202,21 +205,20 @@ def run_all(args, d: Dist, chk: checks.Checker):
             bench_json.write(args.json, json_records(args, results, chk.internode_ranks_per_node))
 
 
+def internode_flags(p):
+    g = p.add_argument_group("internode bench")
+    g.add_argument("--nvlink-us", default=None, metavar="DISPATCH_FP8,DISPATCH_BF16,COMBINE",
+                   help="the NVLink time of each call's intranode part (this bench with every rank on one node), "
+                        "added to the floor in the ratio")
+    g.add_argument("--no-checks", action="store_true", help="skip the correctness checks before the figures")
+
+
 def parse_args(argv=None):
     """The checks' shape flags (intranode_checks.build_parser, --rdma-bytes among them), the bench flags
-    (bench/bench_flags.py) and --nvlink-us."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    no_checks = "--no-checks" in argv
-    argv = [a for a in argv if a != "--no-checks"]
-    nvlink = None
-    if "--nvlink-us" in argv:
-        i = argv.index("--nvlink-us")
-        nvlink = argv[i + 1] if i + 1 < len(argv) else ""
-        del argv[i:i + 2]
-    args = bench_flags.parse_bench_args(checks, argv, low_latency=False, description=__doc__.split("\n\n")[0])
-    args.nvlink_us = nvlink
-    args.no_checks = no_checks
-    parse_nvlink_us(nvlink)  # a bad value fails before any rank starts
+    (bench/bench_flags.py), --nvlink-us and --no-checks."""
+    args = bench_flags.parse_bench_args(checks, argv, low_latency=False, description=__doc__.split("\n\n")[0],
+                                        extra=internode_flags)
+    parse_nvlink_us(args.nvlink_us)  # a bad value fails before any rank starts
     return args
 
 

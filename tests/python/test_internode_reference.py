@@ -135,3 +135,15 @@ def test_bench_stream_counts_cut_each_route_as_the_kernels_do(R, P, C):
             peer = b * P + local
             assert got["dispatch_received"][0 * N + b] == (0 if b == own else int(
                 all_in_rank[peer].view(-1, N, P)[:, own].any(dim=1)[:all_in_rank[peer].size(0) * 1 // C].sum()))
+
+
+def test_bench_flags_of_the_internode_bench():
+    sys.path.insert(0, os.path.join(REPO, "tests", "python", "gpu"))
+    import test_internode as bench  # bench/ is on sys.path
+    a = bench.parse_args(["--no-checks", "--quick", "--nvlink-us", "1.5,2,3", "--rdma-bytes", "1024"])
+    assert a.no_checks and a.quick and a.rdma_bytes == 1024 and bench.parse_nvlink_us(a.nvlink_us) == [1.5, 2.0, 3.0]
+    a = bench.parse_args([])
+    assert not a.no_checks and a.nvlink_us is None and bench.parse_nvlink_us(a.nvlink_us) is None
+    for bad in ("1,2", "1,2,x", "1,-2,3"):
+        with pytest.raises(ValueError, match="--nvlink-us takes DISPATCH_FP8,DISPATCH_BF16,COMBINE"):
+            bench.parse_args(["--nvlink-us", bad])
