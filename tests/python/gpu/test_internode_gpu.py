@@ -1,0 +1,38 @@
+"""Normal mode across nodes (src/kernels/internode.hpp) checked on real GPUs: tests/python/gpu/intranode_checks.py
+(the same checks as within a node; the handle has 9 elements there) run through scripts/launch.py across emulated
+nodes (UCCL_EP_RANKS_PER_NODE), the network part through the proxies over shm or tcp. The reduced case matrix
+(--quick) keeps each run short. Skipped, with the reason, without a GPU or a CUDA build of uccl.ep._C."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rank_cases import RankCase, assert_passed, run_ranks  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+SHAPE = ("--num-tokens", "512", "--hidden", "7168", "--num-topk", "8", "--num-experts", "256", "--quick",
+         "--rdma-bytes", "1000000000")
+
+
+def across(nproc: int, ranks_per_node: int, transport: str, *extra: str, timeout_s: int = 240) -> RankCase:
+    return RankCase(nproc, ranks_per_node, SHAPE + ("--expect-nodes", str(nproc // ranks_per_node)) + extra,
+                    env={"UCCL_EP_TRANSPORT": transport}, timeout_s=timeout_s)
+
+
+CASES = {
+    "two_nodes_of_one_over_shm": across(2, 1, "shm"),
+    "two_nodes_of_one_over_tcp": across(2, 1, "tcp"),
+    "two_nodes_of_two_over_shm": across(4, 2, "shm"),
+    "two_nodes_of_two_over_tcp": across(4, 2, "tcp"),
+    "two_nodes_of_four_over_shm": across(8, 4, "shm", "--num-tokens", "256"),
+    "four_nodes_of_four_over_shm": across(16, 4, "shm", "--num-tokens", "128", "--nvl-bytes", "400000000",
+                                          "--rdma-bytes", "400000000", timeout_s=300),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_internode_checks_pass(name):
+    assert_passed(run_ranks("intranode_checks.py", CASES[name]))
