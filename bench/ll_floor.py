@@ -30,8 +30,9 @@ def expert_counts(all_topk_idx: Sequence[torch.Tensor], num_experts: int) -> Lis
     return out
 
 
-def parse_nvlink_us(text: Optional[str]) -> Optional[Tuple[float, float]]:
-    """'DISPATCH,COMBINE' in microseconds -> (dispatch, combine); None for None or ''. ValueError otherwise."""
+def parse_nvlink_us(text: Optional[str], names: Sequence[str] = ("DISPATCH", "COMBINE")) -> Optional[Tuple[float, ...]]:
+    """'DISPATCH,COMBINE' (one number per name) in microseconds -> a tuple of them; None for None or ''. ValueError
+    otherwise."""
     if not text:
         return None
     parts = text.split(",")
@@ -39,8 +40,9 @@ def parse_nvlink_us(text: Optional[str]) -> Optional[Tuple[float, float]]:
         values = tuple(float(p) for p in parts)
     except ValueError:
         values = ()
-    if len(values) != 2 or any(v < 0 or v != v for v in values):
-        raise ValueError(f"--nvlink-us takes DISPATCH,COMBINE in microseconds (two numbers >= 0), got {text!r}")
+    if len(values) != len(names) or any(v < 0 or v != v for v in values):
+        raise ValueError(f"--nvlink-us takes {','.join(names)} in microseconds ({len(names)} numbers >= 0), got "
+                         f"{text!r}")
     return values
 
 
@@ -67,10 +69,11 @@ class Floor:
 
 def measure(floor, plans: Dict[str, object], start_together: Callable[[], None], warmup: int,
             iters: int) -> dict:
-    """Median floor per call in microseconds (floor_<call>_us: until this rank's signals were applied;
-    floor_<call>_sends_us: until its own writes and signals completed), and what one run sends from this rank."""
+    """Median floor per call (each key of `plans`) in microseconds (floor_<call>_us: until this rank's signals were
+    applied; floor_<call>_sends_us: until its own writes and signals completed), and what one run sends from this
+    rank."""
     res = {}
-    for call in CALLS:
+    for call in plans:
         us, sends = [], []
         for i in range(warmup + iters):
             start_together()

@@ -19,6 +19,7 @@ Per rank and call (cached dispatch FP8 and BF16, combine BF16; the default confi
 Target (issue 12): each call within 1.5x of (floor + the NVLink time of its intranode part); pass that NVLink time
 as --nvlink-us DISPATCH_FP8,DISPATCH_BF16,COMBINE (this bench with every rank on one node) to have the ratio to it.
 """
+import functools
 import os
 import statistics
 import sys
@@ -42,6 +43,7 @@ import test_intranode as ti  # noqa: E402  (time_call)
 
 TARGET = 1.5
 CALLS = (("dispatch", "FP8"), ("dispatch", "BF16"), ("combine", "BF16"))
+NVLINK_NAMES = ("DISPATCH_FP8", "DISPATCH_BF16", "COMBINE")  # --nvlink-us, one number per call
 
 
 def channel_begin(c: int, n: int, channels: int) -> int:
@@ -89,8 +91,8 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
     counts = stream_counts(chk.all_in_rank, d.rank, P, config.num_sms // 2)
     route = iref.route(chk.all_in_rank, P)
     res = {"copy_gbs": ti.copy_rate(args, chk.device)}
-    floor = ll_floor.Floor(buf)
     rt = buf._runtime
+    plans = {}
     y = None
     for call, dtype in CALLS:
         fp8 = dtype == "FP8"
@@ -106,37 +108,26 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
         else:
             y = recv
             seconds = ti.time_call(lambda: buf.combine(y, handle), args.bench_warmup, args.bench_iters)
-        plan = rt.internode_floor_plan(
+        plans[f"{call} {dtype}"] = rt.internode_floor_plan(
             call=call, hidden_bytes=args.hidden * (1 if fp8 else 2), num_scales=args.hidden // 128 if fp8 else 0,
             num_topk=0, num_sms=config.num_sms,
             num_max_rdma_chunked_send_tokens=config.num_max_rdma_chunked_send_tokens,
             num_max_rdma_chunked_recv_tokens=config.num_max_rdma_chunked_recv_tokens,
             sent=counts[f"{call}_sent"], received=counts[f"{call}_received"])
-        torch.cuda.synchronize()
-        us = []
-        for i in range(args.bench_warmup + args.bench_iters):
-            buf._barrier("transport floor run")
-            r = floor.run(plan)
-            if i >= args.bench_warmup:
-                us.append(r.seconds * 1e6)
-        res[(call, dtype)] = dict(us=seconds * 1e6, floor_us=statistics.median(us), floor_bytes=int(plan.bytes),
-                                  floor_writes=int(plan.writes), floor_ops=len(plan.ops),
-                                  rdma_bytes=int(route.rdma_sent[d.rank]) * row_bytes,
+        res[(call, dtype)] = dict(us=seconds * 1e6, rdma_bytes=int(route.rdma_sent[d.rank]) * row_bytes,
                                   nvl_bytes=int(route.received[d.rank]) * row_bytes)
+    torch.cuda.synchronize()
+    floor = ll_floor.Floor(buf)
+    fl = ll_floor.measure(floor, plans, lambda: buf._barrier("transport floor run"), args.bench_warmup,
+                          args.bench_iters)
     floor.close()
+    for call, dtype in CALLS:
+        res[(call, dtype)].update(floor_us=fl[f"floor_{call} {dtype}_us"], floor_bytes=fl[f"floor_{call} {dtype}_bytes"])
     return res
 
 
 def parse_nvlink_us(text):
-    if not text:
-        return None
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != len(CALLS) or any(not v >= 0 for v in values):
-        raise ValueError(f"--nvlink-us takes DISPATCH_FP8,DISPATCH_BF16,COMBINE in microseconds, got {text!r}")
-    return values
+    return ll_floor.parse_nvlink_us(text, NVLINK_NAMES)
 
 
 def report(results: List[dict], nvlink_us, transport: str) -> List[str]:
@@ -207,7 +198,7 @@ def run_all(args, d: Dist, chk: checks.Checker):
 
 def internode_flags(p):
     g = p.add_argument_group("internode bench")
-    g.add_argument("--nvlink-us", default=None, metavar="DISPATCH_FP8,DISPATCH_BF16,COMBINE",
+    g.add_argument("--nvlink-us", default=None, metavar=",".join(NVLINK_NAMES),
                    help="the NVLink time of each call's intranode part (this bench with every rank on one node), "
                         "added to the floor in the ratio")
     g.add_argument("--no-checks", action="store_true", help="skip the correctness checks before the figures")
@@ -222,16 +213,8 @@ def parse_args(argv=None):
     return args
 
 
-def run_rank(args):
-    bench_flags.apply_disable_nvlink(args)
-    d, chk = checks.start(args, "bench")
-    run_all(args, d, chk)
-    dist.barrier()
-    dist.destroy_process_group()
-
-
 def main(argv=None):
-    spawn_ranks.run_ranks(run_rank, parse_args(argv))
+    spawn_ranks.run_ranks(functools.partial(ti.run_rank, run_all=run_all), parse_args(argv))
 
 
 if __name__ == "__main__":

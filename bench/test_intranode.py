@@ -209,8 +209,9 @@ def parse_args(argv=None):
     return bench_flags.parse_bench_args(checks, argv, low_latency=False, description=__doc__.split("\n\n")[0])
 
 
-def run_rank(args):
-    """One rank: under scripts/launch.py or torchrun, or started by --num-processes."""
+def run_rank(args, run_all=run_all):
+    """One rank: under scripts/launch.py or torchrun, or started by --num-processes; `run_all` is the bench's body
+    (bench/test_internode.py passes its own)."""
     bench_flags.apply_disable_nvlink(args)
     d, chk = checks.start(args, "bench")
     run_all(args, d, chk)

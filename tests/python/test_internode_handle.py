@@ -54,3 +54,15 @@ def test_bad_fields_are_rejected_naming_their_position(over, words):
     assert msg.startswith("combine:"), msg
     for w in words:
         assert w in msg, (w, msg)
+
+
+def test_a_buffer_takes_only_handles_of_its_own_form():
+    V.check_normal_handle("combine", handle(), R, ranks_per_node=P)
+    V.check_normal_handle("dispatch", handle()[:5] + (0,), R, ranks_per_node=0)
+    for h, rpn, words in ((handle(), 0, ["9 elements", "across NVLink domain", "is one NVLink domain"]),
+                          (handle()[:5] + (0,), P, ["6 elements", "within one NVLink domain", "spans nodes"]),
+                          (handle(), P + 1, ["handle[6] (forward_positions) has 3 columns, expected 4"])):
+        with pytest.raises(ValueError) as e:
+            V.check_normal_handle("combine", h, R, ranks_per_node=rpn)
+        for w in words:
+            assert w in str(e.value), (w, str(e.value))

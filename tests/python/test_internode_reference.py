@@ -141,7 +141,7 @@ def test_bench_flags_of_the_internode_bench():
     sys.path.insert(0, os.path.join(REPO, "tests", "python", "gpu"))
     import test_internode as bench  # bench/ is on sys.path
     a = bench.parse_args(["--no-checks", "--quick", "--nvlink-us", "1.5,2,3", "--rdma-bytes", "1024"])
-    assert a.no_checks and a.quick and a.rdma_bytes == 1024 and bench.parse_nvlink_us(a.nvlink_us) == [1.5, 2.0, 3.0]
+    assert a.no_checks and a.quick and a.rdma_bytes == 1024 and bench.parse_nvlink_us(a.nvlink_us) == (1.5, 2.0, 3.0)
     a = bench.parse_args([])
     assert not a.no_checks and a.nvlink_us is None and bench.parse_nvlink_us(a.nvlink_us) is None
     for bad in ("1,2", "1,2,x", "1,-2,3"):

@@ -301,9 +301,11 @@ class NormalHandle:
         return self.send_pos.size(0)
 
 
-def check_normal_handle(call: str, handle, num_ranks: int) -> NormalHandle:
+def check_normal_handle(call: str, handle, num_ranks: int, ranks_per_node: Optional[int] = None) -> NormalHandle:
     """handle = (rank_prefix_matrix [R, R] int32, send_pos [T, R] int32, num_recv_rows, recv_src_idx
-    [num_recv_rows] int32, is_token_in_rank [T, R] bool, num_worst_tokens) from dispatch."""
+    [num_recv_rows] int32, is_token_in_rank [T, R] bool, num_worst_tokens) from dispatch, or across nodes the 9-tuple.
+    ranks_per_node (given by a Buffer): its node size across nodes, 0 within one NVLink domain; the handle must be
+    of that Buffer's form."""
     if not isinstance(handle, (tuple, list)) or len(handle) not in (6, 9):
         raise TypeError(f"{call}: handle must be the 6-tuple (rank_prefix_matrix, send_pos, num_recv_tokens, "
                         f"recv_src_idx, is_token_in_rank, num_worst_tokens) returned by dispatch, or across nodes the "
@@ -330,6 +332,14 @@ def check_normal_handle(call: str, handle, num_ranks: int) -> NormalHandle:
                         f"node + 1")
         check_tensor(call, "handle[7] (forward_source_token)", h.forward_source_token, torch.int32,
                      shape=[h.forward_positions.size(0)])
+    if ranks_per_node is not None:
+        if bool(ranks_per_node) != h.internode:
+            _fail(call, f"the handle has {len(handle)} elements, made by a Buffer "
+                        f"{'across' if h.internode else 'within one'} NVLink domain, but this Buffer "
+                        f"{'spans nodes' if ranks_per_node else 'is one NVLink domain'}")
+        if h.internode and h.forward_positions.size(1) != ranks_per_node + 1:
+            _fail(call, f"handle[6] (forward_positions) has {h.forward_positions.size(1)} columns, expected "
+                        f"{ranks_per_node + 1} (ranks per node + the source node)")
     return h
 
 
@@ -345,7 +355,7 @@ def check_normal_dispatch(x, handle=None, num_tokens_per_rank=None, num_tokens_p
                           is_token_in_rank=None, num_tokens_per_expert=None, topk_idx=None, topk_weights=None,
                           expert_alignment=1, num_worst_tokens=0, config=None, previous_event=None,
                           async_finish=False, allocate_on_comm_stream=False, num_ranks: int = 1,
-                          call: str = "dispatch") -> NormalDispatch:
+                          call: str = "dispatch", ranks_per_node: Optional[int] = None) -> NormalDispatch:
     """What dispatch checks on the torch side (devices and expert-id values apart)."""
     R = num_ranks
     xs = check_dispatch_x(call, x)
@@ -358,7 +368,7 @@ def check_normal_dispatch(x, handle=None, num_tokens_per_rank=None, num_tokens_p
         if topk_idx is not None or topk_weights is not None:
             _fail(call, "a cached dispatch (handle given) takes no topk_idx / topk_weights: it moves x only, with "
                         "the layout of the dispatch that returned the handle")
-        h = check_normal_handle(call, handle, R)
+        h = check_normal_handle(call, handle, R, ranks_per_node)
         if h.num_tokens != T:
             _fail(call, f"x has {T} tokens but the handle was made for {h.num_tokens} "
                         f"(handle[1] send_pos has shape {list(h.send_pos.shape)})")
@@ -396,10 +406,10 @@ def split_bias(call: str, bias):
 
 def check_normal_combine(x, handle, topk_weights=None, bias=None, config=None, previous_event=None,
                          async_finish=False, allocate_on_comm_stream=False, num_ranks: int = 1,
-                         call: str = "combine"):
+                         call: str = "combine", ranks_per_node: Optional[int] = None):
     """What combine checks on the torch side (devices apart). Returns (handle, hidden, K, bias0, bias1); K is 0
     without topk_weights."""
-    h = check_normal_handle(call, handle, num_ranks)
+    h = check_normal_handle(call, handle, num_ranks, ranks_per_node)
     check_tensor(call, "x", x, torch.bfloat16, dims=2)
     if x.size(0) != h.num_recv_rows:
         _fail(call, f"x must have one row per row the dispatch returned ({h.num_recv_rows}, handle[2]), got shape "

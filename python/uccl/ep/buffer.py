@@ -385,7 +385,7 @@ class Buffer(LowLatencyCalls):
         a = V.check_normal_dispatch(x, handle, num_tokens_per_rank, num_tokens_per_rdma_rank, is_token_in_rank,
                                     num_tokens_per_expert, topk_idx, topk_weights, expert_alignment,
                                     num_worst_tokens, config, previous_event, async_finish, allocate_on_comm_stream,
-                                    num_ranks=R, call=call)
+                                    num_ranks=R, call=call, ranks_per_node=self._internode_node_size)
         xs = a.x
         tensors = dict(x=xs.data, scales=xs.scales, topk_idx=topk_idx, topk_weights=topk_weights,
                        num_tokens_per_rank=num_tokens_per_rank, is_token_in_rank=a.is_token_in_rank,
@@ -405,10 +405,6 @@ class Buffer(LowLatencyCalls):
         alloc = functools.partial(self._allocating_on, comm, allocate_on_comm_stream)
         dev, stream = self.device, comm.cuda_stream
         P = self._internode_node_size
-        if a.cached and bool(P) != a.handle.internode:
-            raise ValueError(f"{call}: the handle has {9 if a.handle.internode else 6} elements, made by a Buffer "
-                             f"{'across' if a.handle.internode else 'within one'} NVLink domain, but this Buffer "
-                             f"{'spans nodes' if P else 'is one NVLink domain'}")
         gbl_prefix = None
         if a.cached:
             h = a.handle
@@ -495,15 +491,8 @@ class Buffer(LowLatencyCalls):
         R = self.group_size
         h, hidden, K, bias0, bias1 = V.check_normal_combine(x, handle, topk_weights, bias, config, previous_event,
                                                             async_finish, allocate_on_comm_stream, num_ranks=R,
-                                                            call=call)
+                                                            call=call, ranks_per_node=self._internode_node_size)
         P = self._internode_node_size
-        if bool(P) != h.internode:
-            raise ValueError(f"{call}: the handle has {9 if h.internode else 6} elements, made by a Buffer "
-                             f"{'across' if h.internode else 'within one'} NVLink domain, but this Buffer "
-                             f"{'spans nodes' if P else 'is one NVLink domain'}")
-        if P and h.forward_positions.size(1) != P + 1:
-            raise ValueError(f"{call}: handle[6] (forward_positions) has {h.forward_positions.size(1)} columns, "
-                             f"expected {P + 1} (ranks per node + the source node)")
         inputs = dict(x=x, topk_weights=topk_weights, bias0=bias0, bias1=bias1, send_pos=h.send_pos,
                       rank_prefix_matrix=h.rank_prefix_matrix)
         if P:

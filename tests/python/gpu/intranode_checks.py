@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+import internode_reference as iref  # noqa: E402
 import intranode_reference as ref  # noqa: E402
 import ll_reference as llref  # noqa: E402
 from rank_group import Dist, all_gather_tensor, dist_env, fail, import_ep, join_group, log0, topology_line, \
@@ -207,7 +208,8 @@ class Checker:
         self.T = tokens_for(args, d.rank)
         self.variants = {}
         topo = buffer.topology
-        # Across nodes (no NVLink domain spans them): the node size, else 0.
+        # Across nodes (no NVLink domain spans them): the node size, else 0. Written here rather than taken from
+        # uccl.ep.buffer.internode_node_size, so that the checks hold that rule to its own statement.
         self.internode_ranks_per_node = (topo.ranks_per_node if topo.num_nodes > 1 and not topo.nvl_domain_spans_nodes
                                          else 0)
 
@@ -227,10 +229,7 @@ class Checker:
         self.worst_rows = sum(self.counts)  # every token of every rank could come here
         P = self.internode_ranks_per_node
         if P:  # the records this rank forwards: tokens of its peers on other nodes that go to its node
-            node, local = divmod(self.rank, P)
-            self.expected_forward = sum(
-                int(all_in_rank[b * P + local].view(-1, self.R // P, P)[:, node].any(dim=1).sum())
-                for b in range(self.R // P) if b != node)
+            self.expected_forward = int(iref.route(all_in_rank, P).rdma_received[self.rank])
         self.variants = {}  # built from the previous inputs, if any
 
     def variant(self, mode: str) -> Variant:
@@ -280,7 +279,7 @@ class Checker:
             if not P and per_node is not None:
                 fail(ctx, f"num_tokens_per_rdma_rank must be None on one NVLink domain, got {per_node.tolist()}")
             if P:
-                want_node = want.is_token_in_rank.view(self.T, self.R // P, P).any(dim=2).sum(dim=0).int()
+                want_node = iref.token_nodes(want.is_token_in_rank, P).sum(dim=0).int()
                 if per_node is None or not torch.equal(per_node, want_node):
                     fail(ctx, f"num_tokens_per_rdma_rank {None if per_node is None else per_node.tolist()}, "
                               f"expected {want_node.tolist()}")
