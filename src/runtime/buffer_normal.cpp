@@ -30,10 +30,13 @@ void checkFits(size_t need, int64_t have, const char* call, const std::string& w
 
 intranode::Context Buffer::Impl::normalContext(const char* call, const NormalConfig& config) const {
   requireConnected(call);
+  // Across nodes the calls go to buffer_internode.cpp (Impl::internode), except on a low-latency Buffer: its RDMA
+  // buffer holds the low-latency layout, which the internode rings would overwrite.
   if (topo.nvlDomainSize() < cfg.num_ranks) {
-    UCCL_EP_THROW("{}: {}: normal mode across nodes without one NVLink domain is not implemented yet for {} (set "
-                  "UCCL_EP_NORMAL_MNNVL=1 when every GPU shares one NVLink domain)",
-                  call, topo.describe(), call);
+    UCCL_EP_THROW("{}: {}: this Buffer was built with low_latency_mode=True, whose RDMA buffer holds the low-latency "
+                  "layout; normal mode across nodes needs a Buffer built with low_latency_mode=False and num_rdma_bytes "
+                  "from Config.get_rdma_buffer_size_hint",
+                  call, topo.describe());
   }
   return nvlContext(call, config);
 }
