@@ -296,6 +296,21 @@ __global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context
   const int32_t* node_pos = reinterpret_cast<const int32_t*>(ctx.node.self + o.node_pos);
   const int32_t* node_counts = reinterpret_cast<const int32_t*>(ctx.node.self + o.node_counts);
   const int64_t self_first = me > 0 ? a.rank_prefix_matrix[(me - 1) * R + me] : 0;
+  // Per block, once: where each local rank's rows of this rank's tokens start here and how many it got, and where
+  // each node's partials start. The tokens' lists below only index them.
+  __shared__ int64_t direct_before[kMaxNodeRanks], sent_to[kMaxNodeRanks], partials_before[kMaxNodes];
+  for (int r = threadIdx.x; r < P; r += blockDim.x) {
+    direct_before[r] = g.directBefore(me, r);
+    sent_to[r] = g.count(me, g.nodeBase(me) + r);
+  }
+  if (threadIdx.x == 0) {
+    int64_t base = 0;
+    for (int b = 0; b < N; ++b) {
+      partials_before[b] = base;
+      base += b == ctx.node_index ? 0 : node_counts[b];
+    }
+  }
+  __syncthreads();
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * platform::numWarps() + platform::warpId();
   const int64_t warps = static_cast<int64_t>(gridDim.x) * platform::numWarps();
   for (int64_t t = warp; t < T; t += warps) {
@@ -305,7 +320,7 @@ __global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context
       for (int r = 0; r < P; ++r) {
         const int gr = g.nodeBase(me) + r;
         int pos = a.send_pos[static_cast<size_t>(t) * R + gr];
-        if (pos != -1 && !sendPosOk(pos, g.count(me, gr))) {
+        if (pos != -1 && !sendPosOk(pos, sent_to[r])) {
           recordBadEntry(ctx.global, kOpCombine, kHandleSendPos, static_cast<int>(t), gr, pos);
           pos = -1;
         }
@@ -315,15 +330,13 @@ __global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context
           self_row = self_first + pos;
           mine[n++] = static_cast<const uint8_t*>(a.x) + self_row * static_cast<int64_t>(a.hidden) * 2;
         } else {
-          mine[n++] = ctx.node.self + g.data_off + size_t(g.directBefore(me, r) + pos) * g.stride;
+          mine[n++] = ctx.node.self + g.data_off + size_t(direct_before[r] + pos) * g.stride;
         }
       }
-      int64_t base = 0;
       for (int b = 0; b < N; ++b) {
         if (b == ctx.node_index) continue;
         const int32_t j = node_pos[static_cast<size_t>(t) * N + b];
-        if (j >= 0) mine[n++] = ctx.node.self + o.partials + size_t(base + j) * g.stride;
-        base += node_counts[b];
+        if (j >= 0) mine[n++] = ctx.node.self + o.partials + size_t(partials_before[b] + j) * g.stride;
       }
     }
     n = platform::shfl(n, 0);

@@ -179,6 +179,11 @@ __device__ inline Target targetOf(const Context& ctx, const intranode::Layout& l
   return t;
 }
 
+// Lane m's staging (every lane holds the Target of the rank of its index), for the whole warp.
+__device__ __forceinline__ uint8_t* stagingOf(const Target& tgt, int m) {
+  return reinterpret_cast<uint8_t*>(platform::shfl(reinterpret_cast<unsigned long long>(tgt.staging), m));
+}
+
 // Warp: the records of channel c's tokens to node b, in token order, into stream (c, b) at the peer there.
 __device__ void sendStream(const Context& ctx, const DispatchArgs& a, int c, int b) {
   const int R = ctx.rdma_layout.ranks, P = ctx.ranks_per_node, lane = platform::laneId(), T = a.num_tokens;
@@ -243,9 +248,7 @@ __device__ void forwardStream(const Context& ctx, const DispatchArgs& a, const i
     for (uint64_t mask = platform::ballot(lane < P && p >= 0 && !bad && tgt.fits); mask != 0; mask &= mask - 1) {
       const int m = __ffsll(static_cast<long long>(mask)) - 1;
       const int64_t g = platform::shfl(tgt.first, m) + platform::shfl(p, m);
-      uint8_t* base = m == ctx.local ? ctx.node.self : ctx.node.peers[m];
-      const int Tm = platform::loadRelaxed<Scope::kSystem>(ints(base, kNumTokensOff));
-      copyWarp<true>(base + l.stagingOff(Tm) + g * l.token_stride, rec, l.token_stride);
+      copyWarp<true>(stagingOf(tgt, m) + g * l.token_stride, rec, l.token_stride);
     }
     in.done();
   }
@@ -267,8 +270,7 @@ __device__ void pushOwnNode(const Context& ctx, const DispatchArgs& a, const int
     for (uint64_t mask = platform::ballot(hit); mask != 0; mask &= mask - 1) {
       const int m = __ffsll(static_cast<long long>(mask)) - 1;
       const int64_t g = platform::shfl(tgt.first, m) + platform::shfl(p, m);
-      const int Tm = platform::loadRelaxed<Scope::kSystem>(ints(ctx.node.peers[m], kNumTokensOff));
-      storeRecord(a, t, ctx.node.peers[m] + l.stagingOff(Tm) + g * l.token_stride);
+      storeRecord(a, t, stagingOf(tgt, m) + g * l.token_stride);
     }
   }
 }
