@@ -122,7 +122,8 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
                           args.bench_iters)
     floor.close()
     for call, dtype in CALLS:
-        res[(call, dtype)].update(floor_us=fl[f"floor_{call} {dtype}_us"], floor_bytes=fl[f"floor_{call} {dtype}_bytes"])
+        res[(call, dtype)].update(floor_us=fl[f"floor_{call} {dtype}_us"], floor_bytes=fl[f"floor_{call} {dtype}_bytes"],
+                                  floor_sends_us=fl[f"floor_{call} {dtype}_sends_us"])
     return res
 
 
@@ -131,12 +132,15 @@ def parse_nvlink_us(text):
 
 
 def report(results: List[dict], nvlink_us, transport: str) -> List[str]:
+    """Rank 0's table. Per rank, measured / floor mixes what a rank waits for with its own start skew; a collective
+    call ends with its slowest rank, and so does the floor's exchange, so the last column divides the two maxima."""
     lines = [f"transport floor over {transport}: the same writes and signals posted from the CPU; target: each call "
              f"within {TARGET}x of floor + the NVLink time of its intranode part"
              + ("" if nvlink_us else " (pass --nvlink-us for it; the ratio below is to the floor alone)"),
              "| call | dtype | us mean / max | RDMA GB/s per rank | NVL GB/s per rank | floor us mean / max | "
-             "floor MB per rank | measured / " + ("(floor + NVLink)" if nvlink_us else "floor") + " mean / max |",
-             "|" + "---|" * 8]
+             "floor MB per rank | measured / " + ("(floor + NVLink)" if nvlink_us else "floor") + " mean / max | "
+             "slowest rank / slowest floor |",
+             "|" + "---|" * 9]
     for i, key in enumerate(CALLS):
         per = [r[key] for r in results]
         us = [p["us"] for p in per]
@@ -148,7 +152,13 @@ def report(results: List[dict], nvlink_us, transport: str) -> List[str]:
                      f"{statistics.fmean(rdma):.2f} | {statistics.fmean(nvlgbs):.2f} | "
                      f"{statistics.fmean(p['floor_us'] for p in per):.1f} / {max(p['floor_us'] for p in per):.1f} | "
                      f"{statistics.fmean(p['floor_bytes'] for p in per) / 1e6:.2f} | "
-                     f"{statistics.fmean(ratios):.2f} / {max(ratios):.2f} |")
+                     f"{statistics.fmean(ratios):.2f} / {max(ratios):.2f} | "
+                     f"{max(us) / (max(p['floor_us'] for p in per) + nvl):.2f} |")
+    # Per rank: a floor far below the others' means that rank started late (its signals were already there), so the
+    # spread of one run's floors shows its start skew.
+    for key in CALLS:
+        lines.append(f"floor per rank, {key[0]} {key[1]} (us until its signals arrived / its own sends completed): "
+                     + ", ".join(f"{r[key]['floor_us']:.0f} / {r[key]['floor_sends_us']:.0f}" for r in results))
     return lines
 
 

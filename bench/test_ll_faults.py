@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -46,14 +47,16 @@ class FaultRun:
     absent: int
 
 
-def begin(doc: str, num_tokens: int) -> FaultRun:
-    """Parses --num-tokens/--hidden/--num-topk/--num-experts, joins the process group (one GPU per local rank,
-    shared when there are fewer) and imports uccl.ep."""
+def begin(doc: str, num_tokens: int, flags: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> FaultRun:
+    """Parses --num-tokens/--hidden/--num-topk/--num-experts (and what `flags` adds), joins the process group (one
+    GPU per local rank, shared when there are fewer) and imports uccl.ep."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-tokens", type=int, default=num_tokens)
     p.add_argument("--hidden", type=int, default=1024)
     p.add_argument("--num-topk", type=int, default=4)
     p.add_argument("--num-experts", type=int, default=32)
+    if flags is not None:
+        flags(p)
     args = p.parse_args()
     d = rank_group.dist_env()
     _, dev = rank_group.join_group(d)

@@ -40,7 +40,7 @@ if [[ "${SKIP_EXTRA:-0}" != 1 ]]; then
   step shared_memory_gpu 40 "$bin" && grep -E "^\[  (OK|SKIPPED|FAILED) " "$LOG_DIR/shared_memory_gpu.log"
   UCCL_EP_TIMEOUT_SECS=3 step faults 60 python3 "$ROOT/scripts/launch.py" --nproc 4 --timeout 55 -- \
     "$ROOT/bench/test_intranode_faults.py"
-  grep -E "raised after|fault checks passed|Error" "$LOG_DIR/faults.log" | head -5
+  grep -E "raised after|all checks passed|Error" "$LOG_DIR/faults.log" | head -5
 fi
 for c in $configs; do
   IFS=: read -r n k flag <<<"$c"

@@ -86,6 +86,11 @@ enum Op : int32_t {
   kOpRdmaCounts = 16,  // the counts exchange (kTimeout: that rank's row did not arrive; detail: the call number)
   kOpRdmaRoom = 17,    // a sender waiting for room in its stream at the peer (detail: the channel)
   kOpRdmaRows = 18,    // a forwarder waiting for the records of the source's stream (detail: the channel)
+  // Internode combine.
+  kOpRdmaPartialRoom = 19,  // a peer waiting for room to send partial sums to their source (detail: the channel)
+  kOpRdmaPartials = 20,     // a source waiting for the partial sums of its peer on a node (detail: the channel)
+  kOpRdmaEntered = 21,      // kTimeout: the rank never began this combine (its entered word is behind); detail:
+                            // the peer whose partial sums the waiting rank expected, which waits for that rank
 };
 
 // Records a failure unless one is already recorded (first wins). Returns at once: the caller stops its own work

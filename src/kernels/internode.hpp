@@ -63,7 +63,12 @@
 //     began (StreamOut), so a call's first record never lands on an earlier record the peer still reads.
 //  9. Waits: a sender waiting for ring room names the peer and the channel; a forwarder waiting for a stream names
 //     the source; the counts exchange names the rank whose row did not arrive; all through the error record and the
-//     failed word, within UCCL_EP_TIMEOUT_SECS. A dead ring (the proxy failed) ends the wait at once.
+//     failed word, within UCCL_EP_TIMEOUT_SECS. A dead ring (the proxy failed) ends the wait at once. The culprit,
+//     not a bystander: in dispatch every rank waits for every other rank's counts row, so an absent rank is named
+//     by all. Combine has no such exchange on its path (a source waits only for its peers' partial streams, and a
+//     peer whose node lacks a rank waits, over NVLink, for that rank), so each combine also adds 1 to an `entered`
+//     word at every rank of the other nodes (R - P signals, nothing waits for them); a source whose partial stream
+//     times out names the first rank of that node whose word is behind, and the peer only when all entered.
 // 10. Emulated nodes (UCCL_EP_RANKS_PER_NODE) use the same code: the "network" is then the proxies over shm or tcp
 //     between processes of one host, which is how it runs on the machines here.
 //
@@ -165,32 +170,43 @@ inline RdmaLayout makeRdmaLayout(int channels, int nodes, int ranks, int experts
 
 // Signal words of the internode calls, from Context::signal_base in the signal region (the proxies add to them):
 //   arrived [R]          source s's counts row of its call n is here once the word reaches n
+//   entered [R]          source s began its combine n once the word reaches n (each combine adds 1 at every rank of
+//                        the other nodes as it starts). Only read when a wait for a partial stream times out: a rank of
+//                        the stream's node that never entered the combine is the one to name, not the peer that waits
+//                        for it (design point 9)
 //   tail    [Cmax][N]    records of stream (channel, source node) arrived here
 //   head    [Cmax][N]    records of stream (channel, destination node) the peer there consumed
 UCCL_EP_HOST_DEVICE inline constexpr size_t signalWords(int ranks, int nodes) {
-  return size_t(ranks) + 2 * size_t(kMaxChannels) * size_t(nodes);
+  return 2 * size_t(ranks) + 2 * size_t(kMaxChannels) * size_t(nodes);
 }
 UCCL_EP_HOST_DEVICE inline size_t arrivedSignal(int source) { return size_t(source); }
+UCCL_EP_HOST_DEVICE inline size_t enteredSignal(int ranks, int source) { return size_t(ranks) + size_t(source); }
 UCCL_EP_HOST_DEVICE inline size_t tailSignal(int ranks, int nodes, int c, int node) {
-  return size_t(ranks) + size_t(c) * nodes + node;
+  return 2 * size_t(ranks) + size_t(c) * nodes + node;
 }
 UCCL_EP_HOST_DEVICE inline size_t headSignal(int ranks, int nodes, int c, int node) {
-  return size_t(ranks) + size_t(kMaxChannels) * nodes + size_t(c) * nodes + node;
+  return 2 * size_t(ranks) + size_t(kMaxChannels) * nodes + size_t(c) * nodes + node;
 }
 // Counters in this rank's GPU memory (Context::counters, uint64, zero at start, never reset):
 //   calls                the internode dispatches published so far (their parity picks the counts areas)
+//   combines             the internode combines begun so far (the push step counts its own)
 //   sent     [Cmax][N]   records this rank wrote into stream (channel, destination node)
 //   consumed [Cmax][N]   records this rank forwarded from stream (channel, source node)
 //   start    [Cmax][N]   `sent` as the call began (its first step copies it): a sender waits until the peer consumed
 //                        that much of every stream to the node before its first record, since a call's rings may lie
 //                        where the last call's rings of other channels did (record sizes and channel counts differ)
-UCCL_EP_HOST_DEVICE inline constexpr size_t counterWords(int nodes) { return 1 + 3 * size_t(kMaxChannels) * nodes; }
-UCCL_EP_HOST_DEVICE inline size_t startCounter(int nodes, int c, int node) {
-  return 1 + 2 * size_t(kMaxChannels) * nodes + size_t(c) * nodes + node;
+constexpr size_t kCallsCounter = 0, kCombinesCounter = 1, kStreamCountersBegin = 2;
+UCCL_EP_HOST_DEVICE inline constexpr size_t counterWords(int nodes) {
+  return kStreamCountersBegin + 3 * size_t(kMaxChannels) * nodes;
 }
-UCCL_EP_HOST_DEVICE inline size_t sentCounter(int nodes, int c, int node) { return 1 + size_t(c) * nodes + node; }
+UCCL_EP_HOST_DEVICE inline size_t startCounter(int nodes, int c, int node) {
+  return kStreamCountersBegin + 2 * size_t(kMaxChannels) * nodes + size_t(c) * nodes + node;
+}
+UCCL_EP_HOST_DEVICE inline size_t sentCounter(int nodes, int c, int node) {
+  return kStreamCountersBegin + size_t(c) * nodes + node;
+}
 UCCL_EP_HOST_DEVICE inline size_t consumedCounter(int nodes, int c, int node) {
-  return 1 + size_t(kMaxChannels) * nodes + size_t(c) * nodes + node;
+  return kStreamCountersBegin + size_t(kMaxChannels) * nodes + size_t(c) * nodes + node;
 }
 
 struct Context {

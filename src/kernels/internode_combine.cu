@@ -92,6 +92,18 @@ __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineA
   int64_t* first_of = push_smem + R;
   __shared__ int bad;
   if (threadIdx.x == 0) bad = 0;
+  if (blockIdx.x == 0) {  // this rank began the combine: count it, and say so to every rank of the other nodes
+    if (threadIdx.x == 0) {
+      platform::storeRelaxed<Scope::kDevice>(&ctx.counters[kCombinesCounter],
+                                             platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCombinesCounter]) + 1);
+    }
+    for (int r = threadIdx.x; r < R; r += blockDim.x) {
+      if (!sameNode(ctx, r)) {
+        pushOne(ctx, r, ring::makeSignal(r, ctx.signal_base + static_cast<uint32_t>(enteredSignal(R, me)), 1),
+                kOpRdmaPartials, r);
+      }
+    }
+  }
   __syncthreads();
   for (int s = threadIdx.x; s < R; s += blockDim.x) {
     const BadEntry e = combinePrefixRow(a.rank_prefix_matrix, R, me, s, a.num_recv_tokens, a.num_tokens);
@@ -203,7 +215,7 @@ __device__ void sendPartials(const Context& ctx, const CombineArgs& a, const Geo
   }
   const size_t row_bytes = size_t(a.hidden) * 2;
   const int vecs = a.hidden / 8;
-  StreamOut out(ctx, c, src_node, kOpRdmaRoom);
+  StreamOut out(ctx, c, src_node, kOpRdmaPartialRoom);
   for (int fr = first; fr < last; ++fr) {
     uint8_t* rec = out.slot();
     if (rec == nullptr) return;
@@ -251,7 +263,8 @@ __device__ void receivePartials(const Context& ctx, const CombineArgs& a, const 
   const bool fits = o.partials + size_t(total) * g.stride <= ctx.node.buffer_bytes;  // else recorded by the plan
   const size_t tok_off = size_t(a.hidden) * 2 + size_t(a.num_topk) * 4;
   const int64_t expected = channelBegin(c + 1, n, C) - channelBegin(c, n, C);
-  StreamIn in(ctx, c, b, expected, kOpRdmaRows);
+  StreamIn in(ctx, c, b, expected, kOpRdmaPartials,
+               platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCombinesCounter]));
   for (int64_t k = 0; k < expected; ++k) {
     const uint8_t* rec = in.next();
     if (rec == nullptr) return;
@@ -259,7 +272,7 @@ __device__ void receivePartials(const Context& ctx, const CombineArgs& a, const 
     const int32_t tok = platform::loadFresh(reinterpret_cast<const int32_t*>(rec + tok_off));
     const int32_t j = tok >= 0 && tok < a.num_tokens ? node_pos[static_cast<size_t>(tok) * g.N + b] : -1;
     if (j < 0) {
-      if (platform::laneId() == 0) fail(ctx.node, kBadRecord, kOpRdmaRows, in.peer(), -1, static_cast<uint32_t>(tok));
+      if (platform::laneId() == 0) fail(ctx.node, kBadRecord, kOpRdmaPartials, in.peer(), -1, static_cast<uint32_t>(tok));
     } else if (fits) {
       copyWarp<true>(ctx.node.self + o.partials + size_t(base + j) * g.stride, rec, g.stride);
     }

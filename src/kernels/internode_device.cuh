@@ -34,10 +34,22 @@ __device__ inline bool pushOne(const Context& ctx, int ring_index, ring::Descrip
   return false;
 }
 
+// The first rank of `node` that has not begun combine number `combines` here (its entered word is behind), or -1.
+__device__ inline int notEntered(const Context& ctx, int node, uint64_t combines) {
+  for (int q = node * ctx.ranks_per_node; q < (node + 1) * ctx.ranks_per_node; ++q) {
+    if (platform::loadAcquire<Scope::kSystem>(signalWord(ctx, enteredSignal(ctx.rdma_layout.ranks, q))) < combines) {
+      return q;
+    }
+  }
+  return -1;
+}
+
 // One thread waits until the signal word reaches `target`; returns the value read, or 0 (recorded: kTimeout with
-// `op`, the peer and `detail`) on timeout, or when another thread of this rank failed.
+// `op`, the peer and `detail`) on timeout, or when another thread of this rank failed. With `combines` > 0 (a wait in
+// combine number `combines` for `peer`'s stream), a rank of the peer's node that never began this combine is named
+// instead (kOpRdmaEntered, detail: the peer): the peer itself waits for it (internode.hpp, design point 9).
 __device__ inline uint64_t waitSignal(const Context& ctx, size_t index, uint64_t target, int32_t op, int peer,
-                                      uint64_t detail) {
+                                      uint64_t detail, uint64_t combines = 0) {
   const uint64_t* w = signalWord(ctx, index);
   uint64_t v = platform::loadAcquire<Scope::kSystem>(w);
   if (v >= target) return v;
@@ -47,7 +59,12 @@ __device__ inline uint64_t waitSignal(const Context& ctx, size_t index, uint64_t
     if ((spins & 255) == 0) {
       if (failed(ctx.node)) return 0;
       if (platform::nowNs() - start > ctx.node.timeout_ns) {
-        fail(ctx.node, kTimeout, op, peer, -1, detail);
+        const int absent = combines > 0 ? notEntered(ctx, peer / ctx.ranks_per_node, combines) : -1;
+        if (absent >= 0) {
+          fail(ctx.node, kTimeout, kOpRdmaEntered, absent, -1, static_cast<uint64_t>(peer));
+        } else {
+          fail(ctx.node, kTimeout, op, peer, -1, detail);
+        }
         return 0;
       }
     }
@@ -82,7 +99,7 @@ class StreamOut {
       const uint64_t start = ctx.counters[startCounter(ctx.nodes, cc, node)];
       const size_t head = headSignal(ctx.rdma_layout.ranks, ctx.nodes, cc, node);
       if (start > 0 && platform::loadAcquire<Scope::kSystem>(signalWord(ctx, head)) < start) {
-        drained = waitSignal(ctx, head, start, kOpRdmaRoom, peer_, cc) != 0 && drained;
+        drained = waitSignal(ctx, head, start, op, peer_, cc) != 0 && drained;
       }
     }
     ok_ = platform::ballot(!drained) == 0;
@@ -147,12 +164,13 @@ class StreamOut {
 };
 
 // The receiving end of stream (c, node): `expected` records from this rank's peer on `node`. One warp; every lane
-// calls every method. next() waits until the next record is here and returns it (null after a failure, recorded);
+// calls every method. In combine, `combines` is the call's number (see waitSignal). next() waits until the next record is here and returns it (null after a failure, recorded);
 // done() counts it and gives a chunk of room back every send_chunk records and at the end; finish() keeps the count.
 class StreamIn {
  public:
-  __device__ StreamIn(const Context& ctx, int c, int node, int64_t expected, int32_t op)
+  __device__ StreamIn(const Context& ctx, int c, int node, int64_t expected, int32_t op, uint64_t combines = 0)
       : ctx_(ctx), c_(c), node_(node), op_(op), peer_(node * ctx.ranks_per_node + ctx.local), expected_(expected),
+        combines_(combines),
         counter_(&ctx.counters[consumedCounter(ctx.nodes, c, node)]),
         tail_index_(tailSignal(ctx.rdma_layout.ranks, ctx.nodes, c, node)) {
     consumed_ = platform::loadRelaxed<Scope::kDevice>(counter_);
@@ -162,7 +180,7 @@ class StreamIn {
   __device__ const uint8_t* next() {
     const uint64_t pos = consumed_ + k_;
     if (tail_ <= pos) {
-      if (platform::laneId() == 0) tail_ = waitSignal(ctx_, tail_index_, pos + 1, op_, peer_, c_);
+      if (platform::laneId() == 0) tail_ = waitSignal(ctx_, tail_index_, pos + 1, op_, peer_, c_, combines_);
       tail_ = platform::shfl(tail_, 0);
       if (tail_ == 0) return nullptr;
     }
@@ -191,6 +209,7 @@ class StreamIn {
   int32_t op_;
   int peer_;
   int64_t expected_;
+  uint64_t combines_;  // > 0 in combine: its number, to name a rank that never began it (waitSignal)
   uint64_t* counter_;
   size_t tail_index_;
   uint64_t consumed_, tail_;

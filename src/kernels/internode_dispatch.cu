@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kPublishThreads) publishKernel(Context ctx, Di
   const int R = L.ranks, N = L.nodes, C = L.channels, P = ctx.ranks_per_node, me = ctx.global.rank;
   const int T = a.num_tokens, Epr = L.experts_per_rank;
   __shared__ uint64_t calls;
-  if (threadIdx.x == 0) calls = platform::loadRelaxed<Scope::kDevice>(&ctx.counters[0]) + 1;
+  if (threadIdx.x == 0) calls = platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCallsCounter]) + 1;
   for (int i = threadIdx.x; i < N * C; i += blockDim.x) node_channel[i] = 0;
   __syncthreads();
   const int parity = static_cast<int>(calls & 1);
@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kPublishThreads) publishKernel(Context ctx, Di
       platform::storeRelease<Scope::kSystem>(reinterpret_cast<uint64_t*>(&n.host_counts->ready), e);
     }
   }
-  if (threadIdx.x == 0) platform::storeRelaxed<Scope::kDevice>(&ctx.counters[0], calls);
+  if (threadIdx.x == 0) platform::storeRelaxed<Scope::kDevice>(&ctx.counters[kCallsCounter], calls);
 }
 
 // ---- transfer ------------------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ __global__ void __launch_bounds__(kTransferThreads) transferKernel(Context ctx, 
                                                                    ForwardMap fwd) {
   if (blockFailed(ctx.node)) return;
   const int C = ctx.rdma_layout.channels;
-  const int parity = static_cast<int>(platform::loadRelaxed<Scope::kDevice>(&ctx.counters[0]) & 1);
+  const int parity = static_cast<int>(platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCallsCounter]) & 1);
   const int c = static_cast<int>(blockIdx.x) % C;
   for (int w = platform::warpId(); w < ctx.nodes; w += platform::numWarps()) {
     if (static_cast<int>(blockIdx.x) < C) {

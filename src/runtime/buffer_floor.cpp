@@ -53,6 +53,7 @@ proxy::FloorPlan Buffer::internodeFloorPlan(bool dispatch, size_t hidden_bytes, 
   a.send_chunk = c.send_chunk;
   a.signal_base = c.signal_base;
   a.counts = dispatch;
+  a.entered = !dispatch;
   a.sent = sent;
   a.received = received;
   a.num_rings = c.num_rings;

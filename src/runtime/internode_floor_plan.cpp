@@ -35,6 +35,8 @@ void check(const InternodeFloorArgs& a) {
       UCCL_EP_THROW_ARG("internode floor plan: a negative record count");
     }
   }
+  if (a.counts && a.entered) UCCL_EP_THROW_ARG("internode floor plan: a call is a dispatch (counts) or a combine "
+                                               "(entered), not both");
   if (a.num_rings < 1 || a.num_threads < 1) {
     UCCL_EP_THROW_ARG("internode floor plan: {} rings and {} threads (at least 1 each)", a.num_rings, a.num_threads);
   }
@@ -52,20 +54,22 @@ proxy::FloorPlan internodeFloorPlan(const InternodeFloorArgs& a) {
   };
   auto sig = [&](size_t index) { return static_cast<uint32_t>(a.signal_base + index); };
   proxy::FloorPlan plan;
-  if (a.counts) {
-    for (int r = 0; r < R; ++r) {
-      if (r / P == own) continue;
-      proxy::FloorOp o;
-      o.peer = static_cast<uint32_t>(r);
-      o.lane = lane(r);
+  // Per remote rank: the dispatch's counts row (WRITE, then its arrival SIGNAL), or the combine's entered SIGNAL.
+  for (int r = 0; r < R && (a.counts || a.entered); ++r) {
+    if (r / P == own) continue;
+    proxy::FloorOp o;
+    o.peer = static_cast<uint32_t>(r);
+    o.lane = lane(r);
+    if (a.counts) {
       o.src_offset = L.countsOutOff(0);
       o.dst_offset = L.countsInOff(0, a.rank);
       o.bytes = L.rowBytes();
-      o.signal_index = sig(in::arrivedSignal(a.rank));
-      o.signal_value = 1;
-      plan.ops.push_back(o);
-      plan.expect.push_back({static_cast<uint32_t>(r), sig(in::arrivedSignal(r)), 1});
     }
+    const auto word = [&](int source) { return a.counts ? in::arrivedSignal(source) : in::enteredSignal(R, source); };
+    o.signal_index = sig(word(a.rank));
+    o.signal_value = 1;
+    plan.ops.push_back(o);
+    plan.expect.push_back({static_cast<uint32_t>(r), sig(word(r)), 1});
   }
   for (int c = 0; c < C; ++c) {
     for (int b = 0; b < N; ++b) {

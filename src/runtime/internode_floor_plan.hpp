@@ -4,6 +4,7 @@
 //
 //   counts     (dispatch) per remote rank r: the counts row, one WRITE of its head and expert parts (the kernels post
 //              two), then a SIGNAL adding 1 to r's arrival word of this rank.
+//   entered    (combine) per remote rank r: a SIGNAL alone adding 1 to r's entered word of this rank.
 //   streams    per (channel c, node b) stream this rank sends n records on: chunks of send_chunk records, each a WRITE
 //              from the send ring to the peer's receive ring (two where the chunk wraps the ring, each with its
 //              SIGNAL) and a SIGNAL adding the chunk's records to the peer's tail word; ring c * N + b.
@@ -26,6 +27,7 @@ struct InternodeFloorArgs {
   int rank = 0, ranks_per_node = 1, send_chunk = 6;
   uint32_t signal_base = 0;               // the internode signal words' first index
   bool counts = false;                    // a dispatch: the counts exchange first
+  bool entered = false;                   // a combine: the entered signals first
   std::vector<int32_t> sent;              // [C * N]: records this rank sends on stream (c, b)
   std::vector<int32_t> received;          // [C * N]: records it receives from its peer on node a, channel c
   int num_rings = 1;                      // the rings the kernels push into (Buffer: 2 per proxy thread)

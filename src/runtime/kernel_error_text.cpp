@@ -31,6 +31,9 @@ const char* stepName(int32_t op) {
     case k::kOpRdmaCounts: return "normal-mode dispatch across nodes (the counts exchange)";
     case k::kOpRdmaRoom: return "normal-mode dispatch across nodes (sending records to another node)";
     case k::kOpRdmaRows: return "normal-mode dispatch across nodes (forwarding another node's records)";
+    case k::kOpRdmaPartialRoom: return "normal-mode combine across nodes (sending partial sums to another node)";
+    case k::kOpRdmaPartials:
+    case k::kOpRdmaEntered: return "normal-mode combine across nodes (receiving another node's partial sums)";
     default: return "kernel (unknown step)";
   }
 }
@@ -77,6 +80,19 @@ std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, 
       return fmt::format("{} on rank {}: rank {}{} did not send the records of channel {} within "
                          "UCCL_EP_TIMEOUT_SECS={}s",
                          step, site.rank, peer, path, rec.detail, secs);
+    case k::kOpRdmaPartialRoom:
+      return fmt::format("{} on rank {}: rank {}{} did not take the partial sums of channel {} within "
+                         "UCCL_EP_TIMEOUT_SECS={}s, so no room was left to send more",
+                         step, site.rank, peer, path, rec.detail, secs);
+    case k::kOpRdmaPartials:
+      return fmt::format("{} on rank {}: rank {}{} did not send the partial sums of channel {} within "
+                         "UCCL_EP_TIMEOUT_SECS={}s (every rank of its node began this combine)",
+                         step, site.rank, peer, path, rec.detail, secs);
+    case k::kOpRdmaEntered:
+      return fmt::format("{} on rank {}: rank {}{} did not begin this combine within UCCL_EP_TIMEOUT_SECS={}s (it "
+                         "never joined it, or failed), so rank {}, which sums its node's rows for this rank, could "
+                         "not send them",
+                         step, site.rank, peer, path, secs, rec.detail);
     case k::kOpClean: {
       // detail: the clean's call number << 32 | how many ranks did not join; peer: the lowest of them.
       const uint32_t missing = static_cast<uint32_t>(rec.detail);
@@ -195,6 +211,13 @@ KernelErrorText describeKernelError(const k::ErrorRecord& rec, const KernelError
         out.message = fmt::format("{} on rank {}: the counts row from rank {}{} says it sends {} tokens to rank {}, "
                                   "out of range; counted as 0 (a corrupt or forged network write)",
                                   step, site.rank, peer, path, static_cast<int32_t>(rec.detail), rec.expert);
+        return out;
+      }
+      if (rec.op == k::kOpRdmaPartials) {
+        out.message = fmt::format("{} on rank {}: a partial sum from rank {}{} names token {}, not a token of this "
+                                  "rank that went to that node; the record was dropped (a corrupt or forged network "
+                                  "write)",
+                                  step, site.rank, peer, path, static_cast<int32_t>(rec.detail));
         return out;
       }
       out.message = fmt::format("{} on rank {}: a record from rank {}{} names position {} at the rank of local index "

@@ -147,3 +147,20 @@ def test_bench_flags_of_the_internode_bench():
     for bad in ("1,2", "1,2,x", "1,-2,3"):
         with pytest.raises(ValueError, match="--nvlink-us takes DISPATCH_FP8,DISPATCH_BF16,COMBINE"):
             bench.parse_args(["--nvlink-us", bad])
+
+
+def test_bench_report_prints_each_ranks_floor_so_a_late_start_shows():
+    sys.path.insert(0, os.path.join(REPO, "tests", "python", "gpu"))
+    import test_internode as bench  # bench/ is on sys.path
+
+    def result(us, floor, sends):
+        return {key: dict(us=us, rdma_bytes=1e6, nvl_bytes=2e6, floor_us=floor, floor_bytes=1e6, floor_sends_us=sends)
+                for key in bench.CALLS}
+
+    lines = bench.report([result(100.0, 80.0, 70.0), result(100.0, 2.0, 75.0)], None, "fabric/shm:shm")
+    per_rank = [line for line in lines if line.startswith("floor per rank")]
+    assert len(per_rank) == len(bench.CALLS)
+    assert per_rank[0].endswith("80 / 70, 2 / 75")
+    # The table's ratio is measured / floor per rank: the late rank's tiny floor gives the max.
+    row = next(line for line in lines if line.startswith(f"| {bench.CALLS[0][0]} | {bench.CALLS[0][1]} |"))
+    assert row.endswith("| 25.62 / 50.00 | 1.25 |")  # and the slowest rank against the slowest floor

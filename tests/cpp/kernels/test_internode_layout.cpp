@@ -109,11 +109,14 @@ TEST(InternodeLayout, ChannelsCoverEveryTokenOnceInOrder) {
 TEST(InternodeLayout, SignalWordsAndCountersOfDifferentStreamsAreDistinct) {
   for (int nodes : {2, 4, 32}) {
     const int ranks = nodes * 4;
-    std::set<size_t> signals, counters{0};
+    std::set<size_t> signals, counters{kCallsCounter, kCombinesCounter};
     for (int c = 0; c < kMaxChannels; ++c) {
       for (int n = 0; n < nodes; ++n) EXPECT_TRUE(counters.insert(startCounter(nodes, c, n)).second);
     }
-    for (int s = 0; s < ranks; ++s) EXPECT_TRUE(signals.insert(arrivedSignal(s)).second);
+    for (int s = 0; s < ranks; ++s) {
+      EXPECT_TRUE(signals.insert(arrivedSignal(s)).second);
+      EXPECT_TRUE(signals.insert(enteredSignal(ranks, s)).second);
+    }
     for (int c = 0; c < kMaxChannels; ++c) {
       for (int n = 0; n < nodes; ++n) {
         EXPECT_TRUE(signals.insert(tailSignal(ranks, nodes, c, n)).second);

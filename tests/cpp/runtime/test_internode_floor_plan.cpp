@@ -42,6 +42,24 @@ TEST(InternodeFloorPlan, TheCountsExchangeReachesEveryRankOfTheOtherNodes) {
   EXPECT_TRUE(internodeFloorPlan(args(1, false)).ops.empty());
 }
 
+TEST(InternodeFloorPlan, ACombineSaysItBeganToEveryRankOfTheOtherNodes) {
+  InternodeFloorArgs a = args(2, false);
+  a.entered = true;
+  const proxy::FloorPlan p = internodeFloorPlan(a);
+  ASSERT_EQ(p.ops.size(), 2u);  // ranks 0 and 1: node 0
+  ASSERT_EQ(p.expect.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(p.ops[i].peer, i);
+    EXPECT_EQ(p.ops[i].bytes, 0u);  // a signal alone
+    EXPECT_EQ(p.ops[i].signal_index, 100 + in::enteredSignal(4, 2));
+    EXPECT_EQ(p.ops[i].signal_value, 1);
+    EXPECT_EQ(p.expect[i].signal_index, 100 + in::enteredSignal(4, static_cast<int>(i)));
+    EXPECT_EQ(p.expect[i].value, 1);
+  }
+  a.counts = true;
+  EXPECT_THROW(internodeFloorPlan(a), InvalidArgument);
+}
+
 TEST(InternodeFloorPlan, StreamsGoInChunksToThePeerAndWrapTheRing) {
   InternodeFloorArgs a = args(1, false, /*slots=*/8);
   a.sent = {0, 10, 0, 0};      // channel 0, node 1: 10 records (chunks 3 + 3 + 3 + 1; the last wraps at slot 8)

@@ -145,6 +145,22 @@ TEST(KernelErrorText, InternodeWaitsNameTheRankThePathAndWhatItDidNotDo) {
                                       "did not send the records of channel 1"}));
 }
 
+// Combine across nodes: a source waiting for partial sums names a rank of that node that never began the combine
+// (the peer that sums for it waits for that rank), else the peer.
+TEST(KernelErrorText, InternodeCombineNamesTheRankThatNeverBeganItNotTheBystander) {
+  const KernelErrorText absent = describeKernelError(recorded(k::kTimeout, k::kOpRdmaEntered, 7, -1, 6), site());
+  EXPECT_EQ(absent.kind, KernelErrorKind::kTimeout);
+  EXPECT_TRUE(mentions(absent.message, {"receiving another node's partial sums", "on rank 3:",
+                                        "rank 7 through the proxies (shm) did not begin this combine",
+                                        "so rank 6, which sums"}));
+  const KernelErrorText partials = describeKernelError(recorded(k::kTimeout, k::kOpRdmaPartials, 6, -1, 2), site());
+  EXPECT_TRUE(mentions(partials.message, {"rank 6 through the proxies (shm) did not send the partial sums of "
+                                          "channel 2", "every rank of its node began this combine"}));
+  const KernelErrorText room = describeKernelError(recorded(k::kTimeout, k::kOpRdmaPartialRoom, 5, -1, 1), site());
+  EXPECT_TRUE(mentions(room.message, {"sending partial sums to another node", "rank 5 through the proxies (shm) "
+                                      "did not take the partial sums of channel 1", "no room"}));
+}
+
 TEST(KernelErrorText, AnOutOfRangeRecordFromTheWireIsAFailureNamingItsSource) {
   const KernelErrorText pos = describeKernelError(recorded(k::kBadRecord, k::kOpRdmaRows, 6, 1, 123456), site());
   EXPECT_EQ(pos.kind, KernelErrorKind::kFatal);
@@ -154,6 +170,11 @@ TEST(KernelErrorText, AnOutOfRangeRecordFromTheWireIsAFailureNamingItsSource) {
       recorded(k::kBadRecord, k::kOpRdmaCounts, 5, 2, static_cast<uint32_t>(int32_t{-9})), site());
   EXPECT_EQ(cnt.kind, KernelErrorKind::kFatal);
   EXPECT_TRUE(mentions(cnt.message, {"the counts row from rank 5", "-9 tokens to rank 2", "counted as 0"}));
+  const KernelErrorText tok = describeKernelError(
+      recorded(k::kBadRecord, k::kOpRdmaPartials, 6, -1, static_cast<uint32_t>(int32_t{-3})), site());
+  EXPECT_EQ(tok.kind, KernelErrorKind::kFatal);
+  EXPECT_TRUE(mentions(tok.message, {"a partial sum from rank 6 through the proxies (shm)", "names token -3",
+                                     "dropped"}));
 }
 
 }  // namespace
