@@ -16,6 +16,8 @@ Per rank and call (cached dispatch FP8 and BF16, combine BF16; the default confi
   - the transport floor: the writes and signals the call hands the proxies (runtime/internode_floor_plan.hpp: the
     counts exchange, the record streams in chunks, the room given back), posted straight through the transport
     from the CPU between the same processes (bench/ll_floor.py's Floor), and the call's time over it.
+Then the tuning sweep DeepEP's test ends with: every call at each --num-sms x --rdma-chunks config, the RDMA and
+NVL GB/s per rank of each, and the best config per call.
 Target (issue 12): each call within 1.5x of (floor + the NVLink time of its intranode part); pass that NVLink time
 as --nvlink-us DISPATCH_FP8,DISPATCH_BF16,COMBINE (this bench with every rank on one node) to have the ratio to it.
 """
@@ -124,7 +126,56 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
     for call, dtype in CALLS:
         res[(call, dtype)].update(floor_us=fl[f"floor_{call} {dtype}_us"], floor_bytes=fl[f"floor_{call} {dtype}_bytes"],
                                   floor_sends_us=fl[f"floor_{call} {dtype}_sends_us"])
+    res["sweep"] = {} if args.no_sweep else sweep(args, chk)
     return res
+
+
+def sweep(args, chk: checks.Checker) -> Dict[tuple, float]:
+    """DeepEP's tuning sweep: every call (cached dispatch FP8 and BF16, combine BF16) at each --num-sms x
+    --rdma-chunks config (Config.num_max_rdma_chunked_send_tokens; the rest as the default config of the rank
+    count): (call, dtype, SMs, RDMA chunk) -> this rank's median us."""
+    buf, ep = chk.buffer, chk.ep
+    per_rank, per_expert, in_rank = chk.layout
+    out = {}
+    for sms in args.num_sms:
+        for chunk in args.rdma_chunks:
+            for call, dtype in CALLS:
+                base = (ep.Buffer.get_dispatch_config if call == "dispatch" else ep.Buffer.get_combine_config)(
+                    len(chk.all_in_rank))
+                cfg = ep.Config(sms, base.num_max_nvl_chunked_send_tokens, base.num_max_nvl_chunked_recv_tokens,
+                                chunk, base.num_max_rdma_chunked_recv_tokens)
+                v = chk.variant("fp8" if dtype == "FP8" else "bf16")
+                recv, _, _, _, handle, _ = buf.dispatch(v.arg, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank,
+                                                        num_tokens_per_expert=per_expert, config=cfg)
+                if call == "dispatch":
+                    fn = functools.partial(buf.dispatch, v.arg, handle=handle, config=cfg)
+                else:
+                    fn = functools.partial(buf.combine, recv, handle, config=cfg)
+                out[(call, dtype, sms, chunk)] = ti.time_call(fn, args.bench_warmup, args.bench_iters) * 1e6
+    return out
+
+
+def sweep_lines(results: List[dict]) -> List[str]:
+    """Rank 0's [tuning] lines, as DeepEP's internode test prints them: per call and config the RDMA and NVL GB/s per
+    rank (mean; each rank's bytes of the default-config run over its time at this config) and the slowest rank's
+    time, then the best config per call (the fastest slowest rank)."""
+    lines = []
+    for call, dtype in CALLS:
+        configs = [k[2:] for k in results[0]["sweep"] if k[:2] == (call, dtype)]
+        if not configs:
+            continue
+        slowest = {}
+        for sms, chunk in configs:
+            us = [r["sweep"][(call, dtype, sms, chunk)] for r in results]
+            rdma = statistics.fmean(r[(call, dtype)]["rdma_bytes"] / u / 1e3 for r, u in zip(results, us))
+            nvl = statistics.fmean(r[(call, dtype)]["nvl_bytes"] / u / 1e3 for r, u in zip(results, us))
+            slowest[(sms, chunk)] = max(us)
+            lines.append(f"[tuning] {call} {dtype} SMs {sms}, RDMA chunk {chunk}: {rdma:.2f} GB/s (RDMA), "
+                         f"{nvl:.2f} GB/s (NVL), slowest rank {max(us):.1f} us")
+        best = min(configs, key=lambda c: slowest[c])
+        lines.append(f"[tuning] best {call} {dtype}: SMs {best[0]}, RDMA chunk {best[1]}, slowest rank "
+                     f"{slowest[best]:.1f} us")
+    return lines
 
 
 def parse_nvlink_us(text):
@@ -200,8 +251,8 @@ def run_all(args, d: Dist, chk: checks.Checker):
     if d.rank == 0:
         copy = statistics.fmean(r["copy_gbs"] for r in results)
         print(f"[copy] device-to-device copy_: {copy:.1f} GB/s per rank", flush=True)
-        print("\n".join(report(results, parse_nvlink_us(args.nvlink_us), chk.buffer._runtime.transport_name())),
-              flush=True)
+        print("\n".join(report(results, parse_nvlink_us(args.nvlink_us), chk.buffer._runtime.transport_name())
+                        + sweep_lines(results)), flush=True)
         if args.json:
             bench_json.write(args.json, json_records(args, results, chk.internode_ranks_per_node))
 
@@ -212,6 +263,10 @@ def internode_flags(p):
                    help="the NVLink time of each call's intranode part (this bench with every rank on one node), "
                         "added to the floor in the ratio")
     g.add_argument("--no-checks", action="store_true", help="skip the correctness checks before the figures")
+    g.add_argument("--rdma-chunks", type=checks.int_list, default=[4, 8, 12, 16, 24, 32],
+                   help="comma list of Config.num_max_rdma_chunked_send_tokens the closing sweep runs (with each "
+                        "--num-sms)")
+    g.add_argument("--no-sweep", action="store_true", help="skip the closing sweep")
 
 
 def parse_args(argv=None):

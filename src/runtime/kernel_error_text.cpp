@@ -89,10 +89,14 @@ std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, 
                          "UCCL_EP_TIMEOUT_SECS={}s (every rank of its node began this combine)",
                          step, site.rank, peer, path, rec.detail, secs);
     case k::kOpRdmaEntered:
+      // detail: the peer that sums the node's rows for this rank (the absent rank itself, or one waiting for it).
       return fmt::format("{} on rank {}: rank {}{} did not begin this combine within UCCL_EP_TIMEOUT_SECS={}s (it "
-                         "never joined it, or failed), so rank {}, which sums its node's rows for this rank, could "
-                         "not send them",
-                         step, site.rank, peer, path, secs, rec.detail);
+                         "never joined it, or failed){}",
+                         step, site.rank, peer, path, secs,
+                         rec.detail == static_cast<uint64_t>(peer)
+                             ? std::string()
+                             : fmt::format(", so rank {}, which sums its node's rows for this rank, could not send "
+                                           "them", rec.detail));
     case k::kOpClean: {
       // detail: the clean's call number << 32 | how many ranks did not join; peer: the lowest of them.
       const uint32_t missing = static_cast<uint32_t>(rec.detail);

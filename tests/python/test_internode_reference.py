@@ -164,3 +164,25 @@ def test_bench_report_prints_each_ranks_floor_so_a_late_start_shows():
     # The table's ratio is measured / floor per rank: the late rank's tiny floor gives the max.
     row = next(line for line in lines if line.startswith(f"| {bench.CALLS[0][0]} | {bench.CALLS[0][1]} |"))
     assert row.endswith("| 25.62 / 50.00 | 1.25 |")  # and the slowest rank against the slowest floor
+
+
+def test_bench_sweep_lines_give_rdma_and_nvl_gbs_per_config_and_the_best():
+    sys.path.insert(0, os.path.join(REPO, "tests", "python", "gpu"))
+    import test_internode as bench  # bench/ is on sys.path
+
+    def result(scale):
+        r = {key: dict(rdma_bytes=1e6 * scale, nvl_bytes=2e6 * scale) for key in bench.CALLS}
+        r["sweep"] = {(call, dtype, 24, chunk): 100.0 * scale * (2 if chunk == 4 else 1)
+                      for call, dtype in bench.CALLS for chunk in (4, 8)}
+        return r
+
+    lines = bench.sweep_lines([result(1.0), result(2.0)])
+    first = f"[tuning] {bench.CALLS[0][0]} {bench.CALLS[0][1]} SMs 24, RDMA chunk 4:"
+    # rank 0: 1 MB in 200 us = 5 GB/s, rank 1: 2 MB in 400 us = 5 GB/s; NVL twice that; slowest rank 400 us
+    assert f"{first} 5.00 GB/s (RDMA), 10.00 GB/s (NVL), slowest rank 400.0 us" in lines
+    best = [line for line in lines if line.startswith("[tuning] best")]
+    assert len(best) == len(bench.CALLS)
+    assert all("RDMA chunk 8, slowest rank 200.0 us" in line for line in best)
+    a = bench.parse_args(["--rdma-chunks", "4,12", "--no-sweep"])
+    assert a.rdma_chunks == [4, 12] and a.no_sweep
+    assert bench.sweep_lines([dict(result(1.0), sweep={})]) == []

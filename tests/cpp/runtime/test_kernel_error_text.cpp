@@ -153,6 +153,9 @@ TEST(KernelErrorText, InternodeCombineNamesTheRankThatNeverBeganItNotTheBystande
   EXPECT_TRUE(mentions(absent.message, {"receiving another node's partial sums", "on rank 3:",
                                         "rank 7 through the proxies (shm) did not begin this combine",
                                         "so rank 6, which sums"}));
+  const KernelErrorText own_peer = describeKernelError(recorded(k::kTimeout, k::kOpRdmaEntered, 7, -1, 7), site());
+  EXPECT_TRUE(mentions(own_peer.message, {"rank 7 through the proxies (shm) did not begin this combine"}));
+  EXPECT_EQ(own_peer.message.find("which sums"), std::string::npos) << "the absent rank is the peer itself";
   const KernelErrorText partials = describeKernelError(recorded(k::kTimeout, k::kOpRdmaPartials, 6, -1, 2), site());
   EXPECT_TRUE(mentions(partials.message, {"rank 6 through the proxies (shm) did not send the partial sums of "
                                           "channel 2", "every rank of its node began this combine"}));
