@@ -215,10 +215,13 @@ Buffer::Buffer(const BufferConfig& config) : impl_(std::make_unique<Impl>()) {
     m.proxies->setSignalRegion(m.rdma_signals->host(), m.signal_count);
 
     const int num_rings = 2 * m.proxies->numThreads();
+    // The rings carry one mode's work: normal-mode calls across nodes (UCCL_IB_MAX_INFLIGHT_NORMAL caps them) or
+    // low-latency calls (UCCL_IB_MAX_INFLIGHT_LOW_LATENCY).
+    const proxy::RingKind ring_kind = m.internode ? proxy::RingKind::kNormal : proxy::RingKind::kLowLatency;
     std::vector<ring::RingView> views;
     for (int i = 0; i < num_rings; ++i) {
       m.rings.push_back(std::make_unique<GpuRing>(kRingCapacityLog2, static_cast<uint32_t>(i)));
-      m.proxies->addRing(m.rings.back()->hostView(), proxy::RingKind::kLowLatency);
+      m.proxies->addRing(m.rings.back()->hostView(), ring_kind);
       views.push_back(m.rings.back()->deviceView());
     }
     m.staging_tickets = zeroedArray<uint64_t>(kernels::ll::stagingTicketWords(num_rings), rank, "staging tickets");

@@ -17,9 +17,15 @@ SHAPE = ("--num-tokens", "512", "--hidden", "7168", "--num-topk", "8", "--num-ex
          "--rdma-bytes", "1000000000")
 
 
-def across(nproc: int, ranks_per_node: int, transport: str, *extra: str, timeout_s: int = 240) -> RankCase:
+def across(nproc: int, ranks_per_node: int, transport: str, *extra: str, timeout_s: int = 240,
+           env=None) -> RankCase:
     return RankCase(nproc, ranks_per_node, SHAPE + ("--expect-nodes", str(nproc // ranks_per_node)) + extra,
-                    env={"UCCL_EP_TRANSPORT": transport}, timeout_s=timeout_s)
+                    env=dict(env or {}, UCCL_EP_TRANSPORT=transport), timeout_s=timeout_s)
+
+
+# The in-flight caps the NICs that fail under load get (README: Broadcom Thor-2): one write in flight per ring and
+# 1.5 MB per proxy thread; the normal-mode rings take UCCL_IB_MAX_INFLIGHT_NORMAL.
+THOR2_CAPS = {"UCCL_IB_MAX_INFLIGHT_NORMAL": "1", "UCCL_IB_MAX_INFLIGHT_BYTES": "1572864"}
 
 
 CASES = {
@@ -27,8 +33,12 @@ CASES = {
     "two_nodes_of_one_over_tcp": across(2, 1, "tcp"),
     "two_nodes_of_two_over_shm": across(4, 2, "shm"),
     "two_nodes_of_two_over_tcp": across(4, 2, "tcp"),
+    "two_nodes_of_two_over_tcp_with_thor2_caps": across(4, 2, "tcp", env=THOR2_CAPS),
     "two_nodes_of_four_over_shm": across(8, 4, "shm", "--num-tokens", "256"),
+    "two_nodes_of_four_over_tcp": across(8, 4, "tcp", "--num-tokens", "256"),
     "four_nodes_of_four_over_shm": across(16, 4, "shm", "--num-tokens", "128", "--nvl-bytes", "400000000",
+                                          "--rdma-bytes", "400000000", timeout_s=300),
+    "four_nodes_of_four_over_tcp": across(16, 4, "tcp", "--num-tokens", "128", "--nvl-bytes", "400000000",
                                           "--rdma-bytes", "400000000", timeout_s=300),
 }
 
