@@ -66,7 +66,9 @@ struct Lane {
 struct TransportFloor::State {
   ProxyConfig config;
   std::vector<std::unique_ptr<Lane>> lanes;
-  std::vector<int64_t> counters;
+  std::vector<int64_t> counters;      // num_signals plan counters, then one start word per source rank
+  size_t num_signals = 0;
+  std::vector<int64_t> starts_expected;  // [rank] start signals from that rank so far (cumulative)
   size_t data_bytes = 0;
   bool connected = false;
   SignalPath signal_path = SignalPath::kImmediate;
@@ -100,6 +102,8 @@ struct TransportFloor::State {
   bool pollSome(Lane& l);
   void applyImmediate(const Completion& c);
   void build(const FloorPlan& plan);
+  void startTogether(const FloorPlan& plan);
+  size_t startWord(int source) const { return num_signals + static_cast<size_t>(source); }
   void validate(const FloorPlan& plan) const;
   std::string describeStall(const FloorPlan& plan, size_t first_unmet, uint64_t gen) const;
 };
@@ -119,13 +123,16 @@ TransportFloor::TransportFloor(const ProxyConfig& config, void* data, size_t dat
                 "transport floor needs a data region and at least one counter (got {} bytes at {}, {} counters)",
                 data_bytes, data, num_signals);
   s.data_bytes = data_bytes;
-  s.counters.assign(num_signals, 0);
+  s.num_signals = num_signals;
+  s.counters.assign(num_signals + static_cast<size_t>(config.world), 0);
+  s.starts_expected.assign(static_cast<size_t>(config.world), 0);
   for (int t = 0; t < config.num_threads; ++t) {
     auto l = std::make_unique<Lane>();
     l->index = t;
     l->t = s.config.openTransport(t);
     l->data_mr = l->t->registerMemory(data, data_bytes, kind);
-    l->signal_mr = l->t->registerMemory(s.counters.data(), num_signals * sizeof(int64_t), transport::MemoryKind::kHost);
+    l->signal_mr =
+        l->t->registerMemory(s.counters.data(), s.counters.size() * sizeof(int64_t), transport::MemoryKind::kHost);
     l->completions.resize(kPollBatch);
     l->pending_to = std::make_unique<std::atomic<uint32_t>[]>(config.world);
     s.lanes.push_back(std::move(l));
@@ -321,19 +328,21 @@ void TransportFloor::State::validate(const FloorPlan& plan) const {
     }
     bool fits = true;
     immediates.encode(o.signal_index, o.signal_value, &fits);
-    if (o.signal_index >= peer.num_signals || (signal_path == SignalPath::kImmediate && !fits)) {
+    // The peer's table counts its start words too (one per rank): plans name the counters before them.
+    const uint64_t peer_counters = peer.num_signals > uint64_t(world) ? peer.num_signals - uint64_t(world) : 0;
+    if (o.signal_index >= peer_counters || (signal_path == SignalPath::kImmediate && !fits)) {
       UCCL_EP_THROW_ARG("transport floor: op {} signals counter {} (value {}) of rank {}, which has {} counters{}", i,
-                        o.signal_index, o.signal_value, o.peer, peer.num_signals,
+                        o.signal_index, o.signal_value, o.peer, peer_counters,
                         fits ? "" : "; the pair does not fit the transport's immediate data");
     }
   }
   std::vector<uint32_t> seen;
   for (const FloorExpect& e : plan.expect) {
-    if (e.signal_index >= counters.size() || e.value <= 0 || e.peer >= static_cast<uint32_t>(world)) {
+    if (e.signal_index >= num_signals || e.value <= 0 || e.peer >= static_cast<uint32_t>(world)) {
       UCCL_EP_THROW_ARG(
           "transport floor: expected counter {} = {} from rank {}: needs a counter below {}, a positive "
           "value and a rank below {}",
-          e.signal_index, e.value, e.peer, counters.size(), world);
+          e.signal_index, e.value, e.peer, num_signals, world);
     }
     seen.push_back(e.signal_index);
   }
@@ -402,6 +411,70 @@ void TransportFloor::State::build(const FloorPlan& plan) {
   }
 }
 
+// A barrier among the plan's peers through the transport: one start signal to each (adding 1 to this rank's start
+// word there), then a wait until each has sent its own. Peers are symmetric across one run's plans (a rank expects
+// signals from exactly the ranks that send it some), so every rank waits for the ranks that wait for it.
+void TransportFloor::State::startTogether(const FloorPlan& plan) {
+  std::vector<uint32_t> peers;
+  for (const FloorOp& o : plan.ops) peers.push_back(o.peer);
+  for (const FloorExpect& e : plan.expect) peers.push_back(e.peer);
+  std::sort(peers.begin(), peers.end());
+  peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+  peers.erase(std::remove(peers.begin(), peers.end(), static_cast<uint32_t>(config.rank)), peers.end());
+  if (peers.empty()) return;
+  bool fits = true;
+  immediates.encode(static_cast<uint32_t>(startWord(config.world - 1)), 1, &fits);
+  if (signal_path == SignalPath::kImmediate && !fits) {  // narrow immediates and many counters: start unaligned
+    static std::once_flag warned;
+    std::call_once(warned, [&] {
+      log().warn("transport floor (rank {}): the start words (from counter {}) do not fit the transport's immediate "
+                 "data; runs start without the barrier among their peers",
+                 config.rank, num_signals);
+    });
+    return;
+  }
+  FloorPlan start;
+  for (const uint32_t p : peers) {
+    FloorOp o;
+    o.peer = p;
+    o.lane = p % lanes.size();
+    o.signal_index = static_cast<uint32_t>(startWord(config.rank));
+    o.signal_value = 1;
+    start.ops.push_back(o);
+    ++starts_expected[p];
+  }
+  build(start);
+  const uint64_t gen = ++generation;
+  const uint64_t t0 = platform::nowNs();
+  for (auto& l : lanes) l->go.store(gen, std::memory_order_release);
+  uint32_t spins = 0;
+  InterruptPoll interrupt("transport floor start");
+  for (;;) {
+    interrupt.poll();
+    throwIfFailed();
+    const bool sent = std::all_of(lanes.begin(), lanes.end(), [&](const auto& l) {
+      return l->finished.load(std::memory_order_acquire) == gen;
+    });
+    std::string missing;
+    for (const uint32_t p : peers) {
+      const int64_t v = __atomic_load_n(&counters[startWord(static_cast<int>(p))], __ATOMIC_ACQUIRE);
+      if (v < starts_expected[p]) {
+        missing += fmt::format("{}the start signal from rank {} is {} of {}", missing.empty() ? "" : "; ", p, v,
+                               starts_expected[p]);
+      }
+    }
+    if (sent && missing.empty()) return;
+    if (platform::nowNs() - t0 > config.timeout_ns) {
+      throw TimeoutError(fail(fmt::format(
+          "a run did not start within {:.1f} s (UCCL_EP_TIMEOUT_SECS): {}{}; are those ranks alive and running the "
+          "floor?",
+          config.timeout_ns / 1e9, missing.empty() ? "every start signal arrived" : missing,
+          sent ? "" : "; this rank's start signals did not complete")));
+    }
+    platform::spinRelax(spins);
+  }
+}
+
 std::string TransportFloor::State::describeStall(const FloorPlan& plan, size_t first_unmet, uint64_t gen) const {
   std::string missing;
   for (size_t i = first_unmet; i < plan.expect.size(); ++i) {
@@ -433,8 +506,10 @@ FloorResult TransportFloor::run(const FloorPlan& plan) {
   UCCL_EP_CHECK(s.connected, "transport floor (rank {}): run before connect", s.config.rank);
   s.throwIfFailed();
   s.validate(plan);
-  // Counters may already hold signals: a peer that left the barrier earlier may have sent before this rank started.
-  // They are zeroed at the end of each run, and no peer sends for the next run before the next barrier.
+  // Counters may already hold signals: a peer that left the barrier earlier may have sent before this rank started
+  // (unless the plan starts together). They are zeroed at the end of each run, and no peer sends for the next run
+  // before the next barrier.
+  if (plan.start_together) s.startTogether(plan);
   s.build(plan);
   const uint64_t gen = ++s.generation;
   const uint64_t t0 = platform::nowNs();
@@ -466,9 +541,9 @@ FloorResult TransportFloor::run(const FloorPlan& plan) {
   }
 
   // Exactly what was expected, and nothing else: then every counter goes back to zero for the next run.
-  std::vector<int64_t> want(s.counters.size(), 0);
+  std::vector<int64_t> want(s.num_signals, 0);
   for (const FloorExpect& e : plan.expect) want[e.signal_index] = e.value;
-  for (size_t i = 0; i < s.counters.size(); ++i) {
+  for (size_t i = 0; i < s.num_signals; ++i) {  // the start words count on (cumulative)
     const int64_t v = __atomic_exchange_n(&s.counters[i], int64_t{0}, __ATOMIC_ACQ_REL);
     if (v != want[i]) {
       throw Error(s.fail(fmt::format("counter {} reached {}, expected {}", i, v, want[i])));

@@ -54,6 +54,7 @@ proxy::FloorPlan internodeFloorPlan(const InternodeFloorArgs& a) {
   };
   auto sig = [&](size_t index) { return static_cast<uint32_t>(a.signal_base + index); };
   proxy::FloorPlan plan;
+  plan.start_together = true;  // the ranks of a call start it together (transport_floor.hpp)
   // Per remote rank: the dispatch's counts row (WRITE, then its arrival SIGNAL), or the combine's entered SIGNAL.
   for (int r = 0; r < R && (a.counts || a.entered); ++r) {
     if (r / P == own) continue;

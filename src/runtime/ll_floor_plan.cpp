@@ -49,6 +49,7 @@ proxy::FloorPlan lowLatencyFloorPlan(const LowLatencyFloorArgs& a) {
     return static_cast<uint32_t>(proxy::threadOfRing(static_cast<uint32_t>(ring_key % a.num_rings), a.num_threads));
   };
   proxy::FloorPlan plan;
+  plan.start_together = true;  // the ranks of a call start it together (transport_floor.hpp)
   if (a.call == LowLatencyCall::kDispatch) {
     for (int e = 0; e < E; ++e) {
       const int dst = e / epr, el = e % epr;

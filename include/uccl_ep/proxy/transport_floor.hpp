@@ -55,6 +55,11 @@ struct FloorExpect {
 struct FloorPlan {
   std::vector<FloorOp> ops;         // what this rank sends
   std::vector<FloorExpect> expect;  // what this rank receives
+  // Start together: before the clock starts, this rank sends a start signal to every rank the plan exchanges with
+  // and waits for theirs (a barrier among the plan's peers through the transport itself). Without it, a rank that
+  // leaves the caller's barrier late finds its peers' writes already landed (its floor reads near 0) and makes them
+  // wait (theirs read long). Every rank's plan of one run must set it alike.
+  bool start_together = false;
   uint64_t writes() const {         // ops that move bytes
     uint64_t n = 0;
     for (const FloorOp& o : ops) n += o.bytes > 0 ? 1 : 0;
@@ -76,7 +81,8 @@ struct FloorResult {
 class TransportFloor {
  public:
   // One lane per config.num_threads; `data` (data_bytes, of `kind`) is the data region, and the floor's own
-  // num_signals int64 counters (not the Buffer's: a call's signal words are left alone) receive the signals.
+  // num_signals int64 counters (not the Buffer's: a call's signal words are left alone) receive the signals. One
+  // start word per rank follows them (FloorPlan::start_together); plans name counters below num_signals only.
   TransportFloor(const ProxyConfig& config, void* data, size_t data_bytes, transport::MemoryKind kind,
                  size_t num_signals);
   ~TransportFloor();

@@ -4,16 +4,18 @@
 //
 //   floor_worker --rank R --world W --port P --token T [--transport tcp|shm] [--signal auto|atomic|imm]
 //                [--threads N] [--ranks-per-node K] [--tokens M] [--hidden H] [--experts E] [--topk K]
-//                [--iters N] [--seed S] [--fault none|stop]
+//                [--iters N] [--seed S] [--fault none|stop|late]
 //
 // Every rank's top-k comes from the seed, so each rank knows every plan: what it sends, and what each peer sends it.
 // The data region starts as a pattern of this rank's own; after the runs, every range a peer wrote must hold the
 // peer's pattern of the source range (and have changed). Exit codes: 0 ok, 1 check failed, 2 timeout or transport
 // error (the message names the peer).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/ll_floor_plan.hpp"
@@ -40,6 +42,8 @@ Args parse(int argc, char** argv) {
 }
 
 [[noreturn]] void die(int code, const std::string& msg) { e2e::die("floor rank", code, msg); }
+
+constexpr int kLateMs = 300;  // --fault late: the last rank starts each run this much after the barrier
 
 uint8_t pattern(int rank, uint64_t offset) {
   return static_cast<uint8_t>(rank * 71 + offset * 131 + (offset >> 9) * 7 + 1);
@@ -120,6 +124,8 @@ int run(const Args& a) {
     for (int it = 0; it < a.iters; ++it) {
       rv.barrier();
       if (a.fault == "stop" && a.rank == a.world - 1) e2e::freezeWithWatchdog();  // others time out
+      // The plans start together (FloorPlan::start_together): a rank late by far more than a run changes no floor.
+      if (a.fault == "late" && a.rank == a.world - 1) std::this_thread::sleep_for(std::chrono::milliseconds(kLateMs));
       // A failed run ends the process here, before any destructor: a stopped peer may keep the endpoints' teardown
       // waiting (seen with shm under TSan), and the failure is what the fault test checks.
       const proxy::FloorResult r = [&] {

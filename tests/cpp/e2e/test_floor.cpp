@@ -80,6 +80,30 @@ INSTANTIATE_TEST_SUITE_P(Providers, Floor,
                                   std::to_string(std::get<3>(info.param)) + "pernode";
                          });
 
+// The last rank starts every run 300 ms after the barrier (--fault late). The plans start together through the
+// transport, so no rank's floor holds that lateness: without it the others' floors would read over 300 ms (they wait
+// for its signals) and its own near 0 (theirs landed before it started).
+TEST(FloorStart, ALateRankNeitherShortensItsOwnFloorNorLengthensItsPeers) {
+  FloorJob j;
+  j.transport = "shm";
+  j.world = 3;
+  j.experts = 6;
+  j.fault = "late";
+  const auto outs = runAll(floorLaunches(j), 120);
+  for (size_t r = 0; r < outs.size(); ++r) {
+    ASSERT_EQ(outs[r].exit_code, 0) << "rank " << r << ":\n" << outs[r].output;
+    for (const char* call : {" dispatch: ", " combine: "}) {
+      const size_t at = outs[r].output.find(call);
+      ASSERT_NE(at, std::string::npos) << "rank " << r << ":\n" << outs[r].output;
+      const size_t m = outs[r].output.find("median ", at);
+      ASSERT_NE(m, std::string::npos) << outs[r].output;
+      const double us = std::stod(outs[r].output.substr(m + 7));
+      EXPECT_LT(us, 150e3) << "rank " << r << call << "the late start shows in the floor:\n" << outs[r].output;
+      EXPECT_GT(us, 0.0) << "rank " << r << call;
+    }
+  }
+}
+
 // Ranks 0 and 1 of 3 give up within the timeout, naming rank 2, which stopped after the barrier before its run.
 TEST(FloorFaults, StoppedPeerIsNamedWithinTheTimeout) {
   for (const std::string transport : {"tcp", "shm"}) {
