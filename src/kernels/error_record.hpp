@@ -58,7 +58,12 @@ enum ErrorCode : int32_t {
 
 // The handle field of a kBadHandle record (the handle's tuple position is the Python layer's, see
 // kernel_error_text.cpp). kHandleOfPeer: the peer named by the record rejected an entry of its own handle.
-enum HandleField : uint32_t { kHandleRankPrefixMatrix = 1, kHandleSendPos = 2, kHandleOfPeer = 3 };
+enum HandleField : uint32_t {
+  kHandleRankPrefixMatrix = 1,
+  kHandleSendPos = 2,
+  kHandleOfPeer = 3,
+  kHandleForwardMap = 4,  // across nodes: handle[6], the forward map [F, P + 1]
+};
 // kBadHandle's detail: the field in the high half, the entry as the caller wrote it (int32) in the low half.
 UCCL_EP_HOST_DEVICE constexpr uint64_t handleDetail(uint32_t field, int32_t value) {
   return (static_cast<uint64_t>(field) << 32) | static_cast<uint32_t>(value);

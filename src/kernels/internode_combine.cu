@@ -221,7 +221,7 @@ __device__ void sendPartials(const Context& ctx, const CombineArgs& a, const Geo
     if (rec == nullptr) return;
     int32_t p = lane < P ? a.forward_positions[static_cast<size_t>(fr) * cols + lane] : -1;
     if (p >= rows_from_s) {  // the handle's forward map names a row the rank did not get
-      recordBadEntry(ctx.global, kOpCombine, kHandleSendPos, fr, lane, p);
+      recordBadEntry(ctx.global, kOpCombine, kHandleForwardMap, fr, lane, p);
       p = -1;
     }
     const unsigned long long row = p >= 0 ? block + static_cast<unsigned long long>(p) * g.stride : 0;

@@ -158,6 +158,13 @@ std::string badHandleText(const k::ErrorRecord& rec, const KernelErrorSite& site
           "position among the rows this rank sent to rank {} (>= 0 and below the count in handle[0], "
           "rank_prefix_matrix). The call skipped that entry; combined_x row {} is not valid",
           step, site.rank, rec.token, rec.topk_col, value, rec.token, rec.topk_col, rec.topk_col, rec.token);
+    case k::kHandleForwardMap:
+      return fmt::format(
+          "{} on rank {}: handle[6] (forward map)[{}][{}] holds {}; expected -1 (that record skipped local rank {} of "
+          "this node) or the record's position among the rows that rank received from the record's source (below "
+          "the count in handle[0], rank_prefix_matrix). The call skipped that entry: the partial sum this rank sent "
+          "back for that record lacks that rank's row",
+          step, site.rank, rec.token, rec.topk_col, value, rec.topk_col);
     case k::kHandleOfPeer:
       return fmt::format("{} on rank {}: rank {} rejected an entry of its handle (its call raises naming it), so it "
                          "sent this rank no rows in that call; this rank's outputs of that call are not valid",

@@ -75,6 +75,15 @@ TEST(KernelErrorText, ABadSendPosEntryNamesTheTokenTheRankAndTheValue) {
   EXPECT_TRUE(mentions(huge.message, {"(send_pos)[0][2] holds 2147483647;"}));
 }
 
+// Across nodes: an entry of the forward map (handle[6]) past the rows its rank received is named as that field.
+TEST(KernelErrorText, ABadForwardMapEntryNamesTheRecordTheLocalRankAndTheValue) {
+  const KernelErrorText t = describeKernelError(
+      recorded(k::kBadHandle, k::kOpCombine, 1, -1, k::handleDetail(k::kHandleForwardMap, 900), 17, 1), site(1));
+  EXPECT_EQ(t.kind, KernelErrorKind::kArgument);
+  EXPECT_TRUE(mentions(t.message, {"combine on rank 1:", "handle[6] (forward map)[17][1] holds 900;",
+                                   "skipped local rank 1", "lacks that rank's row"}));
+}
+
 TEST(KernelErrorText, APeerThatRejectedItsHandleIsNamedAsTheCauseOfAnArgumentError) {
   const KernelErrorText t = describeKernelError(
       recorded(k::kBadHandle, k::kOpCombine, 5, -1, k::handleDetail(k::kHandleOfPeer, 0)), site(2));
