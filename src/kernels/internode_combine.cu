@@ -82,6 +82,26 @@ __device__ __forceinline__ OwnAreas ownAreas(const Context& ctx, const CombineAr
   return o;
 }
 
+// ---- a handle this rank rejected --------------------------------------------------------------------------------
+// A bad rank_prefix_matrix (checked by the push step) voids the call here, as within a node (intranode_device.cuh):
+// this rank pushes no rows and says so in its void word at every rank of its node. Every later step then keeps the
+// protocol going without an address the matrix gave: the node plan writes nothing, the partial streams run with
+// empty records, the reduce writes nothing (the call raises, its outputs are not valid). The node's ranks skip the
+// voided rank's rows (kHandleOfPeer), and a partial sum that lacks one goes out flagged with the voided rank
+// (voidedToken), so the source raises naming it too; every stream still carries the records its receiver counts.
+__device__ __forceinline__ bool voidedLocal(const Context& ctx, const intranode::Layout& l, int local) {
+  return platform::loadAcquire<Scope::kSystem>(voidWord(ctx.node.self, l, local)) >= epochOf(ctx.node);
+}
+__device__ inline void voidAtNode(const Context& ctx, const intranode::Layout& l) {
+  const uint64_t e = epochOf(ctx.node);
+  platform::storeRelease<Scope::kSystem>(voidWord(ctx.node.self, l, ctx.local), e);
+  for (int m = 0; m < ctx.ranks_per_node; ++m) {
+    if (m != ctx.local) platform::storeRelease<Scope::kSystem>(voidWord(ctx.node.peers[m], l, ctx.local), e);
+  }
+}
+// A partial record's token field when a rank of the sending node voided the call: -2 - that rank (global).
+__device__ __forceinline__ int32_t voidedToken(int rank) { return -2 - rank; }
+
 // ---- push: every received row back, over NVLink ----------------------------------------------------------------
 __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineArgs a) {
   extern __shared__ int64_t push_smem[];  // [R] where source s's rows go (byte address, 0: nowhere), [R + 1] first rows
@@ -113,7 +133,10 @@ __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineA
     }
   }
   __syncthreads();
-  if (bad) return;  // the peers that wait for this rank's rows time out naming it
+  if (bad) {  // no rows from here in this call; the node's ranks learn it from the void words
+    if (blockIdx.x == 0 && threadIdx.x == 0) voidAtNode(ctx, a.layout);
+    return;
+  }
   for (int s = threadIdx.x; s < R; s += blockDim.x) {
     first_of[s] = s > 0 ? a.rank_prefix_matrix[(s - 1) * R + me] : 0;
     int64_t base = 0;
@@ -156,6 +179,7 @@ __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineA
 __global__ void nodePlanKernel(Context ctx, CombineArgs a) {
   if (blockFailed(ctx.node)) return;
   snapshotSent(ctx);
+  if (voidedLocal(ctx, a.layout, ctx.local)) return;  // the own areas lie past rows the matrix placed
   const Geometry g = geometryOf(ctx, a);
   const OwnAreas o = ownAreas(ctx, a, g);
   const int T = a.num_tokens, lane = platform::laneId();
@@ -205,10 +229,13 @@ __device__ void sendPartials(const Context& ctx, const CombineArgs& a, const Geo
   }
   const int n = end - lo, C = ctx.rdma_layout.channels;
   const int first = lo + channelBegin(c, n, C), last = lo + channelBegin(c + 1, n, C);
-  // Lane m: rank m's block of rows from s in this rank's forward area, and how many rows m got from s.
+  // Lane m: rank m's block of rows from s in this rank's forward area, and how many rows m got from s; whether rank m
+  // voided the call (its rows are not here). This rank's own void: no row is read (the matrix placed them).
+  const bool self_void = voidedLocal(ctx, a.layout, ctx.local);
   unsigned long long block = 0;
   int64_t rows_from_s = 0;
-  if (lane < P) {
+  const uint64_t voided = platform::ballot(lane < P && voidedLocal(ctx, a.layout, lane));
+  if (lane < P && !self_void) {
     block = reinterpret_cast<unsigned long long>(ctx.node.self + g.forwardOff(me)) +
             (g.forwardBefore(me, lane) + g.forwardRows(me, lane, src_node)) * g.stride;
     rows_from_s = g.count(s, g.nodeBase(me) + lane);
@@ -220,10 +247,13 @@ __device__ void sendPartials(const Context& ctx, const CombineArgs& a, const Geo
     uint8_t* rec = out.slot();
     if (rec == nullptr) return;
     int32_t p = lane < P ? a.forward_positions[static_cast<size_t>(fr) * cols + lane] : -1;
-    if (p >= rows_from_s) {  // the handle's forward map names a row the rank did not get
+    if (!self_void && p >= rows_from_s) {  // the handle's forward map names a row the rank did not get
       recordBadEntry(ctx.global, kOpCombine, kHandleForwardMap, fr, lane, p);
       p = -1;
     }
+    // A row of a rank that voided the call is not here: the record goes out without it, flagged with that rank.
+    const uint64_t lacking = platform::ballot(p >= 0) & voided;
+    if (self_void || ((voided >> lane) & 1)) p = -1;
     const unsigned long long row = p >= 0 ? block + static_cast<unsigned long long>(p) * g.stride : 0;
     const uint64_t mask = platform::ballot(p >= 0);
     for (int v = lane; v < vecs; v += kWarpSize) {
@@ -244,23 +274,48 @@ __device__ void sendPartials(const Context& ctx, const CombineArgs& a, const Geo
       if (lane < K) w += r[lane];
     }
     if (lane < K) reinterpret_cast<float*>(rec + row_bytes)[lane] = w;
-    if (lane == 0) *reinterpret_cast<int32_t*>(rec + row_bytes + size_t(K) * 4) = a.forward_source_token[fr];
+    if (lane == 0) {
+      const int32_t flag = self_void ? voidedToken(me)
+                           : lacking != 0 ? voidedToken(g.nodeBase(me) + __ffsll(static_cast<long long>(lacking)) - 1)
+                                          : a.forward_source_token[fr];
+      *reinterpret_cast<int32_t*>(rec + row_bytes + size_t(K) * 4) = flag;
+    }
     out.commit();
   }
   out.finish();
 }
 
+// Warp: how many own tokens go to a rank of node b (is_token_in_rank), as the node plan counts them.
+__device__ int tokensToNode(const CombineArgs& a, const Geometry& g, int b) {
+  const uint8_t* in_rank = reinterpret_cast<const uint8_t*>(a.is_token_in_rank);
+  int total = 0;
+  for (int t0 = 0; t0 < a.num_tokens; t0 += kWarpSize) {
+    const int t = t0 + platform::laneId();
+    bool hit = false;
+    if (t < a.num_tokens) {
+      for (int m = 0; m < g.P; ++m) hit |= in_rank[static_cast<size_t>(t) * g.R + b * g.P + m] != 0;
+    }
+    total += platform::popcount64(platform::ballot(hit));
+  }
+  return total;
+}
+
 // Warp, as a source: channel c's share of the partials from node b, each into its place among node b's partials.
 __device__ void receivePartials(const Context& ctx, const CombineArgs& a, const Geometry& g, const OwnAreas& o, int c,
                                 int b) {
+  // This rank voided the call: no node plan was written (its place came from the matrix), so the stream's length is
+  // counted here from is_token_in_rank, and the records are taken and dropped.
+  const bool self_void = voidedLocal(ctx, a.layout, ctx.local);
   const int32_t* node_pos = reinterpret_cast<const int32_t*>(ctx.node.self + o.node_pos);
   const int32_t* node_counts = reinterpret_cast<const int32_t*>(ctx.node.self + o.node_counts);
-  const int n = node_counts[b], C = ctx.rdma_layout.channels;
-  int64_t base = 0;
-  for (int q = 0; q < b; ++q) base += q == ctx.node_index ? 0 : node_counts[q];
-  int64_t total = base;
-  for (int q = b; q < g.N; ++q) total += q == ctx.node_index ? 0 : node_counts[q];
-  const bool fits = o.partials + size_t(total) * g.stride <= ctx.node.buffer_bytes;  // else recorded by the plan
+  const int n = self_void ? tokensToNode(a, g, b) : node_counts[b], C = ctx.rdma_layout.channels;
+  int64_t base = 0, total = 0;
+  if (!self_void) {
+    for (int q = 0; q < b; ++q) base += q == ctx.node_index ? 0 : node_counts[q];
+    total = base;
+    for (int q = b; q < g.N; ++q) total += q == ctx.node_index ? 0 : node_counts[q];
+  }
+  const bool fits = !self_void && o.partials + size_t(total) * g.stride <= ctx.node.buffer_bytes;  // else recorded
   const size_t tok_off = size_t(a.hidden) * 2 + size_t(a.num_topk) * 4;
   const int64_t expected = channelBegin(c + 1, n, C) - channelBegin(c, n, C);
   StreamIn in(ctx, c, b, expected, kOpRdmaPartials,
@@ -270,7 +325,14 @@ __device__ void receivePartials(const Context& ctx, const CombineArgs& a, const 
     if (rec == nullptr) return;
     // The token index comes from the wire: it must be an own token that went to node b.
     const int32_t tok = platform::loadFresh(reinterpret_cast<const int32_t*>(rec + tok_off));
-    const int32_t j = tok >= 0 && tok < a.num_tokens ? node_pos[static_cast<size_t>(tok) * g.N + b] : -1;
+    if (tok <= -2 && -2 - tok < g.R && (-2 - tok) / g.P == b) {  // a rank of node b voided the call
+      if (platform::laneId() == 0) {
+        recordError(ctx.global.error, kBadHandle, kOpCombine, -2 - tok, -1, handleDetail(kHandleOfPeer, 0));
+      }
+      in.done();
+      continue;
+    }
+    const int32_t j = self_void ? 0 : tok >= 0 && tok < a.num_tokens ? node_pos[static_cast<size_t>(tok) * g.N + b] : -1;
     if (j < 0) {
       if (platform::laneId() == 0) fail(ctx.node, kBadRecord, kOpRdmaPartials, in.peer(), -1, static_cast<uint32_t>(tok));
     } else if (fits) {
@@ -302,6 +364,7 @@ constexpr int kReduceWarps = 8;
 __global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context ctx, CombineArgs a) {
   extern __shared__ const uint8_t* lists[];  // [warps][P + N]
   if (blockFailed(ctx.node)) return;
+  if (voidedLocal(ctx, a.layout, ctx.local)) return;  // the call raises; its outputs are not valid
   const Geometry g = geometryOf(ctx, a);
   const OwnAreas o = ownAreas(ctx, a, g);
   const int me = ctx.global.rank, P = g.P, N = g.N, R = g.R, T = a.num_tokens;
@@ -327,6 +390,15 @@ __global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * platform::numWarps() + platform::warpId();
   const int64_t warps = static_cast<int64_t>(gridDim.x) * platform::numWarps();
   for (int64_t t = warp; t < T; t += warps) {
+    // send_pos columns of the other nodes' ranks: no step reads them (the partials come by node position), but a
+    // handle's entries all follow one rule, so those are checked too (the own node's columns below, as they are read).
+    for (int r = platform::laneId(); r < R; r += kWarpSize) {
+      if (r / P == ctx.node_index) continue;
+      const int32_t pos = a.send_pos[static_cast<size_t>(t) * R + r];
+      if (pos != -1 && !sendPosOk(pos, g.count(me, r))) {
+        recordBadEntry(ctx.global, kOpCombine, kHandleSendPos, static_cast<int>(t), r, pos);
+      }
+    }
     int n = 0, self_slot = -1;
     int64_t self_row = 0;
     if (platform::laneId() == 0) {
@@ -338,6 +410,10 @@ __global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context
           pos = -1;
         }
         if (pos < 0) continue;
+        if (r != ctx.local && voidedLocal(ctx, a.layout, r)) {  // it pushed no rows: named, and left out
+          recordError(ctx.global.error, kBadHandle, kOpCombine, gr, -1, handleDetail(kHandleOfPeer, 0));
+          continue;
+        }
         if (r == ctx.local) {
           self_slot = n;
           self_row = self_first + pos;

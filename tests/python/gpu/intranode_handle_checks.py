@@ -15,7 +15,8 @@ intranode_checks.py's exact checks on the same Buffer:
     rows sent (those only skip the entry);
   - cached dispatch: a rank_prefix_matrix entry that is not is_token_in_rank's count, a column end past the rows;
   - combine with the matrix forged on rank 0 only: rank 0 names its entry, every rank that sent rows to rank 0 (and
-    so waits for them back) names rank 0, the others raise nothing;
+    so waits for them back) names rank 0, the others raise nothing; across nodes also the sources of other nodes
+    whose peer rank 0 is (it sums their rows of its node);
   - recv_src_idx forged: no kernel reads it, the combine is exact and nothing is raised.
 Rank 0 prints "all checks passed" at the end.
 """
@@ -141,6 +142,12 @@ class HandleChecks:
             ctx = "combine with rank 0's rank_prefix_matrix forged"
             h = self.forged(handle, 0, prefix_set(R - 1, 0, 2 ** 31 - 1)) if me == 0 else handle
             to_rank0 = int(prefix[me, 0]) - (int(prefix[me - 1, 0]) if me else 0)
+            # Across nodes (src/kernels/internode_combine.cu) rank 0 also sums, for the sources of other nodes whose
+            # peer it is, the partials of every row its node got from them: it can place none of them, so such a
+            # source loses every partial from rank 0's node.
+            P = self.chk.internode_ranks_per_node
+            if P and me % P == 0 and me // P != 0:
+                to_rank0 += sum(int(prefix[me, r]) - (int(prefix[me - 1, r]) if me else 0) for r in range(P))
             if me == 0:
                 words = [f"combine {at}", f"(rank_prefix_matrix)[{R - 1}][0] holds {2 ** 31 - 1}"]
             else:

@@ -1,7 +1,7 @@
 """Normal mode across nodes (src/kernels/internode.hpp) checked on real GPUs: tests/python/gpu/intranode_checks.py
-(the same checks as within a node; the handle has 9 elements there) run through scripts/launch.py across emulated
-nodes (UCCL_EP_RANKS_PER_NODE), the network part through the proxies over shm or tcp. The reduced case matrix
-(--quick) keeps each run short. Skipped, with the reason, without a GPU or a CUDA build of uccl.ep._C."""
+(the same checks as within a node; the handle has 9 elements there) and intranode_handle_checks.py (forged handles)
+run through scripts/launch.py across emulated nodes (UCCL_EP_RANKS_PER_NODE), the network part through the proxies
+over shm or tcp. The reduced case matrix (--quick) keeps each run short. Skipped, with the reason, without a GPU or a CUDA build of uccl.ep._C."""
 import os
 import sys
 
@@ -46,3 +46,20 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_internode_checks_pass(name):
     assert_passed(run_ranks("intranode_checks.py", CASES[name]))
+
+
+# Forged handles across nodes (tests/python/gpu/intranode_handle_checks.py): every forgery raises naming its entry and
+# the Buffer stays usable; a combine whose matrix rank 0 forged alone voids the call (src/kernels/internode_combine.cu:
+# no rank waits into a timeout, and no address comes from the forged matrix), and every rank that lost rows to it
+# names rank 0.
+HANDLE_SHAPE = ("--num-tokens", "256", "--hidden", "2048", "--num-topk", "8", "--num-experts", "64",
+                "--rdma-bytes", "500000000")
+HANDLE_CASES = {
+    "two_nodes_of_one": RankCase(2, 1, HANDLE_SHAPE, env={"UCCL_EP_TRANSPORT": "shm", "UCCL_EP_TIMEOUT_SECS": "5"}),
+    "two_nodes_of_two": RankCase(4, 2, HANDLE_SHAPE, env={"UCCL_EP_TRANSPORT": "shm", "UCCL_EP_TIMEOUT_SECS": "5"}),
+}
+
+
+@pytest.mark.parametrize("name", list(HANDLE_CASES))
+def test_forged_handles_across_nodes_raise_naming_the_entry_and_the_buffer_stays_usable(name):
+    assert_passed(run_ranks("intranode_handle_checks.py", HANDLE_CASES[name]))
