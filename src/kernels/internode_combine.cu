@@ -375,9 +375,11 @@ __global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context
   // Per block, once: where each local rank's rows of this rank's tokens start here and how many it got, and where
   // each node's partials start. The tokens' lists below only index them.
   __shared__ int64_t direct_before[kMaxNodeRanks], sent_to[kMaxNodeRanks], partials_before[kMaxNodes];
+  __shared__ bool voided[kMaxNodeRanks];  // local ranks that voided the call (their void words were set before arrive)
   for (int r = threadIdx.x; r < P; r += blockDim.x) {
     direct_before[r] = g.directBefore(me, r);
     sent_to[r] = g.count(me, g.nodeBase(me) + r);
+    voided[r] = r != ctx.local && voidedLocal(ctx, a.layout, r);
   }
   if (threadIdx.x == 0) {
     int64_t base = 0;
@@ -410,7 +412,7 @@ __global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context
           pos = -1;
         }
         if (pos < 0) continue;
-        if (r != ctx.local && voidedLocal(ctx, a.layout, r)) {  // it pushed no rows: named, and left out
+        if (voided[r]) {  // it pushed no rows: named, and left out
           recordError(ctx.global.error, kBadHandle, kOpCombine, gr, -1, handleDetail(kHandleOfPeer, 0));
           continue;
         }
