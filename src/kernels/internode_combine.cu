@@ -66,8 +66,8 @@ struct Geometry {
 };
 
 __device__ __forceinline__ Geometry geometryOf(const Context& ctx, const CombineArgs& a) {
-  return Geometry{ctx.rdma_layout.ranks, ctx.ranks_per_node, ctx.nodes, a.rank_prefix_matrix,
-                  a.layout.combine_row_stride, a.layout.data_off};
+  return Geometry{ctx.rdma_layout.ranks, ctx.ranks_per_node,          ctx.nodes,
+                  a.rank_prefix_matrix,  a.layout.combine_row_stride, a.layout.data_off};
 }
 
 // Own areas after the pushed ones: node positions, node counts, partials.
@@ -103,7 +103,7 @@ __device__ inline void voidAtNode(const Context& ctx, const intranode::Layout& l
 __device__ __forceinline__ int32_t voidedToken(int rank) { return -2 - rank; }
 
 // ---- push: every received row back, over NVLink ----------------------------------------------------------------
-__global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineArgs a) {
+__global__ void __launch_bounds__(kCopyThreads) combinePushKernel(Context ctx, CombineArgs a) {
   extern __shared__ int64_t push_smem[];  // [R] where source s's rows go (byte address, 0: nowhere), [R + 1] first rows
   if (blockFailed(ctx.node)) return;
   const Geometry g = geometryOf(ctx, a);
@@ -114,8 +114,8 @@ __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineA
   if (threadIdx.x == 0) bad = 0;
   if (blockIdx.x == 0) {  // this rank began the combine: count it, and say so to every rank of the other nodes
     if (threadIdx.x == 0) {
-      platform::storeRelaxed<Scope::kDevice>(&ctx.counters[kCombinesCounter],
-                                             platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCombinesCounter]) + 1);
+      platform::storeRelaxed<Scope::kDevice>(
+          &ctx.counters[kCombinesCounter], platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCombinesCounter]) + 1);
     }
     for (int r = threadIdx.x; r < R; r += blockDim.x) {
       if (!sameNode(ctx, r)) {
@@ -168,7 +168,10 @@ __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineA
     int lo = 0, hi = R - 1;  // the source of row: the last s with first_of[s] <= row
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
-      if (first_of[mid] <= row) lo = mid; else hi = mid - 1;
+      if (first_of[mid] <= row)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     if (base_of[lo] == 0) continue;
     storeBack(a, row, reinterpret_cast<uint8_t*>(base_of[lo]) + (row - first_of[lo]) * g.stride);
@@ -176,7 +179,7 @@ __global__ void __launch_bounds__(kCopyThreads) pushKernel(Context ctx, CombineA
 }
 
 // ---- node plan: each own token's position among the own tokens that go to each node ----------------------------
-__global__ void nodePlanKernel(Context ctx, CombineArgs a) {
+__global__ void combineNodePlanKernel(Context ctx, CombineArgs a) {
   if (blockFailed(ctx.node)) return;
   snapshotSent(ctx);
   if (voidedLocal(ctx, a.layout, ctx.local)) return;  // the own areas lie past rows the matrix placed
@@ -195,7 +198,9 @@ __global__ void nodePlanKernel(Context ctx, CombineArgs a) {
         for (int m = 0; m < g.P; ++m) hit |= in_rank[static_cast<size_t>(t) * g.R + b * g.P + m] != 0;
       }
       const uint64_t bits = platform::ballot(hit);
-      if (t < T) node_pos[static_cast<size_t>(t) * g.N + b] = hit ? total + platform::popcount64(bits & ((uint64_t{1} << lane) - 1)) : -1;
+      if (t < T)
+        node_pos[static_cast<size_t>(t) * g.N + b] =
+            hit ? total + platform::popcount64(bits & ((uint64_t{1} << lane) - 1)) : -1;
       total += platform::popcount64(bits);
     }
     if (lane == 0) node_counts[b] = total;
@@ -220,12 +225,18 @@ __device__ void sendPartials(const Context& ctx, const CombineArgs& a, const Geo
   int lo = 0, hi = a.num_forward;
   while (lo < hi) {
     const int mid = (lo + hi) / 2;
-    if (a.forward_positions[static_cast<size_t>(mid) * cols + P] < src_node) lo = mid + 1; else hi = mid;
+    if (a.forward_positions[static_cast<size_t>(mid) * cols + P] < src_node)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   int end = lo, top = a.num_forward;
   while (end < top) {
     const int mid = (end + top) / 2;
-    if (a.forward_positions[static_cast<size_t>(mid) * cols + P] <= src_node) end = mid + 1; else top = mid;
+    if (a.forward_positions[static_cast<size_t>(mid) * cols + P] <= src_node)
+      end = mid + 1;
+    else
+      top = mid;
   }
   const int n = end - lo, C = ctx.rdma_layout.channels;
   const int first = lo + channelBegin(c, n, C), last = lo + channelBegin(c + 1, n, C);
@@ -270,12 +281,13 @@ __device__ void sendPartials(const Context& ctx, const CombineArgs& a, const Geo
     }
     float w = 0.0f;
     for (uint64_t m = mask; m != 0; m &= m - 1) {
-      const auto r = reinterpret_cast<const float*>(platform::shfl(row, __ffsll(static_cast<long long>(m)) - 1) + row_bytes);
+      const auto r =
+          reinterpret_cast<const float*>(platform::shfl(row, __ffsll(static_cast<long long>(m)) - 1) + row_bytes);
       if (lane < K) w += r[lane];
     }
     if (lane < K) reinterpret_cast<float*>(rec + row_bytes)[lane] = w;
     if (lane == 0) {
-      const int32_t flag = self_void ? voidedToken(me)
+      const int32_t flag = self_void      ? voidedToken(me)
                            : lacking != 0 ? voidedToken(g.nodeBase(me) + __ffsll(static_cast<long long>(lacking)) - 1)
                                           : a.forward_source_token[fr];
       *reinterpret_cast<int32_t*>(rec + row_bytes + size_t(K) * 4) = flag;
@@ -319,7 +331,7 @@ __device__ void receivePartials(const Context& ctx, const CombineArgs& a, const 
   const size_t tok_off = size_t(a.hidden) * 2 + size_t(a.num_topk) * 4;
   const int64_t expected = channelBegin(c + 1, n, C) - channelBegin(c, n, C);
   StreamIn in(ctx, c, b, expected, kOpRdmaPartials,
-               platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCombinesCounter]));
+              platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCombinesCounter]));
   for (int64_t k = 0; k < expected; ++k) {
     const uint8_t* rec = in.next();
     if (rec == nullptr) return;
@@ -332,9 +344,12 @@ __device__ void receivePartials(const Context& ctx, const CombineArgs& a, const 
       in.done();
       continue;
     }
-    const int32_t j = self_void ? 0 : tok >= 0 && tok < a.num_tokens ? node_pos[static_cast<size_t>(tok) * g.N + b] : -1;
+    const int32_t j = self_void                        ? 0
+                      : tok >= 0 && tok < a.num_tokens ? node_pos[static_cast<size_t>(tok) * g.N + b]
+                                                       : -1;
     if (j < 0) {
-      if (platform::laneId() == 0) fail(ctx.node, kBadRecord, kOpRdmaPartials, in.peer(), -1, static_cast<uint32_t>(tok));
+      if (platform::laneId() == 0)
+        fail(ctx.node, kBadRecord, kOpRdmaPartials, in.peer(), -1, static_cast<uint32_t>(tok));
     } else if (fits) {
       copyWarp<true>(ctx.node.self + o.partials + size_t(base + j) * g.stride, rec, g.stride);
     }
@@ -344,7 +359,7 @@ __device__ void receivePartials(const Context& ctx, const CombineArgs& a, const 
 }
 
 constexpr int kTransferThreads = 1024;
-__global__ void __launch_bounds__(kTransferThreads) transferKernel(Context ctx, CombineArgs a) {
+__global__ void __launch_bounds__(kTransferThreads) combineTransferKernel(Context ctx, CombineArgs a) {
   if (blockFailed(ctx.node)) return;
   const Geometry g = geometryOf(ctx, a);
   const OwnAreas o = ownAreas(ctx, a, g);
@@ -361,7 +376,7 @@ __global__ void __launch_bounds__(kTransferThreads) transferKernel(Context ctx, 
 
 // ---- reduce: per own token, its own node's rows (rank order), then the partials (node order) -------------------
 constexpr int kReduceWarps = 8;
-__global__ void __launch_bounds__(kReduceWarps * kWarpSize) reduceKernel(Context ctx, CombineArgs a) {
+__global__ void __launch_bounds__(kReduceWarps* kWarpSize) combineReduceKernel(Context ctx, CombineArgs a) {
   extern __shared__ const uint8_t* lists[];  // [warps][P + N]
   if (blockFailed(ctx.node)) return;
   if (voidedLocal(ctx, a.layout, ctx.local)) return;  // the call raises; its outputs are not valid
@@ -448,18 +463,18 @@ void launchCombine(const Context& ctx, const CombineArgs& a, void* stream) {
   const size_t R = static_cast<size_t>(ctx.rdma_layout.ranks);
   intranode::launchReuse(ctx.node, s, "combine (reuse wait)");
   const size_t push_shm = sizeof(int64_t) * (2 * R + 1);
-  allowDynamicShared(reinterpret_cast<const void*>(&pushKernel), push_shm);
-  pushKernel<<<grid(ctx), kCopyThreads, push_shm, s>>>(ctx, a);
+  allowDynamicShared(reinterpret_cast<const void*>(&combinePushKernel), push_shm);
+  combinePushKernel<<<grid(ctx), kCopyThreads, push_shm, s>>>(ctx, a);
   checkLaunch(gpuGetLastError(), "combine (internode push)");
   intranode::launchArrive(ctx.node, a.layout.pushed_off, s, "combine (arrive)");
   const int warps = ctx.nodes < kTransferThreads / kWarpSize ? ctx.nodes : kTransferThreads / kWarpSize;
-  nodePlanKernel<<<1, kWarpSize * warps, 0, s>>>(ctx, a);
+  combineNodePlanKernel<<<1, kWarpSize * warps, 0, s>>>(ctx, a);
   checkLaunch(gpuGetLastError(), "combine (node plan)");
-  transferKernel<<<2 * ctx.rdma_layout.channels, kWarpSize * warps, 0, s>>>(ctx, a);
+  combineTransferKernel<<<2 * ctx.rdma_layout.channels, kWarpSize * warps, 0, s>>>(ctx, a);
   checkLaunch(gpuGetLastError(), "combine (internode transfer)");
   if (a.num_tokens > 0) {
     const size_t shm = sizeof(void*) * kReduceWarps * static_cast<size_t>(ctx.ranks_per_node + ctx.nodes);
-    reduceKernel<<<grid(ctx), kReduceWarps * kWarpSize, shm, s>>>(ctx, a);
+    combineReduceKernel<<<grid(ctx), kReduceWarps * kWarpSize, shm, s>>>(ctx, a);
     checkLaunch(gpuGetLastError(), "combine (internode reduce)");
   }
   intranode::launchFinish(ctx.node, s, "combine (finish)");

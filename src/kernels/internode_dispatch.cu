@@ -40,9 +40,9 @@ __device__ __forceinline__ int32_t streamLength(const Context& ctx, int parity, 
 }
 
 // ---- publish: the counts exchange (1 block) ------------------------------------------------------------------
-__global__ void __launch_bounds__(kPublishThreads) publishKernel(Context ctx, DispatchArgs a, int32_t* prefix,
-                                                                 int32_t* gbl_prefix, const int32_t* handle_prefix,
-                                                                 bool report_to_host) {
+__global__ void __launch_bounds__(kPublishThreads)
+    dispatchPublishKernel(Context ctx, DispatchArgs a, int32_t* prefix, int32_t* gbl_prefix,
+                          const int32_t* handle_prefix, bool report_to_host) {
   extern __shared__ int32_t node_channel[];  // [N][C] records per (destination node, channel)
   const intranode::Context& n = ctx.node;
   const RdmaLayout& L = ctx.rdma_layout;
@@ -71,7 +71,8 @@ __global__ void __launch_bounds__(kPublishThreads) publishKernel(Context ctx, Di
   snapshotSent(ctx);
   for (int i = threadIdx.x; i < R * Epr; i += blockDim.x) {
     const int r = i / Epr, le = i % Epr;
-    out[L.rowHeadInts() + size_t(r) * L.rowExpertInts() + le] = a.num_tokens_per_expert ? a.num_tokens_per_expert[i] : 0;
+    out[L.rowHeadInts() + size_t(r) * L.rowExpertInts() + le] =
+        a.num_tokens_per_expert ? a.num_tokens_per_expert[i] : 0;
   }
   platform::fenceAcqRel<Scope::kSystem>();
   __syncthreads();
@@ -79,12 +80,16 @@ __global__ void __launch_bounds__(kPublishThreads) publishKernel(Context ctx, Di
     if (sameNode(ctx, r)) continue;
     const size_t dst = L.countsInOff(parity, me), head = L.rowHeadInts() * 4, experts = L.rowExpertInts() * 4;
     const size_t src_experts = L.countsOutOff(parity) + head + size_t(r) * experts;
-    if (!pushOne(ctx, r, ring::makeWrite(r, ctx.rdma_region, L.countsOutOff(parity), ctx.rdma_region, dst,
-                                         static_cast<uint32_t>(head)), kOpRdmaCounts, r)) {
+    if (!pushOne(ctx, r,
+                 ring::makeWrite(r, ctx.rdma_region, L.countsOutOff(parity), ctx.rdma_region, dst,
+                                 static_cast<uint32_t>(head)),
+                 kOpRdmaCounts, r)) {
       break;
     }
-    if (experts > 0 && !pushOne(ctx, r, ring::makeWrite(r, ctx.rdma_region, src_experts, ctx.rdma_region, dst + head,
-                                                        static_cast<uint32_t>(experts)), kOpRdmaCounts, r)) {
+    if (experts > 0 && !pushOne(ctx, r,
+                                ring::makeWrite(r, ctx.rdma_region, src_experts, ctx.rdma_region, dst + head,
+                                                static_cast<uint32_t>(experts)),
+                                kOpRdmaCounts, r)) {
       break;
     }
     if (!pushOne(ctx, r, ring::makeSignal(r, ctx.signal_base + static_cast<uint32_t>(arrivedSignal(me)), 1),
@@ -98,7 +103,9 @@ __global__ void __launch_bounds__(kPublishThreads) publishKernel(Context ctx, Di
   __syncthreads();
   if (threadIdx.x == 0) platform::storeRelease<Scope::kSystem>(word(n.self, kReadyOff), e);
   if (blockFailed(n)) return;
-  if (!waitAll(n, [&](int r) { return word(n.peers[r], kReadyOff); }, e, kOpReady)) return;
+  if (!waitAll(
+          n, [&](int r) { return word(n.peers[r], kReadyOff); }, e, kOpReady))
+    return;
   for (int s = threadIdx.x; s < R; s += blockDim.x) {
     if (!sameNode(ctx, s)) waitSignal(ctx, arrivedSignal(s), calls, kOpRdmaCounts, s, calls);
   }
@@ -278,8 +285,8 @@ __device__ void pushOwnNode(const Context& ctx, const DispatchArgs& a, const int
 // Blocks [0, C): senders, warp w streams to nodes w, w + warps, ... Blocks [C, 2C): warp w forwards the streams from
 // those nodes, or for the own node pushes the own tokens.
 constexpr int kTransferThreads = 1024;
-__global__ void __launch_bounds__(kTransferThreads) transferKernel(Context ctx, DispatchArgs a, const int32_t* prefix,
-                                                                   ForwardMap fwd) {
+__global__ void __launch_bounds__(kTransferThreads)
+    dispatchTransferKernel(Context ctx, DispatchArgs a, const int32_t* prefix, ForwardMap fwd) {
   if (blockFailed(ctx.node)) return;
   const int C = ctx.rdma_layout.channels;
   const int parity = static_cast<int>(platform::loadRelaxed<Scope::kDevice>(&ctx.counters[kCallsCounter]) & 1);
@@ -304,8 +311,8 @@ void launchDispatchSend(const Context& ctx, const DispatchArgs& a, int32_t* recv
   intranode::launchDispatchPlan(ctx.global, a, s);
   int32_t* prefix = a.cached ? computed_prefix : a.rank_prefix_matrix;
   const size_t shm = sizeof(int32_t) * ctx.rdma_layout.nodes * ctx.rdma_layout.channels;
-  publishKernel<<<1, kPublishThreads, shm, s>>>(ctx, a, prefix, recv_gbl_rank_prefix_sum,
-                                                a.cached ? a.rank_prefix_matrix : nullptr, a.report_to_host);
+  dispatchPublishKernel<<<1, kPublishThreads, shm, s>>>(ctx, a, prefix, recv_gbl_rank_prefix_sum,
+                                                        a.cached ? a.rank_prefix_matrix : nullptr, a.report_to_host);
   checkLaunch(gpuGetLastError(), "dispatch (internode publish)");
 }
 
@@ -313,7 +320,7 @@ void launchDispatchRecv(const Context& ctx, const DispatchArgs& a, const int32_t
                         void* stream) {
   auto s = static_cast<gpuStream_t>(stream);
   const int warps = ctx.nodes < kTransferThreads / kWarpSize ? ctx.nodes : kTransferThreads / kWarpSize;
-  transferKernel<<<2 * ctx.rdma_layout.channels, kWarpSize * warps, 0, s>>>(ctx, a, prefix, fwd);
+  dispatchTransferKernel<<<2 * ctx.rdma_layout.channels, kWarpSize * warps, 0, s>>>(ctx, a, prefix, fwd);
   checkLaunch(gpuGetLastError(), "dispatch (internode transfer)");
   intranode::launchArrive(ctx.node, a.layout.pushed_off, s, "dispatch (arrive)");
   DispatchArgs u = a;
