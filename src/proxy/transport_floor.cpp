@@ -455,16 +455,18 @@ void TransportFloor::State::startTogether(const FloorPlan& plan) {
     const bool sent = std::all_of(lanes.begin(), lanes.end(), [&](const auto& l) {
       return l->finished.load(std::memory_order_acquire) == gen;
     });
-    std::string missing;
-    for (const uint32_t p : peers) {
-      const int64_t v = __atomic_load_n(&counters[startWord(static_cast<int>(p))], __ATOMIC_ACQUIRE);
-      if (v < starts_expected[p]) {
-        missing += fmt::format("{}the start signal from rank {} is {} of {}", missing.empty() ? "" : "; ", p, v,
+    const auto started = [&](uint32_t p) {
+      return __atomic_load_n(&counters[startWord(static_cast<int>(p))], __ATOMIC_ACQUIRE) >= starts_expected[p];
+    };
+    if (sent && std::all_of(peers.begin(), peers.end(), started)) return;
+    if (platform::nowNs() - t0 > config.timeout_ns) {
+      std::string missing;
+      for (const uint32_t p : peers) {
+        if (started(p)) continue;
+        missing += fmt::format("{}the start signal from rank {} is {} of {}", missing.empty() ? "" : "; ", p,
+                               __atomic_load_n(&counters[startWord(static_cast<int>(p))], __ATOMIC_ACQUIRE),
                                starts_expected[p]);
       }
-    }
-    if (sent && missing.empty()) return;
-    if (platform::nowNs() - t0 > config.timeout_ns) {
       throw TimeoutError(fail(fmt::format(
           "a run did not start within {:.1f} s (UCCL_EP_TIMEOUT_SECS): {}{}; are those ranks alive and running the "
           "floor?",
