@@ -353,3 +353,17 @@ def test_a_second_thread_inside_a_call_raises_instead_of_racing():
     assert first == ["held call ends"]
     with pytest.raises(ValueError, match="not a multiple"):  # the lock is free again: the call runs (and checks)
         b.get_local_buffer_tensor(torch.float32, (4,), offset=2)
+
+
+def test_enable_shrink_on_a_normal_mode_buffer_warns_that_normal_calls_do_not_mask(monkeypatch):
+    """Before CUDA or the group is touched: the warning, then the CPU build's refusal (no runtime here)."""
+    monkeypatch.setattr(buffer_module, "native", lambda: types.SimpleNamespace(has_cuda=lambda: False))
+    with pytest.warns(UserWarning, match="normal-mode dispatch and combine do not mask ranks yet"):
+        with pytest.raises(RuntimeError, match="without CUDA"):
+            Buffer(G, 1 << 20, 0, low_latency_mode=False, enable_shrink=True)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a low-latency Buffer with enable_shrink, or normal mode without it: silent
+        for kwargs in (dict(low_latency_mode=True, enable_shrink=True), dict(enable_shrink=False)):
+            with pytest.raises(RuntimeError, match="without CUDA"):
+                Buffer(G, 1 << 20, 1 << 20, **kwargs)

@@ -23,6 +23,7 @@ Buffer raises RuntimeError instead of racing it (the two would interleave their 
 import contextlib
 import functools
 import threading
+import warnings
 from typing import Optional, Tuple, Union
 
 import torch
@@ -86,6 +87,11 @@ class Buffer(LowLatencyCalls):
             as_bool(name, value)
         self.explicitly_destroy = as_bool("explicitly_destroy", explicitly_destroy)
         self.group, self.comm = group, comm
+        if enable_shrink and not self.low_latency_mode:
+            # The proxies drop a dead peer either way; only the low-latency calls mask it (README: Security and faults).
+            warnings.warn("Buffer(enable_shrink=True, low_latency_mode=False): normal-mode dispatch and combine do "
+                          "not mask ranks yet; a rank that dies or does not join makes them raise uccl.ep.TimeoutError "
+                          "naming it. enable_shrink masks ranks in the low-latency calls", UserWarning, stacklevel=2)
 
         # ---- the native module and a device ----------------------------------------------------------------
         _C = native()
