@@ -3,7 +3,9 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "proxy/endpoint_info.hpp"
 #include "proxy/signal_rules.hpp"
@@ -31,6 +33,7 @@ constexpr uint64_t kPositionMask = (uint64_t{1} << kPositionBits) - 1;
 // how often it asks again. Far below UCCL_EP_TIMEOUT_SECS, so that a dead same-host peer is dropped before the
 // GPU's wait for a live peer (queued behind it in the ring) times out.
 constexpr uint64_t kLivenessCheckNs = 100ull * 1000 * 1000;
+constexpr uint64_t kGoneGraceNs = 500ull * 1000 * 1000;  // peerOfFailure: how long a killed peer may take to be gone
 
 // The counters have one writer (this thread): a relaxed load and store, not a locked read-modify-write.
 void bump(std::atomic<uint64_t>& c, uint64_t n) {
@@ -570,10 +573,18 @@ uint32_t ProxyThread::peerOfRequest(uint64_t wr_id) const {
 uint32_t ProxyThread::peerOfFailure(const Completion& c) const {
   if (c.peer < abandoned_.size()) return c.peer;
   if (c.kind == Completion::Kind::kLocal) return peerOfRequest(c.wr_id);
-  for (uint32_t p = 0; p < peer_pids_.size(); ++p) {
-    if (static_cast<int>(p) != config_.rank && (transport_->peerGone(p) || processGone(peer_pids_[p]))) return p;
+  // An incoming operation that names no source: put on a peer whose process is gone. The failure can come a little
+  // before the process is seen gone (shm copying a write out of a rank as it is killed fails while the kernel still
+  // tears that process down, before it is a zombie), so the look goes on for up to kGoneGraceNs. Only a failed
+  // incoming operation with no source waits here.
+  const uint64_t deadline = platform::nowNs() + kGoneGraceNs;
+  for (;;) {
+    for (uint32_t p = 0; p < peer_pids_.size(); ++p) {
+      if (static_cast<int>(p) != config_.rank && (transport_->peerGone(p) || processGone(peer_pids_[p]))) return p;
+    }
+    if (platform::nowNs() > deadline) return UINT32_MAX;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  return UINT32_MAX;
 }
 
 void ProxyThread::fail(const std::string& message) {

@@ -296,6 +296,22 @@ TEST_F(ProxyTest, ShrinkFailedIncomingOperationIsPutOnTheGonePeer) {
   EXPECT_EQ(groups_[0]->deadPeers(), std::vector<int>{1});
 }
 
+// The failure can come before its source is seen gone (a killed process is torn down after its copy fails): a peer
+// gone 100 ms later still takes it.
+TEST_F(ProxyTest, ShrinkFailedIncomingOperationIsPutOnAPeerGoneJustAfterIt) {
+  build(shrinkConfig(100 * kSecond));
+  state_.remoteFailure();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(groups_[0]->hasError()) << "failed before the grace ended: " << groups_[0]->firstError();
+  {
+    std::lock_guard<std::mutex> g(state_.mu);
+    state_.gone_peer = 1;
+  }
+  ASSERT_TRUE(waitUntil([&] { return !groups_[0]->deadPeers().empty() || groups_[0]->hasError(); }));
+  EXPECT_FALSE(groups_[0]->hasError()) << groups_[0]->firstError();
+  EXPECT_EQ(groups_[0]->deadPeers(), std::vector<int>{1});
+}
+
 TEST_F(ProxyTest, FailedIncomingOperationWithNoGonePeerIsAnError) {
   build(shrinkConfig(100 * kSecond));
   state_.remoteFailure();
