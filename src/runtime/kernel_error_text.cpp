@@ -73,21 +73,20 @@ std::string timeoutText(const k::ErrorRecord& rec, const KernelErrorSite& site, 
                          "UCCL_EP_TIMEOUT_SECS={}s (it never joined this dispatch, or failed)",
                          step, site.rank, peer, path, rec.detail, secs);
     case k::kOpRdmaRoom:
-      return fmt::format("{} on rank {}: rank {}{} did not consume the records of channel {} within "
-                         "UCCL_EP_TIMEOUT_SECS={}s, so no room was left to send more",
-                         step, site.rank, peer, path, rec.detail, secs);
     case k::kOpRdmaRows:
-      return fmt::format("{} on rank {}: rank {}{} did not send the records of channel {} within "
-                         "UCCL_EP_TIMEOUT_SECS={}s",
-                         step, site.rank, peer, path, rec.detail, secs);
     case k::kOpRdmaPartialRoom:
-      return fmt::format("{} on rank {}: rank {}{} did not take the partial sums of channel {} within "
-                         "UCCL_EP_TIMEOUT_SECS={}s, so no room was left to send more",
-                         step, site.rank, peer, path, rec.detail, secs);
-    case k::kOpRdmaPartials:
-      return fmt::format("{} on rank {}: rank {}{} did not send the partial sums of channel {} within "
-                         "UCCL_EP_TIMEOUT_SECS={}s (every rank of its node began this combine)",
-                         step, site.rank, peer, path, rec.detail, secs);
+    case k::kOpRdmaPartials: {
+      // A stream of one channel (detail): what the peer did not do, and what that left this rank without.
+      const char* what = op == k::kOpRdmaRoom          ? "consume the records"
+                         : op == k::kOpRdmaRows        ? "send the records"
+                         : op == k::kOpRdmaPartialRoom ? "take the partial sums"
+                                                       : "send the partial sums";
+      const char* tail = op == k::kOpRdmaRoom || op == k::kOpRdmaPartialRoom ? ", so no room was left to send more"
+                         : op == k::kOpRdmaPartials ? " (every rank of its node began this combine)"
+                                                    : "";
+      return fmt::format("{} on rank {}: rank {}{} did not {} of channel {} within UCCL_EP_TIMEOUT_SECS={}s{}", step,
+                         site.rank, peer, path, what, rec.detail, secs, tail);
+    }
     case k::kOpRdmaEntered:
       // detail: the peer that sums the node's rows for this rank (the absent rank itself, or one waiting for it).
       return fmt::format("{} on rank {}: rank {}{} did not begin this combine within UCCL_EP_TIMEOUT_SECS={}s (it "
