@@ -103,5 +103,5 @@ def test_the_output_must_be_a_png(tmp_path):
 def test_the_committed_plot_reads_the_committed_figures():
     path = os.path.join(REPO, "bench", "results", "results_2026-11-30.json")
     records = bench_json.read(path)
-    assert all(r["params"].get("source", "").startswith("bench/RESULTS.md") for r in records)
+    assert all(r["params"].get("source", "").startswith("bench/RESULTS_2026-11-30_sessions_1_to_4.md") for r in records)
     assert png_size(path.replace(".json", ".png"))[0] > 0
