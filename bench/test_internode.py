@@ -110,11 +110,12 @@ def run_bench(args, chk: checks.Checker, d: Dist) -> dict:
         else:
             y = recv
             seconds = ti.time_call(lambda: buf.combine(y, handle), args.bench_warmup, args.bench_iters)
+        cfg = config if call == "dispatch" else ep.Buffer.get_combine_config(d.world)  # the config the call ran
         plans[f"{call} {dtype}"] = rt.internode_floor_plan(
             call=call, hidden_bytes=args.hidden * (1 if fp8 else 2), num_scales=args.hidden // 128 if fp8 else 0,
-            num_topk=0, num_sms=config.num_sms,
-            num_max_rdma_chunked_send_tokens=config.num_max_rdma_chunked_send_tokens,
-            num_max_rdma_chunked_recv_tokens=config.num_max_rdma_chunked_recv_tokens,
+            num_topk=0, num_sms=cfg.num_sms,
+            num_max_rdma_chunked_send_tokens=cfg.num_max_rdma_chunked_send_tokens,
+            num_max_rdma_chunked_recv_tokens=cfg.num_max_rdma_chunked_recv_tokens,
             sent=counts[f"{call}_sent"], received=counts[f"{call}_received"])
         res[(call, dtype)] = dict(us=seconds * 1e6, rdma_bytes=int(route.rdma_sent[d.rank]) * row_bytes,
                                   nvl_bytes=int(route.received[d.rank]) * row_bytes)
